@@ -1,0 +1,36 @@
+-- units: one row per (server, ts). A data-parallel server is analysed as one unit:
+-- request gauges and rates are summed over engines, KV usage is averaged with the most
+-- loaded engine kept (kv_max_pct drives the phases, as vLLM's KV dashboard does), and
+-- latency quantiles take the worst engine.
+CREATE TABLE units AS
+SELECT
+  server,
+  ts,
+  MIN(t_rel_sec) AS t_rel_sec,
+  BOOL_AND(scrape_ok) AS scrape_ok,
+  MAX(scrape_error) AS scrape_error,
+  BOOL_OR(counter_reset) AS counter_reset,
+  MAX(interval_s) AS interval_s,
+  AVG(kv_cache_usage_pct) AS kv_pct,
+  MAX(kv_cache_usage_pct) AS kv_max_pct,
+  CAST(SUM(requests_running) AS DOUBLE) AS running,
+  CAST(SUM(requests_waiting) AS DOUBLE) AS waiting,
+  SUM(preemptions_per_s) AS preemptions_per_s,
+  SUM(prompt_tokens_per_s) AS prompt_tps,
+  SUM(prompt_tokens_cached_per_s) AS prompt_cached_tps,
+  SUM(generation_tokens_per_s) AS gen_tps,
+  SUM(requests_finished_per_s) AS finished_per_s,
+  AVG(prefix_cache_hit_rate_pct) AS prefix_hit_rate_pct,
+  MAX(ttft_p50_s) AS ttft_p50_s,
+  MAX(ttft_p95_s) AS ttft_p95_s,
+  MAX(e2e_p95_s) AS e2e_p95_s,
+  MAX(itl_p50_s) AS itl_p50_s,
+  MAX(itl_p95_s) AS itl_p95_s,
+  MAX(queue_time_mean_s) AS queue_time_mean_s,
+  MAX(queue_time_p95_s) AS queue_time_p95_s,
+  MAX(iteration_tokens_p50) AS iteration_tokens_p50,
+  MAX(prompt_len_p95) AS prompt_len_p95,
+  AVG(gpu_util_pct) AS gpu_util_pct,
+  COUNT(*) AS engines
+FROM samples
+GROUP BY server, ts

@@ -1,0 +1,77 @@
+-- timeline: units plus rolling baselines, the phase of every sample and the four
+-- conditions, all debounced (runs shorter than ${debounce_samples} samples take the
+-- previous stable value).
+--
+-- Phases, first match wins (CONTRACT.md):
+--   IDLE              nothing running or waiting, no tokens produced
+--   SATURATED         KV usage (most loaded engine) >= ${kv_saturated_pct} %
+--   QUEUE_PRESSURE    requests waiting in the scheduler
+--   KV_PRESSURE_RISING KV usage >= ${kv_rising_pct} %
+--   HEALTHY           active workload without visible pressure
+-- A failed scrape has no phase (NULL).
+--
+-- Conditions (concurrent with the phase):
+--   PREFILL_PRESSURE      uncached prompt tokens are >= ${prefill_token_share} of the
+--                         engine's tokens and TTFT p95 is a spike over its baseline
+--   HIGH_PROMPT_INGESTION running >= ${high_running_share} of the session peak and prompt
+--                         tokens/s >= ${high_ingestion_factor} x the session median
+--   TTFT_ELEVATED         TTFT p95 >= ${ttft_elevated_s} s
+--   QUEUE_DELAY           waiting >= ${queue_min_waiting} or mean queue time >= ${queue_delay_s} s
+CREATE TABLE timeline AS
+WITH base AS (
+  SELECT
+    u.*,
+    rolling_median(ttft_p95_s, t_rel_sec, ${baseline_window_s})
+      OVER (PARTITION BY server ORDER BY t_rel_sec) AS ttft_p95_baseline_s,
+    rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s})
+      OVER (PARTITION BY server ORDER BY t_rel_sec) AS e2e_p95_baseline_s,
+    rolling_median(gen_tps, t_rel_sec, ${baseline_window_s})
+      OVER (PARTITION BY server ORDER BY t_rel_sec) AS gen_tps_baseline,
+    rolling_median(running, t_rel_sec, ${baseline_window_s})
+      OVER (PARTITION BY server ORDER BY t_rel_sec) AS running_baseline,
+    MAX(running) OVER (PARTITION BY server) AS running_peak,
+    median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER (PARTITION BY server) AS prompt_tps_median,
+    median(interval_s) OVER (PARTITION BY server) AS interval_median_s,
+    GREATEST(COALESCE(prompt_tps, 0) - COALESCE(prompt_cached_tps, 0), 0) AS computed_prompt_tps,
+    CASE
+      WHEN NOT scrape_ok THEN NULL
+      WHEN COALESCE(running, 0) = 0 AND COALESCE(waiting, 0) = 0
+           AND COALESCE(gen_tps, 0) < ${idle_tokens_per_s} THEN 'IDLE'
+      WHEN kv_max_pct >= ${kv_saturated_pct} THEN 'SATURATED'
+      WHEN waiting >= ${queue_min_waiting} THEN 'QUEUE_PRESSURE'
+      WHEN kv_max_pct >= ${kv_rising_pct} THEN 'KV_PRESSURE_RISING'
+      ELSE 'HEALTHY'
+    END AS raw_phase
+  FROM units u
+),
+raw_conditions AS (
+  SELECT
+    *,
+    CASE WHEN NOT scrape_ok THEN NULL ELSE
+      COALESCE(running > 0 AND computed_prompt_tps > 0
+        AND computed_prompt_tps >= ${prefill_token_share} * (computed_prompt_tps + COALESCE(gen_tps, 0))
+        AND ttft_p95_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
+    END AS raw_prefill_pressure,
+    CASE WHEN NOT scrape_ok THEN NULL ELSE
+      COALESCE(running_peak > 0 AND running >= ${high_running_share} * running_peak
+        AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median, false)
+    END AS raw_high_prompt_ingestion,
+    CASE WHEN NOT scrape_ok THEN NULL ELSE COALESCE(ttft_p95_s >= ${ttft_elevated_s}, false) END
+      AS raw_ttft_elevated,
+    CASE WHEN NOT scrape_ok THEN NULL ELSE
+      COALESCE(waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}, false)
+    END AS raw_queue_delay
+  FROM base
+)
+SELECT
+  *,
+  debounce(raw_phase, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS phase,
+  debounce(CASE WHEN raw_prefill_pressure THEN 'on' WHEN NOT raw_prefill_pressure THEN 'off' END,
+           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS prefill_pressure,
+  debounce(CASE WHEN raw_high_prompt_ingestion THEN 'on' WHEN NOT raw_high_prompt_ingestion THEN 'off' END,
+           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS high_prompt_ingestion,
+  debounce(CASE WHEN raw_ttft_elevated THEN 'on' WHEN NOT raw_ttft_elevated THEN 'off' END,
+           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS ttft_elevated,
+  debounce(CASE WHEN raw_queue_delay THEN 'on' WHEN NOT raw_queue_delay THEN 'off' END,
+           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS queue_delay
+FROM raw_conditions

@@ -1,0 +1,52 @@
+-- Per-server aggregates for summary.json and the doctor rules.
+SELECT
+  server,
+  MIN(ts) AS start_ts,
+  MAX(ts) AS end_ts,
+  MAX(t_rel_sec) - MIN(t_rel_sec) AS duration_s,
+  COUNT(*) AS samples,
+  SUM(CASE WHEN scrape_ok THEN 0 ELSE 1 END) AS failed_scrapes,
+  MAX(engines) AS engines,
+  MAX(interval_median_s) AS interval_median_s,
+  AVG(kv_pct) AS kv_avg_pct,
+  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY kv_pct) AS kv_p95_pct,
+  MAX(kv_max_pct) AS kv_max_pct,
+  MIN(kv_pct) AS kv_min_pct,
+  AVG(running) AS running_avg,
+  MAX(running) AS running_max,
+  AVG(waiting) AS waiting_avg,
+  MAX(waiting) AS waiting_max,
+  AVG(gen_tps) AS gen_tps_avg,
+  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY gen_tps) AS gen_tps_p95,
+  AVG(prompt_tps) AS prompt_tps_avg,
+  MAX(prompt_tps) AS prompt_tps_max,
+  SUM(COALESCE(prompt_tps, 0) * COALESCE(interval_s, 0)) AS prompt_tokens,
+  SUM(COALESCE(prompt_cached_tps, 0) * COALESCE(interval_s, 0)) AS prompt_tokens_cached,
+  SUM(COALESCE(gen_tps, 0) * COALESCE(interval_s, 0)) AS generation_tokens,
+  SUM(COALESCE(finished_per_s, 0) * COALESCE(interval_s, 0)) AS requests_finished,
+  SUM(COALESCE(preemptions_per_s, 0) * COALESCE(interval_s, 0)) AS preemptions,
+  MAX(preemptions_per_s) AS preemptions_peak_per_s,
+  SUM(prefix_hit_rate_pct * prompt_tps * interval_s) / NULLIF(SUM(CASE WHEN prefix_hit_rate_pct IS NOT NULL THEN prompt_tps * interval_s END), 0)
+    AS prefix_hit_rate_pct,
+  MAX(ttft_p95_s) AS ttft_p95_max_s,
+  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_p95_s) AS ttft_p95_median_s,
+  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY itl_p95_s) AS itl_p95_median_s,
+  MAX(itl_p95_s) AS itl_p95_max_s,
+  MAX(queue_time_mean_s) AS queue_time_mean_max_s,
+  MAX(prompt_len_p95) AS prompt_len_p95_max,
+  AVG(gpu_util_pct) AS gpu_util_avg_pct,
+  -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
+  -- zero on a healthy server.
+  MAX(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_max_pct,
+  MIN(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_min_pct,
+  SUM(CASE WHEN phase = 'IDLE' THEN 1 ELSE 0 END) AS idle_samples,
+  -- Stalled: requests waiting and running, yet (almost) nothing generated.
+  SUM(CASE WHEN waiting > 0 AND running > 0 AND COALESCE(gen_tps, 0) < ${idle_tokens_per_s}
+           THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS stalled_s,
+  SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,
+  -- Tokens each running request holds at the worst moment, from KV usage and running.
+  MAX(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_max,
+  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
+FROM timeline
+GROUP BY server
+ORDER BY server

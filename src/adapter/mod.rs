@@ -1,0 +1,707 @@
+//! Adapter stage: the only module that knows vLLM metric names.
+//!
+//! [`read`] maps one parsed `/metrics` page onto per-engine readings using [`METRICS`], a
+//! table with one row per exposed spelling across vLLM 0.2–0.33 (V0 and V1), Ray Serve's
+//! `ray_vllm:` re-export and Triton's `model`/`version` labels. [`Normalizer`] then turns
+//! successive readings into [`Sample`] rows: rates from counters (reset-aware, like
+//! Prometheus `rate()`), interval quantiles from histogram bucket deltas. vLLM's KV-usage
+//! fraction becomes a 0–100 percentage here and nowhere else.
+
+pub mod histogram;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::source::prom::{Exposition, MetricType, parse_le};
+use crate::store::schema::{HistogramRow, Sample};
+use histogram::{Clamp, Histogram};
+
+/// A histogram family the analysis uses, by its canonical (current vLLM) name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hist {
+    Ttft,
+    E2e,
+    Itl,
+    Tpot,
+    Queue,
+    Prefill,
+    Decode,
+    Inference,
+    IterationTokens,
+    PromptLen,
+    GenerationLen,
+}
+
+impl Hist {
+    /// Canonical family name (without prefix) written to `histograms.parquet`.
+    pub fn canonical(self) -> &'static str {
+        match self {
+            Self::Ttft => "time_to_first_token_seconds",
+            Self::E2e => "e2e_request_latency_seconds",
+            Self::Itl => "inter_token_latency_seconds",
+            Self::Tpot => "request_time_per_output_token_seconds",
+            Self::Queue => "request_queue_time_seconds",
+            Self::Prefill => "request_prefill_time_seconds",
+            Self::Decode => "request_decode_time_seconds",
+            Self::Inference => "request_inference_time_seconds",
+            Self::IterationTokens => "iteration_tokens_total",
+            Self::PromptLen => "request_prompt_tokens",
+            Self::GenerationLen => "request_generation_tokens",
+        }
+    }
+
+    /// Inverse of [`Hist::canonical`].
+    pub fn from_canonical(name: &str) -> Option<Self> {
+        ALL_HISTS.iter().copied().find(|h| h.canonical() == name)
+    }
+}
+
+const ALL_HISTS: &[Hist] = &[
+    Hist::Ttft,
+    Hist::E2e,
+    Hist::Itl,
+    Hist::Tpot,
+    Hist::Queue,
+    Hist::Prefill,
+    Hist::Decode,
+    Hist::Inference,
+    Hist::IterationTokens,
+    Hist::PromptLen,
+    Hist::GenerationLen,
+];
+
+/// What an exposed vLLM family feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    KvUsageFraction,
+    Running,
+    Waiting,
+    WaitingByReason,
+    Swapped,
+    Preemptions,
+    PromptTokens,
+    PromptTokensCached,
+    PromptTokensBySource,
+    GenerationTokens,
+    RequestSuccess,
+    PrefixQueries,
+    PrefixHits,
+    /// V0 gauge, a 0–1 fraction where −1 means "no data".
+    PrefixHitRateV0,
+    /// V0 gauges deprecated in 0.3 and removed in 0.7.
+    AvgPromptThroughput,
+    AvgGenerationThroughput,
+    Histogram(Hist),
+    CacheConfig,
+    /// Recognised vLLM family that KVScope does not use.
+    Known,
+}
+
+/// One row of the alias table.
+#[derive(Debug, Clone, Copy)]
+pub struct Alias {
+    /// Name as exposed in text 0.0.4, without the `vllm:` prefix.
+    pub name: &'static str,
+    pub target: Target,
+    /// Lower wins when several spellings of the same target are present (0.9.2–0.10.x
+    /// expose old and new names side by side).
+    pub priority: u8,
+}
+
+const fn a(name: &'static str, target: Target, priority: u8) -> Alias {
+    Alias {
+        name,
+        target,
+        priority,
+    }
+}
+
+/// Every vLLM spelling KVScope understands (see `reference/vllm-metrics.md` §2–3).
+pub const METRICS: &[Alias] = &[
+    a("kv_cache_usage_perc", Target::KvUsageFraction, 0),
+    a("gpu_cache_usage_perc", Target::KvUsageFraction, 1),
+    a("num_requests_running", Target::Running, 0),
+    a("num_requests_waiting", Target::Waiting, 0),
+    a("num_requests_waiting_by_reason", Target::WaitingByReason, 0),
+    a("num_requests_swapped", Target::Swapped, 0),
+    a("num_preemptions_total", Target::Preemptions, 0),
+    a("prompt_tokens_total", Target::PromptTokens, 0),
+    a("prompt_tokens_cached_total", Target::PromptTokensCached, 0),
+    a("prompt_tokens_by_source_total", Target::PromptTokensBySource, 0),
+    a("generation_tokens_total", Target::GenerationTokens, 0),
+    a("request_success_total", Target::RequestSuccess, 0),
+    a("prefix_cache_queries_total", Target::PrefixQueries, 0),
+    a("prefix_cache_hits_total", Target::PrefixHits, 0),
+    // Blocks in 0.7.3–0.8.x, tokens from 0.9.0: converted in `read` (see `blocks_era`).
+    a("gpu_prefix_cache_queries_total", Target::PrefixQueries, 1),
+    a("gpu_prefix_cache_hits_total", Target::PrefixHits, 1),
+    a("gpu_prefix_cache_hit_rate", Target::PrefixHitRateV0, 0),
+    a("avg_prompt_throughput_toks_per_s", Target::AvgPromptThroughput, 0),
+    a("avg_generation_throughput_toks_per_s", Target::AvgGenerationThroughput, 0),
+    a("time_to_first_token_seconds", Target::Histogram(Hist::Ttft), 0),
+    a("e2e_request_latency_seconds", Target::Histogram(Hist::E2e), 0),
+    a("inter_token_latency_seconds", Target::Histogram(Hist::Itl), 0),
+    a("time_per_output_token_seconds", Target::Histogram(Hist::Itl), 1),
+    a("request_time_per_output_token_seconds", Target::Histogram(Hist::Tpot), 0),
+    a("request_queue_time_seconds", Target::Histogram(Hist::Queue), 0),
+    a("request_prefill_time_seconds", Target::Histogram(Hist::Prefill), 0),
+    a("request_decode_time_seconds", Target::Histogram(Hist::Decode), 0),
+    a("request_inference_time_seconds", Target::Histogram(Hist::Inference), 0),
+    a("iteration_tokens_total", Target::Histogram(Hist::IterationTokens), 0),
+    a("request_prompt_tokens", Target::Histogram(Hist::PromptLen), 0),
+    a("request_generation_tokens", Target::Histogram(Hist::GenerationLen), 0),
+    a("cache_config_info", Target::CacheConfig, 0),
+    // Recognised, not used by the analysis.
+    a("cpu_cache_usage_perc", Target::Known, 0),
+    a("cpu_prefix_cache_hit_rate", Target::Known, 0),
+    a("num_requests_kv_fetch_by_stage", Target::Known, 0),
+    a("engine_sleep_state", Target::Known, 0),
+    a("external_prefix_cache_queries_total", Target::Known, 0),
+    a("external_prefix_cache_hits_total", Target::Known, 0),
+    a("prompt_tokens_cached_by_source_total", Target::Known, 0),
+    a("prompt_tokens_recomputed_total", Target::Known, 0),
+    a("mm_cache_queries_total", Target::Known, 0),
+    a("mm_cache_hits_total", Target::Known, 0),
+    a("admission_rejections_total", Target::Known, 0),
+    a("corrupted_requests_total", Target::Known, 0),
+    a("watermark_requests_total", Target::Known, 0),
+    a("request_max_num_generation_tokens", Target::Known, 0),
+    a("request_params_n", Target::Known, 0),
+    a("request_params_max_tokens", Target::Known, 0),
+    a("request_params_best_of", Target::Known, 0),
+    a("request_num_preemptions", Target::Known, 0),
+    a("request_prefill_kv_computed_tokens", Target::Known, 0),
+    a("kv_block_lifetime_seconds", Target::Known, 0),
+    a("kv_block_idle_before_evict_seconds", Target::Known, 0),
+    a("kv_block_reuse_gap_seconds", Target::Known, 0),
+    a("lora_requests_info", Target::Known, 0),
+    a("estimated_flops_per_gpu_total", Target::Known, 0),
+    a("estimated_read_bytes_per_gpu_total", Target::Known, 0),
+    a("estimated_write_bytes_per_gpu_total", Target::Known, 0),
+    a("spec_decode_num_drafts_total", Target::Known, 0),
+    a("spec_decode_num_draft_tokens_total", Target::Known, 0),
+    a("spec_decode_num_accepted_tokens_total", Target::Known, 0),
+    a("spec_decode_num_accepted_tokens_per_pos_total", Target::Known, 0),
+    a("spec_decode_num_emitted_tokens_total", Target::Known, 0),
+    a("spec_decode_draft_acceptance_rate", Target::Known, 0),
+    a("spec_decode_efficiency", Target::Known, 0),
+    a("time_in_queue_requests", Target::Known, 0),
+    a("model_forward_time_milliseconds", Target::Known, 0),
+    a("model_execute_time_milliseconds", Target::Known, 0),
+];
+
+/// Metric-name prefixes under which vLLM families appear.
+const PREFIXES: &[&str] = &["vllm:", "ray_vllm:"];
+
+/// The families whose absence means "not a vLLM endpoint".
+pub const REQUIRED_FOR_VLLM: &[&str] = &[
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc)",
+];
+
+fn lookup(bare: &str) -> Option<&'static Alias> {
+    METRICS.iter().find(|m| m.name == bare).or_else(|| {
+        // OpenMetrics TYPE lines name counters without `_total`.
+        METRICS
+            .iter()
+            .find(|m| m.name.strip_suffix("_total") == Some(bare))
+    })
+}
+
+/// Values read for one (model_name, engine) series from one page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineReading {
+    pub model_name: String,
+    pub engine: String,
+    /// Chosen value and the priority of the alias it came from, per target.
+    kv_fraction: Option<(f64, u8)>,
+    running: Option<f64>,
+    waiting: Option<f64>,
+    waiting_capacity: Option<f64>,
+    waiting_deferred: Option<f64>,
+    swapped: Option<f64>,
+    preemptions: Option<f64>,
+    prompt_tokens: Option<f64>,
+    prompt_cached: Option<f64>,
+    prompt_cached_by_source: Option<f64>,
+    generation_tokens: Option<f64>,
+    finished: Option<f64>,
+    aborted: Option<f64>,
+    prefix_queries: Option<(f64, u8)>,
+    prefix_hits: Option<(f64, u8)>,
+    prefix_hit_rate_v0: Option<f64>,
+    avg_prompt_tps: Option<f64>,
+    avg_gen_tps: Option<f64>,
+    hists: BTreeMap<Hist, (Histogram, u8)>,
+}
+
+impl EngineReading {
+    /// KV usage in percent (0–100): vLLM's fraction × 100 — the one place this happens.
+    pub fn kv_cache_usage_pct(&self) -> Option<f64> {
+        self.kv_fraction.map(|(f, _)| f * 100.0)
+    }
+    pub fn requests_running(&self) -> Option<f64> {
+        self.running
+    }
+    pub fn requests_waiting(&self) -> Option<f64> {
+        self.waiting
+    }
+    pub fn preemptions_total(&self) -> Option<f64> {
+        self.preemptions
+    }
+    pub fn histogram(&self, h: Hist) -> Option<&Histogram> {
+        self.hists.get(&h).map(|(x, _)| x)
+    }
+}
+
+/// Everything read from one `/metrics` page.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    pub engines: Vec<EngineReading>,
+    /// `cache_config_info` label sets, one per engine.
+    pub cache_config: Vec<BTreeMap<String, String>>,
+    /// `vllm:` families not in [`METRICS`] (forks, connectors): ignored, counted.
+    pub unknown_vllm: BTreeSet<String>,
+    /// Number of families recognised as vLLM's.
+    pub vllm_families: usize,
+    pub gpu_util_pct: Option<f64>,
+    pub gpu_mem_used_pct: Option<f64>,
+}
+
+impl Reading {
+    /// Names of the required families this page lacks (empty for a vLLM endpoint).
+    pub fn missing_required(&self) -> Vec<&'static str> {
+        let has = |f: fn(&EngineReading) -> bool| self.engines.iter().any(f);
+        let mut missing = Vec::new();
+        if !has(|e| e.running.is_some()) {
+            missing.push(REQUIRED_FOR_VLLM[0]);
+        }
+        if !has(|e| e.waiting.is_some()) {
+            missing.push(REQUIRED_FOR_VLLM[1]);
+        }
+        if !has(|e| e.kv_fraction.is_some()) {
+            missing.push(REQUIRED_FOR_VLLM[2]);
+        }
+        missing
+    }
+
+    /// `num_gpu_blocks × block_size` summed over engines, from `cache_config_info`.
+    pub fn kv_capacity_tokens(&self) -> Option<f64> {
+        let per: Vec<f64> = self
+            .cache_config
+            .iter()
+            .filter_map(|c| {
+                let blocks = c.get("num_gpu_blocks")?.parse::<f64>().ok()?;
+                let bs = c.get("block_size")?.parse::<f64>().ok()?;
+                Some(blocks * bs)
+            })
+            .collect();
+        (!per.is_empty()).then(|| per.iter().sum())
+    }
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+fn add(slot: &mut Option<f64>, v: f64) {
+    if let Some(v) = finite(v) {
+        *slot = Some(slot.unwrap_or(0.0) + v);
+    }
+}
+
+/// Replaces a prioritised slot when `priority` is better than what it holds; adds when equal.
+fn add_prio(slot: &mut Option<(f64, u8)>, v: f64, priority: u8) {
+    let Some(v) = finite(v) else { return };
+    match slot {
+        Some((old, p)) if *p == priority => *old += v,
+        Some((_, p)) if *p < priority => {}
+        _ => *slot = Some((v, priority)),
+    }
+}
+
+/// Maps one parsed page onto per-engine readings.
+pub fn read(exp: &Exposition) -> Reading {
+    let mut out = Reading::default();
+    let mut engines: BTreeMap<(String, String), EngineReading> = BTreeMap::new();
+    let mut gpu_util: Vec<f64> = Vec::new();
+    let (mut fb_used, mut fb_free) = (0.0, 0.0);
+    let mut saw_blocks_era_alias = false;
+
+    for fam in &exp.families {
+        let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
+            match fam.name.as_str() {
+                "DCGM_FI_DEV_GPU_UTIL" => gpu_util.extend(fam.samples.iter().map(|s| s.value)),
+                "DCGM_FI_DEV_FB_USED" => fb_used += fam.samples.iter().map(|s| s.value).sum::<f64>(),
+                "DCGM_FI_DEV_FB_FREE" => fb_free += fam.samples.iter().map(|s| s.value).sum::<f64>(),
+                _ => {}
+            }
+            continue;
+        };
+        let Some(alias) = lookup(bare) else {
+            // `_created` companions of known families are known too.
+            let known_created = bare
+                .strip_suffix("_created")
+                .is_some_and(|b| lookup(b).is_some() || lookup(&format!("{b}_total")).is_some());
+            if !known_created {
+                out.unknown_vllm.insert(fam.name.clone());
+            }
+            continue;
+        };
+        out.vllm_families += 1;
+        if alias.target == Target::CacheConfig {
+            for s in &fam.samples {
+                out.cache_config.push(s.labels.iter().cloned().collect());
+            }
+            continue;
+        }
+        if matches!(alias.name, "gpu_prefix_cache_queries_total" | "gpu_prefix_cache_hits_total") {
+            saw_blocks_era_alias = true;
+        }
+        for s in &fam.samples {
+            // OpenMetrics puts `_created` samples inside the counter family.
+            if s.name.ends_with("_created") && fam.kind != MetricType::Gauge {
+                continue;
+            }
+            let model = s.label("model_name").or_else(|| s.label("model")).unwrap_or("");
+            let engine = s.label("engine").unwrap_or("0");
+            let e = engines
+                .entry((model.to_string(), engine.to_string()))
+                .or_insert_with(|| EngineReading {
+                    model_name: model.to_string(),
+                    engine: engine.to_string(),
+                    ..Default::default()
+                });
+            let v = s.value;
+            match alias.target {
+                Target::KvUsageFraction => add_prio(&mut e.kv_fraction, v, alias.priority),
+                Target::Running => add(&mut e.running, v),
+                Target::Waiting => add(&mut e.waiting, v),
+                Target::WaitingByReason => match s.label("reason") {
+                    Some("capacity") => add(&mut e.waiting_capacity, v),
+                    Some("deferred") => add(&mut e.waiting_deferred, v),
+                    _ => {}
+                },
+                Target::Swapped => add(&mut e.swapped, v),
+                Target::Preemptions => add(&mut e.preemptions, v),
+                Target::PromptTokens => add(&mut e.prompt_tokens, v),
+                Target::PromptTokensCached => add(&mut e.prompt_cached, v),
+                Target::PromptTokensBySource => {
+                    if matches!(s.label("source"), Some("local_cache_hit" | "external_kv_transfer")) {
+                        add(&mut e.prompt_cached_by_source, v);
+                    }
+                }
+                Target::GenerationTokens => add(&mut e.generation_tokens, v),
+                Target::RequestSuccess => {
+                    add(&mut e.finished, v);
+                    if matches!(s.label("finished_reason"), Some("abort" | "error")) {
+                        add(&mut e.aborted, v);
+                    } else if e.aborted.is_none() {
+                        e.aborted = Some(0.0);
+                    }
+                }
+                Target::PrefixQueries => add_prio(&mut e.prefix_queries, v, alias.priority),
+                Target::PrefixHits => add_prio(&mut e.prefix_hits, v, alias.priority),
+                Target::PrefixHitRateV0 => {
+                    if v >= 0.0 {
+                        e.prefix_hit_rate_v0 = finite(v);
+                    }
+                }
+                Target::AvgPromptThroughput => e.avg_prompt_tps = finite(v),
+                Target::AvgGenerationThroughput => e.avg_gen_tps = finite(v),
+                Target::Histogram(h) => {
+                    let slot = e
+                        .hists
+                        .entry(h)
+                        .or_insert_with(|| (Histogram::default(), alias.priority));
+                    if alias.priority < slot.1 {
+                        *slot = (Histogram::default(), alias.priority);
+                    } else if alias.priority > slot.1 {
+                        continue;
+                    }
+                    let hist = &mut slot.0;
+                    if let Some(suffix) = s.name.strip_prefix(fam.name.as_str()) {
+                        match suffix {
+                            "_bucket" => {
+                                if let Some(le) = s.label("le").and_then(parse_le) {
+                                    hist.buckets.push((le, v));
+                                }
+                            }
+                            "_sum" => hist.sum = v,
+                            "_count" => hist.count = v,
+                            _ => {}
+                        }
+                    }
+                }
+                Target::CacheConfig | Target::Known => {}
+            }
+        }
+    }
+
+    // gpu_prefix_cache_* counted blocks until 0.9.0; `cache_config_info` got its `engine`
+    // label in the same release, so a page whose cache config lacks `engine` is from the
+    // blocks era. Convert blocks to tokens so the column keeps one unit.
+    let blocks_era = saw_blocks_era_alias
+        && !out.cache_config.is_empty()
+        && out.cache_config.iter().all(|c| !c.contains_key("engine"));
+    let block_size = out
+        .cache_config
+        .first()
+        .and_then(|c| c.get("block_size"))
+        .and_then(|b| b.parse::<f64>().ok());
+    for e in engines.values_mut() {
+        for h in e.hists.values_mut() {
+            h.0.normalize();
+        }
+        if let (true, Some(bs)) = (blocks_era, block_size) {
+            for slot in [&mut e.prefix_queries, &mut e.prefix_hits] {
+                if let Some((v, 1)) = slot {
+                    *v *= bs;
+                }
+            }
+        }
+    }
+    out.engines = engines.into_values().collect();
+    if !gpu_util.is_empty() {
+        out.gpu_util_pct = Some(gpu_util.iter().sum::<f64>() / gpu_util.len() as f64);
+    }
+    if fb_used + fb_free > 0.0 {
+        out.gpu_mem_used_pct = Some(fb_used / (fb_used + fb_free) * 100.0);
+    }
+    out
+}
+
+/// Facts about one server gathered while recording, for `metadata.json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerFacts {
+    pub server: String,
+    pub engine_kind: String,
+    pub model_names: BTreeSet<String>,
+    pub engines: BTreeSet<String>,
+    pub cache_config: Vec<BTreeMap<String, String>>,
+    pub kv_capacity_tokens: Option<f64>,
+    pub unknown_vllm_metrics: BTreeSet<String>,
+    pub skipped_lines: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PrevState {
+    ts_us: i64,
+    counters: [Option<f64>; 8],
+    hists: BTreeMap<Hist, Histogram>,
+}
+
+/// Turns successive readings into samples; keeps per-series state for rates and deltas.
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    prev: HashMap<(String, String, String), PrevState>,
+}
+
+/// Everything one normalization step produces.
+#[derive(Debug, Default)]
+pub struct Normalized {
+    pub samples: Vec<Sample>,
+    pub histograms: Vec<HistogramRow>,
+}
+
+impl Normalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Series (model_name, engine) seen so far for `server`.
+    pub fn known_series(&self, server: &str) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .prev
+            .keys()
+            .filter(|k| k.0 == server)
+            .map(|k| (k.1.clone(), k.2.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Normalizes one reading of `server` taken at `ts_us`.
+    pub fn normalize(
+        &mut self,
+        server: &str,
+        ts_us: i64,
+        t_rel_sec: f64,
+        scrape_ms: Option<f64>,
+        reading: &Reading,
+    ) -> Normalized {
+        let mut out = Normalized::default();
+        for e in &reading.engines {
+            let key = (server.to_string(), e.model_name.clone(), e.engine.clone());
+            let prev = self.prev.get(&key);
+            let interval_s = prev
+                .map(|p| (ts_us - p.ts_us) as f64 / 1e6)
+                .filter(|d| *d > 0.0);
+            let prompt_cached = e.prompt_cached.or(e.prompt_cached_by_source);
+            let counters = [
+                e.preemptions,
+                e.prompt_tokens,
+                e.generation_tokens,
+                e.finished,
+                e.aborted,
+                prompt_cached,
+                e.prefix_queries.map(|x| x.0),
+                e.prefix_hits.map(|x| x.0),
+            ];
+            let mut reset = false;
+            let mut increases = [None; 8];
+            for (i, cur) in counters.iter().enumerate() {
+                let prev_v = prev.and_then(|p| p.counters.get(i).copied().flatten());
+                if let (Some(c), Some(p)) = (cur, prev_v) {
+                    if *c < p {
+                        reset = true;
+                        increases[i] = Some(*c);
+                    } else {
+                        increases[i] = Some(c - p);
+                    }
+                }
+            }
+            let rate = |i: usize| -> Option<f64> {
+                let dt = interval_s?;
+                increases.get(i).copied().flatten().map(|d| d / dt)
+            };
+            let hit_rate = match (increases[7], increases[6]) {
+                (Some(h), Some(q)) if q > 0.0 => Some((h / q * 100.0).clamp(0.0, 100.0)),
+                _ => e.prefix_hit_rate_v0.map(|r| r * 100.0),
+            };
+
+            let mut deltas: BTreeMap<Hist, Histogram> = BTreeMap::new();
+            for (h, (cur, _)) in &e.hists {
+                if let Some(p) = prev.and_then(|p| p.hists.get(h)) {
+                    let (d, r) = cur.delta_since(p);
+                    reset |= r;
+                    deltas.insert(*h, d);
+                }
+                for (le, c) in &cur.buckets {
+                    out.histograms.push(HistogramRow {
+                        ts: ts_us,
+                        server: server.to_string(),
+                        model_name: e.model_name.clone(),
+                        engine: e.engine.clone(),
+                        metric: h.canonical().to_string(),
+                        le: *le,
+                        cumulative_count: *c,
+                        sum: cur.sum,
+                        count: cur.count,
+                    });
+                }
+            }
+            let mut flags: Vec<String> = Vec::new();
+            let mut q = |h: Hist, quantile: f64, col: &str| -> Option<f64> {
+                let (v, clamp) = deltas.get(&h)?.quantile(quantile)?;
+                match clamp {
+                    Clamp::Lower => flags.push(format!("{col}:lower")),
+                    Clamp::Upper => flags.push(format!("{col}:upper")),
+                    Clamp::None => {}
+                }
+                Some(v)
+            };
+            let mut s = Sample {
+                ts: ts_us,
+                t_rel_sec,
+                server: server.to_string(),
+                model_name: e.model_name.clone(),
+                engine: e.engine.clone(),
+                scrape_ok: true,
+                scrape_ms,
+                scrape_error: None,
+                interval_s,
+                counter_reset: reset,
+                kv_cache_usage_pct: e.kv_cache_usage_pct(),
+                requests_running: e.running.map(round),
+                requests_waiting: e.waiting.map(round),
+                requests_waiting_capacity: e.waiting_capacity.map(round),
+                requests_waiting_deferred: e.waiting_deferred.map(round),
+                requests_swapped: e.swapped.map(round),
+                preemptions_total: e.preemptions.map(round),
+                preemptions_per_s: rate(0),
+                prompt_tokens_total: e.prompt_tokens.map(round),
+                prompt_tokens_per_s: rate(1).or(e.avg_prompt_tps),
+                prompt_tokens_cached_per_s: rate(5),
+                generation_tokens_total: e.generation_tokens.map(round),
+                generation_tokens_per_s: rate(2).or(e.avg_gen_tps),
+                requests_finished_total: e.finished.map(round),
+                requests_finished_per_s: rate(3),
+                requests_aborted_per_s: rate(4),
+                prefix_cache_queries_total: e.prefix_queries.map(|x| round(x.0)),
+                prefix_cache_hits_total: e.prefix_hits.map(|x| round(x.0)),
+                prefix_cache_hit_rate_pct: hit_rate,
+                ttft_p50_s: q(Hist::Ttft, 0.5, "ttft_p50_s"),
+                ttft_p95_s: q(Hist::Ttft, 0.95, "ttft_p95_s"),
+                ttft_p99_s: q(Hist::Ttft, 0.99, "ttft_p99_s"),
+                ttft_mean_s: None,
+                ttft_count: None,
+                e2e_p50_s: q(Hist::E2e, 0.5, "e2e_p50_s"),
+                e2e_p95_s: q(Hist::E2e, 0.95, "e2e_p95_s"),
+                e2e_p99_s: q(Hist::E2e, 0.99, "e2e_p99_s"),
+                e2e_count: None,
+                itl_p50_s: q(Hist::Itl, 0.5, "itl_p50_s"),
+                itl_p95_s: q(Hist::Itl, 0.95, "itl_p95_s"),
+                itl_mean_s: None,
+                queue_time_p95_s: q(Hist::Queue, 0.95, "queue_time_p95_s"),
+                queue_time_mean_s: None,
+                prefill_time_p95_s: q(Hist::Prefill, 0.95, "prefill_time_p95_s"),
+                decode_time_p95_s: q(Hist::Decode, 0.95, "decode_time_p95_s"),
+                iteration_tokens_p50: q(Hist::IterationTokens, 0.5, "iteration_tokens_p50"),
+                iteration_tokens_mean: None,
+                prompt_len_p95: q(Hist::PromptLen, 0.95, "prompt_len_p95"),
+                gpu_util_pct: reading.gpu_util_pct,
+                gpu_mem_used_pct: reading.gpu_mem_used_pct,
+                quantile_flags: None,
+            };
+            s.quantile_flags = (!flags.is_empty()).then(|| flags.join(","));
+            let mean = |h: Hist| deltas.get(&h).and_then(Histogram::mean);
+            let count = |h: Hist| deltas.get(&h).map(|d| round(d.count));
+            s.ttft_mean_s = mean(Hist::Ttft);
+            s.ttft_count = count(Hist::Ttft);
+            s.e2e_count = count(Hist::E2e);
+            s.itl_mean_s = mean(Hist::Itl);
+            s.queue_time_mean_s = mean(Hist::Queue);
+            s.iteration_tokens_mean = mean(Hist::IterationTokens);
+            out.samples.push(s);
+
+            self.prev.insert(
+                key,
+                PrevState {
+                    ts_us,
+                    counters,
+                    hists: e.hists.iter().map(|(h, (x, _))| (*h, x.clone())).collect(),
+                },
+            );
+        }
+        out
+    }
+
+    /// Rows for a failed scrape: one per series already known for `server` (or one with
+    /// empty model/engine when none is), metrics null, `scrape_ok` false.
+    pub fn failed(&self, server: &str, ts_us: i64, t_rel_sec: f64, scrape_ms: Option<f64>) -> Vec<Sample> {
+        let mut series = self.known_series(server);
+        if series.is_empty() {
+            series.push((String::new(), String::new()));
+        }
+        series
+            .into_iter()
+            .map(|(model_name, engine)| Sample {
+                ts: ts_us,
+                t_rel_sec,
+                server: server.to_string(),
+                model_name,
+                engine,
+                scrape_ok: false,
+                scrape_ms,
+                ..Default::default()
+            })
+            .collect()
+    }
+}
+
+fn round(v: f64) -> i64 {
+    v.round() as i64
+}

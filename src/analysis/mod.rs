@@ -1,0 +1,420 @@
+//! Analysis stage: one DataFusion `SessionContext` per run, the session's samples
+//! registered as `samples` (and raw buckets as `histograms`), then the SQL catalog in
+//! `queries/` (embedded with `include_str!`, never read from the working directory).
+//!
+//! The catalog is [`CATALOG`]: tables built in order, then event queries, then summary
+//! queries. Every phase, condition and event is defined there, once; this module only
+//! runs the SQL and turns result rows into [`Event`]s and a [`Summary`].
+
+pub mod summary;
+pub mod thresholds;
+pub mod udf;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+
+use crate::store::events::Event;
+use crate::store::schema::{COLUMNS, CORE_COLUMNS, Sample, histogram_schema, samples_to_batch};
+use crate::store::{self, StoreError};
+pub use summary::Summary;
+pub use thresholds::Thresholds;
+
+/// Errors of the analysis stage.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("query `{query}` failed: {source}")]
+    Query {
+        query: &'static str,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error("{path}: samples lack required column(s) {missing}")]
+    MissingColumns { path: String, missing: String },
+    #[error(transparent)]
+    Threshold(#[from] thresholds::UnknownThreshold),
+    #[error("{0}: the session has no samples")]
+    Empty(String),
+}
+
+/// What a catalog query produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `CREATE TABLE …`: an intermediate table later queries read.
+    Table,
+    /// Rows that become events.
+    Events,
+    /// Rows read by the summary builder.
+    Summary,
+}
+
+/// One SQL file of the catalog.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub kind: QueryKind,
+}
+
+macro_rules! q {
+    ($file:literal, $kind:ident) => {
+        Query {
+            name: $file,
+            sql: include_str!(concat!("../../queries/", $file)),
+            kind: QueryKind::$kind,
+        }
+    };
+}
+
+/// The catalog, in execution order. Adding a query: one file in `queries/` + one line.
+pub const CATALOG: &[Query] = &[
+    q!("01_units.sql", Table),
+    q!("02_timeline.sql", Table),
+    q!("03_condition_samples.sql", Table),
+    q!("10_phase_transitions.sql", Events),
+    q!("11_condition_changes.sql", Events),
+    q!("12_condition_episodes.sql", Events),
+    q!("13_transient_events.sql", Events),
+    q!("14_data_quality_events.sql", Events),
+    q!("20_server_summary.sql", Summary),
+    q!("21_phase_time.sql", Summary),
+    q!("22_histogram_increase.sql", Summary),
+];
+
+/// Where a session's samples come from.
+#[derive(Debug, Clone)]
+pub enum SamplesInput {
+    /// Parquet file(s): `samples.parquet` or a `samples/` directory of parts.
+    Parquet(String),
+    /// Rows already in memory (legacy sessions read from JSONL/CSV, live windows).
+    Rows(Vec<Sample>),
+}
+
+/// The result of analysing a session.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub events: Vec<Event>,
+    pub summary: Summary,
+}
+
+/// Builds a context with KVScope's window functions registered.
+pub fn context() -> SessionContext {
+    let cfg = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(cfg);
+    for f in udf::all() {
+        ctx.register_udwf(f);
+    }
+    ctx
+}
+
+fn qerr(query: &'static str) -> impl FnOnce(DataFusionError) -> AnalysisError {
+    move |source| AnalysisError::Query { query, source }
+}
+
+/// Registers `samples` (adding NULL columns for every optional column the input lacks)
+/// and, when given, `histograms`.
+pub async fn register_session(
+    ctx: &SessionContext,
+    input: &SamplesInput,
+    histograms: Option<&str>,
+) -> Result<(), AnalysisError> {
+    let present: Vec<String> = match input {
+        SamplesInput::Parquet(path) => {
+            ctx.register_parquet("samples_raw", path, ParquetReadOptions::default())
+                .await
+                .map_err(qerr("register samples"))?;
+            let df = ctx.table("samples_raw").await.map_err(qerr("register samples"))?;
+            df.schema().fields().iter().map(|f| f.name().clone()).collect()
+        }
+        SamplesInput::Rows(rows) => {
+            let batch = samples_to_batch(rows);
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]])
+                .map_err(qerr("register samples"))?;
+            ctx.register_table("samples_raw", Arc::new(table))
+                .map_err(qerr("register samples"))?;
+            COLUMNS.iter().map(|c| c.name.to_string()).collect()
+        }
+    };
+    let missing: Vec<&str> = CORE_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !present.iter().any(|p| p == c))
+        .collect();
+    if !missing.is_empty() {
+        let path = match input {
+            SamplesInput::Parquet(p) => p.clone(),
+            SamplesInput::Rows(_) => "samples".into(),
+        };
+        return Err(AnalysisError::MissingColumns {
+            path,
+            missing: missing.join(", "),
+        });
+    }
+    // A view with every contract column: absent optional ones become typed NULLs.
+    let select: Vec<String> = COLUMNS
+        .iter()
+        .map(|c| {
+            if present.iter().any(|p| p == c.name) {
+                format!("\"{}\"", c.name)
+            } else {
+                let ty = match c.kind {
+                    store::schema::ColumnType::Float64 => "DOUBLE",
+                    store::schema::ColumnType::Int64 => "BIGINT",
+                    store::schema::ColumnType::Utf8 => "VARCHAR",
+                    store::schema::ColumnType::Boolean => "BOOLEAN",
+                    store::schema::ColumnType::TimestampUs => "TIMESTAMP",
+                };
+                // Core-only sessions: treat rows as good scrapes with one engine.
+                match c.name {
+                    "scrape_ok" => "true AS \"scrape_ok\"".to_string(),
+                    "counter_reset" => "false AS \"counter_reset\"".to_string(),
+                    "engine" => "'0' AS \"engine\"".to_string(),
+                    "model_name" => "'' AS \"model_name\"".to_string(),
+                    "t_rel_sec" => "CAST(CAST(\"ts\" AS BIGINT) - MIN(CAST(\"ts\" AS BIGINT)) OVER () AS DOUBLE) / 1e6 AS \"t_rel_sec\"".to_string(),
+                    _ => format!("CAST(NULL AS {ty}) AS \"{}\"", c.name),
+                }
+            }
+        })
+        .collect();
+    let view = format!("CREATE VIEW samples AS SELECT {} FROM samples_raw", select.join(", "));
+    ctx.sql(&view).await.map_err(qerr("samples view"))?;
+    match histograms {
+        Some(path) => {
+            ctx.register_parquet("histograms", path, ParquetReadOptions::default())
+                .await
+                .map_err(qerr("register histograms"))?;
+        }
+        None => {
+            let empty = RecordBatch::new_empty(histogram_schema());
+            let table = MemTable::try_new(histogram_schema(), vec![vec![empty]])
+                .map_err(qerr("register histograms"))?;
+            ctx.register_table("histograms", Arc::new(table))
+                .map_err(qerr("register histograms"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the catalog over a registered session.
+pub async fn run_catalog(
+    ctx: &SessionContext,
+    thresholds: &Thresholds,
+) -> Result<(Vec<Event>, BTreeMap<&'static str, Vec<RecordBatch>>), AnalysisError> {
+    let mut events = Vec::new();
+    let mut results = BTreeMap::new();
+    for q in CATALOG {
+        let sql = thresholds.substitute(q.name, q.sql)?;
+        let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
+        let batches = df.collect().await.map_err(qerr(q.name))?;
+        match q.kind {
+            QueryKind::Table => {}
+            QueryKind::Events => events.extend(batches.iter().flat_map(events_from_batch)),
+            QueryKind::Summary => {
+                results.insert(q.name, batches);
+            }
+        }
+    }
+    sort_events(&mut events);
+    Ok((events, results))
+}
+
+/// Analyses a session directory (local path).
+pub async fn analyze_dir(dir: &Path, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+    store::check_session_dir(dir)?;
+    let repaired = store::repair(dir)?;
+    if let Some(n) = repaired.rebuilt_rows {
+        tracing::warn!("{}: samples.parquet rebuilt from samples.jsonl ({n} rows)", dir.display());
+    }
+    let meta = store::read_metadata(dir)?;
+    let pq = dir.join(store::SAMPLES_PARQUET);
+    let parts = dir.join(store::SAMPLES_PARTS_DIR);
+    let input = if parts.is_dir() {
+        SamplesInput::Parquet(parts.to_string_lossy().into_owned())
+    } else if pq.exists() {
+        SamplesInput::Parquet(pq.to_string_lossy().into_owned())
+    } else if dir.join(store::SAMPLES_CSV).exists() {
+        SamplesInput::Rows(store::read_samples_csv(&dir.join(store::SAMPLES_CSV))?)
+    } else {
+        return Err(StoreError::NotASession(dir.to_path_buf()).into());
+    };
+    let hist = dir.join(store::HISTOGRAMS_PARQUET);
+    let hist = (hist.exists() && store::parquet_is_valid(&hist)).then(|| hist.to_string_lossy().into_owned());
+    let ctx = context();
+    register_session(&ctx, &input, hist.as_deref()).await?;
+    let (events, results) = run_catalog(&ctx, thresholds).await?;
+    let summary = summary::build(&results, &events, thresholds, meta.as_ref())?;
+    if summary.servers.is_empty() {
+        return Err(AnalysisError::Empty(dir.display().to_string()));
+    }
+    Ok(Analysis { events, summary })
+}
+
+/// Analyses rows held in memory (the dashboard's recent window, tests).
+pub async fn analyze_rows(rows: Vec<Sample>, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+    let ctx = context();
+    register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
+    let (events, results) = run_catalog(&ctx, thresholds).await?;
+    let summary = summary::build(&results, &events, thresholds, None)?;
+    Ok(Analysis { events, summary })
+}
+
+/// Analyses `dir` and writes `summary.json` and `events.jsonl` next to the samples.
+pub async fn analyze_and_write(dir: &Path, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+    let analysis = analyze_dir(dir, thresholds).await?;
+    store::write_json_atomic(&dir.join(store::SUMMARY_JSON), &analysis.summary)?;
+    store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?;
+    Ok(analysis)
+}
+
+/// Deterministic order: time, server, type, then name.
+pub fn sort_events(events: &mut [Event]) {
+    fn rank(kind: &str) -> u8 {
+        match kind {
+            "data_quality" => 0,
+            "phase_transition" => 1,
+            "condition_change" => 2,
+            "transient" => 3,
+            _ => 4,
+        }
+    }
+    events.sort_by(|a, b| {
+        a.t_rel_sec
+            .partial_cmp(&b.t_rel_sec)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.server.cmp(&b.server))
+            .then_with(|| rank(&a.kind).cmp(&rank(&b.kind)))
+            .then_with(|| a.event.cmp(&b.event))
+            .then_with(|| a.condition.cmp(&b.condition))
+            .then_with(|| a.state.cmp(&b.state))
+    });
+}
+
+/// Typed column access by name over one batch.
+pub(crate) struct Cols<'a>(pub &'a RecordBatch);
+
+impl Cols<'_> {
+    pub fn str(&self, name: &str, row: usize) -> Option<String> {
+        let c = self.0.column_by_name(name)?;
+        if c.is_null(row) {
+            return None;
+        }
+        match c.data_type() {
+            DataType::Utf8 => Some(c.as_string::<i32>().value(row).to_string()),
+            DataType::Utf8View => Some(c.as_string_view().value(row).to_string()),
+            DataType::LargeUtf8 => Some(c.as_string::<i64>().value(row).to_string()),
+            _ => None,
+        }
+    }
+    pub fn f64(&self, name: &str, row: usize) -> Option<f64> {
+        self.f64_any(name, row).filter(|v| v.is_finite())
+    }
+    /// Like [`Cols::f64`] but keeps infinities (bucket bounds).
+    pub fn f64_any(&self, name: &str, row: usize) -> Option<f64> {
+        let c = self.0.column_by_name(name)?;
+        if c.is_null(row) {
+            return None;
+        }
+        let v = match c.data_type() {
+            DataType::Float64 => c.as_primitive::<Float64Type>().value(row),
+            DataType::Int64 => c.as_primitive::<Int64Type>().value(row) as f64,
+            _ => {
+                let casted = datafusion::arrow::compute::cast(c, &DataType::Float64).ok()?;
+                let a = casted.as_primitive::<Float64Type>();
+                if a.is_null(row) {
+                    return None;
+                }
+                a.value(row)
+            }
+        };
+        (!v.is_nan()).then_some(v)
+    }
+    pub fn ts_us(&self, name: &str, row: usize) -> Option<i64> {
+        let c = self.0.column_by_name(name)?;
+        if c.is_null(row) {
+            return None;
+        }
+        match c.data_type() {
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Some(c.as_primitive::<TimestampMicrosecondType>().value(row))
+            }
+            _ => {
+                let casted = datafusion::arrow::compute::cast(
+                    c,
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )
+                .ok()?;
+                let a = casted.as_primitive::<TimestampMicrosecondType>();
+                (!a.is_null(row)).then(|| a.value(row))
+            }
+        }
+    }
+}
+
+fn events_from_batch(batch: &RecordBatch) -> Vec<Event> {
+    let c = Cols(batch);
+    let schema = batch.schema();
+    let evidence_cols: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| n.starts_with("ev_"))
+        .collect();
+    (0..batch.num_rows())
+        .map(|r| {
+            let rfc = |name: &str| c.ts_us(name, r).map(crate::record::rfc3339);
+            let mut evidence = serde_json::Map::new();
+            for col in &evidence_cols {
+                if let Some(v) = c.f64(col, r) {
+                    evidence.insert(col.trim_start_matches("ev_").to_string(), round_json(v));
+                }
+            }
+            let peak = c.f64("peak_value", r).map(|v| {
+                serde_json::json!({
+                    "metric": c.str("peak_metric", r),
+                    "value": round_json(v),
+                    "at": rfc("peak_ts"),
+                })
+            });
+            Event {
+                kind: c.str("type", r).unwrap_or_default(),
+                ts: rfc("ts").unwrap_or_default(),
+                t_rel_sec: round3(c.f64("t_rel_sec", r).unwrap_or(0.0)),
+                server: c.str("server", r).unwrap_or_default(),
+                from: c.str("from_phase", r),
+                to: c.str("to_phase", r),
+                phase: None,
+                condition: c.str("condition", r),
+                state: c.str("state", r),
+                start_time: rfc("start_ts"),
+                end_time: rfc("end_ts"),
+                duration_sec: c.f64("duration_sec", r).map(round3),
+                peak_evidence: peak,
+                event: c.str("event", r),
+                value: c.f64("value", r).map(round3),
+                baseline: c.f64("baseline", r).map(round3),
+                metric: c.str("metric", r),
+                reason: c.str("reason", r),
+                evidence: (!evidence.is_empty()).then_some(serde_json::Value::Object(evidence)),
+            }
+        })
+        .collect()
+}
+
+/// Rounds to 3 decimals (stable output, no float noise in snapshots).
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn round_json(v: f64) -> serde_json::Value {
+    serde_json::json!(round3(v))
+}

@@ -1,0 +1,334 @@
+//! `summary.json`: per-server and whole-session aggregates, built from the summary
+//! queries' rows. Session latency quantiles come from merged histogram deltas.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use super::{AnalysisError, Cols, Thresholds, round3};
+use crate::adapter::histogram::Histogram;
+use crate::store::Metadata;
+use crate::store::events::Event;
+use crate::store::schema::SCHEMA_VERSION;
+
+/// Time spent in one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTime {
+    pub seconds: f64,
+    pub share: f64,
+    pub samples: u64,
+}
+
+/// Session quantiles of one latency histogram.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub count: f64,
+    /// True when a quantile is clamped to the last finite bucket (true value larger).
+    pub clamped_upper: bool,
+}
+
+/// Episodes of one condition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeStats {
+    pub count: u64,
+    pub total_s: f64,
+    pub longest_s: f64,
+}
+
+/// Aggregates for one server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSummary {
+    pub server: String,
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    pub samples: u64,
+    pub failed_scrapes: u64,
+    pub engines: u64,
+    pub interval_median_s: Option<f64>,
+    pub phases: BTreeMap<String, PhaseTime>,
+    pub kv_avg_pct: Option<f64>,
+    pub kv_p95_pct: Option<f64>,
+    pub kv_max_pct: Option<f64>,
+    pub kv_min_pct: Option<f64>,
+    pub running_avg: Option<f64>,
+    pub running_max: Option<f64>,
+    pub waiting_avg: Option<f64>,
+    pub waiting_max: Option<f64>,
+    pub generation_tokens_per_s_avg: Option<f64>,
+    pub generation_tokens_per_s_p95: Option<f64>,
+    pub prompt_tokens_per_s_avg: Option<f64>,
+    pub prompt_tokens_per_s_max: Option<f64>,
+    pub prompt_tokens: Option<f64>,
+    pub prompt_tokens_cached: Option<f64>,
+    pub generation_tokens: Option<f64>,
+    pub requests_finished: Option<f64>,
+    pub preemptions: Option<f64>,
+    pub preemptions_peak_per_s: Option<f64>,
+    pub prefix_cache_hit_rate_pct: Option<f64>,
+    pub latency: BTreeMap<String, Quantiles>,
+    pub ttft_p95_max_s: Option<f64>,
+    pub ttft_p95_median_s: Option<f64>,
+    pub itl_p95_median_s: Option<f64>,
+    pub itl_p95_max_s: Option<f64>,
+    pub queue_time_mean_max_s: Option<f64>,
+    pub prompt_len_p95_max: Option<f64>,
+    pub gpu_util_avg_pct: Option<f64>,
+    pub idle_kv_max_pct: Option<f64>,
+    pub idle_kv_min_pct: Option<f64>,
+    pub idle_samples: u64,
+    pub stalled_s: f64,
+    pub counter_resets: u64,
+    pub kv_pct_per_running_max: Option<f64>,
+    pub kv_pct_per_running_median: Option<f64>,
+    pub episodes: BTreeMap<String, EpisodeStats>,
+    pub events: BTreeMap<String, u64>,
+}
+
+/// Data quality of the whole session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    pub failed_scrapes: u64,
+    pub scrape_gaps: u64,
+    pub counter_resets: u64,
+    /// Latency histograms absent from the session (no `histograms.parquet` or family).
+    pub missing_histograms: Vec<String>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub kvscope_version: String,
+    pub session_id: Option<String>,
+    pub thresholds: BTreeMap<String, f64>,
+    pub servers: Vec<ServerSummary>,
+    pub session: SessionTotals,
+    pub data_quality: DataQuality,
+}
+
+/// Whole-session totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionTotals {
+    pub servers: u64,
+    pub duration_s: f64,
+    pub samples: u64,
+    pub generation_tokens: f64,
+    pub prompt_tokens: f64,
+    pub preemptions: f64,
+    pub kv_max_pct: Option<f64>,
+    pub waiting_max: Option<f64>,
+    pub events: BTreeMap<String, u64>,
+}
+
+/// Latency histograms summarised, and their names in summary.json.
+const LATENCY: &[(&str, &str)] = &[
+    ("time_to_first_token_seconds", "ttft_s"),
+    ("e2e_request_latency_seconds", "e2e_s"),
+    ("inter_token_latency_seconds", "itl_s"),
+    ("request_queue_time_seconds", "queue_time_s"),
+    ("request_prefill_time_seconds", "prefill_time_s"),
+    ("request_decode_time_seconds", "decode_time_s"),
+];
+
+fn r(v: Option<f64>) -> Option<f64> {
+    v.map(round3)
+}
+
+pub(super) fn build(
+    results: &BTreeMap<&'static str, Vec<RecordBatch>>,
+    events: &[Event],
+    thresholds: &Thresholds,
+    meta: Option<&Metadata>,
+) -> Result<Summary, AnalysisError> {
+    let empty = Vec::new();
+    let get = |n: &str| results.get(n).unwrap_or(&empty);
+    let mut servers: Vec<ServerSummary> = Vec::new();
+    for b in get("20_server_summary.sql") {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            let f = |n: &str| r(c.f64(n, i));
+            servers.push(ServerSummary {
+                server: c.str("server", i).unwrap_or_default(),
+                start: c.ts_us("start_ts", i).map(crate::record::rfc3339).unwrap_or_default(),
+                end: c.ts_us("end_ts", i).map(crate::record::rfc3339).unwrap_or_default(),
+                duration_s: f("duration_s").unwrap_or(0.0),
+                samples: f("samples").unwrap_or(0.0) as u64,
+                failed_scrapes: f("failed_scrapes").unwrap_or(0.0) as u64,
+                engines: f("engines").unwrap_or(0.0) as u64,
+                interval_median_s: f("interval_median_s"),
+                kv_avg_pct: f("kv_avg_pct"),
+                kv_p95_pct: f("kv_p95_pct"),
+                kv_max_pct: f("kv_max_pct"),
+                kv_min_pct: f("kv_min_pct"),
+                running_avg: f("running_avg"),
+                running_max: f("running_max"),
+                waiting_avg: f("waiting_avg"),
+                waiting_max: f("waiting_max"),
+                generation_tokens_per_s_avg: f("gen_tps_avg"),
+                generation_tokens_per_s_p95: f("gen_tps_p95"),
+                prompt_tokens_per_s_avg: f("prompt_tps_avg"),
+                prompt_tokens_per_s_max: f("prompt_tps_max"),
+                prompt_tokens: f("prompt_tokens"),
+                prompt_tokens_cached: f("prompt_tokens_cached"),
+                generation_tokens: f("generation_tokens"),
+                requests_finished: f("requests_finished"),
+                preemptions: f("preemptions"),
+                preemptions_peak_per_s: f("preemptions_peak_per_s"),
+                prefix_cache_hit_rate_pct: f("prefix_hit_rate_pct"),
+                ttft_p95_max_s: f("ttft_p95_max_s"),
+                ttft_p95_median_s: f("ttft_p95_median_s"),
+                itl_p95_median_s: f("itl_p95_median_s"),
+                itl_p95_max_s: f("itl_p95_max_s"),
+                queue_time_mean_max_s: f("queue_time_mean_max_s"),
+                prompt_len_p95_max: f("prompt_len_p95_max"),
+                gpu_util_avg_pct: f("gpu_util_avg_pct"),
+                idle_kv_max_pct: f("idle_kv_max_pct"),
+                idle_kv_min_pct: f("idle_kv_min_pct"),
+                idle_samples: f("idle_samples").unwrap_or(0.0) as u64,
+                stalled_s: f("stalled_s").unwrap_or(0.0),
+                counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
+                kv_pct_per_running_max: f("kv_pct_per_running_max"),
+                kv_pct_per_running_median: f("kv_pct_per_running_median"),
+                ..Default::default()
+            });
+        }
+    }
+    for b in get("21_phase_time.sql") {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            let (Some(server), Some(phase)) = (c.str("server", i), c.str("phase", i)) else {
+                continue;
+            };
+            if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+                s.phases.insert(
+                    phase,
+                    PhaseTime {
+                        seconds: round3(c.f64("seconds", i).unwrap_or(0.0)),
+                        share: 0.0,
+                        samples: c.f64("samples", i).unwrap_or(0.0) as u64,
+                    },
+                );
+            }
+        }
+    }
+    for s in &mut servers {
+        let total: f64 = s.phases.values().map(|p| p.seconds).sum();
+        for p in s.phases.values_mut() {
+            p.share = if total > 0.0 { round3(p.seconds / total) } else { 0.0 };
+        }
+    }
+    // Merged histogram deltas → session quantiles.
+    let mut hists: BTreeMap<(String, String), Histogram> = BTreeMap::new();
+    for b in get("22_histogram_increase.sql") {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            let (Some(server), Some(metric), Some(le), Some(n)) =
+                (c.str("server", i), c.str("metric", i), c.f64_any("le", i), c.f64("count", i))
+            else {
+                continue;
+            };
+            hists.entry((server, metric)).or_default().buckets.push((le, n));
+        }
+    }
+    let mut seen_metrics: Vec<String> = Vec::new();
+    for ((server, metric), mut h) in hists {
+        let Some(name) = LATENCY.iter().find(|(m, _)| *m == metric).map(|(_, n)| *n) else {
+            continue;
+        };
+        h.normalize();
+        h.count = h.total();
+        let q = |p: f64| h.quantile(p);
+        let clamped = [0.5, 0.95, 0.99]
+            .iter()
+            .any(|p| matches!(q(*p), Some((_, crate::adapter::histogram::Clamp::Upper))));
+        if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+            s.latency.insert(
+                name.to_string(),
+                Quantiles {
+                    p50: q(0.5).map(|x| round3(x.0)),
+                    p95: q(0.95).map(|x| round3(x.0)),
+                    p99: q(0.99).map(|x| round3(x.0)),
+                    count: h.count,
+                    clamped_upper: clamped,
+                },
+            );
+            seen_metrics.push(name.to_string());
+        }
+    }
+    for e in events {
+        let Some(s) = servers.iter_mut().find(|s| s.server == e.server) else {
+            continue;
+        };
+        let key = match (&e.event, &e.condition) {
+            (Some(ev), _) => ev.clone(),
+            (None, Some(cond)) if e.kind == "condition_episode" => {
+                let st = s.episodes.entry(cond.clone()).or_default();
+                let d = e.duration_sec.unwrap_or(0.0);
+                st.count += 1;
+                st.total_s = round3(st.total_s + d);
+                st.longest_s = st.longest_s.max(d);
+                format!("{}:{cond}", e.kind)
+            }
+            _ => e.kind.clone(),
+        };
+        *s.events.entry(key).or_insert(0) += 1;
+    }
+    let mut totals = SessionTotals {
+        servers: servers.len() as u64,
+        ..Default::default()
+    };
+    for s in &servers {
+        totals.duration_s = totals.duration_s.max(s.duration_s);
+        totals.samples += s.samples;
+        totals.generation_tokens += s.generation_tokens.unwrap_or(0.0);
+        totals.prompt_tokens += s.prompt_tokens.unwrap_or(0.0);
+        totals.preemptions += s.preemptions.unwrap_or(0.0);
+        totals.kv_max_pct = max_opt(totals.kv_max_pct, s.kv_max_pct);
+        totals.waiting_max = max_opt(totals.waiting_max, s.waiting_max);
+        for (k, v) in &s.events {
+            *totals.events.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    totals.generation_tokens = round3(totals.generation_tokens);
+    totals.prompt_tokens = round3(totals.prompt_tokens);
+    totals.preemptions = round3(totals.preemptions);
+    let data_quality = DataQuality {
+        failed_scrapes: servers.iter().map(|s| s.failed_scrapes).sum(),
+        scrape_gaps: events.iter().filter(|e| e.event.as_deref() == Some("SCRAPE_GAP")).count() as u64,
+        counter_resets: events.iter().filter(|e| e.event.as_deref() == Some("COUNTER_RESET")).count() as u64,
+        missing_histograms: LATENCY
+            .iter()
+            .map(|(_, n)| n.to_string())
+            .filter(|n| !seen_metrics.contains(n))
+            .collect(),
+    };
+    Ok(Summary {
+        schema_version: SCHEMA_VERSION,
+        kvscope_version: env!("CARGO_PKG_VERSION").to_string(),
+        session_id: meta.map(|m| m.session_id.clone()),
+        thresholds: thresholds
+            .entries()
+            .into_iter()
+            .map(|(n, v, _)| (n.to_string(), v))
+            .collect(),
+        servers,
+        session: totals,
+        data_quality,
+    })
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}

@@ -1,0 +1,143 @@
+//! Every analysis threshold, defined once with its default and the reason for it.
+//!
+//! The SQL in `queries/` refers to these as `${name}`; [`Thresholds::substitute`] fills
+//! them in, and refuses a query that names a threshold that does not exist. A config file
+//! (`--config kvscope.toml`, a `[thresholds]` table) overrides any of them, and the
+//! values in force are written into `summary.json`.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! thresholds {
+    ($( $(#[doc = $doc:literal])* $name:ident : $default:expr ; )*) => {
+        /// Analysis thresholds. See each field for the default and its reason.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Thresholds {
+            $( $(#[doc = $doc])* pub $name: f64, )*
+        }
+
+        impl Default for Thresholds {
+            fn default() -> Self {
+                Self { $( $name: $default, )* }
+            }
+        }
+
+        impl Thresholds {
+            /// `(name, value, doc)` for every threshold, in definition order.
+            pub fn entries(&self) -> Vec<(&'static str, f64, &'static str)> {
+                vec![ $( (stringify!($name), self.$name, concat!($($doc, " "),*).trim_ascii()), )* ]
+            }
+        }
+    };
+}
+
+thresholds! {
+    /// KV usage (%) from which a server is SATURATED. vLLM preempts when a running request
+    /// cannot get a block; at ≥95 % of blocks held by live requests the next decode step of
+    /// a long request routinely finds none (vLLM's own KV dashboard turns red at 98 %).
+    kv_saturated_pct: 95.0;
+    /// KV usage (%) from which pressure is rising (vLLM's dashboard turns orange at 90 %;
+    /// 80 % leaves room to act before preemption starts).
+    kv_rising_pct: 80.0;
+    /// Waiting requests from which the scheduler is under QUEUE_PRESSURE.
+    queue_min_waiting: 1.0;
+    /// Generation tokens/s below which a server with nothing running or waiting is IDLE.
+    idle_tokens_per_s: 0.5;
+    /// Consecutive samples a phase or condition must hold before it replaces the previous
+    /// one (debounce: one noisy sample does not make two transitions).
+    debounce_samples: 2.0;
+    /// Length (s) of the trailing window for rolling baselines.
+    baseline_window_s: 60.0;
+    /// TTFT p95 (s) from which TTFT is ELEVATED: past ~2 s an interactive user notices.
+    ttft_elevated_s: 2.0;
+    /// A TTFT/E2E p95 this many times its rolling median is a spike.
+    spike_factor: 3.0;
+    /// Smallest TTFT p95 (s) that can count as a spike (ignores 20 ms → 70 ms jitter).
+    ttft_spike_min_s: 0.5;
+    /// Smallest E2E p95 (s) that can count as a spike.
+    e2e_spike_min_s: 2.0;
+    /// Share of engine tokens that are (uncached) prompt tokens from which prefill
+    /// dominates the step budget.
+    prefill_token_share: 0.8;
+    /// Running requests, as a share of the session's peak, that count as a high running
+    /// count (HIGH_PROMPT_INGESTION).
+    high_running_share: 0.75;
+    /// Prompt tokens/s, as a multiple of the session's median over active samples, that
+    /// count as high ingestion.
+    high_ingestion_factor: 2.0;
+    /// Mean queue time (s) from which QUEUE_DELAY holds even with an empty queue gauge.
+    queue_delay_s: 0.5;
+    /// Generation tokens/s at or below this share of the rolling mean is a drop...
+    decode_drop_share: 0.5;
+    /// ...when running is still at least this share of its rolling mean...
+    decode_drop_running_share: 0.8;
+    /// ...and the rolling mean was at least this many tokens/s.
+    decode_drop_min_tokens_per_s: 20.0;
+    /// Preemptions per second from which a PREEMPTION_BURST starts (vLLM's KV dashboard
+    /// turns red at 1/s).
+    preemption_burst_per_s: 1.0;
+    /// A sample interval this many times the session's median interval is a SCRAPE_GAP.
+    scrape_gap_factor: 2.5;
+    /// Shortest condition episode (s).
+    episode_min_s: 5.0;
+    /// Episodes of one condition separated by less than this (s) are merged.
+    episode_merge_gap_s: 3.0;
+}
+
+/// A threshold name in a query that no threshold has.
+#[derive(Debug, thiserror::Error)]
+#[error("query `{query}` refers to unknown threshold `${{{name}}}`")]
+pub struct UnknownThreshold {
+    pub query: String,
+    pub name: String,
+}
+
+impl Thresholds {
+    /// Replaces every `${name}` in `sql` with the threshold's value as a float literal.
+    pub fn substitute(&self, query: &str, sql: &str) -> Result<String, UnknownThreshold> {
+        let entries = self.entries();
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql;
+        while let Some(p) = rest.find("${") {
+            out.push_str(&rest[..p]);
+            let after = &rest[p + 2..];
+            let end = after.find('}').ok_or_else(|| UnknownThreshold {
+                query: query.to_string(),
+                name: after.chars().take(30).collect(),
+            })?;
+            let name = &after[..end];
+            let value = entries
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, v, _)| *v)
+                .ok_or_else(|| UnknownThreshold {
+                    query: query.to_string(),
+                    name: name.to_string(),
+                })?;
+            out.push_str(&format!("{value:?}"));
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitutes_and_rejects_unknown() {
+        let t = Thresholds::default();
+        assert_eq!(t.substitute("q", "x >= ${kv_saturated_pct}").unwrap(), "x >= 95.0");
+        assert!(t.substitute("q", "${nope}").is_err());
+    }
+
+    #[test]
+    fn toml_override() {
+        let t: Thresholds = toml::from_str("kv_saturated_pct = 90.0").unwrap();
+        assert_eq!(t.kv_saturated_pct, 90.0);
+        assert_eq!(t.kv_rising_pct, 80.0);
+        assert!(toml::from_str::<Thresholds>("bogus = 1.0").is_err());
+    }
+}

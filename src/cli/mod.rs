@@ -1,0 +1,608 @@
+//! Command line: clap structs become plain config once, then each command calls the
+//! stages. The only place with clap, anyhow, the tokio runtime and error printing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kvscope::analysis::{self, Thresholds};
+use kvscope::diagnosis;
+use kvscope::present;
+use kvscope::record::{self, RecordConfig, Target};
+use kvscope::sim::{self, scenario};
+use kvscope::store;
+
+#[derive(Debug, Parser)]
+#[command(name = "kvscope", version, about = "Observability and diagnostics for vLLM inference servers", long_about = None)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug) for diagnostics on stderr.
+    #[arg(long, global = true, default_value = "warn", env = "KVSCOPE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Record a vLLM server's /metrics into a session directory.
+    Record(RecordArgs),
+    /// Analyse a session: writes summary.json and events.jsonl.
+    Analyze(AnalyzeArgs),
+    /// Show phase transitions, episodes and events of a session.
+    Timeline(TimelineArgs),
+    /// Diagnose a session: ranked root causes with evidence and fixes (writes doctor.json).
+    Doctor(DoctorArgs),
+    /// Run the built-in vLLM simulator (HTTP server, or --describe its ground truth).
+    Simulate(SimulateArgs),
+    /// Simulate an incident, record it, and print timeline and diagnosis.
+    Demo(DemoArgs),
+    /// Rebuild a crashed session's Parquet from samples.jsonl.
+    Repair { session: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordArgs {
+    /// Server base URL or metrics URL (repeatable).
+    #[arg(long = "server", required = true)]
+    servers: Vec<String>,
+    /// How long to record (e.g. 90, 90s, 5m). Until Ctrl-C when absent.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Scrape interval (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Per-scrape timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Session directory (default results/sessions/<session-id>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Label for the session id.
+    #[arg(long)]
+    label: Option<String>,
+    /// Keep retrying until the servers answer instead of failing at start.
+    #[arg(long)]
+    wait: bool,
+    /// File holding a bearer token for the server (never logged or stored).
+    #[arg(long)]
+    bearer_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AnalyzeArgs {
+    session: PathBuf,
+    /// TOML file with a [thresholds] table overriding defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print summary.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct TimelineArgs {
+    session: PathBuf,
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long)]
+    json: bool,
+    /// Only this server.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FailOn {
+    High,
+    Medium,
+}
+
+#[derive(Debug, clap::Args)]
+struct DoctorArgs {
+    /// Session directories, or a directory holding sessions.
+    #[arg(required = true)]
+    sessions: Vec<PathBuf>,
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when a finding of this severity or worse exists.
+    #[arg(long, value_enum)]
+    fail_on: Option<FailOn>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SimulateArgs {
+    #[arg(long, default_value = "healthy")]
+    scenario: String,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: String,
+    /// Simulated seconds per wall second.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Data-parallel engines behind the endpoint.
+    #[arg(long, default_value_t = 1)]
+    engines: usize,
+    /// KV blocks per engine (overrides the scenario).
+    #[arg(long)]
+    num_gpu_blocks: Option<u32>,
+    /// Print the scenario's ground truth and exit.
+    #[arg(long)]
+    describe: bool,
+    /// With --describe: JSON.
+    #[arg(long)]
+    json: bool,
+    /// Record offline (no HTTP, simulated clock) into this session directory and exit.
+    #[arg(long)]
+    record_to: Option<PathBuf>,
+    /// Simulated seconds for --record-to (default: the scenario's length).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Scrape interval for --record-to, simulated seconds.
+    #[arg(long, default_value_t = 1.0)]
+    interval: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    #[arg(long, default_value = "mixed-incident")]
+    scenario: String,
+    /// Simulated seconds to record (default: the scenario's length).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Simulated seconds per wall second.
+    #[arg(long, default_value_t = 6.0)]
+    speed: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Session directory (default results/sessions/<id>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Parses `90`, `90s`, `500ms`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration (try 90s, 500ms, 5m)"))?;
+    if !(v > 0.0 && v.is_finite()) {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("kvscope={level}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvscope=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(&cli.log);
+    let rt = runtime()?;
+    match cli.command {
+        Command::Record(a) => rt.block_on(cmd_record(a)),
+        Command::Analyze(a) => rt.block_on(cmd_analyze(a)),
+        Command::Timeline(a) => rt.block_on(cmd_timeline(a)),
+        Command::Doctor(a) => rt.block_on(cmd_doctor(a)),
+        Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
+        Command::Demo(a) => rt.block_on(cmd_demo(a)),
+        Command::Repair { session } => {
+            let r = store::repair(&session)?;
+            match r.rebuilt_rows {
+                Some(n) => println!("{}: rebuilt samples.parquet from samples.jsonl ({n} rows)", session.display()),
+                None => println!("{}: nothing to repair", session.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_thresholds(config: Option<&Path>) -> anyhow::Result<Thresholds> {
+    let Some(path) = config else {
+        return Ok(Thresholds::default());
+    };
+    #[derive(serde::Deserialize)]
+    struct File {
+        #[serde(default)]
+        thresholds: Thresholds,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let f: File = toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    Ok(f.thresholds)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn default_session_dir(id: &str) -> PathBuf {
+    PathBuf::from("results").join("sessions").join(id)
+}
+
+async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
+    let targets = a
+        .servers
+        .iter()
+        .map(|s| Target::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let label = a
+        .label
+        .clone()
+        .or_else(|| targets.first().map(|t| t.label.replace(':', "-")))
+        .unwrap_or_else(|| "session".into());
+    let id = record::session_id(chrono::Utc::now(), &label);
+    let out = a.out.clone().unwrap_or_else(|| default_session_dir(&id));
+    let bearer = match &a.bearer_token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading bearer token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("KVSCOPE_BEARER_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let cfg = RecordConfig {
+        targets,
+        duration: a.duration,
+        interval: a.interval,
+        timeout: a.timeout,
+        out_dir: out,
+        session_id: id,
+        wait: a.wait,
+        bearer,
+        progress: true,
+        source_kind: "scrape".into(),
+    };
+    let outcome = record::record(cfg, shutdown_signal()).await?;
+    eprintln!(
+        "recorded {} scrape(s), {} failed{}",
+        outcome.scrapes,
+        outcome.failed_scrapes,
+        if outcome.interrupted { " (interrupted)" } else { "" }
+    );
+    println!("{}", outcome.dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let th = load_thresholds(a.config.as_deref())?;
+    let analysis = analysis::analyze_and_write(&a.session, &th).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&analysis.summary)?);
+    } else {
+        for s in &analysis.summary.servers {
+            let phases: Vec<String> = s
+                .phases
+                .iter()
+                .map(|(p, t)| format!("{p} {:.0}%", t.share * 100.0))
+                .collect();
+            println!(
+                "{}: {:.0} s, {} samples; KV avg {:.1}% max {:.1}%; waiting max {:.0}; {:.0} gen tok/s avg; {:.0} preemptions",
+                s.server,
+                s.duration_s,
+                s.samples,
+                s.kv_avg_pct.unwrap_or(0.0),
+                s.kv_max_pct.unwrap_or(0.0),
+                s.waiting_max.unwrap_or(0.0),
+                s.generation_tokens_per_s_avg.unwrap_or(0.0),
+                s.preemptions.unwrap_or(0.0)
+            );
+            println!("  phases: {}", phases.join(", "));
+        }
+        println!("{} events; wrote {}/summary.json and events.jsonl", analysis.events.len(), a.session.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_timeline(a: TimelineArgs) -> anyhow::Result<ExitCode> {
+    let th = load_thresholds(a.config.as_deref())?;
+    let events = load_or_analyze_events(&a.session, &th).await?;
+    let opts = present::timeline::TimelineOptions {
+        verbose: a.verbose,
+        server: a.server.clone(),
+        color: present::use_color(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&present::timeline::doc(&events, &opts))?);
+    } else {
+        print!("{}", present::timeline::render(&events, &opts));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Events of a session: analysed now when the session has samples (so they match the
+/// thresholds in force), else read from a legacy `events.jsonl`.
+async fn load_or_analyze_events(
+    dir: &Path,
+    th: &Thresholds,
+) -> anyhow::Result<Vec<store::events::Event>> {
+    let has_samples = [store::SAMPLES_PARQUET, store::SAMPLES_JSONL, store::SAMPLES_CSV]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    if has_samples {
+        return Ok(analysis::analyze_and_write(dir, th).await?.events);
+    }
+    let path = dir.join(store::EVENTS_JSONL);
+    if path.exists() {
+        return Ok(store::events::read_events(&path)?);
+    }
+    bail!("{}: no samples and no events.jsonl", dir.display())
+}
+
+/// Expands arguments into session directories: a directory with metadata or samples is
+/// a session; otherwise its subdirectories that are sessions.
+fn find_sessions(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if store::check_session_dir(p).is_ok() {
+            out.push(p.clone());
+            continue;
+        }
+        if !p.is_dir() {
+            bail!("{}: no such session or directory", p.display());
+        }
+        let mut subs: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("listing {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| store::check_session_dir(d).is_ok())
+            .collect();
+        subs.sort();
+        if subs.is_empty() {
+            bail!("{}: not a session and holds no sessions", p.display());
+        }
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+async fn doctor_one(dir: &Path, th: &Thresholds) -> anyhow::Result<diagnosis::Report> {
+    let analysis = analysis::analyze_and_write(dir, th).await?;
+    let meta = store::read_metadata(dir)?;
+    let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+    store::write_json_atomic(&dir.join(store::DOCTOR_JSON), &report)?;
+    Ok(report)
+}
+
+async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let th = load_thresholds(a.config.as_deref())?;
+    let sessions = find_sessions(&a.sessions)?;
+    let color = present::use_color();
+    let mut reports = Vec::new();
+    let mut failures = 0;
+    for dir in &sessions {
+        match doctor_one(dir, &th).await {
+            Ok(r) => reports.push((dir.clone(), r)),
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {}: {e:#}", dir.display());
+            }
+        }
+    }
+    if a.json {
+        let docs: Vec<_> = reports.iter().map(|(_, r)| r).collect();
+        if docs.len() == 1 {
+            println!("{}", serde_json::to_string_pretty(&docs[0])?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&fleet_json(&reports))?);
+        }
+    } else if reports.len() == 1 {
+        print!("{}", present::doctor::render(&reports[0].1, a.verbose, color));
+    } else {
+        print!("{}", present::doctor::render_fleet(&reports_view(&reports), color));
+        if a.verbose {
+            for (dir, r) in &reports {
+                println!("\n== {}", dir.display());
+                print!("{}", present::doctor::render(r, true, color));
+            }
+        }
+    }
+    let threshold = match a.fail_on {
+        Some(FailOn::High) => Some(3),
+        Some(FailOn::Medium) => Some(2),
+        None => None,
+    };
+    let worst = reports
+        .iter()
+        .map(|(_, r)| match r.severity.as_str() {
+            "high" => 3,
+            "medium" => 2,
+            "low" => 1,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    if failures > 0 && reports.is_empty() {
+        return Ok(ExitCode::from(2));
+    }
+    if threshold.is_some_and(|t| worst >= t) {
+        return Ok(ExitCode::from(1));
+    }
+    if failures > 0 {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reports_view(reports: &[(PathBuf, diagnosis::Report)]) -> Vec<(String, &diagnosis::Report)> {
+    reports
+        .iter()
+        .map(|(d, r)| (d.display().to_string(), r))
+        .collect()
+}
+
+fn fleet_json(reports: &[(PathBuf, diagnosis::Report)]) -> serde_json::Value {
+    let mut rows: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(d, r)| {
+            let top = r.hypotheses.first();
+            serde_json::json!({
+                "session": d.display().to_string(),
+                "severity": r.severity,
+                "top": top.map(|f| f.id.clone()),
+                "server": top.map(|f| f.server.clone()),
+                "score": top.map(|f| f.score),
+                "verdict": r.verdict,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let s = |v: &serde_json::Value| v.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
+        s(b).partial_cmp(&s(a)).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    serde_json::json!({ "fleet": rows })
+}
+
+async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let Some(mut sc) = scenario::scenario(&a.scenario) else {
+        bail!("unknown scenario `{}`; choose one of: {}", a.scenario, scenario::NAMES.join(", "));
+    };
+    if let Some(b) = a.num_gpu_blocks {
+        sc.engine.num_gpu_blocks = b;
+    }
+    if a.describe {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&sc)?);
+        } else {
+            println!("{}: {}", sc.name, sc.description);
+            println!("root cause: {}", sc.truth.root_cause);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = a.record_to {
+        let run = sim::OfflineRun {
+            scenario: sc,
+            seed: a.seed,
+            engines: a.engines,
+            interval_s: a.interval,
+            seconds: a.seconds,
+            epoch_unix: sim::server::unix_now().floor(),
+            server: "sim:8000".into(),
+        };
+        let id = record::session_id(chrono::Utc::now(), &format!("sim-{}", a.scenario));
+        let out = sim::record_offline(&run, &dir, &id)?;
+        println!("{}", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sim = sim::Simulation::new(sc, a.seed, a.engines, sim::server::unix_now());
+    let server = sim::server::spawn(sim, &a.listen, a.speed).await?;
+    eprintln!("simulating `{}` on {}/metrics (speed ×{}); Ctrl-C to stop", a.scenario, server.url(), a.speed);
+    shutdown_signal().await;
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let Some(sc) = scenario::scenario(&a.scenario) else {
+        bail!("unknown scenario `{}`; choose one of: {}", a.scenario, scenario::NAMES.join(", "));
+    };
+    let seconds = a.seconds.unwrap_or(sc.duration_s);
+    let speed = a.speed.max(0.1);
+    eprintln!("KVScope demo: scenario `{}` — {}", sc.name, sc.description);
+    let sim = sim::Simulation::new(sc, a.seed, 1, sim::server::unix_now());
+    let server = sim::server::spawn(sim, "127.0.0.1:0", speed).await?;
+    eprintln!(
+        "simulator on {}/metrics; recording {seconds:.0} simulated seconds (≈{:.0} s at ×{speed})…",
+        server.url(),
+        seconds / speed
+    );
+    let id = record::session_id(chrono::Utc::now(), &format!("demo-{}", a.scenario));
+    let out = a.out.clone().unwrap_or_else(|| default_session_dir(&id));
+    let cfg = RecordConfig {
+        targets: vec![Target::parse(&server.url())?],
+        duration: Some(Duration::from_secs_f64(seconds / speed)),
+        interval: Duration::from_secs_f64(1.0 / speed),
+        timeout: Duration::from_secs(2),
+        out_dir: out,
+        session_id: id,
+        wait: false,
+        bearer: None,
+        progress: true,
+        source_kind: "simulator".into(),
+    };
+    let outcome = record::record(cfg, shutdown_signal()).await?;
+    server.abort();
+    let dir = outcome.dir;
+    let th = Thresholds::default();
+    let report = doctor_one(&dir, &th).await?;
+    let events = store::events::read_events(&dir.join(store::EVENTS_JSONL))?;
+    let color = present::use_color();
+    println!("\n=== Timeline ===\n");
+    let opts = present::timeline::TimelineOptions {
+        verbose: false,
+        server: None,
+        color,
+    };
+    print!("{}", present::timeline::render(&events, &opts));
+    println!("\n=== Doctor ===\n");
+    print!("{}", present::doctor::render(&report, true, color));
+    println!("\nSession: {}", dir.display());
+    println!("Next: kvscope timeline {0} --verbose | kvscope doctor {0} --json", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}

@@ -1,0 +1,374 @@
+//! Diagnosis stage: `kvscope doctor`'s hypotheses as pure functions over analysis results
+//! (the [`Summary`] and events) and the session's server facts.
+//!
+//! Each rule lives in its own file under `rules/` and is listed once in [`RULES`]. A rule
+//! returns a [`Verdict`]: a [`Finding`] with a score in 0–1, evidence and computed
+//! recommendations, or the reason it was ruled out. Ranking, severity and the data-quality
+//! adjustment of confidence happen here, once, for every rule.
+
+pub mod rules;
+
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::Summary;
+use crate::analysis::summary::ServerSummary;
+use crate::store::Metadata;
+use crate::store::events::Event;
+
+/// One piece of evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub metric: String,
+    pub observed: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<serde_json::Value>,
+    /// `start … end` (RFC 3339) or a single time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+/// A concrete action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The vLLM flag or operational action.
+    pub action: String,
+    /// Suggested value, computed from the session where one applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub reason: String,
+    pub tradeoff: String,
+}
+
+/// A hypothesis that holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: String,
+    pub title: String,
+    pub server: String,
+    pub rank: usize,
+    pub score: f64,
+    pub severity: String,
+    pub confidence: f64,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+    pub counter_evidence: Vec<String>,
+    pub recommendations: Vec<Recommendation>,
+}
+
+/// A hypothesis considered and rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuledOut {
+    pub id: String,
+    pub server: String,
+    pub reason: String,
+}
+
+/// What a rule says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Found {
+        score: f64,
+        summary: String,
+        evidence: Vec<Evidence>,
+        counter_evidence: Vec<String>,
+        recommendations: Vec<Recommendation>,
+    },
+    RuledOut(String),
+}
+
+/// Facts about the server from metadata (cache config).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerFacts {
+    pub num_gpu_blocks: Option<f64>,
+    pub block_size: Option<f64>,
+    pub gpu_memory_utilization: Option<f64>,
+    pub prefix_caching: Option<bool>,
+    pub engines: usize,
+}
+
+impl ServerFacts {
+    /// KV capacity in tokens per engine.
+    pub fn kv_capacity_tokens(&self) -> Option<f64> {
+        Some(self.num_gpu_blocks? * self.block_size?)
+    }
+
+    /// Reads the server's cache config from `metadata.json`.
+    pub fn from_metadata(meta: Option<&Metadata>, server: &str) -> Self {
+        let Some(meta) = meta else { return Self::default() };
+        let Some(s) = meta
+            .servers
+            .iter()
+            .find(|s| s.get("server").and_then(|v| v.as_str()) == Some(server))
+        else {
+            return Self::default();
+        };
+        let cfg = s.get("cache_config").and_then(|c| c.as_array()).and_then(|a| a.first());
+        let num = |k: &str| {
+            cfg.and_then(|c| c.get(k))
+                .and_then(|v| v.as_str())
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        Self {
+            num_gpu_blocks: num("num_gpu_blocks"),
+            block_size: num("block_size"),
+            gpu_memory_utilization: num("gpu_memory_utilization"),
+            prefix_caching: cfg
+                .and_then(|c| c.get("enable_prefix_caching"))
+                .and_then(|v| v.as_str())
+                .map(|v| v.eq_ignore_ascii_case("true")),
+            engines: s.get("engines").and_then(|e| e.as_array()).map_or(1, |a| a.len().max(1)),
+        }
+    }
+}
+
+/// What a rule sees.
+pub struct Context<'a> {
+    pub server: &'a ServerSummary,
+    pub events: Vec<&'a Event>,
+    pub facts: ServerFacts,
+    pub thresholds: &'a std::collections::BTreeMap<String, f64>,
+}
+
+impl Context<'_> {
+    /// A threshold in force for this analysis.
+    pub fn threshold(&self, name: &str) -> f64 {
+        self.thresholds.get(name).copied().unwrap_or(0.0)
+    }
+    /// Share of known time in `phase` (0–1).
+    pub fn phase_share(&self, phase: &str) -> f64 {
+        self.server.phases.get(phase).map_or(0.0, |p| p.share)
+    }
+    /// Seconds in `phase`.
+    pub fn phase_seconds(&self, phase: &str) -> f64 {
+        self.server.phases.get(phase).map_or(0.0, |p| p.seconds)
+    }
+    /// Events named `name` (transient/data-quality).
+    pub fn events_named(&self, name: &str) -> Vec<&Event> {
+        self.events
+            .iter()
+            .copied()
+            .filter(|e| e.event.as_deref() == Some(name))
+            .collect()
+    }
+    /// Episodes of `condition`.
+    pub fn episodes(&self, condition: &str) -> Vec<&Event> {
+        self.events
+            .iter()
+            .copied()
+            .filter(|e| e.kind == "condition_episode" && e.condition.as_deref() == Some(condition))
+            .collect()
+    }
+    /// `first … last` time window of some events.
+    pub fn window_of(events: &[&Event]) -> Option<String> {
+        let first = events.first()?;
+        let last = events.last()?;
+        let end = last.end_time.clone().unwrap_or_else(|| last.ts.clone());
+        Some(format!("{} … {}", first.ts, end))
+    }
+}
+
+/// A registered rule.
+pub struct Rule {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub check: fn(&Context) -> Verdict,
+    /// Whether the rule's evidence depends on latency histograms.
+    pub needs_latency: bool,
+}
+
+pub use rules::RULES;
+
+/// The data-quality section of doctor.json.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    pub failed_scrapes: u64,
+    pub scrape_gaps: u64,
+    pub counter_resets: u64,
+    pub missing_histograms: Vec<String>,
+    pub notes: Vec<String>,
+    /// Multiplier applied to every confidence (1 = complete data).
+    pub confidence_factor: f64,
+}
+
+/// `doctor.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub session_id: Option<String>,
+    /// One line: the top finding, or that nothing is wrong.
+    pub verdict: String,
+    /// The worst severity found (`high`, `medium`, `low`, `info`).
+    pub severity: String,
+    pub hypotheses: Vec<Finding>,
+    pub ruled_out: Vec<RuledOut>,
+    pub data_quality: DataQuality,
+}
+
+/// Severity from score.
+pub fn severity(score: f64) -> &'static str {
+    if score >= 0.7 {
+        "high"
+    } else if score >= 0.4 {
+        "medium"
+    } else if score >= 0.2 {
+        "low"
+    } else {
+        "info"
+    }
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    }
+}
+
+/// Runs every rule for every server of the summary and ranks the findings.
+pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) -> Report {
+    let dq_src = &summary.data_quality;
+    let total_samples: u64 = summary.servers.iter().map(|s| s.samples).sum();
+    let failed_share = if total_samples > 0 {
+        dq_src.failed_scrapes as f64 / total_samples as f64
+    } else {
+        1.0
+    };
+    let mut notes = Vec::new();
+    let mut factor: f64 = 1.0;
+    if failed_share > 0.0 {
+        factor -= (failed_share * 2.0).min(0.4);
+        notes.push(format!("{:.0}% of scrapes failed", failed_share * 100.0));
+    }
+    if total_samples < 30 {
+        factor -= 0.2;
+        notes.push(format!("short session: {total_samples} samples"));
+    }
+    if !dq_src.missing_histograms.is_empty() {
+        notes.push(format!(
+            "latency histograms missing: {} (latency evidence is weaker)",
+            dq_src.missing_histograms.join(", ")
+        ));
+    }
+    let factor = factor.clamp(0.3, 1.0);
+    let mut found: Vec<Finding> = Vec::new();
+    let mut ruled_out = Vec::new();
+    for server in &summary.servers {
+        let ctx = Context {
+            server,
+            events: events.iter().filter(|e| e.server == server.server).collect(),
+            facts: ServerFacts::from_metadata(meta, &server.server),
+            thresholds: &summary.thresholds,
+        };
+        for rule in RULES {
+            match (rule.check)(&ctx) {
+                Verdict::Found {
+                    score,
+                    summary: text,
+                    evidence,
+                    counter_evidence,
+                    recommendations,
+                } => {
+                    let score = score.clamp(0.0, 1.0);
+                    let mut confidence = factor;
+                    if rule.needs_latency && !dq_src.missing_histograms.is_empty() {
+                        confidence *= 0.7;
+                    }
+                    found.push(Finding {
+                        id: rule.id.to_string(),
+                        title: rule.title.to_string(),
+                        server: server.server.clone(),
+                        rank: 0,
+                        score: crate::analysis::round3(score),
+                        severity: severity(score).to_string(),
+                        confidence: crate::analysis::round3(confidence),
+                        summary: text,
+                        evidence,
+                        counter_evidence,
+                        recommendations,
+                    })
+                }
+                Verdict::RuledOut(reason) => ruled_out.push(RuledOut {
+                    id: rule.id.to_string(),
+                    server: server.server.clone(),
+                    reason,
+                }),
+            }
+        }
+    }
+    found.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.server.cmp(&b.server))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    for (i, f) in found.iter_mut().enumerate() {
+        f.rank = i + 1;
+    }
+    let worst = found
+        .iter()
+        .map(|f| f.severity.as_str())
+        .max_by_key(|s| severity_rank(s))
+        .unwrap_or("info")
+        .to_string();
+    let verdict = match found.first() {
+        Some(f) if f.id == "HEALTHY" => format!("{}: {}", f.server, f.summary),
+        Some(f) => format!("{} on {}: {}", f.id, f.server, f.summary),
+        None => "no data to diagnose".into(),
+    };
+    Report {
+        schema_version: crate::store::schema::SCHEMA_VERSION,
+        session_id: summary.session_id.clone(),
+        verdict,
+        severity: worst,
+        hypotheses: found,
+        ruled_out,
+        data_quality: DataQuality {
+            failed_scrapes: dq_src.failed_scrapes,
+            scrape_gaps: dq_src.scrape_gaps,
+            counter_resets: dq_src.counter_resets,
+            missing_histograms: dq_src.missing_histograms.clone(),
+            notes,
+            confidence_factor: crate::analysis::round3(factor),
+        },
+    }
+}
+
+/// Helpers for rules.
+pub(crate) fn ev(metric: &str, observed: f64) -> Evidence {
+    Evidence {
+        metric: metric.to_string(),
+        observed: serde_json::json!(crate::analysis::round3(observed)),
+        threshold: None,
+        baseline: None,
+        window: None,
+    }
+}
+
+impl Evidence {
+    pub(crate) fn threshold(mut self, t: f64) -> Self {
+        self.threshold = Some(serde_json::json!(crate::analysis::round3(t)));
+        self
+    }
+    pub(crate) fn baseline(mut self, b: f64) -> Self {
+        self.baseline = Some(serde_json::json!(crate::analysis::round3(b)));
+        self
+    }
+    pub(crate) fn window(mut self, w: Option<String>) -> Self {
+        self.window = w;
+        self
+    }
+}
+
+pub(crate) fn rec(action: &str, value: Option<String>, reason: &str, tradeoff: &str) -> Recommendation {
+    Recommendation {
+        action: action.to_string(),
+        value,
+        reason: reason.to_string(),
+        tradeoff: tradeoff.to_string(),
+    }
+}

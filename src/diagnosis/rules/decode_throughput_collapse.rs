@@ -1,0 +1,57 @@
+//! DECODE_THROUGHPUT_COLLAPSE: generation tokens/s falls while the running batch stays
+//! full — each step got slower (compute, throttling, interference), not emptier.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "DECODE_THROUGHPUT_COLLAPSE",
+    title: "Decode throughput collapsed with the batch still full",
+    check,
+    needs_latency: false,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let s = ctx.server;
+    let drops = ctx.events_named("DECODE_THROUGHPUT_DROP");
+    if drops.is_empty() {
+        return Verdict::RuledOut("generation tokens/s never fell below half its rolling baseline with running steady".into());
+    }
+    if s.stalled_s >= 10.0 {
+        return Verdict::RuledOut("generation stopped entirely: STUCK_ENGINE".into());
+    }
+    if ctx.phase_share("SATURATED") > 0.2 {
+        return Verdict::RuledOut("throughput fell during KV saturation (preemption): KV_CACHE_THRASHING".into());
+    }
+    let first = drops.first().map(|e| (e.value.unwrap_or(0.0), e.baseline.unwrap_or(0.0)));
+    let (value, baseline) = first.unwrap_or((0.0, 0.0));
+    let mut recs = vec![rec(
+        "check GPU clocks, temperature and power (DCGM_FI_DEV_SM_CLOCK, *_VIOLATION, XID errors)",
+        None,
+        "steps slowed with the same batch: throttling or a faulty GPU is the usual cause",
+        "none",
+    )];
+    recs.push(rec(
+        "check for co-located processes on the GPU (MPS/MIG neighbours) and host CPU saturation",
+        None,
+        "interference slows every step without any change in vLLM's own load",
+        "none",
+    ));
+    let mut counter = Vec::new();
+    if let Some(u) = s.gpu_util_avg_pct {
+        counter.push(format!("GPU utilization averaged {u:.0}%"));
+    }
+    Verdict::Found {
+        score: 0.6 + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0)),
+        summary: format!(
+            "generation fell to {value:.0} tok/s from a baseline of {baseline:.0} tok/s while running stayed at {:.0}",
+            drops.first().and_then(|e| e.evidence.as_ref()).and_then(|v| v.get("requests_running")).and_then(|v| v.as_f64()).unwrap_or(0.0)
+        ),
+        evidence: vec![
+            ev("generation_tokens_per_s", value).baseline(baseline).threshold(baseline * ctx.threshold("decode_drop_share")).window(drops.first().map(|e| e.ts.clone())),
+            ev("DECODE_THROUGHPUT_DROP events", drops.len() as f64),
+            ev("itl_p95_s (max)", s.itl_p95_max_s.unwrap_or(0.0)).baseline(s.itl_p95_median_s.unwrap_or(0.0)),
+        ],
+        counter_evidence: counter,
+        recommendations: recs,
+    }
+}

@@ -1,0 +1,57 @@
+//! KV_CAPACITY_UNDERSIZED: the KV cache runs hot and requests wait for it, even without
+//! a preemption storm — contexts are too long for the cache.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "KV_CAPACITY_UNDERSIZED",
+    title: "KV cache too small for the contexts served",
+    check,
+    needs_latency: false,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let s = ctx.server;
+    let rising = ctx.threshold("kv_rising_pct");
+    let p95 = s.kv_p95_pct.unwrap_or(0.0);
+    let waiting = s.waiting_max.unwrap_or(0.0);
+    let preempt = s.preemptions.unwrap_or(0.0);
+    if p95 < rising {
+        return Verdict::RuledOut(format!("KV p95 {p95:.1}% is below {rising}%"));
+    }
+    if waiting < 1.0 {
+        return Verdict::RuledOut("KV ran hot but no request had to wait".into());
+    }
+    if preempt >= 1.0 {
+        return Verdict::RuledOut("preemptions present: KV_CACHE_THRASHING covers this".into());
+    }
+    let mut recs = vec![rec(
+        "--gpu-memory-utilization",
+        ctx.facts.gpu_memory_utilization.map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
+        "more GPU memory for KV blocks raises concurrency before requests queue for blocks",
+        "less headroom for activations; raise in small steps",
+    )];
+    recs.push(rec(
+        "--kv-cache-dtype",
+        Some("fp8".into()),
+        "fp8 KV roughly doubles the tokens the cache holds",
+        "small accuracy cost on some models",
+    ));
+    recs.push(rec(
+        "--max-model-len",
+        s.prompt_len_p95_max.map(|p| format!("{:.0}", (p * 2.0).max(1024.0))),
+        "a shorter maximum context lets the engine plan for the lengths actually served",
+        "longer requests are rejected",
+    ));
+    Verdict::Found {
+        score: 0.45 + 0.25 * ((p95 - rising) / (100.0 - rising)).clamp(0.0, 1.0),
+        summary: format!("KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"),
+        evidence: vec![
+            ev("kv_cache_usage_pct (p95)", p95).threshold(rising),
+            ev("requests_waiting (max)", waiting),
+            ev("preemptions", preempt),
+        ],
+        counter_evidence: vec![],
+        recommendations: recs,
+    }
+}

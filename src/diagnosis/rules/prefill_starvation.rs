@@ -1,0 +1,68 @@
+//! PREFILL_STARVATION: long-prompt surges fill the step's token budget with prefill
+//! chunks; new requests wait behind them, so TTFT jumps while decode (ITL) keeps going.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "PREFILL_STARVATION",
+    title: "Prefill starvation: long prompts delay first tokens",
+    check,
+    needs_latency: true,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let s = ctx.server;
+    let changes: Vec<_> = ctx
+        .events
+        .iter()
+        .copied()
+        .filter(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE") && e.state.as_deref() == Some("start"))
+        .collect();
+    let spikes = ctx.events_named("TTFT_SPIKE");
+    if changes.is_empty() {
+        return Verdict::RuledOut("prefill never dominated the engine's tokens while TTFT spiked".into());
+    }
+    if ctx.phase_share("SATURATED") > 0.2 {
+        return Verdict::RuledOut("KV saturation, not prefill, dominates the session".into());
+    }
+    let score = 0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
+    let itl = s.itl_p95_median_s.unwrap_or(0.0);
+    let mut recs = Vec::new();
+    let budget = s
+        .prompt_len_p95_max
+        .map(|p| (p.max(2048.0)).min(16384.0).log2().ceil().exp2());
+    recs.push(rec(
+        "--long-prefill-token-threshold",
+        s.prompt_len_p95_max.map(|p| format!("{:.0}", (p / 4.0).max(512.0))),
+        "caps how many tokens one long prompt may prefill per step, so short requests are scheduled alongside it",
+        "the long prompt's own TTFT grows",
+    ));
+    recs.push(rec(
+        "--max-num-partial-prefills",
+        Some("2".into()),
+        "lets a short prompt prefill concurrently with a long one instead of queueing behind it",
+        "slightly more scheduling overhead per step",
+    ));
+    recs.push(rec(
+        "--max-num-batched-tokens",
+        budget.map(|b| format!("{b:.0}")),
+        "a larger step budget clears prefill surges faster (lower TTFT)",
+        "each step takes longer, so inter-token latency rises for running requests",
+    ));
+    Verdict::Found {
+        score,
+        summary: format!(
+            "{} prefill-pressure period(s) with {} TTFT spike(s) while median ITL p95 stayed {itl:.3} s",
+            changes.len(),
+            spikes.len()
+        ),
+        evidence: vec![
+            ev("PREFILL_PRESSURE starts", changes.len() as f64).window(Context::window_of(&changes)),
+            ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0)).baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
+            ev("itl_p95_s (median)", itl),
+            ev("prompt_tokens_per_s (max)", s.prompt_tokens_per_s_max.unwrap_or(0.0)).baseline(s.prompt_tokens_per_s_avg.unwrap_or(0.0)),
+        ],
+        counter_evidence: vec![],
+        recommendations: recs,
+    }
+}

@@ -1,0 +1,42 @@
+//! TELEMETRY_GAPS: scrapes failed or samples are missing; conclusions over those periods
+//! are weaker.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "TELEMETRY_GAPS",
+    title: "Telemetry gaps: missing samples",
+    check,
+    needs_latency: false,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let gaps = ctx.events_named("SCRAPE_GAP");
+    let s = ctx.server;
+    if gaps.is_empty() && s.failed_scrapes == 0 {
+        return Verdict::RuledOut("every scrape succeeded on time".into());
+    }
+    let share = s.failed_scrapes as f64 / (s.samples.max(1)) as f64;
+    let mut score = 0.25 + 0.4 * (share / 0.2).min(1.0);
+    let mut counter = Vec::new();
+    if !ctx.events_named("COUNTER_RESET").is_empty() {
+        score *= 0.6;
+        counter.push("a server restart explains the gap (SERVER_RESTART)".to_string());
+    }
+    let reasons: Vec<String> = gaps.iter().filter_map(|e| e.reason.clone()).collect();
+    Verdict::Found {
+        score,
+        summary: format!("{} gap(s), {} failed scrape(s) ({:.0}% of samples)", gaps.len(), s.failed_scrapes, share * 100.0),
+        evidence: vec![
+            ev("SCRAPE_GAP events", gaps.len() as f64).window(Context::window_of(&gaps)),
+            ev("failed scrapes", s.failed_scrapes as f64),
+        ],
+        counter_evidence: counter,
+        recommendations: vec![rec(
+            "check the path from recorder to server (timeouts, load balancer, auth)",
+            reasons.first().cloned(),
+            "missing samples hide what the engine did",
+            "none",
+        )],
+    }
+}

@@ -1,0 +1,62 @@
+//! TTFT_INSTABILITY: TTFT spikes with no change in engine load — the delay is outside
+//! the scheduler (API server, tokenization, network), since queueing and prefill did not
+//! change.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "TTFT_INSTABILITY",
+    title: "TTFT spikes without a change in load",
+    check,
+    needs_latency: true,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let spikes = ctx.events_named("TTFT_SPIKE");
+    if spikes.is_empty() {
+        return Verdict::RuledOut("no TTFT spike against the rolling baseline".into());
+    }
+    let loaded = ctx.phase_share("SATURATED") + ctx.phase_share("QUEUE_PRESSURE");
+    if loaded > 0.1 {
+        return Verdict::RuledOut(format!(
+            "TTFT spikes come with load: {:.0}% of the time saturated or queueing",
+            loaded * 100.0
+        ));
+    }
+    let prefill = ctx
+        .events
+        .iter()
+        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"));
+    if prefill {
+        return Verdict::RuledOut("TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into());
+    }
+    let worst = spikes.iter().filter_map(|e| e.value).fold(0.0, f64::max);
+    let base = spikes.first().and_then(|e| e.baseline).unwrap_or(0.0);
+    Verdict::Found {
+        score: 0.45 + 0.1 * (spikes.len() as f64).min(3.0),
+        summary: format!(
+            "{} TTFT spike(s) up to {worst:.2} s (baseline {base:.3} s) with running, waiting and KV unchanged",
+            spikes.len()
+        ),
+        evidence: vec![
+            ev("ttft_p95_s (worst spike)", worst).baseline(base).window(Context::window_of(&spikes)),
+            ev("TTFT_SPIKE events", spikes.len() as f64),
+            ev("share of time saturated or queueing", loaded),
+        ],
+        counter_evidence: vec![],
+        recommendations: vec![
+            rec(
+                "check the API server process: CPU saturation, GC pauses, tokenizer time",
+                None,
+                "TTFT counts from front-end arrival; the engine's queue and prefill did not change, so the delay is before the engine",
+                "none",
+            ),
+            rec(
+                "--api-server-count",
+                Some("2".into()),
+                "more API server processes spread tokenization and detokenization",
+                "Prometheus multiprocess mode: _created series and python_* metrics disappear",
+            ),
+        ],
+    }
+}

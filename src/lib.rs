@@ -1,0 +1,34 @@
+//! KVScope: observability and diagnostics for LLM inference servers, vLLM first.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! cli ──► any stage   (the only place with clap, anyhow, runtime wiring, printing errors)
+//!
+//! source ─► adapter ─► store ─► analysis ─► diagnosis ─► present
+//!   │          │          │         │            │           │
+//!   │          │          │         │            │           └ text, JSON, TUI
+//!   │          │          │         │            └ doctor rules over analysis results
+//!   │          │          │         └ DataFusion SQL catalog in queries/ (+ Rust UDFs)
+//!   │          │          └ session files: Parquet, CSV, JSONL, metadata.json
+//!   │          └ vLLM names → normalized samples (the only module that knows vLLM names)
+//!   └ bytes in: the exposition parser and the HTTP scraper (vLLM-agnostic)
+//! ```
+//!
+//! [`record`] wires source → adapter → store for live recording; [`sim`] is a model of
+//! vLLM's scheduler that serves realistic `/metrics` pages.
+//!
+//! # Invariants
+//! - The adapter is the only module that knows vLLM metric names; KV usage becomes a 0–100
+//!   percentage there and nowhere else.
+//! - Every phase, condition and event is defined once, as SQL in `queries/`.
+//! - Bad input never panics: the parser is total, readers name the file and line.
+
+pub mod adapter;
+pub mod analysis;
+pub mod diagnosis;
+pub mod present;
+pub mod record;
+pub mod sim;
+pub mod source;
+pub mod store;

@@ -1,0 +1,118 @@
+//! `kvscope doctor` text: the verdict first, then the evidence with times, then the fix.
+
+use std::fmt::Write;
+
+use super::paint;
+use crate::diagnosis::Report;
+
+fn sev_color(s: &str) -> &'static str {
+    match s {
+        "high" => "1;31",
+        "medium" => "33",
+        "low" => "36",
+        _ => "32",
+    }
+}
+
+/// Renders a report. Quiet mode shows the top findings with their first fix; verbose adds
+/// every piece of evidence, every recommendation and what was ruled out.
+pub fn render(report: &Report, verbose: bool, color: bool) -> String {
+    let mut out = String::new();
+    let top = report.hypotheses.first();
+    let sev = top.map(|f| f.severity.as_str()).unwrap_or("info");
+    let _ = writeln!(
+        out,
+        "{} {}",
+        paint(&format!("[{}]", sev.to_uppercase()), sev_color(sev), color),
+        paint(&report.verdict, "1", color)
+    );
+    let shown: Vec<_> = report
+        .hypotheses
+        .iter()
+        .filter(|f| verbose || f.severity == "high" || f.severity == "medium" || f.rank == 1)
+        .take(if verbose { usize::MAX } else { 3 })
+        .collect();
+    for f in shown {
+        let _ = writeln!(
+            out,
+            "\n#{} {} — {} ({}, score {:.2}, confidence {:.2})",
+            f.rank,
+            paint(&f.id, sev_color(&f.severity), color),
+            f.title,
+            f.severity,
+            f.score,
+            f.confidence
+        );
+        let _ = writeln!(out, "   server: {}", f.server);
+        let _ = writeln!(out, "   {}", f.summary);
+        if verbose {
+            for e in &f.evidence {
+                let mut line = format!("   · {} = {}", e.metric, e.observed);
+                if let Some(t) = &e.threshold {
+                    let _ = write!(line, " (threshold {t})");
+                }
+                if let Some(b) = &e.baseline {
+                    let _ = write!(line, " (baseline {b})");
+                }
+                if let Some(w) = &e.window {
+                    let _ = write!(line, " [{w}]");
+                }
+                let _ = writeln!(out, "{line}");
+            }
+            for c in &f.counter_evidence {
+                let _ = writeln!(out, "   ↔ {c}");
+            }
+        }
+        let recs: Vec<_> = f.recommendations.iter().take(if verbose { usize::MAX } else { 1 }).collect();
+        for r in recs {
+            let value = r.value.as_ref().map(|v| format!(" {v}")).unwrap_or_default();
+            let _ = writeln!(out, "   → fix: {}{value}", paint(&r.action, "1", color));
+            if verbose {
+                let _ = writeln!(out, "     why: {}", r.reason);
+                let _ = writeln!(out, "     cost: {}", r.tradeoff);
+            }
+        }
+    }
+    if verbose {
+        if !report.ruled_out.is_empty() {
+            let _ = writeln!(out, "\nRuled out:");
+            for r in &report.ruled_out {
+                let _ = writeln!(out, "   {:<28} {}", r.id, r.reason);
+            }
+        }
+        let dq = &report.data_quality;
+        let _ = writeln!(
+            out,
+            "\nData quality: {} failed scrape(s), {} gap(s), {} counter reset(s); confidence ×{:.2}",
+            dq.failed_scrapes, dq.scrape_gaps, dq.counter_resets, dq.confidence_factor
+        );
+        for n in &dq.notes {
+            let _ = writeln!(out, "   {n}");
+        }
+    }
+    out
+}
+
+/// A fleet table: one row per session, worst first.
+pub fn render_fleet(reports: &[(String, &Report)], color: bool) -> String {
+    let mut rows: Vec<&(String, &Report)> = reports.iter().collect();
+    rows.sort_by(|a, b| {
+        let s = |r: &Report| r.hypotheses.first().map(|f| f.score).unwrap_or(0.0);
+        s(b.1).partial_cmp(&s(a.1)).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<8} {:<28} {:<22} {:>5}  session", "severity", "top finding", "server", "score");
+    for (name, r) in rows {
+        let top = r.hypotheses.first();
+        let _ = writeln!(
+            out,
+            "{:<8} {:<28} {:<22} {:>5.2}  {}",
+            paint(&r.severity, sev_color(&r.severity), color),
+            top.map(|f| f.id.as_str()).unwrap_or("-"),
+            top.map(|f| f.server.as_str()).unwrap_or("-"),
+            top.map(|f| f.score).unwrap_or(0.0),
+            name
+        );
+    }
+    out
+}

@@ -1,0 +1,438 @@
+//! Recording: wires source → adapter → store for `kvscope record` (HTTP scraping on a
+//! fixed cadence) and for offline simulation (exposition text at simulated times).
+//!
+//! [`Pipeline`] is the one path a page takes from text to stored rows, whoever produced
+//! the text. [`record`] adds the clock, the concurrent scrapes, the start-up checks and
+//! the shutdown handling.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::adapter::{self, Normalizer, ServerFacts};
+use crate::source::prom;
+use crate::source::scrape::{self, ScrapeError};
+use crate::store::schema::Sample;
+use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo, StoreError};
+
+/// Errors of the recorder.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("invalid server URL `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("nothing reachable at {url}: {reason} (start the server, or pass --wait)")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} does not look like a vLLM /metrics endpoint: missing {missing}")]
+    NotVllm { url: String, missing: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One server to scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Full URL of the metrics endpoint.
+    pub url: String,
+    /// Label written in the `server` column (host:port).
+    pub label: String,
+}
+
+impl Target {
+    /// Parses `--server`: adds `/metrics` when the URL has no path.
+    pub fn parse(raw: &str) -> Result<Self, RecordError> {
+        let bad = |reason: &str| RecordError::BadUrl {
+            url: scrape::redact(raw),
+            reason: reason.to_string(),
+        };
+        let mut url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("scheme must be http or https"));
+        }
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        if url.path().is_empty() || url.path() == "/" {
+            url.set_path("/metrics");
+        }
+        let label = match url.port_or_known_default() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        Ok(Self {
+            url: url.to_string(),
+            label,
+        })
+    }
+
+    /// The URL with any credentials removed, for metadata and logs.
+    pub fn redacted_url(&self) -> String {
+        scrape::redact(&self.url)
+    }
+}
+
+/// What a recording needs.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    pub targets: Vec<Target>,
+    pub duration: Option<Duration>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub out_dir: PathBuf,
+    pub session_id: String,
+    pub wait: bool,
+    pub bearer: Option<String>,
+    pub progress: bool,
+    pub source_kind: String,
+}
+
+/// Builds a session id `YYYYMMDD-HHMMSS-<label>` with the label reduced to safe characters
+/// (so it can never escape the output directory).
+pub fn session_id(now: chrono::DateTime<chrono::Utc>, label: &str) -> String {
+    format!("{}-{}", now.format("%Y%m%d-%H%M%S"), sanitize(label))
+}
+
+/// Keeps `[A-Za-z0-9._-]`, maps the rest to `-`, never returns `.`/`..`/empty.
+pub fn sanitize(label: &str) -> String {
+    let s: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' })
+        .take(64)
+        .collect();
+    let s = s.trim_matches('.').to_string();
+    if s.is_empty() { "session".into() } else { s }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 (UTC, milliseconds) for a µs timestamp.
+pub fn rfc3339(ts_us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(ts_us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// The path every page takes from text to stored rows.
+pub struct Pipeline {
+    normalizer: Normalizer,
+    writer: SessionWriter,
+    facts: BTreeMap<String, ServerFacts>,
+    t0_us: Option<i64>,
+    last: BTreeMap<String, Vec<Sample>>,
+}
+
+/// What one ingested page produced.
+#[derive(Debug, Clone, Default)]
+pub struct Ingested {
+    pub rows: usize,
+    pub skipped_lines: usize,
+    /// Set when the page was not usable vLLM metrics.
+    pub not_vllm: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(writer: SessionWriter) -> Self {
+        Self {
+            normalizer: Normalizer::new(),
+            writer,
+            facts: BTreeMap::new(),
+            t0_us: None,
+            last: BTreeMap::new(),
+        }
+    }
+
+    fn t_rel(&mut self, ts_us: i64) -> f64 {
+        let t0 = *self.t0_us.get_or_insert(ts_us);
+        (ts_us - t0) as f64 / 1e6
+    }
+
+    /// Parses, normalizes and stores one page of `server` taken at `ts_us`.
+    pub fn ingest_text(
+        &mut self,
+        server: &str,
+        ts_us: i64,
+        scrape_ms: Option<f64>,
+        text: &str,
+    ) -> Result<Ingested, StoreError> {
+        let exp = prom::parse(text);
+        let reading = adapter::read(&exp);
+        let facts = self.facts.entry(server.to_string()).or_insert_with(|| ServerFacts {
+            server: server.to_string(),
+            engine_kind: "vllm".into(),
+            ..Default::default()
+        });
+        facts.skipped_lines += exp.skipped.len();
+        if !exp.skipped.is_empty() {
+            tracing::warn!(
+                "{server}: {} unreadable line(s) skipped (first at line {})",
+                exp.skipped.len(),
+                exp.skipped.first().map(|s| s.line).unwrap_or(0)
+            );
+        }
+        if reading.engines.is_empty() {
+            let missing = reading.missing_required().join(", ");
+            let reason = format!("not vLLM metrics (missing {missing})");
+            self.ingest_failure(server, ts_us, scrape_ms, &reason)?;
+            return Ok(Ingested {
+                rows: 0,
+                skipped_lines: exp.skipped.len(),
+                not_vllm: Some(reason),
+            });
+        }
+        for e in &reading.engines {
+            facts.model_names.insert(e.model_name.clone());
+            facts.engines.insert(e.engine.clone());
+        }
+        if !reading.cache_config.is_empty() {
+            facts.cache_config = reading.cache_config.clone();
+            facts.kv_capacity_tokens = reading.kv_capacity_tokens();
+        }
+        facts.unknown_vllm_metrics.extend(reading.unknown_vllm.iter().cloned());
+        let t_rel = self.t_rel(ts_us);
+        let out = self
+            .normalizer
+            .normalize(server, ts_us, t_rel, scrape_ms, &reading);
+        self.writer.append(&out.samples, &out.histograms)?;
+        let rows = out.samples.len();
+        self.last.insert(server.to_string(), out.samples);
+        Ok(Ingested {
+            rows,
+            skipped_lines: exp.skipped.len(),
+            not_vllm: None,
+        })
+    }
+
+    /// Stores a failed scrape of `server` (rows with `scrape_ok = false` and the reason).
+    pub fn ingest_failure(
+        &mut self,
+        server: &str,
+        ts_us: i64,
+        scrape_ms: Option<f64>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let t_rel = self.t_rel(ts_us);
+        let mut rows = self.normalizer.failed(server, ts_us, t_rel, scrape_ms);
+        for r in &mut rows {
+            r.scrape_error = Some(reason.to_string());
+        }
+        self.writer.append(&rows, &[])?;
+        self.last.insert(server.to_string(), rows);
+        Ok(())
+    }
+
+    /// The rows of the latest page of each server (for progress displays).
+    pub fn latest(&self) -> &BTreeMap<String, Vec<Sample>> {
+        &self.last
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.writer.dir()
+    }
+
+    /// Finalizes every file; returns the session directory.
+    pub fn finish(mut self, ended_at_us: i64) -> Result<PathBuf, StoreError> {
+        let servers = self
+            .facts
+            .values()
+            .map(|f| serde_json::to_value(f).unwrap_or_default())
+            .collect();
+        self.writer.metadata_mut().servers = servers;
+        self.writer.finish(&rfc3339(ended_at_us))
+    }
+}
+
+/// How a recording ended.
+#[derive(Debug, Clone)]
+pub struct RecordOutcome {
+    pub dir: PathBuf,
+    pub scrapes: u64,
+    pub failed_scrapes: u64,
+    pub interrupted: bool,
+}
+
+/// Records until the duration elapses or `shutdown` resolves (Ctrl-C/SIGTERM); every file
+/// is finalized either way.
+pub async fn record(
+    cfg: RecordConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RecordOutcome, RecordError> {
+    let client = scrape::client(cfg.timeout).map_err(|e| RecordError::BadUrl {
+        url: String::new(),
+        reason: e.to_string(),
+    })?;
+    tokio::pin!(shutdown);
+
+    // Start-up check: every server must answer with vLLM metrics (or --wait).
+    let start_deadline = cfg.duration.map(|d| Instant::now() + d);
+    loop {
+        let mut problem = None;
+        for t in &cfg.targets {
+            match scrape::scrape(&client, &t.url, cfg.bearer.as_deref(), cfg.timeout).await {
+                Err(e) => {
+                    problem = Some(RecordError::Unreachable {
+                        url: t.redacted_url(),
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(page) => {
+                    let missing = adapter::read(&prom::parse(&page.body)).missing_required();
+                    if !missing.is_empty() {
+                        return Err(RecordError::NotVllm {
+                            url: t.redacted_url(),
+                            missing: missing.join(", "),
+                        });
+                    }
+                }
+            }
+        }
+        match problem {
+            None => break,
+            Some(p) if !cfg.wait => return Err(p),
+            Some(p) => {
+                if start_deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(p);
+                }
+                tracing::info!("waiting for servers: {p}");
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.interval.max(Duration::from_millis(200))) => {}
+                    _ = &mut shutdown => return Err(p),
+                }
+            }
+        }
+    }
+
+    let started_us = now_us();
+    let meta = Metadata::new(
+        &cfg.session_id,
+        &rfc3339(started_us),
+        SourceInfo {
+            kind: cfg.source_kind.clone(),
+            urls: cfg.targets.iter().map(Target::redacted_url).collect(),
+            scenario: None,
+            seed: None,
+        },
+        RecorderSettings {
+            interval_s: cfg.interval.as_secs_f64(),
+            timeout_s: cfg.timeout.as_secs_f64(),
+            duration_s: cfg.duration.map(|d| d.as_secs_f64()),
+        },
+    );
+    let writer = SessionWriter::create(&cfg.out_dir, meta)?;
+    let mut pipe = Pipeline::new(writer);
+    let mut ticker = tokio::time::interval(cfg.interval);
+    // A late tick is taken late, once: ticks are never bunched to catch up.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let began = Instant::now();
+    let (mut scrapes, mut failed) = (0u64, 0u64);
+    let mut interrupted = false;
+    let tty = cfg.progress && std::io::stderr().is_terminal();
+
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut shutdown => { interrupted = true; break; }
+        }
+        if cfg.duration.is_some_and(|d| began.elapsed() >= d) {
+            break;
+        }
+        let tick_us = now_us();
+        let results = futures::future::join_all(cfg.targets.iter().map(|t| {
+            let client = &client;
+            let bearer = cfg.bearer.as_deref();
+            async move { (t, scrape::scrape(client, &t.url, bearer, cfg.timeout).await) }
+        }))
+        .await;
+        for (t, res) in results {
+            scrapes += 1;
+            match res {
+                Ok(page) => {
+                    let ts = page.sim_time.map(|s| (s * 1e6) as i64).unwrap_or(tick_us);
+                    let ms = page.elapsed.as_secs_f64() * 1e3;
+                    let got = pipe.ingest_text(&t.label, ts, Some(ms), &page.body)?;
+                    if let Some(reason) = got.not_vllm {
+                        failed += 1;
+                        tracing::warn!("{}: {reason}", t.label);
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!("{}: scrape failed: {e}", t.label);
+                    let ms = match &e {
+                        ScrapeError::Timeout(d) => Some(d.as_secs_f64() * 1e3),
+                        _ => None,
+                    };
+                    pipe.ingest_failure(&t.label, tick_us, ms, &e.to_string())?;
+                }
+            }
+        }
+        if tty {
+            progress_line(&pipe, began.elapsed(), cfg.duration);
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    let dir = pipe.finish(now_us())?;
+    Ok(RecordOutcome {
+        dir,
+        scrapes,
+        failed_scrapes: failed,
+        interrupted,
+    })
+}
+
+fn progress_line(pipe: &Pipeline, elapsed: Duration, total: Option<Duration>) {
+    let mut parts = Vec::new();
+    for (server, rows) in pipe.latest() {
+        let kv = rows
+            .iter()
+            .filter_map(|r| r.kv_cache_usage_pct)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+        let run: i64 = rows.iter().filter_map(|r| r.requests_running).sum();
+        let wait: i64 = rows.iter().filter_map(|r| r.requests_waiting).sum();
+        match kv {
+            Some(kv) => parts.push(format!("{server} KV {kv:.1}% run {run} wait {wait}")),
+            None => parts.push(format!("{server} no data")),
+        }
+    }
+    let remaining = total
+        .map(|t| format!(" / {:.0}s", t.as_secs_f64()))
+        .unwrap_or_default();
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "\r\x1b[2K{:.0}s{remaining}  {}",
+        elapsed.as_secs_f64(),
+        parts.join(" | ")
+    );
+    let _ = err.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_parse_adds_metrics_path() {
+        let t = Target::parse("http://127.0.0.1:8000").unwrap();
+        assert_eq!(t.url, "http://127.0.0.1:8000/metrics");
+        assert_eq!(t.label, "127.0.0.1:8000");
+        assert!(Target::parse("ftp://x").is_err());
+        assert!(Target::parse("not a url").is_err());
+        let t = Target::parse("https://u:secret@h/m").unwrap();
+        assert!(!t.redacted_url().contains("secret"));
+        assert_eq!(t.label, "h:443");
+    }
+
+    #[test]
+    fn sanitize_blocks_traversal() {
+        assert_eq!(sanitize("../../etc"), "-..-etc");
+        assert_eq!(sanitize(".."), "session");
+        assert_eq!(sanitize("a/b"), "a-b");
+    }
+}

@@ -1,0 +1,363 @@
+//! Scenarios: workload and fault schedules for the simulator, each with the ground truth
+//! it produces (expected phases, conditions, events and root cause), machine-readable via
+//! `kvscope simulate --scenario X --describe --json`.
+
+use serde::Serialize;
+
+use super::model::EngineConfig;
+
+/// A log-normal length distribution (tokens), clamped to `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LenDist {
+    pub median: f64,
+    pub sigma: f64,
+    pub min: u32,
+    pub max: u32,
+}
+
+const fn len(median: f64, sigma: f64, min: u32, max: u32) -> LenDist {
+    LenDist {
+        median,
+        sigma,
+        min,
+        max,
+    }
+}
+
+/// The workload and faults from `start_s` until the next segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Segment {
+    pub start_s: f64,
+    /// Poisson arrival rate, requests per second.
+    pub rate_per_s: f64,
+    pub prompt: LenDist,
+    pub output: LenDist,
+    /// Share of requests that reuse one of a few shared prefixes (system prompts).
+    pub prefix_share: f64,
+    /// Length of the shared prefix, tokens.
+    pub prefix_len: u32,
+    /// Front-end delay before a request reaches the engine (tokenization, API server).
+    pub frontend_delay_s: f64,
+    /// Step-time multiplier.
+    pub slowdown: f64,
+    /// Share of a finished request's KV blocks never freed.
+    pub leak_fraction: f64,
+    /// Engine hung: nothing scheduled.
+    pub stalled: bool,
+}
+
+impl Segment {
+    fn at(start_s: f64, rate_per_s: f64, prompt: LenDist, output: LenDist) -> Self {
+        Self {
+            start_s,
+            rate_per_s,
+            prompt,
+            output,
+            prefix_share: 0.5,
+            prefix_len: 128,
+            frontend_delay_s: 0.01,
+            slowdown: 1.0,
+            leak_fraction: 0.0,
+            stalled: false,
+        }
+    }
+}
+
+/// A window in which a phase is expected to be observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseWindow {
+    pub phase: &'static str,
+    pub from_s: f64,
+    pub to_s: f64,
+}
+
+/// What analysis and doctor should find in a recording of the scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroundTruth {
+    /// The hypothesis id doctor must rank first.
+    pub root_cause: &'static str,
+    /// Phases that must be observed (after debounce) inside each window.
+    pub phases: Vec<PhaseWindow>,
+    /// Phases that must never be observed.
+    pub absent_phases: Vec<&'static str>,
+    /// Conditions that must form at least one episode.
+    pub conditions: Vec<&'static str>,
+    /// Transient / data-quality events that must occur at least once.
+    pub events: Vec<&'static str>,
+    /// Events that must not occur.
+    pub absent_events: Vec<&'static str>,
+}
+
+/// A named workload story.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub duration_s: f64,
+    pub engine: EngineConfig,
+    pub segments: Vec<Segment>,
+    /// `(at_s, downtime_s)`: the process restarts (counters reset, endpoint down).
+    pub restart: Option<(f64, f64)>,
+    pub truth: GroundTruth,
+}
+
+impl Scenario {
+    /// The segment in force at `t`.
+    pub fn segment_at(&self, t: f64) -> &Segment {
+        let mut cur = &self.segments[0];
+        for s in &self.segments {
+            if s.start_s <= t {
+                cur = s;
+            }
+        }
+        cur
+    }
+
+    /// Start of the segment after `t`, if any.
+    pub fn next_boundary(&self, t: f64) -> Option<f64> {
+        self.segments.iter().map(|s| s.start_s).find(|s| *s > t)
+    }
+}
+
+/// Names of every scenario, in documentation order.
+pub const NAMES: &[&str] = &[
+    "idle",
+    "healthy",
+    "queue-pressure",
+    "kv-saturation",
+    "prefill-burst",
+    "ttft-spike",
+    "decode-collapse",
+    "prefix-cache-miss",
+    "kv-leak",
+    "stuck-engine",
+    "restart",
+    "mixed-incident",
+];
+
+const CHAT_PROMPT: LenDist = len(300.0, 0.5, 16, 2000);
+const CHAT_OUTPUT: LenDist = len(150.0, 0.4, 8, 600);
+
+fn truth(root: &'static str) -> GroundTruth {
+    GroundTruth {
+        root_cause: root,
+        phases: vec![],
+        absent_phases: vec![],
+        conditions: vec![],
+        events: vec![],
+        absent_events: vec![],
+    }
+}
+
+fn w(phase: &'static str, from_s: f64, to_s: f64) -> PhaseWindow {
+    PhaseWindow { phase, from_s, to_s }
+}
+
+/// Looks a scenario up by name.
+pub fn scenario(name: &str) -> Option<Scenario> {
+    let base = EngineConfig::default();
+    let healthy_seg = |t: f64| Segment::at(t, 6.0, CHAT_PROMPT, CHAT_OUTPUT);
+    let s = match name {
+        "idle" => Scenario {
+            name: "idle",
+            description: "A loaded model with no traffic: nothing running, nothing waiting, no tokens.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![Segment::at(0.0, 0.0, CHAT_PROMPT, CHAT_OUTPUT)],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("IDLE", 0.0, 90.0)],
+                absent_phases: vec!["SATURATED", "QUEUE_PRESSURE", "KV_PRESSURE_RISING", "HEALTHY"],
+                absent_events: vec!["KV_SATURATION", "PREEMPTION_BURST", "TTFT_SPIKE"],
+                ..truth("GPU_UNDERUTILIZED")
+            },
+        },
+        "healthy" => Scenario {
+            name: "healthy",
+            description: "Steady chat traffic (6 req/s, ~300-token prompts, ~150-token outputs) well inside capacity.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![healthy_seg(0.0)],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("HEALTHY", 5.0, 90.0)],
+                absent_phases: vec!["SATURATED", "KV_PRESSURE_RISING"],
+                absent_events: vec!["KV_SATURATION", "PREEMPTION_BURST", "SCRAPE_GAP", "COUNTER_RESET"],
+                ..truth("HEALTHY")
+            },
+        },
+        "queue-pressure" => Scenario {
+            name: "queue-pressure",
+            description: "Short requests arrive faster than max-num-seqs lets the engine serve them (as in the real 0.26 capture, fixture 09): running pinned at max-num-seqs, waiting grows, KV stays moderate.",
+            duration_s: 90.0,
+            engine: EngineConfig { max_num_seqs: 32, ..base },
+            segments: vec![
+                Segment::at(0.0, 20.0, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256)),
+                Segment::at(20.0, 60.0, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256)),
+                Segment::at(70.0, 20.0, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256)),
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("QUEUE_PRESSURE", 25.0, 70.0)],
+                absent_phases: vec!["SATURATED"],
+                conditions: vec!["QUEUE_DELAY"],
+                absent_events: vec!["PREEMPTION_BURST", "KV_SATURATION"],
+                ..truth("QUEUE_SATURATION")
+            },
+        },
+        "kv-saturation" => Scenario {
+            name: "kv-saturation",
+            description: "Long contexts (1500-token prompts, 1500-token outputs) overflow the 2048-block KV cache: usage pins near 100 %, the newest requests are preempted again and again (as in fixture 10).",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                healthy_seg(0.0),
+                Segment { prefix_share: 0.0, ..Segment::at(15.0, 2.0, len(1500.0, 0.15, 800, 3000), len(1500.0, 0.15, 800, 3000)) },
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("SATURATED", 30.0, 90.0)],
+                events: vec!["KV_SATURATION", "PREEMPTION_BURST"],
+                ..truth("KV_CACHE_THRASHING")
+            },
+        },
+        "prefill-burst" => Scenario {
+            name: "prefill-burst",
+            description: "Waves of very long prompts (6000 tokens, short answers) every 20 s on top of chat traffic: prefill chunks fill the token budget, new requests wait behind them and TTFT jumps while decode keeps going.",
+            duration_s: 90.0,
+            engine: base,
+            segments: {
+                let mut v = vec![healthy_seg(0.0)];
+                for k in 0..4 {
+                    let t = 15.0 + 20.0 * k as f64;
+                    v.push(Segment { prefix_share: 0.0, ..Segment::at(t, 4.0, len(6000.0, 0.1, 4000, 8000), len(24.0, 0.2, 4, 64)) });
+                    v.push(healthy_seg(t + 2.5));
+                }
+                v
+            },
+            restart: None,
+            truth: GroundTruth {
+                conditions: vec!["PREFILL_PRESSURE"],
+                events: vec!["TTFT_SPIKE"],
+                absent_phases: vec!["SATURATED"],
+                ..truth("PREFILL_STARVATION")
+            },
+        },
+        "ttft-spike" => Scenario {
+            name: "ttft-spike",
+            description: "Steady traffic; three times the API server stalls for ~2 s (tokenizer/GC), so first tokens arrive late with no change in engine load.",
+            duration_s: 90.0,
+            engine: base,
+            segments: {
+                let mut v = vec![healthy_seg(0.0)];
+                for t in [30.0, 55.0, 75.0] {
+                    v.push(Segment { frontend_delay_s: 2.5, ..healthy_seg(t) });
+                    v.push(healthy_seg(t + 2.0));
+                }
+                v
+            },
+            restart: None,
+            truth: GroundTruth {
+                events: vec!["TTFT_SPIKE"],
+                absent_phases: vec!["SATURATED"],
+                absent_events: vec!["PREEMPTION_BURST", "KV_SATURATION"],
+                ..truth("TTFT_INSTABILITY")
+            },
+        },
+        "decode-collapse" => Scenario {
+            name: "decode-collapse",
+            description: "At 40 s every engine step becomes 5× slower (GPU throttling or a noisy neighbour): generation tokens/s collapses while the running batch stays full.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                Segment::at(0.0, 10.0, CHAT_PROMPT, CHAT_OUTPUT),
+                Segment { slowdown: 5.0, ..Segment::at(40.0, 10.0, CHAT_PROMPT, CHAT_OUTPUT) },
+            ],
+            restart: None,
+            truth: GroundTruth {
+                events: vec!["DECODE_THROUGHPUT_DROP"],
+                ..truth("DECODE_THROUGHPUT_COLLAPSE")
+            },
+        },
+        "prefix-cache-miss" => Scenario {
+            name: "prefix-cache-miss",
+            description: "Prefix caching is on and prompts are long (2000 tokens) but every prompt is unique (a timestamp at the top of the system prompt): thousands of tokens looked up per second, almost none hit.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![Segment { prefix_share: 0.0, ..Segment::at(0.0, 3.0, len(2000.0, 0.2, 1000, 4000), len(60.0, 0.3, 8, 200)) }],
+            restart: None,
+            truth: GroundTruth {
+                absent_phases: vec!["SATURATED"],
+                absent_events: vec!["PREEMPTION_BURST"],
+                ..truth("PREFIX_CACHE_INEFFECTIVE")
+            },
+        },
+        "kv-leak" => Scenario {
+            name: "kv-leak",
+            description: "Bursty traffic with idle pauses; a quarter of every finished request's KV blocks is never returned, so usage between bursts never comes back to zero and creeps up.",
+            duration_s: 90.0,
+            engine: base,
+            segments: {
+                let mut v = Vec::new();
+                for k in 0..6 {
+                    let t = 15.0 * k as f64;
+                    v.push(Segment { leak_fraction: 0.25, ..Segment::at(t, 8.0, CHAT_PROMPT, CHAT_OUTPUT) });
+                    v.push(Segment { leak_fraction: 0.25, ..Segment::at(t + 9.0, 0.0, CHAT_PROMPT, CHAT_OUTPUT) });
+                }
+                v
+            },
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("IDLE", 10.0, 90.0)],
+                ..truth("KV_LEAK")
+            },
+        },
+        "stuck-engine" => Scenario {
+            name: "stuck-engine",
+            description: "At 30 s the engine core hangs: the batch stays 'running', nothing is generated, arrivals pile up in waiting. /metrics still answers.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                healthy_seg(0.0),
+                Segment { stalled: true, ..Segment::at(30.0, 3.0, CHAT_PROMPT, CHAT_OUTPUT) },
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("QUEUE_PRESSURE", 35.0, 90.0)],
+                conditions: vec!["QUEUE_DELAY"],
+                ..truth("STUCK_ENGINE")
+            },
+        },
+        "restart" => Scenario {
+            name: "restart",
+            description: "Steady traffic; at 45 s the server process restarts: /metrics is down for 8 s, then every counter starts again from zero.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![healthy_seg(0.0)],
+            restart: Some((45.0, 8.0)),
+            truth: GroundTruth {
+                events: vec!["SCRAPE_GAP", "COUNTER_RESET"],
+                ..truth("SERVER_RESTART")
+            },
+        },
+        "mixed-incident" => Scenario {
+            name: "mixed-incident",
+            description: "A 90 s incident: healthy chat traffic → at 20 s a surge of long-context requests → KV saturates and the engine preempts → requests queue up → at 60 s the surge stops and the server recovers.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                healthy_seg(0.0),
+                Segment { prefix_share: 0.2, ..Segment::at(20.0, 3.0, len(1800.0, 0.2, 800, 4000), len(900.0, 0.3, 200, 2000)) },
+                Segment::at(60.0, 4.0, CHAT_PROMPT, CHAT_OUTPUT),
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("HEALTHY", 0.0, 20.0), w("SATURATED", 25.0, 70.0)],
+                events: vec!["KV_SATURATION", "PREEMPTION_BURST"],
+                ..truth("KV_CACHE_THRASHING")
+            },
+        },
+        _ => return None,
+    };
+    Some(s)
+}

@@ -1,0 +1,471 @@
+//! Prometheus text exposition parser (format 0.0.4, OpenMetrics tolerated).
+//!
+//! Written in-house because no published crate handles real vLLM output (see
+//! `reference/rust-stack.md`: colon names dropped, whole-scrape failure on one odd line,
+//! no timestamps). This module is vLLM-agnostic: it knows the exposition format and
+//! nothing about metric meanings.
+//!
+//! Guarantees: [`parse`] never panics and never fails; a line it cannot read is skipped and
+//! reported in [`Exposition::skipped`] with its 1-based line number. Samples are grouped
+//! into families by the most recent `# TYPE` (classification is by `# TYPE`, never by
+//! suffix: `vllm:iteration_tokens_total` is a histogram when its TYPE says so).
+
+use std::collections::HashMap;
+
+/// A metric family's declared type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+    Info,
+    StateSet,
+    GaugeHistogram,
+    Untyped,
+}
+
+impl MetricType {
+    fn from_word(w: &str) -> Option<Self> {
+        Some(match w {
+            "counter" => Self::Counter,
+            "gauge" => Self::Gauge,
+            "histogram" => Self::Histogram,
+            "summary" => Self::Summary,
+            "info" => Self::Info,
+            "stateset" => Self::StateSet,
+            "gaugehistogram" => Self::GaugeHistogram,
+            "untyped" | "unknown" => Self::Untyped,
+            _ => return None,
+        })
+    }
+
+    /// Sample-name suffixes this type allows after the family name.
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Self::Counter => &["_total", "_created"],
+            Self::Histogram => &["_bucket", "_sum", "_count", "_created"],
+            Self::GaugeHistogram => &["_bucket", "_gsum", "_gcount"],
+            Self::Summary => &["_sum", "_count", "_created"],
+            Self::Info => &["_info"],
+            _ => &[],
+        }
+    }
+}
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromSample {
+    /// Full sample name as exposed (e.g. `vllm:ttft_seconds_bucket`).
+    pub name: String,
+    /// Labels in exposition order (order is not meaningful).
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+    /// Optional timestamp in milliseconds.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl PromSample {
+    /// Value of label `key`, if present.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A metric family: its declared name, type, help text and samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub name: String,
+    pub kind: MetricType,
+    pub help: Option<String>,
+    pub samples: Vec<PromSample>,
+}
+
+/// A line that could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedLine {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+    /// The line's text, cut to 120 characters.
+    pub text: String,
+}
+
+/// The result of parsing one `/metrics` body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Exposition {
+    pub families: Vec<Family>,
+    pub skipped: Vec<SkippedLine>,
+    /// True when an OpenMetrics `# EOF` marker was seen.
+    pub saw_eof: bool,
+}
+
+impl Exposition {
+    /// Total number of samples across families.
+    pub fn sample_count(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+
+    /// The family named `name`, if any.
+    pub fn family(&self, name: &str) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == name)
+    }
+}
+
+/// Parses an exposition body tolerantly. Never panics.
+pub fn parse(text: &str) -> Exposition {
+    let mut out = Exposition::default();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let lineno = i + 1;
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            if handle_comment(rest, &mut out, &mut index) {
+                out.saw_eof = true;
+                break;
+            }
+            continue;
+        }
+        match parse_sample(line) {
+            Ok(sample) => {
+                let fi = family_for(&sample.name, &mut out, &mut index);
+                if let Some(f) = out.families.get_mut(fi) {
+                    f.samples.push(sample);
+                }
+            }
+            Err(reason) => out.skipped.push(SkippedLine {
+                line: lineno,
+                reason: reason.to_string(),
+                text: line.chars().take(120).collect(),
+            }),
+        }
+    }
+    out
+}
+
+/// Handles a `#` line; returns true on `# EOF`.
+fn handle_comment(
+    rest: &str,
+    out: &mut Exposition,
+    index: &mut HashMap<String, usize>,
+) -> bool {
+    let rest = rest.trim_start();
+    if rest == "EOF" {
+        return true;
+    }
+    let (word, tail) = split_word(rest);
+    match word {
+        "TYPE" => {
+            let (name, tail) = split_word(tail);
+            let kind = MetricType::from_word(tail.trim()).unwrap_or(MetricType::Untyped);
+            if !name.is_empty() {
+                let fi = declare(name, out, index);
+                if let Some(f) = out.families.get_mut(fi) {
+                    f.kind = kind;
+                }
+            }
+        }
+        "HELP" => {
+            let (name, tail) = split_word(tail);
+            if !name.is_empty() {
+                let fi = declare(name, out, index);
+                if let Some(f) = out.families.get_mut(fi) {
+                    f.help = Some(unescape_help(tail));
+                }
+            }
+        }
+        _ => {}
+    }
+    false
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find([' ', '\t']) {
+        Some(p) => (&s[..p], s[p + 1..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+fn unescape_help(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('\\') => out.push('\\'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Finds or creates the family declared as `name` (HELP/TYPE lines).
+fn declare(name: &str, out: &mut Exposition, index: &mut HashMap<String, usize>) -> usize {
+    if let Some(&i) = index.get(name) {
+        return i;
+    }
+    out.families.push(Family {
+        name: name.to_string(),
+        kind: MetricType::Untyped,
+        help: None,
+        samples: Vec::new(),
+    });
+    let i = out.families.len() - 1;
+    index.insert(name.to_string(), i);
+    i
+}
+
+/// Finds the family a sample belongs to: an exact name match, else a declared family whose
+/// type allows the sample's suffix, else a new untyped family.
+fn family_for(name: &str, out: &mut Exposition, index: &mut HashMap<String, usize>) -> usize {
+    if let Some(&i) = index.get(name) {
+        return i;
+    }
+    for suffix in ["_bucket", "_sum", "_count", "_created", "_total", "_info", "_gsum", "_gcount"] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && let Some(&i) = index.get(base)
+            && out
+                .families
+                .get(i)
+                .is_some_and(|f| f.kind.suffixes().contains(&suffix))
+        {
+            return i;
+        }
+    }
+    declare(name, out, index)
+}
+
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b == b':'
+}
+
+fn is_name_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Parses `name{labels} value [timestamp] [# exemplar]`.
+fn parse_sample(line: &str) -> Result<PromSample, &'static str> {
+    let bytes = line.as_bytes();
+    let mut pos = 0;
+    while pos < bytes.len() && (bytes[pos] == b' ' || bytes[pos] == b'\t') {
+        pos += 1;
+    }
+    let start = pos;
+    if !bytes.get(pos).copied().is_some_and(is_name_start) {
+        return Err("not a sample line: expected a metric name");
+    }
+    while pos < bytes.len() && is_name_char(bytes[pos]) {
+        pos += 1;
+    }
+    let name = &line[start..pos];
+    let mut labels = Vec::new();
+    if bytes.get(pos) == Some(&b'{') {
+        pos = parse_labels(line, pos + 1, &mut labels)?;
+    }
+    let rest = &line[pos..];
+    if !rest.starts_with([' ', '\t']) {
+        return Err("expected a space before the value");
+    }
+    // An OpenMetrics exemplar follows " # ".
+    let rest = match rest.find(" # ") {
+        Some(p) => &rest[..p],
+        None => rest,
+    };
+    let mut words = rest.split_whitespace();
+    let value = parse_value(words.next().ok_or("missing value")?)?;
+    let timestamp_ms = match words.next() {
+        None => None,
+        Some(ts) => Some(parse_timestamp(ts)?),
+    };
+    if words.next().is_some() {
+        return Err("unexpected text after the timestamp");
+    }
+    Ok(PromSample {
+        name: name.to_string(),
+        labels,
+        value,
+        timestamp_ms,
+    })
+}
+
+/// Parses labels after `{`; returns the byte position after `}`.
+fn parse_labels(
+    line: &str,
+    mut pos: usize,
+    labels: &mut Vec<(String, String)>,
+) -> Result<usize, &'static str> {
+    let bytes = line.as_bytes();
+    loop {
+        while pos < bytes.len() && (bytes[pos] == b' ' || bytes[pos] == b'\t') {
+            pos += 1;
+        }
+        match bytes.get(pos) {
+            None => return Err("unterminated label set"),
+            Some(b'}') => return Ok(pos + 1),
+            Some(&b) if is_name_start(b) => {}
+            Some(_) => return Err("bad label name"),
+        }
+        let kstart = pos;
+        while pos < bytes.len() && is_name_char(bytes[pos]) {
+            pos += 1;
+        }
+        let key = &line[kstart..pos];
+        while pos < bytes.len() && bytes[pos] == b' ' {
+            pos += 1;
+        }
+        if bytes.get(pos) != Some(&b'=') {
+            return Err("expected '=' after label name");
+        }
+        pos += 1;
+        while pos < bytes.len() && bytes[pos] == b' ' {
+            pos += 1;
+        }
+        if bytes.get(pos) != Some(&b'"') {
+            return Err("expected '\"' to open a label value");
+        }
+        pos += 1;
+        let mut value = String::new();
+        let mut seg_start = pos;
+        loop {
+            match bytes.get(pos) {
+                None => return Err("unterminated label value"),
+                Some(b'"') => {
+                    value.push_str(&line[seg_start..pos]);
+                    pos += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    value.push_str(&line[seg_start..pos]);
+                    match bytes.get(pos + 1) {
+                        Some(b'n') => value.push('\n'),
+                        Some(b'\\') => value.push('\\'),
+                        Some(b'"') => value.push('"'),
+                        Some(_) => value.push('\\'),
+                        None => return Err("unterminated label value"),
+                    }
+                    pos += if bytes.get(pos + 1).is_some_and(|b| b"n\\\"".contains(b)) {
+                        2
+                    } else {
+                        1
+                    };
+                    seg_start = pos;
+                }
+                Some(_) => pos += 1,
+            }
+        }
+        labels.push((key.to_string(), value));
+        while pos < bytes.len() && bytes[pos] == b' ' {
+            pos += 1;
+        }
+        match bytes.get(pos) {
+            Some(b',') => pos += 1,
+            Some(b'}') => return Ok(pos + 1),
+            _ => return Err("expected ',' or '}' after a label"),
+        }
+    }
+}
+
+fn parse_value(s: &str) -> Result<f64, &'static str> {
+    match s {
+        "NaN" | "nan" => Ok(f64::NAN),
+        "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
+        "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),
+        _ => s.parse::<f64>().map_err(|_| "value is not a number"),
+    }
+}
+
+fn parse_timestamp(s: &str) -> Result<i64, &'static str> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    // OpenMetrics timestamps are seconds with a fraction.
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs.abs() < 1e15 => Ok((secs * 1000.0).round() as i64),
+        _ => Err("timestamp is not a number"),
+    }
+}
+
+/// Parses a Prometheus `le` label into a bucket bound.
+pub fn parse_le(s: &str) -> Option<f64> {
+    parse_value(s).ok().filter(|v| !v.is_nan())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_types_labels_and_escapes() {
+        let text = "# HELP a_total A counter.\n# TYPE a_total counter\na_total{x=\"q\\\"uo\\\\te\\n\",y=\"2\"} 3.5 1700000000000\n";
+        let e = parse(text);
+        assert!(e.skipped.is_empty());
+        let f = e.family("a_total").unwrap();
+        assert_eq!(f.kind, MetricType::Counter);
+        assert_eq!(f.help.as_deref(), Some("A counter."));
+        assert_eq!(f.samples[0].label("x"), Some("q\"uo\\te\n"));
+        assert_eq!(f.samples[0].value, 3.5);
+        assert_eq!(f.samples[0].timestamp_ms, Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn histogram_named_total_is_grouped_by_type() {
+        let text = "# TYPE vllm:iteration_tokens_total histogram\nvllm:iteration_tokens_total_bucket{le=\"1.0\"} 2.0\nvllm:iteration_tokens_total_bucket{le=\"+Inf\"} 3.0\nvllm:iteration_tokens_total_count 3.0\nvllm:iteration_tokens_total_sum 9.0\n";
+        let e = parse(text);
+        assert_eq!(e.families.len(), 1);
+        let f = &e.families[0];
+        assert_eq!(f.kind, MetricType::Histogram);
+        assert_eq!(f.samples.len(), 4);
+    }
+
+    #[test]
+    fn openmetrics_counter_and_eof_and_exemplar() {
+        let text = "# TYPE c counter\nc_total 1.0 # {trace_id=\"a\"} 1.0\nc_created 1.7e9\n# EOF\nafter 1\n";
+        let e = parse(text);
+        assert!(e.saw_eof);
+        assert_eq!(e.families.len(), 1);
+        assert_eq!(e.families[0].samples.len(), 2);
+        assert_eq!(e.families[0].samples[0].value, 1.0);
+    }
+
+    #[test]
+    fn special_values_and_no_trailing_newline() {
+        let e = parse("g NaN\nh +Inf\ni -Inf");
+        assert!(e.family("g").unwrap().samples[0].value.is_nan());
+        assert_eq!(e.family("h").unwrap().samples[0].value, f64::INFINITY);
+        assert_eq!(e.family("i").unwrap().samples[0].value, f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_with_line_numbers() {
+        let e = parse("a 1\n...\nb{x=\"1\" 2\nc 3\n");
+        let lines: Vec<usize> = e.skipped.iter().map(|s| s.line).collect();
+        assert_eq!(lines, vec![2, 3]);
+        assert_eq!(e.sample_count(), 2);
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in [
+            "", "{", "a{", "a{b", "a{b=", "a{b=\"", "a{b=\"\\", "a{b=\"x\"}", "a{b=\"x\"} ",
+            "# TYPE", "# HELP", "# TYPE x", "a 1 2 3", "\u{0}", "é 1", "a{é=\"1\"} 1",
+            "a{b=\"é\\",
+        ] {
+            let _ = parse(s);
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! HTTP scraping of a `/metrics` endpoint: one GET with a timeout, a body-size cap and
+//! the `Accept` header that keeps vLLM's exporter on text 0.0.4 (under OpenMetrics
+//! negotiation it writes HELP/TYPE as `vllm:` but samples as `vllm_`).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+/// What the scraper asks for.
+pub const ACCEPT: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+
+/// Largest body accepted; a larger one is a failed scrape, not an out-of-memory.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Response header through which `kvscope simulate` reports its simulated clock
+/// (Unix seconds). The recorder stamps samples with it so a sped-up simulation records
+/// simulated time.
+pub const SIM_TIME_HEADER: &str = "x-kvscope-sim-time";
+
+/// Why a scrape failed. Each becomes a `SCRAPE_GAP` data-quality event.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ScrapeError {
+    #[error("connection refused or unreachable: {0}")]
+    Connect(String),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("body is not UTF-8 text")]
+    NotText,
+    #[error("request failed: {0}")]
+    Other(String),
+}
+
+/// A successful scrape.
+#[derive(Debug, Clone)]
+pub struct Scraped {
+    pub body: String,
+    pub elapsed: Duration,
+    /// Simulated clock reported by `kvscope simulate`, Unix seconds.
+    pub sim_time: Option<f64>,
+}
+
+/// Builds the HTTP client used for scraping.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, ScrapeError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .gzip(true)
+        .user_agent(concat!("kvscope/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ScrapeError::Other(e.to_string()))
+}
+
+/// Scrapes `url` once.
+pub async fn scrape(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> Result<Scraped, ScrapeError> {
+    let started = Instant::now();
+    let mut req = client.get(url).header(reqwest::header::ACCEPT, ACCEPT);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let fut = async {
+        let resp = req.send().await.map_err(|e| classify(e, timeout))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(ScrapeError::Status(status.as_u16()));
+        }
+        let sim_time = resp
+            .headers()
+            .get(SIM_TIME_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite());
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(e, timeout))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(ScrapeError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8(body).map_err(|_| ScrapeError::NotText)?;
+        Ok((body, sim_time))
+    };
+    // The client timeout covers the request; this covers a body that trickles forever.
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(ScrapeError::Timeout(timeout)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok((body, sim_time))) => Ok(Scraped {
+            body,
+            elapsed: started.elapsed(),
+            sim_time,
+        }),
+    }
+}
+
+fn classify(e: reqwest::Error, timeout: Duration) -> ScrapeError {
+    if e.is_timeout() {
+        ScrapeError::Timeout(timeout)
+    } else if e.is_connect() {
+        ScrapeError::Connect(redact(&e.to_string()))
+    } else {
+        ScrapeError::Other(redact(&e.to_string()))
+    }
+}
+
+/// Removes `user:password@` from any URL inside `s`.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find("://") {
+        let (head, tail) = rest.split_at(p + 3);
+        out.push_str(head);
+        let end = tail.find(['/', ' ', ')', '"']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                out.push_str(&authority[at + 1..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            super::redact("error for http://u:p@host:1/metrics here"),
+            "error for http://***@host:1/metrics here"
+        );
+        assert_eq!(super::redact("http://host/x"), "http://host/x");
+    }
+}

@@ -1,0 +1,438 @@
+//! Store stage: sessions on disk. Owns the file layout of a session directory, the
+//! column definitions ([`schema`]), the writers used while recording and the readers used
+//! by analysis (Parquet, and `samples.jsonl`/`metrics.csv` for legacy sessions).
+//!
+//! Crash safety: `samples.jsonl` is appended and flushed every interval, so a killed
+//! recorder loses at most the row in flight; the Parquet files are only valid once
+//! [`SessionWriter::finish`] has written their footers, and [`repair`] rebuilds them from
+//! `samples.jsonl` when that did not happen.
+
+pub mod events;
+pub mod schema;
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use schema::{COLUMNS, HistogramRow, SCHEMA_VERSION, Sample, histograms_to_batch, samples_to_batch};
+
+pub const METADATA_FILE: &str = "metadata.json";
+pub const SAMPLES_PARQUET: &str = "samples.parquet";
+pub const SAMPLES_PARTS_DIR: &str = "samples";
+pub const SAMPLES_CSV: &str = "metrics.csv";
+pub const SAMPLES_JSONL: &str = "samples.jsonl";
+pub const HISTOGRAMS_PARQUET: &str = "histograms.parquet";
+pub const EVENTS_JSONL: &str = "events.jsonl";
+pub const SUMMARY_JSON: &str = "summary.json";
+pub const DOCTOR_JSON: &str = "doctor.json";
+
+/// Rows per Parquet row group: bounds the recorder's memory on hour-long sessions.
+pub const ROW_GROUP_ROWS: usize = 8192;
+
+/// Errors of the store stage. Each names the file (and line where there is one).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}:{line}: {message}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{0} is not a KVScope session: no metadata.json, samples.parquet, samples.jsonl or metrics.csv")]
+    NotASession(PathBuf),
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn pq(path: &Path, source: parquet::errors::ParquetError) -> Self {
+        Self::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Where samples came from.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct SourceInfo {
+    /// `scrape`, `simulator`, `prometheus-import` or `legacy`.
+    pub kind: String,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// Recorder settings.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct RecorderSettings {
+    pub interval_s: f64,
+    pub timeout_s: f64,
+    pub duration_s: Option<f64>,
+}
+
+/// `metadata.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Metadata {
+    pub schema_version: u32,
+    pub session_id: String,
+    pub kvscope_version: String,
+    pub started_at: String,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    /// False while recording (or after a crash); true once every file was finalized.
+    #[serde(default)]
+    pub complete: bool,
+    #[serde(default)]
+    pub source: SourceInfo,
+    #[serde(default)]
+    pub recorder: RecorderSettings,
+    #[serde(default)]
+    pub servers: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub row_counts: RowCounts,
+    #[serde(default)]
+    pub columns: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub samples: u64,
+    pub histograms: u64,
+}
+
+impl Metadata {
+    /// A fresh metadata record for a new session.
+    pub fn new(session_id: &str, started_at: &str, source: SourceInfo, recorder: RecorderSettings) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            session_id: session_id.to_string(),
+            kvscope_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: started_at.to_string(),
+            ended_at: None,
+            complete: false,
+            source,
+            recorder,
+            servers: Vec::new(),
+            row_counts: RowCounts::default(),
+            columns: serde_json::to_value(COLUMNS).unwrap_or_default(),
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` atomically (temp file + rename).
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    fs::write(&tmp, text + "\n").map_err(|e| StoreError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
+fn parquet_writer(path: &Path, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<ArrowWriter<File>, StoreError> {
+    let file = File::create(path).map_err(|e| StoreError::io(path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            "schema_version".to_string(),
+            SCHEMA_VERSION.to_string(),
+        )]))
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| StoreError::pq(path, e))
+}
+
+/// Writes a session directory while recording.
+pub struct SessionWriter {
+    dir: PathBuf,
+    samples: ArrowWriter<File>,
+    histograms: ArrowWriter<File>,
+    csv: csv::Writer<BufWriter<File>>,
+    jsonl: BufWriter<File>,
+    metadata: Metadata,
+}
+
+impl SessionWriter {
+    /// Creates `dir` (which must not hold a session already) and opens every file.
+    pub fn create(dir: &Path, metadata: Metadata) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let meta_path = dir.join(METADATA_FILE);
+        if meta_path.exists() {
+            return Err(StoreError::Invalid {
+                path: meta_path,
+                message: "a session already exists here; choose another --out".into(),
+            });
+        }
+        write_json_atomic(&meta_path, &metadata)?;
+        let samples = parquet_writer(&dir.join(SAMPLES_PARQUET), schema::sample_schema())?;
+        let histograms = parquet_writer(&dir.join(HISTOGRAMS_PARQUET), schema::histogram_schema())?;
+        let csv_path = dir.join(SAMPLES_CSV);
+        let csv_file = File::create(&csv_path).map_err(|e| StoreError::io(&csv_path, e))?;
+        let csv = csv::WriterBuilder::new().from_writer(BufWriter::new(csv_file));
+        let jsonl_path = dir.join(SAMPLES_JSONL);
+        let jsonl = BufWriter::new(File::create(&jsonl_path).map_err(|e| StoreError::io(&jsonl_path, e))?);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            samples,
+            histograms,
+            csv,
+            jsonl,
+            metadata,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends one interval's rows to every file and flushes the text files.
+    pub fn append(&mut self, samples: &[Sample], histograms: &[HistogramRow]) -> Result<(), StoreError> {
+        if !samples.is_empty() {
+            let jpath = self.dir.join(SAMPLES_JSONL);
+            for s in samples {
+                let line = serde_json::to_string(s).map_err(|e| StoreError::Invalid {
+                    path: jpath.clone(),
+                    message: e.to_string(),
+                })?;
+                self.jsonl
+                    .write_all(line.as_bytes())
+                    .and_then(|_| self.jsonl.write_all(b"\n"))
+                    .map_err(|e| StoreError::io(&jpath, e))?;
+            }
+            self.jsonl.flush().map_err(|e| StoreError::io(&jpath, e))?;
+            let cpath = self.dir.join(SAMPLES_CSV);
+            for s in samples {
+                self.csv.serialize(s).map_err(|e| StoreError::Invalid {
+                    path: cpath.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            self.csv.flush().map_err(|e| StoreError::io(&cpath, e))?;
+            let batch = samples_to_batch(samples);
+            self.samples
+                .write(&batch)
+                .map_err(|e| StoreError::pq(&self.dir.join(SAMPLES_PARQUET), e))?;
+            self.metadata.row_counts.samples += samples.len() as u64;
+        }
+        if !histograms.is_empty() {
+            let batch = histograms_to_batch(histograms);
+            self.histograms
+                .write(&batch)
+                .map_err(|e| StoreError::pq(&self.dir.join(HISTOGRAMS_PARQUET), e))?;
+            self.metadata.row_counts.histograms += histograms.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Mutable access to the metadata written at [`finish`](Self::finish).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// Writes Parquet footers and the final metadata. Returns the session directory.
+    pub fn finish(mut self, ended_at: &str) -> Result<PathBuf, StoreError> {
+        self.samples
+            .close()
+            .map_err(|e| StoreError::pq(&self.dir.join(SAMPLES_PARQUET), e))?;
+        self.histograms
+            .close()
+            .map_err(|e| StoreError::pq(&self.dir.join(HISTOGRAMS_PARQUET), e))?;
+        let cpath = self.dir.join(SAMPLES_CSV);
+        self.csv.flush().map_err(|e| StoreError::io(&cpath, e))?;
+        self.metadata.ended_at = Some(ended_at.to_string());
+        self.metadata.complete = true;
+        write_json_atomic(&self.dir.join(METADATA_FILE), &self.metadata)?;
+        Ok(self.dir)
+    }
+}
+
+/// Reads `metadata.json`; None when the file does not exist.
+pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>, StoreError> {
+    let path = dir.join(METADATA_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
+    let meta: Metadata = serde_json::from_str(&text).map_err(|e| StoreError::Line {
+        path: path.clone(),
+        line: e.line(),
+        message: e.to_string(),
+    })?;
+    if meta.schema_version > SCHEMA_VERSION {
+        return Err(StoreError::Invalid {
+            path,
+            message: format!(
+                "schema_version {} is newer than this kvscope understands ({SCHEMA_VERSION}); upgrade kvscope",
+                meta.schema_version
+            ),
+        });
+    }
+    Ok(Some(meta))
+}
+
+/// Reads `samples.jsonl`. A malformed line is an error naming the line, except a
+/// truncated last line (a crash mid-write), which is skipped.
+pub fn read_samples_jsonl(path: &Path) -> Result<Vec<Sample>, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::io(path, e))?;
+    let last = lines.len();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Sample>(line) {
+            Ok(s) => out.push(s),
+            Err(_) if i + 1 == last && !line.ends_with('}') => {
+                tracing::warn!("{}:{}: truncated last line skipped", path.display(), i + 1);
+            }
+            Err(e) => {
+                return Err(StoreError::Line {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `metrics.csv` (legacy sessions). The header must have the core columns.
+pub fn read_samples_csv(path: &Path) -> Result<Vec<Sample>, StoreError> {
+    let mut rdr = csv::Reader::from_path(path).map_err(|e| StoreError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| StoreError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .clone();
+    for core in schema::CORE_COLUMNS {
+        if !headers.iter().any(|h| h == *core) {
+            return Err(StoreError::Line {
+                path: path.to_path_buf(),
+                line: 1,
+                message: format!("header lacks the required column `{core}`"),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (i, rec) in rdr.deserialize::<Sample>().enumerate() {
+        let s = rec.map_err(|e| StoreError::Line {
+            path: path.to_path_buf(),
+            line: i + 2,
+            message: e.to_string(),
+        })?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Rebuilds `samples.parquet` from `samples.jsonl` (after a crash, or for a legacy
+/// session). Returns the number of rows written.
+pub fn rebuild_parquet_from_jsonl(dir: &Path) -> Result<usize, StoreError> {
+    let rows = read_samples_jsonl(&dir.join(SAMPLES_JSONL))?;
+    write_samples_parquet(&dir.join(SAMPLES_PARQUET), &rows)?;
+    Ok(rows.len())
+}
+
+/// Writes rows to a new Parquet file at `path` (temp file + rename).
+pub fn write_samples_parquet(path: &Path, rows: &[Sample]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("parquet.tmp");
+    let mut w = parquet_writer(&tmp, schema::sample_schema())?;
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        w.write(&samples_to_batch(chunk)).map_err(|e| StoreError::pq(&tmp, e))?;
+    }
+    w.close().map_err(|e| StoreError::pq(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
+/// Writes one batch to a new Parquet file (used by generators and exports).
+pub fn write_batches_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), StoreError> {
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let mut w = parquet_writer(path, first.schema())?;
+    for b in batches {
+        w.write(b).map_err(|e| StoreError::pq(path, e))?;
+    }
+    w.close().map_err(|e| StoreError::pq(path, e)).map(|_| ())
+}
+
+/// True when `path` is a complete Parquet file (has its footer).
+pub fn parquet_is_valid(path: &Path) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|f| parquet::file::reader::SerializedFileReader::new(f).ok())
+        .is_some()
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    pub rebuilt_rows: Option<usize>,
+}
+
+/// Makes a session analysable after a crash: when `samples.parquet` is missing or has no
+/// footer but `samples.jsonl` exists, rebuilds it.
+pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
+    let pq = dir.join(SAMPLES_PARQUET);
+    let parts = dir.join(SAMPLES_PARTS_DIR);
+    let jsonl = dir.join(SAMPLES_JSONL);
+    let needs = !parts.is_dir() && (!pq.exists() || !parquet_is_valid(&pq));
+    if needs && jsonl.exists() {
+        let n = rebuild_parquet_from_jsonl(dir)?;
+        return Ok(RepairReport { rebuilt_rows: Some(n) });
+    }
+    Ok(RepairReport { rebuilt_rows: None })
+}
+
+/// Checks that `dir` looks like a session.
+pub fn check_session_dir(dir: &Path) -> Result<(), StoreError> {
+    if !dir.is_dir() {
+        return Err(StoreError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such session directory"),
+        });
+    }
+    let any = [METADATA_FILE, SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV, SAMPLES_PARTS_DIR]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    if any { Ok(()) } else { Err(StoreError::NotASession(dir.to_path_buf())) }
+}
