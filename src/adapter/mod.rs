@@ -351,6 +351,9 @@ pub fn read(exp: &Exposition) -> Reading {
             continue;
         };
         out.vllm_families += 1;
+        if alias.target == Target::Known {
+            continue;
+        }
         if alias.target == Target::CacheConfig {
             for s in &fam.samples {
                 out.cache_config.push(s.labels.iter().cloned().collect());

@@ -54,6 +54,8 @@ pub enum QueryKind {
     Events,
     /// Rows read by the summary builder.
     Summary,
+    /// Per-sample series, run only when asked for ([`AnalyzeOptions::series`]).
+    Series,
 }
 
 /// One SQL file of the catalog.
@@ -87,6 +89,7 @@ pub const CATALOG: &[Query] = &[
     q!("20_server_summary.sql", Summary),
     q!("21_phase_time.sql", Summary),
     q!("22_histogram_increase.sql", Summary),
+    q!("23_phase_series.sql", Series),
 ];
 
 /// Where a session's samples come from.
@@ -103,6 +106,26 @@ pub enum SamplesInput {
 pub struct Analysis {
     pub events: Vec<Event>,
     pub summary: Summary,
+    /// Per-sample phases, when asked for.
+    pub series: Vec<PhasePoint>,
+}
+
+/// One sample's phase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PhasePoint {
+    pub server: String,
+    pub t_rel_sec: f64,
+    pub phase: Option<String>,
+    pub kv_max_pct: Option<f64>,
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+}
+
+/// What to compute beyond events and summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnalyzeOptions {
+    /// Also return the per-sample phase series.
+    pub series: bool,
 }
 
 /// Builds a context with KVScope's window functions registered.
@@ -209,17 +232,21 @@ pub async fn register_session(
 pub async fn run_catalog(
     ctx: &SessionContext,
     thresholds: &Thresholds,
+    opts: AnalyzeOptions,
 ) -> Result<(Vec<Event>, BTreeMap<&'static str, Vec<RecordBatch>>), AnalysisError> {
     let mut events = Vec::new();
     let mut results = BTreeMap::new();
     for q in CATALOG {
+        if q.kind == QueryKind::Series && !opts.series {
+            continue;
+        }
         let sql = thresholds.substitute(q.name, q.sql)?;
         let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
         let batches = df.collect().await.map_err(qerr(q.name))?;
         match q.kind {
             QueryKind::Table => {}
             QueryKind::Events => events.extend(batches.iter().flat_map(events_from_batch)),
-            QueryKind::Summary => {
+            QueryKind::Summary | QueryKind::Series => {
                 results.insert(q.name, batches);
             }
         }
@@ -230,20 +257,34 @@ pub async fn run_catalog(
 
 /// Analyses a session directory (local path).
 pub async fn analyze_dir(dir: &Path, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+    analyze_dir_with(dir, thresholds, AnalyzeOptions::default()).await
+}
+
+/// [`analyze_dir`] with options.
+pub async fn analyze_dir_with(
+    dir: &Path,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+) -> Result<Analysis, AnalysisError> {
     store::check_session_dir(dir)?;
-    let repaired = store::repair(dir)?;
-    if let Some(n) = repaired.rebuilt_rows {
-        tracing::warn!("{}: samples.parquet rebuilt from samples.jsonl ({n} rows)", dir.display());
-    }
     let meta = store::read_metadata(dir)?;
     let pq = dir.join(store::SAMPLES_PARQUET);
     let parts = dir.join(store::SAMPLES_PARTS_DIR);
+    let jsonl = dir.join(store::SAMPLES_JSONL);
+    let csv = dir.join(store::SAMPLES_CSV);
     let input = if parts.is_dir() {
         SamplesInput::Parquet(parts.to_string_lossy().into_owned())
-    } else if pq.exists() {
+    } else if pq.exists() && store::parquet_is_valid(&pq) {
         SamplesInput::Parquet(pq.to_string_lossy().into_owned())
-    } else if dir.join(store::SAMPLES_CSV).exists() {
-        SamplesInput::Rows(store::read_samples_csv(&dir.join(store::SAMPLES_CSV))?)
+    } else if jsonl.exists() {
+        // Legacy session, or a recorder that died before writing the Parquet footer:
+        // read the rows (`kvscope repair` rewrites the Parquet file).
+        if pq.exists() {
+            tracing::warn!("{}: no footer (recorder crashed?); reading samples.jsonl", pq.display());
+        }
+        SamplesInput::Rows(store::read_samples_jsonl(&jsonl)?)
+    } else if csv.exists() {
+        SamplesInput::Rows(store::read_samples_csv(&csv)?)
     } else {
         return Err(StoreError::NotASession(dir.to_path_buf()).into());
     };
@@ -251,21 +292,23 @@ pub async fn analyze_dir(dir: &Path, thresholds: &Thresholds) -> Result<Analysis
     let hist = (hist.exists() && store::parquet_is_valid(&hist)).then(|| hist.to_string_lossy().into_owned());
     let ctx = context();
     register_session(&ctx, &input, hist.as_deref()).await?;
-    let (events, results) = run_catalog(&ctx, thresholds).await?;
+    let (events, results) = run_catalog(&ctx, thresholds, opts).await?;
     let summary = summary::build(&results, &events, thresholds, meta.as_ref())?;
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(dir.display().to_string()));
     }
-    Ok(Analysis { events, summary })
+    let series = series_from(&results);
+    Ok(Analysis { events, summary, series })
 }
 
 /// Analyses rows held in memory (the dashboard's recent window, tests).
 pub async fn analyze_rows(rows: Vec<Sample>, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
     let ctx = context();
     register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
-    let (events, results) = run_catalog(&ctx, thresholds).await?;
+    let (events, results) = run_catalog(&ctx, thresholds, AnalyzeOptions { series: true }).await?;
     let summary = summary::build(&results, &events, thresholds, None)?;
-    Ok(Analysis { events, summary })
+    let series = series_from(&results);
+    Ok(Analysis { events, summary, series })
 }
 
 /// Analyses `dir` and writes `summary.json` and `events.jsonl` next to the samples.
@@ -274,6 +317,24 @@ pub async fn analyze_and_write(dir: &Path, thresholds: &Thresholds) -> Result<An
     store::write_json_atomic(&dir.join(store::SUMMARY_JSON), &analysis.summary)?;
     store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?;
     Ok(analysis)
+}
+
+fn series_from(results: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Vec<PhasePoint> {
+    let mut out = Vec::new();
+    for b in results.get("23_phase_series.sql").into_iter().flatten() {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            out.push(PhasePoint {
+                server: c.str("server", i).unwrap_or_default(),
+                t_rel_sec: c.f64("t_rel_sec", i).unwrap_or(0.0),
+                phase: c.str("phase", i),
+                kv_max_pct: c.f64("kv_max_pct", i),
+                running: c.f64("running", i),
+                waiting: c.f64("waiting", i),
+            });
+        }
+    }
+    out
 }
 
 /// Deterministic order: time, server, type, then name.

@@ -45,7 +45,10 @@ thresholds! {
     idle_tokens_per_s: 0.5;
     /// Consecutive samples a phase or condition must hold before it replaces the previous
     /// one (debounce: one noisy sample does not make two transitions).
-    debounce_samples: 2.0;
+    debounce_samples: 3.0;
+    /// A transient event fires again only after its predicate was false for this many
+    /// samples (one event per episode of trouble, not one per flicker).
+    event_rearm_samples: 5.0;
     /// Length (s) of the trailing window for rolling baselines.
     baseline_window_s: 60.0;
     /// TTFT p95 (s) from which TTFT is ELEVATED: past ~2 s an interactive user notices.
@@ -70,7 +73,7 @@ thresholds! {
     /// Generation tokens/s at or below this share of the rolling mean is a drop...
     decode_drop_share: 0.5;
     /// ...when running is still at least this share of its rolling mean...
-    decode_drop_running_share: 0.8;
+    decode_drop_running_share: 0.9;
     /// ...and the rolling mean was at least this many tokens/s.
     decode_drop_min_tokens_per_s: 20.0;
     /// Preemptions per second from which a PREEMPTION_BURST starts (vLLM's KV dashboard
@@ -114,7 +117,13 @@ impl Thresholds {
                     query: query.to_string(),
                     name: name.to_string(),
                 })?;
-            out.push_str(&format!("{value:?}"));
+            // Integral values as integers, so they also fit where SQL wants one
+            // (`ROWS BETWEEN n PRECEDING`); others as float literals.
+            if value.fract() == 0.0 && value.abs() < 1e15 {
+                out.push_str(&format!("{}", value as i64));
+            } else {
+                out.push_str(&format!("{value:?}"));
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -129,7 +138,8 @@ mod tests {
     #[test]
     fn substitutes_and_rejects_unknown() {
         let t = Thresholds::default();
-        assert_eq!(t.substitute("q", "x >= ${kv_saturated_pct}").unwrap(), "x >= 95.0");
+        assert_eq!(t.substitute("q", "x >= ${kv_saturated_pct}").unwrap(), "x >= 95");
+        assert_eq!(t.substitute("q", "${spike_factor}x${prefill_token_share}").unwrap(), "3x0.8");
         assert!(t.substitute("q", "${nope}").is_err());
     }
 

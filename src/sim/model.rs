@@ -168,6 +168,11 @@ pub struct Request {
 }
 
 impl Request {
+    /// Output tokens produced so far.
+    pub fn generated_tokens(&self) -> u32 {
+        self.generated
+    }
+
     pub fn new(id: u64, arrival: f64, prompt_len: u32, output_len: u32, prefix: Option<(u64, u32)>) -> Self {
         let prompt_len = prompt_len.max(1);
         Self {

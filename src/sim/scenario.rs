@@ -223,15 +223,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         },
         "prefill-burst" => Scenario {
             name: "prefill-burst",
-            description: "Waves of very long prompts (6000 tokens, short answers) every 20 s on top of chat traffic: prefill chunks fill the token budget, new requests wait behind them and TTFT jumps while decode keeps going.",
+            description: "Waves of very long prompts (4 s at 6 req/s of ~4000-token prompts with short answers) every 20 s on top of chat traffic: prefill chunks fill the token budget, new requests wait behind them and TTFT jumps while decode keeps going.",
             duration_s: 90.0,
-            engine: base,
+            engine: EngineConfig { num_gpu_blocks: 8192, ..base },
             segments: {
                 let mut v = vec![healthy_seg(0.0)];
                 for k in 0..4 {
                     let t = 15.0 + 20.0 * k as f64;
-                    v.push(Segment { prefix_share: 0.0, ..Segment::at(t, 4.0, len(6000.0, 0.1, 4000, 8000), len(24.0, 0.2, 4, 64)) });
-                    v.push(healthy_seg(t + 2.5));
+                    v.push(Segment { prefix_share: 0.0, ..Segment::at(t, 6.0, len(4000.0, 0.1, 3000, 5000), len(24.0, 0.2, 4, 64)) });
+                    v.push(healthy_seg(t + 4.0));
                 }
                 v
             },
@@ -281,10 +281,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         },
         "prefix-cache-miss" => Scenario {
             name: "prefix-cache-miss",
-            description: "Prefix caching is on and prompts are long (2000 tokens) but every prompt is unique (a timestamp at the top of the system prompt): thousands of tokens looked up per second, almost none hit.",
+            description: "Prefix caching is on and prompts are long (~1500 tokens) but every prompt is unique (a timestamp at the top of the system prompt): thousands of tokens looked up per second, almost none hit.",
             duration_s: 90.0,
             engine: base,
-            segments: vec![Segment { prefix_share: 0.0, ..Segment::at(0.0, 3.0, len(2000.0, 0.2, 1000, 4000), len(60.0, 0.3, 8, 200)) }],
+            segments: vec![Segment { prefix_share: 0.0, ..Segment::at(0.0, 1.5, len(1500.0, 0.2, 800, 3000), len(60.0, 0.3, 8, 200)) }],
             restart: None,
             truth: GroundTruth {
                 absent_phases: vec!["SATURATED"],
@@ -342,13 +342,13 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         },
         "mixed-incident" => Scenario {
             name: "mixed-incident",
-            description: "A 90 s incident: healthy chat traffic → at 20 s a surge of long-context requests → KV saturates and the engine preempts → requests queue up → at 60 s the surge stops and the server recovers.",
+            description: "A 90 s incident: healthy chat traffic → at 20 s a surge of long-context requests → KV saturates and the engine preempts → requests queue up → at 50 s the surge stops and the server drains and recovers.",
             duration_s: 90.0,
             engine: base,
             segments: vec![
                 healthy_seg(0.0),
-                Segment { prefix_share: 0.2, ..Segment::at(20.0, 3.0, len(1800.0, 0.2, 800, 4000), len(900.0, 0.3, 200, 2000)) },
-                Segment::at(60.0, 4.0, CHAT_PROMPT, CHAT_OUTPUT),
+                Segment { prefix_share: 0.2, ..Segment::at(20.0, 2.5, len(1800.0, 0.2, 800, 4000), len(900.0, 0.3, 200, 2000)) },
+                Segment::at(50.0, 3.0, CHAT_PROMPT, CHAT_OUTPUT),
             ],
             restart: None,
             truth: GroundTruth {

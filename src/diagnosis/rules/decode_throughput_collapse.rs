@@ -37,11 +37,18 @@ fn check(ctx: &Context) -> Verdict {
         "none",
     ));
     let mut counter = Vec::new();
+    let mut score = 0.6 + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0));
+    if !ctx.episodes("PREFILL_PRESSURE").is_empty()
+        || ctx.events.iter().any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
+    {
+        score *= 0.7;
+        counter.push("prefill pressure at the same time: long prompts, not slower steps, may explain the drop".to_string());
+    }
     if let Some(u) = s.gpu_util_avg_pct {
         counter.push(format!("GPU utilization averaged {u:.0}%"));
     }
     Verdict::Found {
-        score: 0.6 + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0)),
+        score,
         summary: format!(
             "generation fell to {value:.0} tok/s from a baseline of {baseline:.0} tok/s while running stayed at {:.0}",
             drops.first().and_then(|e| e.evidence.as_ref()).and_then(|v| v.get("requests_running")).and_then(|v| v.as_f64()).unwrap_or(0.0)

@@ -33,6 +33,10 @@ fn check(ctx: &Context) -> Verdict {
         score *= 0.6;
         counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
     }
+    if ctx.events.iter().any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE")) {
+        score *= 0.6;
+        counter.push("the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string());
+    }
     let episodes = ctx.episodes("QUEUE_DELAY");
     let running_max = s.running_max.unwrap_or(0.0);
     let kv_p95 = s.kv_p95_pct.unwrap_or(0.0).max(1.0);

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use kvscope::sim::{self, scenario};
+
+/// Path of a fixture page.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vllm-metrics").join(name)
+}
+
+/// Reads a fixture page.
+pub fn fixture_text(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).expect("fixture exists")
+}
+
+/// The kvscope binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kvscope"))
+}
+
+/// Records `scenario` offline into a fresh temp dir and returns (tempdir, session dir).
+pub fn record_scenario(name: &str, seed: u64) -> (tempfile::TempDir, PathBuf) {
+    record_scenario_with(name, seed, |_| {})
+}
+
+/// Like [`record_scenario`] with a hook to adjust the scenario.
+pub fn record_scenario_with(
+    name: &str,
+    seed: u64,
+    adjust: impl FnOnce(&mut scenario::Scenario),
+) -> (tempfile::TempDir, PathBuf) {
+    let mut sc = scenario::scenario(name).expect("known scenario");
+    adjust(&mut sc);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("session");
+    let run = sim::OfflineRun {
+        scenario: sc,
+        seed,
+        engines: 1,
+        interval_s: 1.0,
+        seconds: None,
+        epoch_unix: 1_800_000_000.0,
+        server: "sim:8000".into(),
+    };
+    sim::record_offline(&run, &dir, "test-session").expect("offline recording");
+    (tmp, dir)
+}
+
+/// Runs a future on a fresh runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

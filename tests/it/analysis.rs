@@ -1,0 +1,139 @@
+//! Analysis over legacy and partial sessions, episode properties, thresholds.
+
+use kvscope::analysis::{self, Thresholds};
+use kvscope::present::timeline::{self, TimelineOptions};
+use kvscope::store::{self, events::Event, schema::Sample};
+use proptest::prelude::*;
+
+use crate::common::{block_on, record_scenario};
+
+#[test]
+fn legacy_session_without_parquet_analyses_from_jsonl_and_csv() {
+    let (_tmp, dir) = record_scenario("mixed-incident", 1);
+    let full = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+    std::fs::remove_file(dir.join(store::SAMPLES_PARQUET)).unwrap();
+    std::fs::remove_file(dir.join(store::HISTOGRAMS_PARQUET)).unwrap();
+    let from_jsonl = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+    assert_eq!(from_jsonl.events, full.events);
+    assert!(!dir.join(store::SAMPLES_PARQUET).exists(), "analysis must not rewrite a legacy session");
+    std::fs::remove_file(dir.join(store::SAMPLES_JSONL)).unwrap();
+    let from_csv = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+    assert_eq!(from_csv.events, full.events);
+    assert_eq!(from_csv.summary.servers[0].phases, full.summary.servers[0].phases);
+    // No histograms: session quantiles are missing and said to be.
+    assert!(from_csv.summary.data_quality.missing_histograms.contains(&"ttft_s".to_string()));
+}
+
+#[test]
+fn legacy_prefill_pressure_phase_is_shown() {
+    let events: Vec<Event> = serde_json::from_str::<Vec<Event>>(
+        r#"[{"type":"phase","ts":"2025-01-01T00:00:01Z","t_rel_sec":1.0,"server":"old:8000","phase":"HEALTHY"},
+            {"type":"phase","ts":"2025-01-01T00:00:09Z","t_rel_sec":9.0,"server":"old:8000","phase":"PREFILL_PRESSURE"}]"#,
+    )
+    .unwrap();
+    let text = timeline::render(&events, &TimelineOptions::default());
+    assert!(text.contains("PREFILL_PRESSURE"), "{text}");
+    let doc = timeline::doc(&events, &TimelineOptions::default());
+    assert_eq!(doc.phases.len(), 2);
+}
+
+#[test]
+fn core_only_parquet_session() {
+    use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 120;
+    let ts: Vec<i64> = (0..n).map(|i| 1_800_000_000_000_000 + i * 1_000_000).collect();
+    let kv: Vec<f64> = (0..n).map(|i| if (40..80).contains(&i) { 97.0 } else { 30.0 }).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("server", DataType::Utf8, false),
+        Field::new("kv_cache_usage_pct", DataType::Float64, true),
+        Field::new("requests_running", DataType::Int64, true),
+        Field::new("requests_waiting", DataType::Int64, true),
+        Field::new("generation_tokens_per_s", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["core:1"; n as usize])),
+            Arc::new(Float64Array::from(kv)),
+            Arc::new(Int64Array::from(vec![8; n as usize])),
+            Arc::new(Int64Array::from(vec![0; n as usize])),
+            Arc::new(Float64Array::from(vec![500.0; n as usize])),
+        ],
+    )
+    .unwrap();
+    store::write_batches_parquet(&tmp.path().join(store::SAMPLES_PARQUET), &[batch]).unwrap();
+    let a = block_on(analysis::analyze_dir(tmp.path(), &Thresholds::default())).unwrap();
+    let s = &a.summary.servers[0];
+    assert_eq!(s.samples, 120);
+    assert!((s.phases["SATURATED"].seconds - 40.0).abs() <= 1.0, "{:?}", s.phases);
+    let sat: Vec<_> = a.events.iter().filter(|e| e.event.as_deref() == Some("KV_SATURATION")).collect();
+    assert_eq!(sat.len(), 1);
+    assert_eq!(sat[0].t_rel_sec, 40.0);
+}
+
+#[test]
+fn missing_core_column_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join(store::SAMPLES_CSV), "ts,server\n1,a\n").unwrap();
+    let err = block_on(analysis::analyze_dir(tmp.path(), &Thresholds::default())).unwrap_err().to_string();
+    assert!(err.contains("metrics.csv") && err.contains("kv_cache_usage_pct"), "{err}");
+}
+
+#[test]
+fn thresholds_change_results_and_are_recorded() {
+    let (_tmp, dir) = record_scenario("mixed-incident", 1);
+    let strict = Thresholds { kv_saturated_pct: 101.0, ..Thresholds::default() };
+    let a = block_on(analysis::analyze_dir(&dir, &strict)).unwrap();
+    assert!(a.summary.servers[0].phases.get("SATURATED").is_none());
+    assert_eq!(a.summary.thresholds["kv_saturated_pct"], 101.0);
+}
+
+fn rows_from_waiting(waiting: &[bool]) -> Vec<Sample> {
+    waiting
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Sample {
+            ts: 1_800_000_000_000_000 + i as i64 * 1_000_000,
+            t_rel_sec: i as f64,
+            server: "p:1".into(),
+            model_name: "m".into(),
+            engine: "0".into(),
+            scrape_ok: true,
+            interval_s: (i > 0).then_some(1.0),
+            kv_cache_usage_pct: Some(20.0),
+            requests_running: Some(4),
+            requests_waiting: Some(if *w { 5 } else { 0 }),
+            generation_tokens_per_s: Some(100.0),
+            ..Default::default()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn episodes_respect_min_duration_merge_gap_and_do_not_overlap(pattern in proptest::collection::vec(any::<bool>(), 20..90)) {
+        // Runs of length 1-6 so gaps and short islands are common.
+        let mut waiting = Vec::new();
+        for (i, on) in pattern.iter().enumerate() {
+            let len = 1 + (i * 7 % 6);
+            waiting.extend(std::iter::repeat_n(*on, len));
+        }
+        let th = Thresholds::default();
+        let a = block_on(analysis::analyze_rows(rows_from_waiting(&waiting), &th)).unwrap();
+        let mut eps: Vec<&Event> = a.events.iter().filter(|e| e.kind == "condition_episode" && e.condition.as_deref() == Some("QUEUE_DELAY")).collect();
+        eps.sort_by(|x, y| x.t_rel_sec.partial_cmp(&y.t_rel_sec).unwrap());
+        for e in &eps {
+            prop_assert!(e.duration_sec.unwrap() >= th.episode_min_s);
+        }
+        for w in eps.windows(2) {
+            let end_prev = w[0].t_rel_sec + w[0].duration_sec.unwrap();
+            prop_assert!(w[1].t_rel_sec > end_prev + th.episode_merge_gap_s - 1e-9, "overlap or unmerged gap: {:?}", w);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Every real `/metrics` page parses and normalizes, with values read by hand.
+
+use kvscope::adapter::{self, Hist, Normalizer};
+use kvscope::source::prom::{self, MetricType};
+use kvscope::store::schema::Sample;
+
+use crate::common::fixture_text;
+
+struct Page {
+    exp: prom::Exposition,
+    reading: adapter::Reading,
+    rows: Vec<Sample>,
+}
+
+fn page(name: &str) -> Page {
+    let text = fixture_text(name);
+    let exp = prom::parse(&text);
+    let reading = adapter::read(&exp);
+    let rows = Normalizer::new()
+        .normalize("srv", 1_000_000, 0.0, None, &reading)
+        .samples;
+    Page { exp, reading, rows }
+}
+
+fn one(p: &Page) -> &Sample {
+    assert_eq!(p.rows.len(), 1, "one series expected");
+    &p.rows[0]
+}
+
+fn skipped_lines(p: &Page) -> Vec<usize> {
+    p.exp.skipped.iter().map(|s| s.line).collect()
+}
+
+#[test]
+fn f01_v0_fork_idle() {
+    let p = page("01-v0.5-fork-idle-bsc.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "/gpfs/scratch/bsc98/bsc098069/llm_benchmarking/models/llama/llama-2-13b");
+    assert_eq!(s.engine, "0");
+    assert_eq!(s.kv_cache_usage_pct, Some(0.0));
+    assert_eq!(s.requests_running, Some(0));
+    assert_eq!(s.requests_swapped, Some(0));
+    assert_eq!(s.preemptions_total, Some(0));
+    // −1 means "no data" in V0's hit-rate gauge.
+    assert_eq!(s.prefix_cache_hit_rate_pct, None);
+    // Two non-upstream fork gauges are ignored and counted.
+    assert!(p.reading.unknown_vllm.contains("vllm:scheduler_total_time"));
+    assert!(p.reading.unknown_vllm.contains("vllm:model_forward_total_time"));
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(2657.0 * 16.0));
+}
+
+#[test]
+fn f02_docs_elided_iteration_tokens() {
+    let p = page("02-v0-0.6-docs-iteration-tokens-elided.prom");
+    assert_eq!(skipped_lines(&p), vec![12]);
+    let f = p.exp.family("vllm:iteration_tokens_total").unwrap();
+    assert_eq!(f.kind, MetricType::Histogram);
+    // No running/waiting/KV on this excerpt: not a full vLLM page.
+    assert_eq!(p.reading.missing_required().len(), 3);
+}
+
+#[test]
+fn f03_v0_07_light_use() {
+    let p = page("03-v0-0.7-aibrix-runtime-doc-truncated.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "Qwen/Qwen2.5-Coder-1.5B-Instruct");
+    assert_eq!(s.prompt_tokens_total, Some(148));
+    assert_eq!(s.generation_tokens_total, Some(955));
+    assert_eq!(s.requests_finished_total, Some(4));
+    assert_eq!(s.kv_cache_usage_pct, Some(0.0));
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(81767.0 * 16.0));
+}
+
+#[test]
+fn f04_v1_docs_under_load() {
+    let p = page("04-v1-docs-design-example-under-load-elided.prom");
+    assert_eq!(skipped_lines(&p), vec![4, 8, 14]);
+    let s = one(&p);
+    assert_eq!(s.model_name, "meta-llama/Llama-3.1-8B-Instruct");
+    assert_eq!(s.requests_running, Some(8));
+    assert_eq!(s.generation_tokens_total, Some(27453));
+    assert_eq!(s.requests_finished_total, Some(132));
+}
+
+#[test]
+fn f05_v1_010_old_and_new_names() {
+    let p = page("05-v1-0.10-nvidia-25.09-after-6-requests.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "Qwen/Qwen3-4B-Instruct-2507-FP8");
+    // 0.0011764705882353343 fraction → percent, from kv_cache_usage_perc (preferred).
+    assert!((s.kv_cache_usage_pct.unwrap() - 0.11764705882353343).abs() < 1e-12);
+    // Old and new prefix-cache names side by side are not double counted.
+    assert_eq!(s.prefix_cache_queries_total, Some(246));
+    assert_eq!(s.prefix_cache_hits_total, Some(80));
+    assert_eq!(s.prompt_tokens_total, Some(246));
+    assert_eq!(s.generation_tokens_total, Some(1739));
+    assert_eq!(s.requests_finished_total, Some(6));
+    // ITL comes from the deprecated TPOT family on this version.
+    let itl = p.reading.engines[0].histogram(Hist::Itl).unwrap();
+    assert!(itl.count > 0.0);
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(850.0 * 16.0));
+}
+
+#[test]
+fn f06_v1_011_idle() {
+    let p = page("06-v1-0.11.0-idle-full.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "Qwen/Qwen1.5-0.5B-Chat");
+    assert_eq!(s.kv_cache_usage_pct, Some(0.0));
+    assert_eq!(s.requests_finished_total, Some(0));
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(2452.0 * 16.0));
+    assert!(p.reading.unknown_vllm.is_empty(), "{:?}", p.reading.unknown_vllm);
+}
+
+#[test]
+fn f07_v1_029_prefix_hits() {
+    let p = page("07-v1-0.29-after-10-requests-prefix-hits.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "qwen2.5-1.5b");
+    assert_eq!(s.prefix_cache_queries_total, Some(530));
+    assert_eq!(s.prefix_cache_hits_total, Some(432));
+    assert_eq!(s.prompt_tokens_total, Some(530));
+    assert_eq!(s.generation_tokens_total, Some(584));
+    assert_eq!(s.requests_finished_total, Some(10));
+    let ttft = p.reading.engines[0].histogram(Hist::Ttft).unwrap();
+    assert_eq!(ttft.count, 10.0);
+    assert_eq!(ttft.buckets.last().unwrap().0, f64::INFINITY);
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(20184.0 * 16.0));
+}
+
+#[test]
+fn f08_triton_reexport() {
+    let p = page("08-triton-vllm-backend-reexport-elided.prom");
+    assert_eq!(skipped_lines(&p), vec![12, 19, 26, 33, 40, 47]);
+    let s = one(&p);
+    // Triton labels the model `model`, not `model_name`.
+    assert_eq!(s.model_name, "vllm_model");
+    assert_eq!(s.prompt_tokens_total, Some(10));
+    assert_eq!(s.generation_tokens_total, Some(16));
+}
+
+#[test]
+fn f09_v1_026_queue_pressure() {
+    let p = page("09-v1-0.26-h100-queue-pressure.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert_eq!(s.model_name, "dummy-llama");
+    assert_eq!(s.requests_running, Some(64));
+    assert_eq!(s.requests_waiting, Some(192));
+    assert_eq!(s.requests_waiting_capacity, Some(192));
+    assert_eq!(s.requests_waiting_deferred, Some(0));
+    assert!((s.kv_cache_usage_pct.unwrap() - 37.5366568914956).abs() < 1e-9);
+    assert_eq!(s.prefix_cache_queries_total, Some(253264));
+    assert_eq!(s.generation_tokens_total, Some(127142));
+    assert_eq!(p.reading.kv_capacity_tokens(), Some(1024.0 * 16.0));
+}
+
+#[test]
+fn f10_v1_026_kv_saturation() {
+    let p = page("10-v1-0.26-h100-kv-saturation-preempting.prom");
+    assert!(p.exp.skipped.is_empty());
+    let s = one(&p);
+    assert!((s.kv_cache_usage_pct.unwrap() - 90.71358748778103).abs() < 1e-9);
+    assert_eq!(s.requests_running, Some(6));
+    assert_eq!(s.requests_waiting, Some(26));
+    assert_eq!(s.preemptions_total, Some(17));
+    assert_eq!(s.prompt_tokens_total, Some(467988));
+    assert_eq!(s.generation_tokens_total, Some(246499));
+    assert_eq!(s.requests_finished_total, Some(6600));
+    let ttft = p.reading.engines[0].histogram(Hist::Ttft).unwrap();
+    assert_eq!(ttft.count, 6673.0);
+    assert_eq!(ttft.buckets.len(), 23);
+}
+
+#[test]
+fn rates_and_interval_quantiles_from_two_pages() {
+    // Page 09 then page 10 of the same server, 10 s apart: counters advance.
+    let mut n = Normalizer::new();
+    let a = adapter::read(&prom::parse(&fixture_text("09-v1-0.26-h100-queue-pressure.prom")));
+    let b = adapter::read(&prom::parse(&fixture_text("10-v1-0.26-h100-kv-saturation-preempting.prom")));
+    n.normalize("srv", 0, 0.0, None, &a);
+    let rows = n.normalize("srv", 10_000_000, 10.0, None, &b).samples;
+    let s = &rows[0];
+    assert_eq!(s.interval_s, Some(10.0));
+    assert!(!s.counter_reset);
+    assert_eq!(s.preemptions_per_s, Some(1.7));
+    assert!((s.generation_tokens_per_s.unwrap() - (246499.0 - 127142.0) / 10.0).abs() < 1e-9);
+    assert!(s.ttft_p95_s.is_some());
+    // The reverse order is a counter reset: rates use the new values as the increase.
+    let mut n = Normalizer::new();
+    n.normalize("srv", 0, 0.0, None, &b);
+    let rows = n.normalize("srv", 10_000_000, 10.0, None, &a).samples;
+    assert!(rows[0].counter_reset);
+    assert_eq!(rows[0].preemptions_per_s, Some(0.0));
+    assert!((rows[0].generation_tokens_per_s.unwrap() - 12714.2).abs() < 1e-6);
+}
+
+#[test]
+fn ray_prefix_and_openmetrics_counter_names() {
+    let text = "# TYPE ray_vllm:num_requests_running gauge\nray_vllm:num_requests_running{model_name=\"m\",WorkerId=\"w\"} 3.0\n# TYPE ray_vllm:num_requests_waiting gauge\nray_vllm:num_requests_waiting{model_name=\"m\"} 1.0\n# TYPE ray_vllm:gpu_cache_usage_perc gauge\nray_vllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n# TYPE vllm:num_preemptions counter\nvllm:num_preemptions_total{model_name=\"m\"} 4.0\nvllm:num_preemptions_created{model_name=\"m\"} 1.7e9\n# EOF\n";
+    let r = adapter::read(&prom::parse(text));
+    let rows = Normalizer::new().normalize("s", 0, 0.0, None, &r).samples;
+    assert_eq!(rows[0].requests_running, Some(3));
+    assert_eq!(rows[0].kv_cache_usage_pct, Some(50.0));
+    assert_eq!(rows[0].preemptions_total, Some(4));
+    assert!(r.missing_required().is_empty());
+}
+
+#[test]
+fn data_parallel_engines_are_separate_rows() {
+    let text = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",model_name=\"m\"} 3.0\nvllm:num_requests_running{engine=\"1\",model_name=\"m\"} 5.0\n# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\",model_name=\"m\"} 0.6\n";
+    let r = adapter::read(&prom::parse(text));
+    let rows = Normalizer::new().normalize("s", 0, 0.0, None, &r).samples;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].engine, "0");
+    assert_eq!(rows[1].requests_running, Some(5));
+    assert_eq!(rows[1].kv_cache_usage_pct, Some(60.0));
+}
+
+#[test]
+fn blocks_era_prefix_counters_become_tokens() {
+    // 0.8.x: gpu_prefix_cache_* counted blocks; cache_config_info has no engine label.
+    let text = "# TYPE vllm:gpu_prefix_cache_queries_total counter\nvllm:gpu_prefix_cache_queries_total{model_name=\"m\"} 10.0\n# TYPE vllm:gpu_prefix_cache_hits_total counter\nvllm:gpu_prefix_cache_hits_total{model_name=\"m\"} 4.0\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"100\"} 1.0\n";
+    let r = adapter::read(&prom::parse(text));
+    let rows = Normalizer::new().normalize("s", 0, 0.0, None, &r).samples;
+    assert_eq!(rows[0].prefix_cache_queries_total, Some(160));
+    assert_eq!(rows[0].prefix_cache_hits_total, Some(64));
+}

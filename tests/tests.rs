@@ -1,0 +1,23 @@
+//! Integration tests, one binary. What goes where:
+//! - `fixtures`: every real `/metrics` page in `tests/fixtures/vllm-metrics/` parsed and
+//!   normalized, with values read by hand from each file.
+//! - `sim_model`: simulator invariants (KV bounds, monotone counters, preemption only
+//!   when blocks run out, Little's law, determinism, vLLM format fidelity).
+//! - `scenarios`: every scenario recorded offline and analysed; phases, events and the
+//!   doctor's top hypothesis checked against the scenario's ground truth (3 seeds).
+//! - `analysis`: legacy sessions, core-only sessions, episode properties, thresholds.
+//! - `cli`: the real binary end to end — record against a local server serving fixture
+//!   pages, SIGTERM, bad input, doctor snapshots, demo.
+
+mod common;
+
+#[path = "it/analysis.rs"]
+mod analysis;
+#[path = "it/cli.rs"]
+mod cli;
+#[path = "it/fixtures.rs"]
+mod fixtures;
+#[path = "it/scenarios.rs"]
+mod scenarios;
+#[path = "it/sim_model.rs"]
+mod sim_model;
