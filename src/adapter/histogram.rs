@@ -88,7 +88,11 @@ impl Histogram {
             return true;
         }
         if self.buckets.len() != other.buckets.len()
-            || self.buckets.iter().zip(&other.buckets).any(|(a, b)| a.0 != b.0)
+            || self
+                .buckets
+                .iter()
+                .zip(&other.buckets)
+                .any(|(a, b)| a.0 != b.0)
         {
             return false;
         }

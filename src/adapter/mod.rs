@@ -128,7 +128,11 @@ pub const METRICS: &[Alias] = &[
     a("num_preemptions_total", Target::Preemptions, 0),
     a("prompt_tokens_total", Target::PromptTokens, 0),
     a("prompt_tokens_cached_total", Target::PromptTokensCached, 0),
-    a("prompt_tokens_by_source_total", Target::PromptTokensBySource, 0),
+    a(
+        "prompt_tokens_by_source_total",
+        Target::PromptTokensBySource,
+        0,
+    ),
     a("generation_tokens_total", Target::GenerationTokens, 0),
     a("request_success_total", Target::RequestSuccess, 0),
     a("prefix_cache_queries_total", Target::PrefixQueries, 0),
@@ -137,20 +141,76 @@ pub const METRICS: &[Alias] = &[
     a("gpu_prefix_cache_queries_total", Target::PrefixQueries, 1),
     a("gpu_prefix_cache_hits_total", Target::PrefixHits, 1),
     a("gpu_prefix_cache_hit_rate", Target::PrefixHitRateV0, 0),
-    a("avg_prompt_throughput_toks_per_s", Target::AvgPromptThroughput, 0),
-    a("avg_generation_throughput_toks_per_s", Target::AvgGenerationThroughput, 0),
-    a("time_to_first_token_seconds", Target::Histogram(Hist::Ttft), 0),
-    a("e2e_request_latency_seconds", Target::Histogram(Hist::E2e), 0),
-    a("inter_token_latency_seconds", Target::Histogram(Hist::Itl), 0),
-    a("time_per_output_token_seconds", Target::Histogram(Hist::Itl), 1),
-    a("request_time_per_output_token_seconds", Target::Histogram(Hist::Tpot), 0),
-    a("request_queue_time_seconds", Target::Histogram(Hist::Queue), 0),
-    a("request_prefill_time_seconds", Target::Histogram(Hist::Prefill), 0),
-    a("request_decode_time_seconds", Target::Histogram(Hist::Decode), 0),
-    a("request_inference_time_seconds", Target::Histogram(Hist::Inference), 0),
-    a("iteration_tokens_total", Target::Histogram(Hist::IterationTokens), 0),
-    a("request_prompt_tokens", Target::Histogram(Hist::PromptLen), 0),
-    a("request_generation_tokens", Target::Histogram(Hist::GenerationLen), 0),
+    a(
+        "avg_prompt_throughput_toks_per_s",
+        Target::AvgPromptThroughput,
+        0,
+    ),
+    a(
+        "avg_generation_throughput_toks_per_s",
+        Target::AvgGenerationThroughput,
+        0,
+    ),
+    a(
+        "time_to_first_token_seconds",
+        Target::Histogram(Hist::Ttft),
+        0,
+    ),
+    a(
+        "e2e_request_latency_seconds",
+        Target::Histogram(Hist::E2e),
+        0,
+    ),
+    a(
+        "inter_token_latency_seconds",
+        Target::Histogram(Hist::Itl),
+        0,
+    ),
+    a(
+        "time_per_output_token_seconds",
+        Target::Histogram(Hist::Itl),
+        1,
+    ),
+    a(
+        "request_time_per_output_token_seconds",
+        Target::Histogram(Hist::Tpot),
+        0,
+    ),
+    a(
+        "request_queue_time_seconds",
+        Target::Histogram(Hist::Queue),
+        0,
+    ),
+    a(
+        "request_prefill_time_seconds",
+        Target::Histogram(Hist::Prefill),
+        0,
+    ),
+    a(
+        "request_decode_time_seconds",
+        Target::Histogram(Hist::Decode),
+        0,
+    ),
+    a(
+        "request_inference_time_seconds",
+        Target::Histogram(Hist::Inference),
+        0,
+    ),
+    a(
+        "iteration_tokens_total",
+        Target::Histogram(Hist::IterationTokens),
+        0,
+    ),
+    a(
+        "request_prompt_tokens",
+        Target::Histogram(Hist::PromptLen),
+        0,
+    ),
+    a(
+        "request_generation_tokens",
+        Target::Histogram(Hist::GenerationLen),
+        0,
+    ),
     a("cache_config_info", Target::CacheConfig, 0),
     // Recognised, not used by the analysis.
     a("cpu_cache_usage_perc", Target::Known, 0),
@@ -182,7 +242,11 @@ pub const METRICS: &[Alias] = &[
     a("spec_decode_num_drafts_total", Target::Known, 0),
     a("spec_decode_num_draft_tokens_total", Target::Known, 0),
     a("spec_decode_num_accepted_tokens_total", Target::Known, 0),
-    a("spec_decode_num_accepted_tokens_per_pos_total", Target::Known, 0),
+    a(
+        "spec_decode_num_accepted_tokens_per_pos_total",
+        Target::Known,
+        0,
+    ),
     a("spec_decode_num_emitted_tokens_total", Target::Known, 0),
     a("spec_decode_draft_acceptance_rate", Target::Known, 0),
     a("spec_decode_efficiency", Target::Known, 0),
@@ -334,8 +398,12 @@ pub fn read(exp: &Exposition) -> Reading {
         let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
             match fam.name.as_str() {
                 "DCGM_FI_DEV_GPU_UTIL" => gpu_util.extend(fam.samples.iter().map(|s| s.value)),
-                "DCGM_FI_DEV_FB_USED" => fb_used += fam.samples.iter().map(|s| s.value).sum::<f64>(),
-                "DCGM_FI_DEV_FB_FREE" => fb_free += fam.samples.iter().map(|s| s.value).sum::<f64>(),
+                "DCGM_FI_DEV_FB_USED" => {
+                    fb_used += fam.samples.iter().map(|s| s.value).sum::<f64>()
+                }
+                "DCGM_FI_DEV_FB_FREE" => {
+                    fb_free += fam.samples.iter().map(|s| s.value).sum::<f64>()
+                }
                 _ => {}
             }
             continue;
@@ -360,7 +428,10 @@ pub fn read(exp: &Exposition) -> Reading {
             }
             continue;
         }
-        if matches!(alias.name, "gpu_prefix_cache_queries_total" | "gpu_prefix_cache_hits_total") {
+        if matches!(
+            alias.name,
+            "gpu_prefix_cache_queries_total" | "gpu_prefix_cache_hits_total"
+        ) {
             saw_blocks_era_alias = true;
         }
         for s in &fam.samples {
@@ -368,7 +439,10 @@ pub fn read(exp: &Exposition) -> Reading {
             if s.name.ends_with("_created") && fam.kind != MetricType::Gauge {
                 continue;
             }
-            let model = s.label("model_name").or_else(|| s.label("model")).unwrap_or("");
+            let model = s
+                .label("model_name")
+                .or_else(|| s.label("model"))
+                .unwrap_or("");
             let engine = s.label("engine").unwrap_or("0");
             let e = engines
                 .entry((model.to_string(), engine.to_string()))
@@ -392,7 +466,10 @@ pub fn read(exp: &Exposition) -> Reading {
                 Target::PromptTokens => add(&mut e.prompt_tokens, v),
                 Target::PromptTokensCached => add(&mut e.prompt_cached, v),
                 Target::PromptTokensBySource => {
-                    if matches!(s.label("source"), Some("local_cache_hit" | "external_kv_transfer")) {
+                    if matches!(
+                        s.label("source"),
+                        Some("local_cache_hit" | "external_kv_transfer")
+                    ) {
                         add(&mut e.prompt_cached_by_source, v);
                     }
                 }
@@ -684,7 +761,13 @@ impl Normalizer {
 
     /// Rows for a failed scrape: one per series already known for `server` (or one with
     /// empty model/engine when none is), metrics null, `scrape_ok` false.
-    pub fn failed(&self, server: &str, ts_us: i64, t_rel_sec: f64, scrape_ms: Option<f64>) -> Vec<Sample> {
+    pub fn failed(
+        &self,
+        server: &str,
+        ts_us: i64,
+        t_rel_sec: f64,
+        scrape_ms: Option<f64>,
+    ) -> Vec<Sample> {
         let mut series = self.known_series(server);
         if series.is_empty() {
             series.push((String::new(), String::new()));

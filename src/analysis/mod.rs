@@ -15,7 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -156,8 +158,15 @@ pub async fn register_session(
             ctx.register_parquet("samples_raw", path, ParquetReadOptions::default())
                 .await
                 .map_err(qerr("register samples"))?;
-            let df = ctx.table("samples_raw").await.map_err(qerr("register samples"))?;
-            df.schema().fields().iter().map(|f| f.name().clone()).collect()
+            let df = ctx
+                .table("samples_raw")
+                .await
+                .map_err(qerr("register samples"))?;
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
         }
         SamplesInput::Rows(rows) => {
             let batch = samples_to_batch(rows);
@@ -209,7 +218,10 @@ pub async fn register_session(
             }
         })
         .collect();
-    let view = format!("CREATE VIEW samples AS SELECT {} FROM samples_raw", select.join(", "));
+    let view = format!(
+        "CREATE VIEW samples AS SELECT {} FROM samples_raw",
+        select.join(", ")
+    );
     ctx.sql(&view).await.map_err(qerr("samples view"))?;
     match histograms {
         Some(path) => {
@@ -280,7 +292,10 @@ pub async fn analyze_dir_with(
         // Legacy session, or a recorder that died before writing the Parquet footer:
         // read the rows (`kvscope repair` rewrites the Parquet file).
         if pq.exists() {
-            tracing::warn!("{}: no footer (recorder crashed?); reading samples.jsonl", pq.display());
+            tracing::warn!(
+                "{}: no footer (recorder crashed?); reading samples.jsonl",
+                pq.display()
+            );
         }
         SamplesInput::Rows(store::read_samples_jsonl(&jsonl)?)
     } else if csv.exists() {
@@ -289,7 +304,8 @@ pub async fn analyze_dir_with(
         return Err(StoreError::NotASession(dir.to_path_buf()).into());
     };
     let hist = dir.join(store::HISTOGRAMS_PARQUET);
-    let hist = (hist.exists() && store::parquet_is_valid(&hist)).then(|| hist.to_string_lossy().into_owned());
+    let hist = (hist.exists() && store::parquet_is_valid(&hist))
+        .then(|| hist.to_string_lossy().into_owned());
     let ctx = context();
     register_session(&ctx, &input, hist.as_deref()).await?;
     let (events, results) = run_catalog(&ctx, thresholds, opts).await?;
@@ -298,21 +314,35 @@ pub async fn analyze_dir_with(
         return Err(AnalysisError::Empty(dir.display().to_string()));
     }
     let series = series_from(&results);
-    Ok(Analysis { events, summary, series })
+    Ok(Analysis {
+        events,
+        summary,
+        series,
+    })
 }
 
 /// Analyses rows held in memory (the dashboard's recent window, tests).
-pub async fn analyze_rows(rows: Vec<Sample>, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+pub async fn analyze_rows(
+    rows: Vec<Sample>,
+    thresholds: &Thresholds,
+) -> Result<Analysis, AnalysisError> {
     let ctx = context();
     register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
     let (events, results) = run_catalog(&ctx, thresholds, AnalyzeOptions { series: true }).await?;
     let summary = summary::build(&results, &events, thresholds, None)?;
     let series = series_from(&results);
-    Ok(Analysis { events, summary, series })
+    Ok(Analysis {
+        events,
+        summary,
+        series,
+    })
 }
 
 /// Analyses `dir` and writes `summary.json` and `events.jsonl` next to the samples.
-pub async fn analyze_and_write(dir: &Path, thresholds: &Thresholds) -> Result<Analysis, AnalysisError> {
+pub async fn analyze_and_write(
+    dir: &Path,
+    thresholds: &Thresholds,
+) -> Result<Analysis, AnalysisError> {
     let analysis = analyze_dir(dir, thresholds).await?;
     store::write_json_atomic(&dir.join(store::SUMMARY_JSON), &analysis.summary)?;
     store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?;

@@ -157,8 +157,14 @@ pub(super) fn build(
             let f = |n: &str| r(c.f64(n, i));
             servers.push(ServerSummary {
                 server: c.str("server", i).unwrap_or_default(),
-                start: c.ts_us("start_ts", i).map(crate::record::rfc3339).unwrap_or_default(),
-                end: c.ts_us("end_ts", i).map(crate::record::rfc3339).unwrap_or_default(),
+                start: c
+                    .ts_us("start_ts", i)
+                    .map(crate::record::rfc3339)
+                    .unwrap_or_default(),
+                end: c
+                    .ts_us("end_ts", i)
+                    .map(crate::record::rfc3339)
+                    .unwrap_or_default(),
                 duration_s: f("duration_s").unwrap_or(0.0),
                 samples: f("samples").unwrap_or(0.0) as u64,
                 failed_scrapes: f("failed_scrapes").unwrap_or(0.0) as u64,
@@ -222,7 +228,11 @@ pub(super) fn build(
     for s in &mut servers {
         let total: f64 = s.phases.values().map(|p| p.seconds).sum();
         for p in s.phases.values_mut() {
-            p.share = if total > 0.0 { round3(p.seconds / total) } else { 0.0 };
+            p.share = if total > 0.0 {
+                round3(p.seconds / total)
+            } else {
+                0.0
+            };
         }
     }
     // Merged histogram deltas → session quantiles.
@@ -230,12 +240,19 @@ pub(super) fn build(
     for b in get("22_histogram_increase.sql") {
         let c = Cols(b);
         for i in 0..b.num_rows() {
-            let (Some(server), Some(metric), Some(le), Some(n)) =
-                (c.str("server", i), c.str("metric", i), c.f64_any("le", i), c.f64("count", i))
-            else {
+            let (Some(server), Some(metric), Some(le), Some(n)) = (
+                c.str("server", i),
+                c.str("metric", i),
+                c.f64_any("le", i),
+                c.f64("count", i),
+            ) else {
                 continue;
             };
-            hists.entry((server, metric)).or_default().buckets.push((le, n));
+            hists
+                .entry((server, metric))
+                .or_default()
+                .buckets
+                .push((le, n));
         }
     }
     let mut seen_metrics: Vec<String> = Vec::new();
@@ -302,8 +319,14 @@ pub(super) fn build(
     totals.preemptions = round3(totals.preemptions);
     let data_quality = DataQuality {
         failed_scrapes: servers.iter().map(|s| s.failed_scrapes).sum(),
-        scrape_gaps: events.iter().filter(|e| e.event.as_deref() == Some("SCRAPE_GAP")).count() as u64,
-        counter_resets: events.iter().filter(|e| e.event.as_deref() == Some("COUNTER_RESET")).count() as u64,
+        scrape_gaps: events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("SCRAPE_GAP"))
+            .count() as u64,
+        counter_resets: events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("COUNTER_RESET"))
+            .count() as u64,
         missing_histograms: LATENCY
             .iter()
             .map(|(_, n)| n.to_string())

@@ -138,8 +138,15 @@ mod tests {
     #[test]
     fn substitutes_and_rejects_unknown() {
         let t = Thresholds::default();
-        assert_eq!(t.substitute("q", "x >= ${kv_saturated_pct}").unwrap(), "x >= 95");
-        assert_eq!(t.substitute("q", "${spike_factor}x${prefill_token_share}").unwrap(), "3x0.8");
+        assert_eq!(
+            t.substitute("q", "x >= ${kv_saturated_pct}").unwrap(),
+            "x >= 95"
+        );
+        assert_eq!(
+            t.substitute("q", "${spike_factor}x${prefill_token_share}")
+                .unwrap(),
+            "3x0.8"
+        );
         assert!(t.substitute("q", "${nope}").is_err());
     }
 

@@ -15,7 +15,9 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArr
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
-use datafusion::logical_expr::{PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl};
+use datafusion::logical_expr::{
+    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
+};
 
 /// The window functions to register.
 pub fn all() -> Vec<WindowUDF> {
@@ -59,7 +61,10 @@ impl WindowUDFImpl for RollingMedian {
     fn signature(&self) -> &Signature {
         &self.signature
     }
-    fn partition_evaluator(&self, _args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
         Ok(Box::new(RollingMedianEval))
     }
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
@@ -76,7 +81,10 @@ impl PartitionEvaluator for RollingMedianEval {
             return exec_err!("rolling_median(value, t, window_s) takes three arguments");
         };
         let window = constant_f64(values.get(2))?;
-        let (Some(v), Some(t)) = (v.as_primitive_opt::<Float64Type>(), t.as_primitive_opt::<Float64Type>()) else {
+        let (Some(v), Some(t)) = (
+            v.as_primitive_opt::<Float64Type>(),
+            t.as_primitive_opt::<Float64Type>(),
+        ) else {
             return exec_err!("rolling_median expects Float64 arguments");
         };
         Ok(Arc::new(rolling_median(v, t, window, num_rows)))
@@ -133,7 +141,10 @@ struct Debounce {
 impl Debounce {
     fn new() -> Self {
         Self {
-            signature: Signature::exact(vec![DataType::Utf8, DataType::Float64], Volatility::Immutable),
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Float64],
+                Volatility::Immutable,
+            ),
         }
     }
 }
@@ -145,7 +156,10 @@ impl WindowUDFImpl for Debounce {
     fn signature(&self) -> &Signature {
         &self.signature
     }
-    fn partition_evaluator(&self, _args: PartitionEvaluatorArgs) -> Result<Box<dyn PartitionEvaluator>> {
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
         Ok(Box::new(DebounceEval))
     }
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
@@ -201,9 +215,24 @@ mod tests {
 
     #[test]
     fn debounce_absorbs_short_runs() {
-        let raw: Vec<Option<&str>> = ["A", "A", "A", "B", "A", "B", "B", "B"].iter().map(|s| Some(*s)).collect();
+        let raw: Vec<Option<&str>> = ["A", "A", "A", "B", "A", "B", "B", "B"]
+            .iter()
+            .map(|s| Some(*s))
+            .collect();
         let out = debounce(&raw, 2);
-        assert_eq!(out, vec![Some("A"), Some("A"), Some("A"), Some("A"), Some("A"), Some("B"), Some("B"), Some("B")]);
+        assert_eq!(
+            out,
+            vec![
+                Some("A"),
+                Some("A"),
+                Some("A"),
+                Some("A"),
+                Some("A"),
+                Some("B"),
+                Some("B"),
+                Some("B")
+            ]
+        );
         // A short first run stays as it is.
         let raw = vec![Some("B"), Some("A"), Some("A")];
         assert_eq!(debounce(&raw, 2), vec![Some("B"), Some("A"), Some("A")]);

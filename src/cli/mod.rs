@@ -184,7 +184,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a duration (try 90s, 500ms, 5m)"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 90s, 500ms, 5m)"))?;
     if !(v > 0.0 && v.is_finite()) {
         return Err(format!("`{s}` must be positive"));
     }
@@ -223,7 +226,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Repair { session } => {
             let r = store::repair(&session)?;
             match r.rebuilt_rows {
-                Some(n) => println!("{}: rebuilt samples.parquet from samples.jsonl ({n} rows)", session.display()),
+                Some(n) => println!(
+                    "{}: rebuilt samples.parquet from samples.jsonl ({n} rows)",
+                    session.display()
+                ),
                 None => println!("{}: nothing to repair", session.display()),
             }
             Ok(ExitCode::SUCCESS)
@@ -240,8 +246,10 @@ fn load_thresholds(config: Option<&Path>) -> anyhow::Result<Thresholds> {
         #[serde(default)]
         thresholds: Thresholds,
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let f: File = toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let f: File =
+        toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
     Ok(f.thresholds)
 }
 
@@ -290,7 +298,9 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
                 .trim()
                 .to_string(),
         ),
-        None => std::env::var("KVSCOPE_BEARER_TOKEN").ok().filter(|t| !t.is_empty()),
+        None => std::env::var("KVSCOPE_BEARER_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
     };
     let cfg = RecordConfig {
         targets,
@@ -309,7 +319,11 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
         "recorded {} scrape(s), {} failed{}",
         outcome.scrapes,
         outcome.failed_scrapes,
-        if outcome.interrupted { " (interrupted)" } else { "" }
+        if outcome.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     println!("{}", outcome.dir.display());
     Ok(ExitCode::SUCCESS)
@@ -340,7 +354,11 @@ async fn cmd_analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             );
             println!("  phases: {}", phases.join(", "));
         }
-        println!("{} events; wrote {}/summary.json and events.jsonl", analysis.events.len(), a.session.display());
+        println!(
+            "{} events; wrote {}/summary.json and events.jsonl",
+            analysis.events.len(),
+            a.session.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -354,7 +372,10 @@ async fn cmd_timeline(a: TimelineArgs) -> anyhow::Result<ExitCode> {
         color: present::use_color(),
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&present::timeline::doc(&events, &opts))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&present::timeline::doc(&events, &opts))?
+        );
     } else {
         print!("{}", present::timeline::render(&events, &opts));
     }
@@ -367,9 +388,13 @@ async fn load_or_analyze_events(
     dir: &Path,
     th: &Thresholds,
 ) -> anyhow::Result<Vec<store::events::Event>> {
-    let has_samples = [store::SAMPLES_PARQUET, store::SAMPLES_JSONL, store::SAMPLES_CSV]
-        .iter()
-        .any(|f| dir.join(f).exists());
+    let has_samples = [
+        store::SAMPLES_PARQUET,
+        store::SAMPLES_JSONL,
+        store::SAMPLES_CSV,
+    ]
+    .iter()
+    .any(|f| dir.join(f).exists());
     if has_samples {
         return Ok(analysis::analyze_and_write(dir, th).await?.events);
     }
@@ -437,9 +462,15 @@ async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&fleet_json(&reports))?);
         }
     } else if reports.len() == 1 {
-        print!("{}", present::doctor::render(&reports[0].1, a.verbose, color));
+        print!(
+            "{}",
+            present::doctor::render(&reports[0].1, a.verbose, color)
+        );
     } else {
-        print!("{}", present::doctor::render_fleet(&reports_view(&reports), color));
+        print!(
+            "{}",
+            present::doctor::render_fleet(&reports_view(&reports), color)
+        );
         if a.verbose {
             for (dir, r) in &reports {
                 println!("\n== {}", dir.display());
@@ -505,7 +536,11 @@ fn fleet_json(reports: &[(PathBuf, diagnosis::Report)]) -> serde_json::Value {
 
 async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     let Some(mut sc) = scenario::scenario(&a.scenario) else {
-        bail!("unknown scenario `{}`; choose one of: {}", a.scenario, scenario::NAMES.join(", "));
+        bail!(
+            "unknown scenario `{}`; choose one of: {}",
+            a.scenario,
+            scenario::NAMES.join(", ")
+        );
     };
     if let Some(b) = a.num_gpu_blocks {
         sc.engine.num_gpu_blocks = b;
@@ -536,7 +571,12 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let sim = sim::Simulation::new(sc, a.seed, a.engines, sim::server::unix_now());
     let server = sim::server::spawn(sim, &a.listen, a.speed).await?;
-    eprintln!("simulating `{}` on {}/metrics (speed ×{}); Ctrl-C to stop", a.scenario, server.url(), a.speed);
+    eprintln!(
+        "simulating `{}` on {}/metrics (speed ×{}); Ctrl-C to stop",
+        a.scenario,
+        server.url(),
+        a.speed
+    );
     shutdown_signal().await;
     server.abort();
     Ok(ExitCode::SUCCESS)
@@ -544,7 +584,11 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let Some(sc) = scenario::scenario(&a.scenario) else {
-        bail!("unknown scenario `{}`; choose one of: {}", a.scenario, scenario::NAMES.join(", "));
+        bail!(
+            "unknown scenario `{}`; choose one of: {}",
+            a.scenario,
+            scenario::NAMES.join(", ")
+        );
     };
     let seconds = a.seconds.unwrap_or(sc.duration_s);
     let speed = a.speed.max(0.1);
@@ -587,7 +631,10 @@ async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\n=== Doctor ===\n");
     print!("{}", present::doctor::render(&report, true, color));
     println!("\nSession: {}", dir.display());
-    println!("Next: kvscope timeline {0} --verbose | kvscope doctor {0} --json", dir.display());
+    println!(
+        "Next: kvscope timeline {0} --verbose | kvscope doctor {0} --json",
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -96,7 +96,9 @@ impl ServerFacts {
 
     /// Reads the server's cache config from `metadata.json`.
     pub fn from_metadata(meta: Option<&Metadata>, server: &str) -> Self {
-        let Some(meta) = meta else { return Self::default() };
+        let Some(meta) = meta else {
+            return Self::default();
+        };
         let Some(s) = meta
             .servers
             .iter()
@@ -104,7 +106,10 @@ impl ServerFacts {
         else {
             return Self::default();
         };
-        let cfg = s.get("cache_config").and_then(|c| c.as_array()).and_then(|a| a.first());
+        let cfg = s
+            .get("cache_config")
+            .and_then(|c| c.as_array())
+            .and_then(|a| a.first());
         let num = |k: &str| {
             cfg.and_then(|c| c.get(k))
                 .and_then(|v| v.as_str())
@@ -118,7 +123,10 @@ impl ServerFacts {
                 .and_then(|c| c.get("enable_prefix_caching"))
                 .and_then(|v| v.as_str())
                 .map(|v| v.eq_ignore_ascii_case("true")),
-            engines: s.get("engines").and_then(|e| e.as_array()).map_or(1, |a| a.len().max(1)),
+            engines: s
+                .get("engines")
+                .and_then(|e| e.as_array())
+                .map_or(1, |a| a.len().max(1)),
         }
     }
 }
@@ -259,7 +267,10 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
     for server in &summary.servers {
         let ctx = Context {
             server,
-            events: events.iter().filter(|e| e.server == server.server).collect(),
+            events: events
+                .iter()
+                .filter(|e| e.server == server.server)
+                .collect(),
             facts: ServerFacts::from_metadata(meta, &server.server),
             thresholds: &summary.thresholds,
         };
@@ -364,7 +375,12 @@ impl Evidence {
     }
 }
 
-pub(crate) fn rec(action: &str, value: Option<String>, reason: &str, tradeoff: &str) -> Recommendation {
+pub(crate) fn rec(
+    action: &str,
+    value: Option<String>,
+    reason: &str,
+    tradeoff: &str,
+) -> Recommendation {
     Recommendation {
         action: action.to_string(),
         value,

@@ -63,9 +63,17 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
                 let _ = writeln!(out, "   ↔ {c}");
             }
         }
-        let recs: Vec<_> = f.recommendations.iter().take(if verbose { usize::MAX } else { 1 }).collect();
+        let recs: Vec<_> = f
+            .recommendations
+            .iter()
+            .take(if verbose { usize::MAX } else { 1 })
+            .collect();
         for r in recs {
-            let value = r.value.as_ref().map(|v| format!(" {v}")).unwrap_or_default();
+            let value = r
+                .value
+                .as_ref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default();
             let _ = writeln!(out, "   → fix: {}{value}", paint(&r.action, "1", color));
             if verbose {
                 let _ = writeln!(out, "     why: {}", r.reason);
@@ -98,10 +106,16 @@ pub fn render_fleet(reports: &[(String, &Report)], color: bool) -> String {
     let mut rows: Vec<&(String, &Report)> = reports.iter().collect();
     rows.sort_by(|a, b| {
         let s = |r: &Report| r.hypotheses.first().map(|f| f.score).unwrap_or(0.0);
-        s(b.1).partial_cmp(&s(a.1)).unwrap_or(std::cmp::Ordering::Equal)
+        s(b.1)
+            .partial_cmp(&s(a.1))
+            .unwrap_or(std::cmp::Ordering::Equal)
     });
     let mut out = String::new();
-    let _ = writeln!(out, "{:<8} {:<28} {:<22} {:>5}  session", "severity", "top finding", "server", "score");
+    let _ = writeln!(
+        out,
+        "{:<8} {:<28} {:<22} {:>5}  session",
+        "severity", "top finding", "server", "score"
+    );
     for (name, r) in rows {
         let top = r.hypotheses.first();
         let _ = writeln!(

@@ -13,7 +13,11 @@ pub fn use_color() -> bool {
 
 /// Wraps `s` in an ANSI colour when `on`.
 pub fn paint(s: &str, code: &str, on: bool) -> String {
-    if on { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+    if on {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
 }
 
 /// `HH:MM:SS` of an RFC 3339 timestamp (falls back to the input).

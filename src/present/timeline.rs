@@ -133,14 +133,28 @@ pub fn render(events: &[Event], opts: &TimelineOptions) -> String {
         let _ = writeln!(out, "  (none)");
     }
     let mut all: Vec<&&Event> = d.events.iter().chain(d.data_quality.iter()).collect();
-    all.sort_by(|a, b| a.t_rel_sec.partial_cmp(&b.t_rel_sec).unwrap_or(std::cmp::Ordering::Equal));
+    all.sort_by(|a, b| {
+        a.t_rel_sec
+            .partial_cmp(&b.t_rel_sec)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     for e in all {
         let name = e
             .event
             .clone()
-            .or_else(|| e.condition.as_ref().map(|c| format!("{c} {}", e.state.as_deref().unwrap_or(""))))
+            .or_else(|| {
+                e.condition
+                    .as_ref()
+                    .map(|c| format!("{c} {}", e.state.as_deref().unwrap_or("")))
+            })
             .unwrap_or_else(|| e.kind.clone());
-        let mut line = format!("  {} +{:>6.1}s  {:<22} {:<24}", clock(&e.ts), e.t_rel_sec, e.server, name);
+        let mut line = format!(
+            "  {} +{:>6.1}s  {:<22} {:<24}",
+            clock(&e.ts),
+            e.t_rel_sec,
+            e.server,
+            name
+        );
         if let Some(v) = e.value {
             let _ = write!(line, " {}={v}", e.metric.as_deref().unwrap_or("value"));
         }

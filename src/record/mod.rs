@@ -95,7 +95,13 @@ pub fn session_id(now: chrono::DateTime<chrono::Utc>, label: &str) -> String {
 pub fn sanitize(label: &str) -> String {
     let s: String = label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
     let s = s.trim_matches('.').to_string();
@@ -161,11 +167,14 @@ impl Pipeline {
     ) -> Result<Ingested, StoreError> {
         let exp = prom::parse(text);
         let reading = adapter::read(&exp);
-        let facts = self.facts.entry(server.to_string()).or_insert_with(|| ServerFacts {
-            server: server.to_string(),
-            engine_kind: "vllm".into(),
-            ..Default::default()
-        });
+        let facts = self
+            .facts
+            .entry(server.to_string())
+            .or_insert_with(|| ServerFacts {
+                server: server.to_string(),
+                engine_kind: "vllm".into(),
+                ..Default::default()
+            });
         facts.skipped_lines += exp.skipped.len();
         if !exp.skipped.is_empty() {
             tracing::warn!(
@@ -192,7 +201,9 @@ impl Pipeline {
             facts.cache_config = reading.cache_config.clone();
             facts.kv_capacity_tokens = reading.kv_capacity_tokens();
         }
-        facts.unknown_vllm_metrics.extend(reading.unknown_vllm.iter().cloned());
+        facts
+            .unknown_vllm_metrics
+            .extend(reading.unknown_vllm.iter().cloned());
         let t_rel = self.t_rel(ts_us);
         let out = self
             .normalizer

@@ -40,7 +40,8 @@ struct Out<'a> {
 impl Out<'_> {
     fn labels(&self, engine: usize, extra: &[(&str, &str)]) -> String {
         let engine = engine.to_string();
-        let mut l: Vec<(&str, &str)> = vec![("engine", engine.as_str()), ("model_name", self.model)];
+        let mut l: Vec<(&str, &str)> =
+            vec![("engine", engine.as_str()), ("model_name", self.model)];
         l.extend_from_slice(extra);
         l.sort_by(|a, b| a.0.cmp(b.0));
         let parts: Vec<String> = l
@@ -55,7 +56,13 @@ impl Out<'_> {
         let _ = writeln!(self.buf, "# TYPE vllm:{name} {kind}");
     }
 
-    fn gauge(&mut self, name: &str, help: &str, engines: &[Engine], f: impl Fn(&Engine) -> Vec<(Vec<(&'static str, &'static str)>, f64)>) {
+    fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        engines: &[Engine],
+        f: impl Fn(&Engine) -> Vec<(Vec<(&'static str, &'static str)>, f64)>,
+    ) {
         self.header(name, help, "gauge");
         for (i, e) in engines.iter().enumerate() {
             for (extra, v) in f(e) {
@@ -65,7 +72,13 @@ impl Out<'_> {
         }
     }
 
-    fn counter(&mut self, base: &str, help: &str, engines: &[Engine], f: impl Fn(&Engine) -> Vec<(Vec<(&'static str, &'static str)>, f64)>) {
+    fn counter(
+        &mut self,
+        base: &str,
+        help: &str,
+        engines: &[Engine],
+        f: impl Fn(&Engine) -> Vec<(Vec<(&'static str, &'static str)>, f64)>,
+    ) {
         self.header(&format!("{base}_total"), help, "counter");
         for (i, e) in engines.iter().enumerate() {
             for (extra, v) in f(e) {
@@ -77,12 +90,22 @@ impl Out<'_> {
         for (i, e) in engines.iter().enumerate() {
             for (extra, _) in f(e) {
                 let l = self.labels(i, &extra);
-                let _ = writeln!(self.buf, "vllm:{base}_created{{{l}}} {}", go_float(e.created_at));
+                let _ = writeln!(
+                    self.buf,
+                    "vllm:{base}_created{{{l}}} {}",
+                    go_float(e.created_at)
+                );
             }
         }
     }
 
-    fn histogram(&mut self, name: &str, help: &str, engines: &[Engine], f: impl Fn(&Engine) -> &Hist) {
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        engines: &[Engine],
+        f: impl Fn(&Engine) -> &Hist,
+    ) {
         self.header(name, help, "histogram");
         for (i, e) in engines.iter().enumerate() {
             let h = f(e);
@@ -92,19 +115,29 @@ impl Out<'_> {
                 let _ = writeln!(self.buf, "vllm:{name}_bucket{{{l}}} {}", go_float(c as f64));
             }
             let l = self.labels(i, &[]);
-            let _ = writeln!(self.buf, "vllm:{name}_count{{{l}}} {}", go_float(h.count() as f64));
+            let _ = writeln!(
+                self.buf,
+                "vllm:{name}_count{{{l}}} {}",
+                go_float(h.count() as f64)
+            );
             let _ = writeln!(self.buf, "vllm:{name}_sum{{{l}}} {}", go_float(h.sum));
         }
         self.header(&format!("{name}_created"), help, "gauge");
         for (i, e) in engines.iter().enumerate() {
             let l = self.labels(i, &[]);
-            let _ = writeln!(self.buf, "vllm:{name}_created{{{l}}} {}", go_float(e.created_at));
+            let _ = writeln!(
+                self.buf,
+                "vllm:{name}_created{{{l}}} {}",
+                go_float(e.created_at)
+            );
         }
     }
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 type Lv = Vec<(Vec<(&'static str, &'static str)>, f64)>;
@@ -119,61 +152,219 @@ pub fn render(engines: &[Engine], model: &str) -> String {
         buf: String::with_capacity(64 * 1024),
         model,
     };
-    let _ = writeln!(o.buf, "# HELP python_info Python platform information\n# TYPE python_info gauge\npython_info{{implementation=\"CPython\",major=\"3\",minor=\"12\",patchlevel=\"3\",version=\"3.12.3\"}} 1.0");
+    let _ = writeln!(
+        o.buf,
+        "# HELP python_info Python platform information\n# TYPE python_info gauge\npython_info{{implementation=\"CPython\",major=\"3\",minor=\"12\",patchlevel=\"3\",version=\"3.12.3\"}} 1.0"
+    );
     o.counter("estimated_flops_per_gpu", "Estimated number of floating point operations per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));
     o.counter("estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));
     o.counter("estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));
-    o.gauge("num_requests_running", "Number of requests in model execution batches.", engines, |e| one(e.running.len() as f64));
-    o.gauge("num_requests_waiting", "Number of requests waiting to be processed.", engines, |e| one(e.waiting.len() as f64));
+    o.gauge(
+        "num_requests_running",
+        "Number of requests in model execution batches.",
+        engines,
+        |e| one(e.running.len() as f64),
+    );
+    o.gauge(
+        "num_requests_waiting",
+        "Number of requests waiting to be processed.",
+        engines,
+        |e| one(e.waiting.len() as f64),
+    );
     o.gauge("num_requests_waiting_by_reason", "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; 'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all reasons equals vllm:num_requests_waiting.", engines, |e| {
         vec![(vec![("reason", "capacity")], e.waiting.len() as f64), (vec![("reason", "deferred")], 0.0)]
     });
     o.gauge("engine_sleep_state", "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.", engines, |_| {
         vec![(vec![("sleep_state", "awake")], 1.0), (vec![("sleep_state", "weights_offloaded")], 0.0), (vec![("sleep_state", "discard_all")], 0.0)]
     });
-    o.gauge("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", engines, |e| one(e.kv_usage_fraction()));
-    o.counter("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", engines, |e| one(e.metrics.prefix_queries as f64));
-    o.counter("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", engines, |e| one(e.metrics.prefix_hits as f64));
+    o.gauge(
+        "kv_cache_usage_perc",
+        "KV-cache usage. 1 means 100 percent usage.",
+        engines,
+        |e| one(e.kv_usage_fraction()),
+    );
+    o.counter(
+        "prefix_cache_queries",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        engines,
+        |e| one(e.metrics.prefix_queries as f64),
+    );
+    o.counter(
+        "prefix_cache_hits",
+        "Prefix cache hits, in terms of number of cached tokens.",
+        engines,
+        |e| one(e.metrics.prefix_hits as f64),
+    );
     o.counter("external_prefix_cache_queries", "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of queried tokens.", engines, |_| one(0.0));
     o.counter("external_prefix_cache_hits", "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached tokens.", engines, |_| one(0.0));
-    o.counter("mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.", engines, |_| one(0.0));
-    o.counter("mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.", engines, |_| one(0.0));
-    o.counter("num_preemptions", "Cumulative number of preemption from the engine.", engines, |e| one(e.metrics.preemptions as f64));
-    o.counter("prompt_tokens", "Number of prefill tokens processed.", engines, |e| one(e.metrics.prompt_tokens as f64));
-    o.counter("prompt_tokens_by_source", "Number of prompt tokens by source.", engines, |e| {
-        vec![
-            (vec![("source", "local_compute")], e.metrics.prompt_tokens_computed as f64),
-            (vec![("source", "local_cache_hit")], e.metrics.prompt_tokens_cached as f64),
-            (vec![("source", "external_kv_transfer")], 0.0),
-        ]
-    });
-    o.counter("prompt_tokens_cached", "Number of cached prompt tokens (local + external).", engines, |e| one(e.metrics.prompt_tokens_cached as f64));
-    o.counter("generation_tokens", "Number of generation tokens processed.", engines, |e| one(e.metrics.generation_tokens as f64));
-    o.counter("request_success", "Count of successfully processed requests.", engines, |e| {
-        vec![
-            (vec![("finished_reason", "stop")], e.metrics.success_stop as f64),
-            (vec![("finished_reason", "length")], e.metrics.success_length as f64),
-            (vec![("finished_reason", "abort")], 0.0),
-            (vec![("finished_reason", "error")], 0.0),
-            (vec![("finished_reason", "repetition")], 0.0),
-        ]
-    });
-    o.histogram("request_prompt_tokens", "Number of prefill tokens processed.", engines, |e| &e.metrics.prompt_len);
-    o.histogram("request_generation_tokens", "Number of generation tokens processed.", engines, |e| &e.metrics.generation_len);
-    o.histogram("iteration_tokens_total", "Histogram of number of tokens per engine_step.", engines, |e| &e.metrics.iteration_tokens);
-    o.histogram("request_max_num_generation_tokens", "Histogram of maximum number of requested generation tokens.", engines, |e| &e.metrics.max_generation_len);
-    o.histogram("request_params_n", "Histogram of the n request parameter.", engines, |e| &e.metrics.params_n);
-    o.histogram("request_params_max_tokens", "Histogram of the max_tokens request parameter.", engines, |e| &e.metrics.params_max_tokens);
-    o.histogram("time_to_first_token_seconds", "Histogram of time to first token in seconds.", engines, |e| &e.metrics.ttft);
-    o.histogram("inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", engines, |e| &e.metrics.itl);
-    o.histogram("request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.", engines, |e| &e.metrics.tpot);
-    o.histogram("e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", engines, |e| &e.metrics.e2e);
-    o.histogram("request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", engines, |e| &e.metrics.queue);
-    o.histogram("request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.", engines, |e| &e.metrics.inference);
-    o.histogram("request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", engines, |e| &e.metrics.prefill);
-    o.histogram("request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", engines, |e| &e.metrics.decode);
-    o.histogram("request_prefill_kv_computed_tokens", "Histogram of new KV tokens computed during prefill (excluding cached tokens).", engines, |e| &e.metrics.prefill_kv_computed);
-    let _ = writeln!(o.buf, "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge");
+    o.counter(
+        "mm_cache_queries",
+        "Multi-modal cache queries, in terms of number of queried items.",
+        engines,
+        |_| one(0.0),
+    );
+    o.counter(
+        "mm_cache_hits",
+        "Multi-modal cache hits, in terms of number of cached items.",
+        engines,
+        |_| one(0.0),
+    );
+    o.counter(
+        "num_preemptions",
+        "Cumulative number of preemption from the engine.",
+        engines,
+        |e| one(e.metrics.preemptions as f64),
+    );
+    o.counter(
+        "prompt_tokens",
+        "Number of prefill tokens processed.",
+        engines,
+        |e| one(e.metrics.prompt_tokens as f64),
+    );
+    o.counter(
+        "prompt_tokens_by_source",
+        "Number of prompt tokens by source.",
+        engines,
+        |e| {
+            vec![
+                (
+                    vec![("source", "local_compute")],
+                    e.metrics.prompt_tokens_computed as f64,
+                ),
+                (
+                    vec![("source", "local_cache_hit")],
+                    e.metrics.prompt_tokens_cached as f64,
+                ),
+                (vec![("source", "external_kv_transfer")], 0.0),
+            ]
+        },
+    );
+    o.counter(
+        "prompt_tokens_cached",
+        "Number of cached prompt tokens (local + external).",
+        engines,
+        |e| one(e.metrics.prompt_tokens_cached as f64),
+    );
+    o.counter(
+        "generation_tokens",
+        "Number of generation tokens processed.",
+        engines,
+        |e| one(e.metrics.generation_tokens as f64),
+    );
+    o.counter(
+        "request_success",
+        "Count of successfully processed requests.",
+        engines,
+        |e| {
+            vec![
+                (
+                    vec![("finished_reason", "stop")],
+                    e.metrics.success_stop as f64,
+                ),
+                (
+                    vec![("finished_reason", "length")],
+                    e.metrics.success_length as f64,
+                ),
+                (vec![("finished_reason", "abort")], 0.0),
+                (vec![("finished_reason", "error")], 0.0),
+                (vec![("finished_reason", "repetition")], 0.0),
+            ]
+        },
+    );
+    o.histogram(
+        "request_prompt_tokens",
+        "Number of prefill tokens processed.",
+        engines,
+        |e| &e.metrics.prompt_len,
+    );
+    o.histogram(
+        "request_generation_tokens",
+        "Number of generation tokens processed.",
+        engines,
+        |e| &e.metrics.generation_len,
+    );
+    o.histogram(
+        "iteration_tokens_total",
+        "Histogram of number of tokens per engine_step.",
+        engines,
+        |e| &e.metrics.iteration_tokens,
+    );
+    o.histogram(
+        "request_max_num_generation_tokens",
+        "Histogram of maximum number of requested generation tokens.",
+        engines,
+        |e| &e.metrics.max_generation_len,
+    );
+    o.histogram(
+        "request_params_n",
+        "Histogram of the n request parameter.",
+        engines,
+        |e| &e.metrics.params_n,
+    );
+    o.histogram(
+        "request_params_max_tokens",
+        "Histogram of the max_tokens request parameter.",
+        engines,
+        |e| &e.metrics.params_max_tokens,
+    );
+    o.histogram(
+        "time_to_first_token_seconds",
+        "Histogram of time to first token in seconds.",
+        engines,
+        |e| &e.metrics.ttft,
+    );
+    o.histogram(
+        "inter_token_latency_seconds",
+        "Histogram of inter-token latency in seconds.",
+        engines,
+        |e| &e.metrics.itl,
+    );
+    o.histogram(
+        "request_time_per_output_token_seconds",
+        "Histogram of time_per_output_token_seconds per request.",
+        engines,
+        |e| &e.metrics.tpot,
+    );
+    o.histogram(
+        "e2e_request_latency_seconds",
+        "Histogram of e2e request latency in seconds.",
+        engines,
+        |e| &e.metrics.e2e,
+    );
+    o.histogram(
+        "request_queue_time_seconds",
+        "Histogram of time spent in WAITING phase for request.",
+        engines,
+        |e| &e.metrics.queue,
+    );
+    o.histogram(
+        "request_inference_time_seconds",
+        "Histogram of time spent in RUNNING phase for request.",
+        engines,
+        |e| &e.metrics.inference,
+    );
+    o.histogram(
+        "request_prefill_time_seconds",
+        "Histogram of time spent in PREFILL phase for request.",
+        engines,
+        |e| &e.metrics.prefill,
+    );
+    o.histogram(
+        "request_decode_time_seconds",
+        "Histogram of time spent in DECODE phase for request.",
+        engines,
+        |e| &e.metrics.decode,
+    );
+    o.histogram(
+        "request_prefill_kv_computed_tokens",
+        "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+        engines,
+        |e| &e.metrics.prefill_kv_computed,
+    );
+    let _ = writeln!(
+        o.buf,
+        "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge"
+    );
     for (i, e) in engines.iter().enumerate() {
         let c = &e.cfg;
         let tokens = c.num_gpu_blocks as u64 * c.block_size as u64;
@@ -181,7 +372,11 @@ pub fn render(engines: &[Engine], model: &str) -> String {
             o.buf,
             "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",calculate_kv_scales=\"False\",enable_prefix_caching=\"{}\",engine=\"{i}\",gpu_memory_utilization=\"{}\",is_attention_free=\"False\",kv_cache_max_concurrency=\"{}\",kv_cache_size_tokens=\"{tokens}\",num_cpu_blocks=\"None\",num_gpu_blocks=\"{}\",num_gpu_blocks_override=\"None\",prefix_caching_hash_algo=\"sha256\",sliding_window=\"None\"}} 1.0",
             c.block_size,
-            if c.enable_prefix_caching { "True" } else { "False" },
+            if c.enable_prefix_caching {
+                "True"
+            } else {
+                "False"
+            },
             c.gpu_memory_utilization,
             go_float(tokens as f64 / c.max_model_len.max(1) as f64),
             c.num_gpu_blocks,

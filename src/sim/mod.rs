@@ -92,7 +92,9 @@ impl Simulation {
                     None => return f64::INFINITY,
                 }
             }
-            let gap = Exp::new(rate).map(|d| d.sample(&mut self.rng)).unwrap_or(1.0);
+            let gap = Exp::new(rate)
+                .map(|d| d.sample(&mut self.rng))
+                .unwrap_or(1.0);
             match boundary {
                 // Memoryless: past a rate change, draw again from the boundary.
                 Some(b) if t + gap >= b => t = b,
@@ -124,7 +126,9 @@ impl Simulation {
         let seg = self.scenario.segment_at(t).clone();
         let max_len = self.scenario.engine.max_model_len;
         let prompt = self.draw_len(seg.prompt);
-        let output = self.draw_len(seg.output).min(max_len.saturating_sub(prompt).max(1));
+        let output = self
+            .draw_len(seg.output)
+            .min(max_len.saturating_sub(prompt).max(1));
         let prefix = if self.rng.random::<f64>() < seg.prefix_share {
             Some((self.rng.random_range(0..PREFIX_GROUPS), seg.prefix_len))
         } else {
@@ -215,7 +219,11 @@ pub struct OfflineRun {
 /// Records a scenario into `dir` without HTTP or wall-clock waiting: the simulation is
 /// stepped to each scrape time and its page goes through the same [`Pipeline`] as a live
 /// scrape. Deterministic for a given seed.
-pub fn record_offline(run: &OfflineRun, dir: &Path, session_id: &str) -> Result<PathBuf, StoreError> {
+pub fn record_offline(
+    run: &OfflineRun,
+    dir: &Path,
+    session_id: &str,
+) -> Result<PathBuf, StoreError> {
     let seconds = run.seconds.unwrap_or(run.scenario.duration_s);
     let meta = Metadata::new(
         session_id,
@@ -241,7 +249,12 @@ pub fn record_offline(run: &OfflineRun, dir: &Path, session_id: &str) -> Result<
         sim.advance_to(t);
         let ts = ((run.epoch_unix + t) * 1e6).round() as i64;
         if sim.is_down() {
-            pipe.ingest_failure(&run.server, ts, None, "connection refused or unreachable: server restarting")?;
+            pipe.ingest_failure(
+                &run.server,
+                ts,
+                None,
+                "connection refused or unreachable: server restarting",
+            )?;
         } else {
             pipe.ingest_text(&run.server, ts, Some(1.0), &sim.render())?;
         }

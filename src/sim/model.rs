@@ -74,7 +74,11 @@ impl Hist {
         }
     }
     pub fn observe(&mut self, v: f64) {
-        let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(self.bounds.len());
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
         if let Some(c) = self.counts.get_mut(i) {
             *c += 1;
         }
@@ -173,7 +177,13 @@ impl Request {
         self.generated
     }
 
-    pub fn new(id: u64, arrival: f64, prompt_len: u32, output_len: u32, prefix: Option<(u64, u32)>) -> Self {
+    pub fn new(
+        id: u64,
+        arrival: f64,
+        prompt_len: u32,
+        output_len: u32,
+        prefix: Option<(u64, u32)>,
+    ) -> Self {
         let prompt_len = prompt_len.max(1);
         Self {
             id,
@@ -182,7 +192,9 @@ impl Request {
             prompt_len,
             output_len: output_len.max(1),
             prefix_group: prefix.map(|p| p.0),
-            prefix_len: prefix.map(|p| p.1.min(prompt_len.saturating_sub(1))).unwrap_or(0),
+            prefix_len: prefix
+                .map(|p| p.1.min(prompt_len.saturating_sub(1)))
+                .unwrap_or(0),
             prefill_target: prompt_len,
             computed: 0,
             kv_tokens: 0,
@@ -381,7 +393,9 @@ impl Engine {
                 .saturating_sub(self.running.get(i).map_or(0, |r| r.blocks));
             let mut self_preempted = false;
             while need_blocks > self.free_blocks {
-                let Some(victim) = self.running.pop() else { break };
+                let Some(victim) = self.running.pop() else {
+                    break;
+                };
                 preempted = true;
                 self.metrics.preemptions += 1;
                 self.release(&victim, 0.0);
@@ -413,10 +427,14 @@ impl Engine {
         }
         if !preempted {
             while budget > 0 && (self.running.len() as u32) < self.cfg.max_num_seqs {
-                let Some(front) = self.waiting.front() else { break };
+                let Some(front) = self.waiting.front() else {
+                    break;
+                };
                 let cached = if self.cfg.enable_prefix_caching
                     && front.computed == 0
-                    && front.prefix_group.is_some_and(|g| self.warm_prefixes.contains(&g))
+                    && front
+                        .prefix_group
+                        .is_some_and(|g| self.warm_prefixes.contains(&g))
                 {
                     (front.prefix_len / self.cfg.block_size) * self.cfg.block_size
                 } else {
@@ -428,7 +446,9 @@ impl Engine {
                 if need_blocks > self.free_blocks {
                     break;
                 }
-                let Some(mut r) = self.waiting.pop_front() else { break };
+                let Some(mut r) = self.waiting.pop_front() else {
+                    break;
+                };
                 self.free_blocks -= need_blocks;
                 r.blocks = need_blocks;
                 r.computed = cached;
@@ -482,8 +502,12 @@ impl Engine {
         // Apply progress, emit tokens, finish requests.
         let mut finished: Vec<usize> = Vec::new();
         for (id, n) in &sched {
-            let Some(idx) = self.running.iter().position(|r| r.id == *id) else { continue };
-            let Some(r) = self.running.get_mut(idx) else { continue };
+            let Some(idx) = self.running.iter().position(|r| r.id == *id) else {
+                continue;
+            };
+            let Some(r) = self.running.get_mut(idx) else {
+                continue;
+            };
             let m = &mut self.metrics;
             let mut emits = false;
             if r.computed < r.prefill_target {
@@ -558,7 +582,10 @@ impl Engine {
             let dt = self.step(faults);
             if dt == 0.0 {
                 // Nothing scheduled: jump to the next engine arrival or to `until`.
-                let next = self.next_pending().filter(|t| *t > self.now).unwrap_or(until);
+                let next = self
+                    .next_pending()
+                    .filter(|t| *t > self.now)
+                    .unwrap_or(until);
                 self.now = next.min(until).max(self.now);
                 if next >= until || faults.stalled {
                     self.now = until;

@@ -150,7 +150,11 @@ fn truth(root: &'static str) -> GroundTruth {
 }
 
 fn w(phase: &'static str, from_s: f64, to_s: f64) -> PhaseWindow {
-    PhaseWindow { phase, from_s, to_s }
+    PhaseWindow {
+        phase,
+        from_s,
+        to_s,
+    }
 }
 
 /// Looks a scenario up by name.
@@ -167,7 +171,12 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             restart: None,
             truth: GroundTruth {
                 phases: vec![w("IDLE", 0.0, 90.0)],
-                absent_phases: vec!["SATURATED", "QUEUE_PRESSURE", "KV_PRESSURE_RISING", "HEALTHY"],
+                absent_phases: vec![
+                    "SATURATED",
+                    "QUEUE_PRESSURE",
+                    "KV_PRESSURE_RISING",
+                    "HEALTHY",
+                ],
                 absent_events: vec!["KV_SATURATION", "PREEMPTION_BURST", "TTFT_SPIKE"],
                 ..truth("GPU_UNDERUTILIZED")
             },
@@ -182,7 +191,12 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             truth: GroundTruth {
                 phases: vec![w("HEALTHY", 5.0, 90.0)],
                 absent_phases: vec!["SATURATED", "KV_PRESSURE_RISING"],
-                absent_events: vec!["KV_SATURATION", "PREEMPTION_BURST", "SCRAPE_GAP", "COUNTER_RESET"],
+                absent_events: vec![
+                    "KV_SATURATION",
+                    "PREEMPTION_BURST",
+                    "SCRAPE_GAP",
+                    "COUNTER_RESET",
+                ],
                 ..truth("HEALTHY")
             },
         },
@@ -190,7 +204,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             name: "queue-pressure",
             description: "Short requests arrive faster than max-num-seqs lets the engine serve them (as in the real 0.26 capture, fixture 09): running pinned at max-num-seqs, waiting grows, KV stays moderate.",
             duration_s: 90.0,
-            engine: EngineConfig { max_num_seqs: 32, ..base },
+            engine: EngineConfig {
+                max_num_seqs: 32,
+                ..base
+            },
             segments: vec![
                 Segment::at(0.0, 20.0, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256)),
                 Segment::at(20.0, 60.0, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256)),
@@ -212,7 +229,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             engine: base,
             segments: vec![
                 healthy_seg(0.0),
-                Segment { prefix_share: 0.0, ..Segment::at(15.0, 2.0, len(1500.0, 0.15, 800, 3000), len(1500.0, 0.15, 800, 3000)) },
+                Segment {
+                    prefix_share: 0.0,
+                    ..Segment::at(
+                        15.0,
+                        2.0,
+                        len(1500.0, 0.15, 800, 3000),
+                        len(1500.0, 0.15, 800, 3000),
+                    )
+                },
             ],
             restart: None,
             truth: GroundTruth {
@@ -225,12 +250,18 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             name: "prefill-burst",
             description: "Waves of very long prompts (4 s at 6 req/s of ~4000-token prompts with short answers) every 20 s on top of chat traffic: prefill chunks fill the token budget, new requests wait behind them and TTFT jumps while decode keeps going.",
             duration_s: 90.0,
-            engine: EngineConfig { num_gpu_blocks: 8192, ..base },
+            engine: EngineConfig {
+                num_gpu_blocks: 8192,
+                ..base
+            },
             segments: {
                 let mut v = vec![healthy_seg(0.0)];
                 for k in 0..4 {
                     let t = 15.0 + 20.0 * k as f64;
-                    v.push(Segment { prefix_share: 0.0, ..Segment::at(t, 6.0, len(4000.0, 0.1, 3000, 5000), len(24.0, 0.2, 4, 64)) });
+                    v.push(Segment {
+                        prefix_share: 0.0,
+                        ..Segment::at(t, 6.0, len(4000.0, 0.1, 3000, 5000), len(24.0, 0.2, 4, 64))
+                    });
                     v.push(healthy_seg(t + 4.0));
                 }
                 v
@@ -251,7 +282,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             segments: {
                 let mut v = vec![healthy_seg(0.0)];
                 for t in [30.0, 55.0, 75.0] {
-                    v.push(Segment { frontend_delay_s: 2.5, ..healthy_seg(t) });
+                    v.push(Segment {
+                        frontend_delay_s: 2.5,
+                        ..healthy_seg(t)
+                    });
                     v.push(healthy_seg(t + 2.0));
                 }
                 v
@@ -271,7 +305,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             engine: base,
             segments: vec![
                 Segment::at(0.0, 10.0, CHAT_PROMPT, CHAT_OUTPUT),
-                Segment { slowdown: 5.0, ..Segment::at(40.0, 10.0, CHAT_PROMPT, CHAT_OUTPUT) },
+                Segment {
+                    slowdown: 5.0,
+                    ..Segment::at(40.0, 10.0, CHAT_PROMPT, CHAT_OUTPUT)
+                },
             ],
             restart: None,
             truth: GroundTruth {
@@ -284,7 +321,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             description: "Prefix caching is on and prompts are long (~1500 tokens) but every prompt is unique (a timestamp at the top of the system prompt): thousands of tokens looked up per second, almost none hit.",
             duration_s: 90.0,
             engine: base,
-            segments: vec![Segment { prefix_share: 0.0, ..Segment::at(0.0, 1.5, len(1500.0, 0.2, 800, 3000), len(60.0, 0.3, 8, 200)) }],
+            segments: vec![Segment {
+                prefix_share: 0.0,
+                ..Segment::at(
+                    0.0,
+                    1.5,
+                    len(1500.0, 0.2, 800, 3000),
+                    len(60.0, 0.3, 8, 200),
+                )
+            }],
             restart: None,
             truth: GroundTruth {
                 absent_phases: vec!["SATURATED"],
@@ -301,8 +346,14 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 let mut v = Vec::new();
                 for k in 0..6 {
                     let t = 15.0 * k as f64;
-                    v.push(Segment { leak_fraction: 0.25, ..Segment::at(t, 8.0, CHAT_PROMPT, CHAT_OUTPUT) });
-                    v.push(Segment { leak_fraction: 0.25, ..Segment::at(t + 9.0, 0.0, CHAT_PROMPT, CHAT_OUTPUT) });
+                    v.push(Segment {
+                        leak_fraction: 0.25,
+                        ..Segment::at(t, 8.0, CHAT_PROMPT, CHAT_OUTPUT)
+                    });
+                    v.push(Segment {
+                        leak_fraction: 0.25,
+                        ..Segment::at(t + 9.0, 0.0, CHAT_PROMPT, CHAT_OUTPUT)
+                    });
                 }
                 v
             },
@@ -319,7 +370,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             engine: base,
             segments: vec![
                 healthy_seg(0.0),
-                Segment { stalled: true, ..Segment::at(30.0, 3.0, CHAT_PROMPT, CHAT_OUTPUT) },
+                Segment {
+                    stalled: true,
+                    ..Segment::at(30.0, 3.0, CHAT_PROMPT, CHAT_OUTPUT)
+                },
             ],
             restart: None,
             truth: GroundTruth {
@@ -347,7 +401,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             engine: base,
             segments: vec![
                 healthy_seg(0.0),
-                Segment { prefix_share: 0.2, ..Segment::at(20.0, 2.5, len(1800.0, 0.2, 800, 4000), len(900.0, 0.3, 200, 2000)) },
+                Segment {
+                    prefix_share: 0.2,
+                    ..Segment::at(
+                        20.0,
+                        2.5,
+                        len(1800.0, 0.2, 800, 4000),
+                        len(900.0, 0.3, 200, 2000),
+                    )
+                },
                 Segment::at(50.0, 3.0, CHAT_PROMPT, CHAT_OUTPUT),
             ],
             restart: None,

@@ -111,7 +111,10 @@ pub async fn spawn(sim: Simulation, addr: &str, speed: f64) -> Result<SimServer,
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(SimServer { addr: local, handle })
+    Ok(SimServer {
+        addr: local,
+        handle,
+    })
 }
 
 fn sim_headers(sim: &Simulation) -> HeaderMap {
@@ -128,7 +131,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         let sim = s2.catch_up();
         let headers = sim_headers(&sim);
         if sim.is_down() {
-            return (StatusCode::SERVICE_UNAVAILABLE, headers, String::from("restarting\n"));
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                headers,
+                String::from("restarting\n"),
+            );
         }
         (StatusCode::OK, headers, sim.render())
     })

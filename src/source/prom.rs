@@ -150,11 +150,7 @@ pub fn parse(text: &str) -> Exposition {
 }
 
 /// Handles a `#` line; returns true on `# EOF`.
-fn handle_comment(
-    rest: &str,
-    out: &mut Exposition,
-    index: &mut HashMap<String, usize>,
-) -> bool {
+fn handle_comment(rest: &str, out: &mut Exposition, index: &mut HashMap<String, usize>) -> bool {
     let rest = rest.trim_start();
     if rest == "EOF" {
         return true;
@@ -236,7 +232,9 @@ fn family_for(name: &str, out: &mut Exposition, index: &mut HashMap<String, usiz
     if let Some(&i) = index.get(name) {
         return i;
     }
-    for suffix in ["_bucket", "_sum", "_count", "_created", "_total", "_info", "_gsum", "_gcount"] {
+    for suffix in [
+        "_bucket", "_sum", "_count", "_created", "_total", "_info", "_gsum", "_gcount",
+    ] {
         if let Some(base) = name.strip_suffix(suffix)
             && let Some(&i) = index.get(base)
             && out
@@ -461,8 +459,22 @@ mod tests {
     #[test]
     fn never_panics_on_odd_input() {
         for s in [
-            "", "{", "a{", "a{b", "a{b=", "a{b=\"", "a{b=\"\\", "a{b=\"x\"}", "a{b=\"x\"} ",
-            "# TYPE", "# HELP", "# TYPE x", "a 1 2 3", "\u{0}", "é 1", "a{é=\"1\"} 1",
+            "",
+            "{",
+            "a{",
+            "a{b",
+            "a{b=",
+            "a{b=\"",
+            "a{b=\"\\",
+            "a{b=\"x\"}",
+            "a{b=\"x\"} ",
+            "# TYPE",
+            "# HELP",
+            "# TYPE x",
+            "a 1 2 3",
+            "\u{0}",
+            "é 1",
+            "a{é=\"1\"} 1",
             "a{b=\"é\\",
         ] {
             let _ = parse(s);

@@ -20,7 +20,9 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
-use schema::{COLUMNS, HistogramRow, SCHEMA_VERSION, Sample, histograms_to_batch, samples_to_batch};
+use schema::{
+    COLUMNS, HistogramRow, SCHEMA_VERSION, Sample, histograms_to_batch, samples_to_batch,
+};
 
 pub const METADATA_FILE: &str = "metadata.json";
 pub const SAMPLES_PARQUET: &str = "samples.parquet";
@@ -58,7 +60,9 @@ pub enum StoreError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
-    #[error("{0} is not a KVScope session: no metadata.json, samples.parquet, samples.jsonl or metrics.csv")]
+    #[error(
+        "{0} is not a KVScope session: no metadata.json, samples.parquet, samples.jsonl or metrics.csv"
+    )]
     NotASession(PathBuf),
 }
 
@@ -130,7 +134,12 @@ pub struct RowCounts {
 
 impl Metadata {
     /// A fresh metadata record for a new session.
-    pub fn new(session_id: &str, started_at: &str, source: SourceInfo, recorder: RecorderSettings) -> Self {
+    pub fn new(
+        session_id: &str,
+        started_at: &str,
+        source: SourceInfo,
+        recorder: RecorderSettings,
+    ) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             session_id: session_id.to_string(),
@@ -158,7 +167,10 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Sto
     fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
-fn parquet_writer(path: &Path, schema: datafusion::arrow::datatypes::SchemaRef) -> Result<ArrowWriter<File>, StoreError> {
+fn parquet_writer(
+    path: &Path,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<ArrowWriter<File>, StoreError> {
     let file = File::create(path).map_err(|e| StoreError::io(path, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
@@ -199,7 +211,8 @@ impl SessionWriter {
         let csv_file = File::create(&csv_path).map_err(|e| StoreError::io(&csv_path, e))?;
         let csv = csv::WriterBuilder::new().from_writer(BufWriter::new(csv_file));
         let jsonl_path = dir.join(SAMPLES_JSONL);
-        let jsonl = BufWriter::new(File::create(&jsonl_path).map_err(|e| StoreError::io(&jsonl_path, e))?);
+        let jsonl =
+            BufWriter::new(File::create(&jsonl_path).map_err(|e| StoreError::io(&jsonl_path, e))?);
         Ok(Self {
             dir: dir.to_path_buf(),
             samples,
@@ -215,7 +228,11 @@ impl SessionWriter {
     }
 
     /// Appends one interval's rows to every file and flushes the text files.
-    pub fn append(&mut self, samples: &[Sample], histograms: &[HistogramRow]) -> Result<(), StoreError> {
+    pub fn append(
+        &mut self,
+        samples: &[Sample],
+        histograms: &[HistogramRow],
+    ) -> Result<(), StoreError> {
         if !samples.is_empty() {
             let jpath = self.dir.join(SAMPLES_JSONL);
             for s in samples {
@@ -377,7 +394,8 @@ pub fn write_samples_parquet(path: &Path, rows: &[Sample]) -> Result<(), StoreEr
     let tmp = path.with_extension("parquet.tmp");
     let mut w = parquet_writer(&tmp, schema::sample_schema())?;
     for chunk in rows.chunks(ROW_GROUP_ROWS) {
-        w.write(&samples_to_batch(chunk)).map_err(|e| StoreError::pq(&tmp, e))?;
+        w.write(&samples_to_batch(chunk))
+            .map_err(|e| StoreError::pq(&tmp, e))?;
     }
     w.close().map_err(|e| StoreError::pq(&tmp, e))?;
     fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
@@ -418,7 +436,9 @@ pub fn repair(dir: &Path) -> Result<RepairReport, StoreError> {
     let needs = !parts.is_dir() && (!pq.exists() || !parquet_is_valid(&pq));
     if needs && jsonl.exists() {
         let n = rebuild_parquet_from_jsonl(dir)?;
-        return Ok(RepairReport { rebuilt_rows: Some(n) });
+        return Ok(RepairReport {
+            rebuilt_rows: Some(n),
+        });
     }
     Ok(RepairReport { rebuilt_rows: None })
 }
@@ -431,8 +451,18 @@ pub fn check_session_dir(dir: &Path) -> Result<(), StoreError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such session directory"),
         });
     }
-    let any = [METADATA_FILE, SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV, SAMPLES_PARTS_DIR]
-        .iter()
-        .any(|f| dir.join(f).exists());
-    if any { Ok(()) } else { Err(StoreError::NotASession(dir.to_path_buf())) }
+    let any = [
+        METADATA_FILE,
+        SAMPLES_PARQUET,
+        SAMPLES_JSONL,
+        SAMPLES_CSV,
+        SAMPLES_PARTS_DIR,
+    ]
+    .iter()
+    .any(|f| dir.join(f).exists());
+    if any {
+        Ok(())
+    } else {
+        Err(StoreError::NotASession(dir.to_path_buf()))
+    }
 }

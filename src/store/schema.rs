@@ -63,13 +63,27 @@ macro_rules! col_rust_ty {
 }
 
 macro_rules! col_meta {
-    (Ts) => { (ColumnType::TimestampUs, false) };
-    (F64) => { (ColumnType::Float64, false) };
-    (Str) => { (ColumnType::Utf8, false) };
-    (Bool) => { (ColumnType::Boolean, false) };
-    (OptF64) => { (ColumnType::Float64, true) };
-    (OptI64) => { (ColumnType::Int64, true) };
-    (OptStr) => { (ColumnType::Utf8, true) };
+    (Ts) => {
+        (ColumnType::TimestampUs, false)
+    };
+    (F64) => {
+        (ColumnType::Float64, false)
+    };
+    (Str) => {
+        (ColumnType::Utf8, false)
+    };
+    (Bool) => {
+        (ColumnType::Boolean, false)
+    };
+    (OptF64) => {
+        (ColumnType::Float64, true)
+    };
+    (OptI64) => {
+        (ColumnType::Int64, true)
+    };
+    (OptStr) => {
+        (ColumnType::Utf8, true)
+    };
 }
 
 macro_rules! col_array {
@@ -83,7 +97,9 @@ macro_rules! col_array {
         Arc::new(Float64Array::from_iter_values($rows.iter().map(|r| r.$f))) as ArrayRef
     };
     (Str, $rows:ident, $f:ident) => {
-        Arc::new(StringArray::from_iter_values($rows.iter().map(|r| r.$f.as_str()))) as ArrayRef
+        Arc::new(StringArray::from_iter_values(
+            $rows.iter().map(|r| r.$f.as_str()),
+        )) as ArrayRef
     };
     (Bool, $rows:ident, $f:ident) => {
         Arc::new(BooleanArray::from_iter($rows.iter().map(|r| Some(r.$f)))) as ArrayRef
@@ -95,7 +111,9 @@ macro_rules! col_array {
         Arc::new(Int64Array::from_iter($rows.iter().map(|r| r.$f))) as ArrayRef
     };
     (OptStr, $rows:ident, $f:ident) => {
-        Arc::new(StringArray::from_iter($rows.iter().map(|r| r.$f.as_deref()))) as ArrayRef
+        Arc::new(StringArray::from_iter(
+            $rows.iter().map(|r| r.$f.as_deref()),
+        )) as ArrayRef
     };
 }
 
@@ -190,9 +208,10 @@ pub fn sample_schema() -> SchemaRef {
         .iter()
         .map(|c| Field::new(c.name, c.kind.arrow(), c.nullable))
         .collect();
-    Arc::new(Schema::new(fields).with_metadata(
-        [("schema_version".to_string(), SCHEMA_VERSION.to_string())].into(),
-    ))
+    Arc::new(
+        Schema::new(fields)
+            .with_metadata([("schema_version".to_string(), SCHEMA_VERSION.to_string())].into()),
+    )
 }
 
 /// The core columns a session must have to be analysed; every other column may be absent

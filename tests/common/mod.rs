@@ -8,7 +8,9 @@ use kvscope::sim::{self, scenario};
 
 /// Path of a fixture page.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vllm-metrics").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vllm-metrics")
+        .join(name)
 }
 
 /// Reads a fixture page.

@@ -15,13 +15,25 @@ fn legacy_session_without_parquet_analyses_from_jsonl_and_csv() {
     std::fs::remove_file(dir.join(store::HISTOGRAMS_PARQUET)).unwrap();
     let from_jsonl = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
     assert_eq!(from_jsonl.events, full.events);
-    assert!(!dir.join(store::SAMPLES_PARQUET).exists(), "analysis must not rewrite a legacy session");
+    assert!(
+        !dir.join(store::SAMPLES_PARQUET).exists(),
+        "analysis must not rewrite a legacy session"
+    );
     std::fs::remove_file(dir.join(store::SAMPLES_JSONL)).unwrap();
     let from_csv = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
     assert_eq!(from_csv.events, full.events);
-    assert_eq!(from_csv.summary.servers[0].phases, full.summary.servers[0].phases);
+    assert_eq!(
+        from_csv.summary.servers[0].phases,
+        full.summary.servers[0].phases
+    );
     // No histograms: session quantiles are missing and said to be.
-    assert!(from_csv.summary.data_quality.missing_histograms.contains(&"ttft_s".to_string()));
+    assert!(
+        from_csv
+            .summary
+            .data_quality
+            .missing_histograms
+            .contains(&"ttft_s".to_string())
+    );
 }
 
 #[test]
@@ -39,15 +51,25 @@ fn legacy_prefill_pressure_phase_is_shown() {
 
 #[test]
 fn core_only_parquet_session() {
-    use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{
+        Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
     let n = 120;
-    let ts: Vec<i64> = (0..n).map(|i| 1_800_000_000_000_000 + i * 1_000_000).collect();
-    let kv: Vec<f64> = (0..n).map(|i| if (40..80).contains(&i) { 97.0 } else { 30.0 }).collect();
+    let ts: Vec<i64> = (0..n)
+        .map(|i| 1_800_000_000_000_000 + i * 1_000_000)
+        .collect();
+    let kv: Vec<f64> = (0..n)
+        .map(|i| if (40..80).contains(&i) { 97.0 } else { 30.0 })
+        .collect();
     let schema = Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("server", DataType::Utf8, false),
         Field::new("kv_cache_usage_pct", DataType::Float64, true),
         Field::new("requests_running", DataType::Int64, true),
@@ -70,8 +92,16 @@ fn core_only_parquet_session() {
     let a = block_on(analysis::analyze_dir(tmp.path(), &Thresholds::default())).unwrap();
     let s = &a.summary.servers[0];
     assert_eq!(s.samples, 120);
-    assert!((s.phases["SATURATED"].seconds - 40.0).abs() <= 1.0, "{:?}", s.phases);
-    let sat: Vec<_> = a.events.iter().filter(|e| e.event.as_deref() == Some("KV_SATURATION")).collect();
+    assert!(
+        (s.phases["SATURATED"].seconds - 40.0).abs() <= 1.0,
+        "{:?}",
+        s.phases
+    );
+    let sat: Vec<_> = a
+        .events
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("KV_SATURATION"))
+        .collect();
     assert_eq!(sat.len(), 1);
     assert_eq!(sat[0].t_rel_sec, 40.0);
 }
@@ -80,16 +110,24 @@ fn core_only_parquet_session() {
 fn missing_core_column_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join(store::SAMPLES_CSV), "ts,server\n1,a\n").unwrap();
-    let err = block_on(analysis::analyze_dir(tmp.path(), &Thresholds::default())).unwrap_err().to_string();
-    assert!(err.contains("metrics.csv") && err.contains("kv_cache_usage_pct"), "{err}");
+    let err = block_on(analysis::analyze_dir(tmp.path(), &Thresholds::default()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metrics.csv") && err.contains("kv_cache_usage_pct"),
+        "{err}"
+    );
 }
 
 #[test]
 fn thresholds_change_results_and_are_recorded() {
     let (_tmp, dir) = record_scenario("mixed-incident", 1);
-    let strict = Thresholds { kv_saturated_pct: 101.0, ..Thresholds::default() };
+    let strict = Thresholds {
+        kv_saturated_pct: 101.0,
+        ..Thresholds::default()
+    };
     let a = block_on(analysis::analyze_dir(&dir, &strict)).unwrap();
-    assert!(a.summary.servers[0].phases.get("SATURATED").is_none());
+    assert!(!a.summary.servers[0].phases.contains_key("SATURATED"));
     assert_eq!(a.summary.thresholds["kv_saturated_pct"], 101.0);
 }
 

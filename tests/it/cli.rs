@@ -13,7 +13,10 @@ use crate::common::{bin, fixture_text, record_scenario};
 fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
@@ -38,13 +41,21 @@ fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
 }
 
 fn count_lines(p: &std::path::Path) -> usize {
-    std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.trim().is_empty()).count()
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
 }
 
 fn parquet_rows(p: &std::path::Path) -> i64 {
     use parquet::file::reader::FileReader;
     let f = std::fs::File::open(p).unwrap();
-    parquet::file::reader::SerializedFileReader::new(f).unwrap().metadata().file_metadata().num_rows()
+    parquet::file::reader::SerializedFileReader::new(f)
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows()
 }
 
 #[test]
@@ -55,12 +66,24 @@ fn record_fixture_pages_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let o = Command::new(bin())
-        .args(["record", "--server", &url, "--duration", "2.6s", "--interval", "500ms", "--out"])
+        .args([
+            "record",
+            "--server",
+            &url,
+            "--duration",
+            "2.6s",
+            "--interval",
+            "500ms",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), out.display().to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        out.display().to_string()
+    );
     let meta = store::read_metadata(&out).unwrap().unwrap();
     assert!(meta.complete);
     let n = meta.row_counts.samples as usize;
@@ -73,7 +96,10 @@ fn record_fixture_pages_end_to_end() {
     assert!((rows[0].kv_cache_usage_pct.unwrap() - 37.5366568914956).abs() < 1e-9);
     assert!((rows.last().unwrap().kv_cache_usage_pct.unwrap() - 90.71358748778103).abs() < 1e-9);
     // The 09 → 10 step: 17 preemptions and new TTFT observations within one interval.
-    let step = rows.iter().find(|r| r.preemptions_total == Some(17) && r.preemptions_per_s.is_some_and(|p| p > 0.0)).expect("transition row");
+    let step = rows
+        .iter()
+        .find(|r| r.preemptions_total == Some(17) && r.preemptions_per_s.is_some_and(|p| p > 0.0))
+        .expect("transition row");
     let dt = step.interval_s.unwrap();
     assert!((step.preemptions_per_s.unwrap() - 17.0 / dt).abs() < 1e-6);
     assert!(step.ttft_p95_s.is_some() && step.ttft_count.is_some());
@@ -90,14 +116,26 @@ fn sigterm_leaves_every_file_valid() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let child = Command::new(bin())
-        .args(["record", "--server", &url, "--duration", "60s", "--interval", "200ms", "--out"])
+        .args([
+            "record",
+            "--server",
+            &url,
+            "--duration",
+            "60s",
+            "--interval",
+            "200ms",
+            "--out",
+        ])
         .arg(&out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -107,16 +145,29 @@ fn sigterm_leaves_every_file_valid() {
     assert!(n >= 3);
     assert_eq!(parquet_rows(&out.join(store::SAMPLES_PARQUET)), n);
     assert_eq!(count_lines(&out.join(store::SAMPLES_JSONL)) as i64, n);
-    assert!(store::parquet_is_valid(&out.join(store::HISTOGRAMS_PARQUET)));
+    assert!(store::parquet_is_valid(
+        &out.join(store::HISTOGRAMS_PARQUET)
+    ));
 }
 
 #[test]
 fn unreachable_server_is_a_clear_error() {
     // Bind then drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let tmp = tempfile::tempdir().unwrap();
     let o = Command::new(bin())
-        .args(["record", "--server", &format!("http://127.0.0.1:{port}"), "--duration", "2s", "--out"])
+        .args([
+            "record",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "2s",
+            "--out",
+        ])
         .arg(tmp.path().join("s"))
         .output()
         .unwrap();
@@ -136,12 +187,18 @@ fn not_vllm_endpoint_names_missing_metrics() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("vllm:num_requests_running") && err.contains("vllm:kv_cache_usage_perc"), "{err}");
+    assert!(
+        err.contains("vllm:num_requests_running") && err.contains("vllm:kv_cache_usage_perc"),
+        "{err}"
+    );
 }
 
 #[test]
 fn invalid_url_is_rejected() {
-    let o = Command::new(bin()).args(["record", "--server", "ftp://x", "--duration", "1s"]).output().unwrap();
+    let o = Command::new(bin())
+        .args(["record", "--server", "ftp://x", "--duration", "1s"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid server URL"));
 }
@@ -149,45 +206,97 @@ fn invalid_url_is_rejected() {
 #[test]
 fn bad_session_errors_name_the_file() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join(store::SAMPLES_JSONL), "{\"ts\":1,\"server\":\"a\"}\nnot json\n{\"ts\":3}\n").unwrap();
-    let o = Command::new(bin()).arg("analyze").arg(tmp.path()).output().unwrap();
+    std::fs::write(
+        tmp.path().join(store::SAMPLES_JSONL),
+        "{\"ts\":1,\"server\":\"a\"}\nnot json\n{\"ts\":3}\n",
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("samples.jsonl:2"), "{err}");
-    let o = Command::new(bin()).arg("analyze").arg(tmp.path().join("nope")).output().unwrap();
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(tmp.path().join("nope"))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
 }
 
 fn doctor_output(scenario: &str, args: &[&str]) -> String {
     let (_tmp, dir) = record_scenario(scenario, 1);
-    let o = Command::new(bin()).arg("doctor").arg(&dir).args(args).env("NO_COLOR", "1").output().unwrap();
-    assert!(o.status.success() || o.status.code() == Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin())
+        .arg("doctor")
+        .arg(&dir)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() || o.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
 fn doctor_snapshots() {
-    insta::assert_snapshot!("doctor_verbose_kv_saturation", doctor_output("kv-saturation", &["--verbose"]));
-    insta::assert_snapshot!("doctor_verbose_stuck_engine", doctor_output("stuck-engine", &["--verbose"]));
-    insta::assert_snapshot!("doctor_json_kv_saturation", doctor_output("kv-saturation", &["--json"]));
-    insta::assert_snapshot!("doctor_json_queue_pressure", doctor_output("queue-pressure", &["--json"]));
+    insta::assert_snapshot!(
+        "doctor_verbose_kv_saturation",
+        doctor_output("kv-saturation", &["--verbose"])
+    );
+    insta::assert_snapshot!(
+        "doctor_verbose_stuck_engine",
+        doctor_output("stuck-engine", &["--verbose"])
+    );
+    insta::assert_snapshot!(
+        "doctor_json_kv_saturation",
+        doctor_output("kv-saturation", &["--json"])
+    );
+    insta::assert_snapshot!(
+        "doctor_json_queue_pressure",
+        doctor_output("queue-pressure", &["--json"])
+    );
 }
 
 #[test]
 fn timeline_snapshot() {
     let (_tmp, dir) = record_scenario("mixed-incident", 1);
-    let o = Command::new(bin()).arg("timeline").arg(&dir).env("NO_COLOR", "1").output().unwrap();
+    let o = Command::new(bin())
+        .arg("timeline")
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     assert!(o.status.success());
-    insta::assert_snapshot!("timeline_mixed_incident", String::from_utf8(o.stdout).unwrap());
+    insta::assert_snapshot!(
+        "timeline_mixed_incident",
+        String::from_utf8(o.stdout).unwrap()
+    );
 }
 
 #[test]
 fn doctor_fail_on_and_fleet() {
     let (_a, healthy) = record_scenario("healthy", 1);
     let (_b, bad) = record_scenario("kv-saturation", 1);
-    let st = Command::new(bin()).arg("doctor").arg(&healthy).args(["--fail-on", "medium"]).output().unwrap();
+    let st = Command::new(bin())
+        .arg("doctor")
+        .arg(&healthy)
+        .args(["--fail-on", "medium"])
+        .output()
+        .unwrap();
     assert_eq!(st.status.code(), Some(0));
-    let st = Command::new(bin()).arg("doctor").arg(&bad).args(["--fail-on", "high"]).output().unwrap();
+    let st = Command::new(bin())
+        .arg("doctor")
+        .arg(&bad)
+        .args(["--fail-on", "high"])
+        .output()
+        .unwrap();
     assert_eq!(st.status.code(), Some(1));
     let fleet = tempfile::tempdir().unwrap();
     for (name, d) in [("a", &healthy), ("b", &bad)] {
@@ -198,12 +307,22 @@ fn doctor_fail_on_and_fleet() {
             std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
         }
     }
-    let o = Command::new(bin()).arg("doctor").arg(fleet.path()).env("NO_COLOR", "1").output().unwrap();
+    let o = Command::new(bin())
+        .arg("doctor")
+        .arg(fleet.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     let text = String::from_utf8(o.stdout).unwrap();
     let first_row = text.lines().nth(1).unwrap();
     assert!(first_row.contains("KV_CACHE_THRASHING"), "{text}");
     assert!(fleet.path().join("a").join(store::DOCTOR_JSON).exists());
-    let o = Command::new(bin()).arg("doctor").arg(fleet.path()).arg("--json").output().unwrap();
+    let o = Command::new(bin())
+        .arg("doctor")
+        .arg(fleet.path())
+        .arg("--json")
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["fleet"][0]["top"], "KV_CACHE_THRASHING");
     assert_eq!(v["fleet"][1]["top"], "HEALTHY");
@@ -211,12 +330,24 @@ fn doctor_fail_on_and_fleet() {
 
 #[test]
 fn simulate_describe_json() {
-    let o = Command::new(bin()).args(["simulate", "--scenario", "stuck-engine", "--describe", "--json"]).output().unwrap();
+    let o = Command::new(bin())
+        .args([
+            "simulate",
+            "--scenario",
+            "stuck-engine",
+            "--describe",
+            "--json",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["truth"]["root_cause"], "STUCK_ENGINE");
     assert_eq!(v["engine"]["num_gpu_blocks"], 2048);
-    let o = Command::new(bin()).args(["simulate", "--scenario", "nope", "--describe"]).output().unwrap();
+    let o = Command::new(bin())
+        .args(["simulate", "--scenario", "nope", "--describe"])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
 }
 
@@ -229,24 +360,48 @@ fn record_every_scenario_over_http() {
         .chunks(4)
         .map(|chunk| {
             let chunk: Vec<&'static str> = chunk.to_vec();
-            std::thread::spawn(move || chunk.into_iter().map(|n| (n, record_over_http(n))).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                chunk
+                    .into_iter()
+                    .map(|n| (n, record_over_http(n)))
+                    .collect::<Vec<_>>()
+            })
         })
         .collect();
     let mut failures = Vec::new();
     for h in handles {
         for (name, rows) in h.join().unwrap() {
-            let kv_max = rows.iter().filter_map(|r| r.kv_cache_usage_pct).fold(0.0, f64::max);
-            let waiting_max = rows.iter().filter_map(|r| r.requests_waiting).max().unwrap_or(0);
-            let preempt = rows.iter().filter_map(|r| r.preemptions_total).max().unwrap_or(0);
-            let gen_total = rows.iter().filter_map(|r| r.generation_tokens_total).max().unwrap_or(0);
+            let kv_max = rows
+                .iter()
+                .filter_map(|r| r.kv_cache_usage_pct)
+                .fold(0.0, f64::max);
+            let waiting_max = rows
+                .iter()
+                .filter_map(|r| r.requests_waiting)
+                .max()
+                .unwrap_or(0);
+            let preempt = rows
+                .iter()
+                .filter_map(|r| r.preemptions_total)
+                .max()
+                .unwrap_or(0);
+            let gen_total = rows
+                .iter()
+                .filter_map(|r| r.generation_tokens_total)
+                .max()
+                .unwrap_or(0);
             let ok = match name {
                 "idle" => gen_total == 0 && kv_max == 0.0,
                 "healthy" => preempt == 0 && waiting_max == 0 && gen_total > 1000,
                 "queue-pressure" => waiting_max > 100 && kv_max < 95.0,
                 "kv-saturation" | "mixed-incident" => kv_max >= 95.0 && preempt > 5,
                 "stuck-engine" => waiting_max > 50,
-                "restart" => rows.iter().any(|r| !r.scrape_ok) && rows.iter().any(|r| r.counter_reset),
-                "kv-leak" => rows.iter().any(|r| r.requests_running == Some(0) && r.kv_cache_usage_pct.unwrap_or(0.0) > 2.0),
+                "restart" => {
+                    rows.iter().any(|r| !r.scrape_ok) && rows.iter().any(|r| r.counter_reset)
+                }
+                "kv-leak" => rows.iter().any(|r| {
+                    r.requests_running == Some(0) && r.kv_cache_usage_pct.unwrap_or(0.0) > 2.0
+                }),
                 _ => !rows.is_empty() && gen_total > 0,
             };
             if !ok {
@@ -259,22 +414,48 @@ fn record_every_scenario_over_http() {
 
 fn record_over_http(name: &str) -> Vec<kvscope::store::schema::Sample> {
     let speed = 30.0;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut sim = Command::new(bin())
-        .args(["simulate", "--scenario", name, "--speed", &speed.to_string(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "simulate",
+            "--scenario",
+            name,
+            "--speed",
+            &speed.to_string(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let o = Command::new(bin())
-        .args(["record", "--wait", "--server", &format!("http://127.0.0.1:{port}"), "--duration", "3s", "--interval", "33ms", "--out"])
+        .args([
+            "record",
+            "--wait",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "3s",
+            "--interval",
+            "33ms",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     let _ = sim.kill();
     let _ = sim.wait();
-    assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
     // Samples carry simulated time: ~90 simulated seconds in ~3 wall seconds.
     let span = rows.last().unwrap().t_rel_sec - rows[0].t_rel_sec;

@@ -36,7 +36,10 @@ fn f01_v0_fork_idle() {
     let p = page("01-v0.5-fork-idle-bsc.prom");
     assert!(p.exp.skipped.is_empty());
     let s = one(&p);
-    assert_eq!(s.model_name, "/gpfs/scratch/bsc98/bsc098069/llm_benchmarking/models/llama/llama-2-13b");
+    assert_eq!(
+        s.model_name,
+        "/gpfs/scratch/bsc98/bsc098069/llm_benchmarking/models/llama/llama-2-13b"
+    );
     assert_eq!(s.engine, "0");
     assert_eq!(s.kv_cache_usage_pct, Some(0.0));
     assert_eq!(s.requests_running, Some(0));
@@ -46,7 +49,11 @@ fn f01_v0_fork_idle() {
     assert_eq!(s.prefix_cache_hit_rate_pct, None);
     // Two non-upstream fork gauges are ignored and counted.
     assert!(p.reading.unknown_vllm.contains("vllm:scheduler_total_time"));
-    assert!(p.reading.unknown_vllm.contains("vllm:model_forward_total_time"));
+    assert!(
+        p.reading
+            .unknown_vllm
+            .contains("vllm:model_forward_total_time")
+    );
     assert_eq!(p.reading.kv_capacity_tokens(), Some(2657.0 * 16.0));
 }
 
@@ -113,7 +120,11 @@ fn f06_v1_011_idle() {
     assert_eq!(s.kv_cache_usage_pct, Some(0.0));
     assert_eq!(s.requests_finished_total, Some(0));
     assert_eq!(p.reading.kv_capacity_tokens(), Some(2452.0 * 16.0));
-    assert!(p.reading.unknown_vllm.is_empty(), "{:?}", p.reading.unknown_vllm);
+    assert!(
+        p.reading.unknown_vllm.is_empty(),
+        "{:?}",
+        p.reading.unknown_vllm
+    );
 }
 
 #[test]
@@ -181,8 +192,12 @@ fn f10_v1_026_kv_saturation() {
 fn rates_and_interval_quantiles_from_two_pages() {
     // Page 09 then page 10 of the same server, 10 s apart: counters advance.
     let mut n = Normalizer::new();
-    let a = adapter::read(&prom::parse(&fixture_text("09-v1-0.26-h100-queue-pressure.prom")));
-    let b = adapter::read(&prom::parse(&fixture_text("10-v1-0.26-h100-kv-saturation-preempting.prom")));
+    let a = adapter::read(&prom::parse(&fixture_text(
+        "09-v1-0.26-h100-queue-pressure.prom",
+    )));
+    let b = adapter::read(&prom::parse(&fixture_text(
+        "10-v1-0.26-h100-kv-saturation-preempting.prom",
+    )));
     n.normalize("srv", 0, 0.0, None, &a);
     let rows = n.normalize("srv", 10_000_000, 10.0, None, &b).samples;
     let s = &rows[0];

@@ -17,19 +17,40 @@ fn check(name: &str, seed: u64) -> Vec<String> {
     let sc = scenario::scenario(name).unwrap();
     let truth = &sc.truth;
     let (_tmp, dir) = record_scenario(name, seed);
-    let a = block_on(analysis::analyze_dir_with(&dir, &Thresholds::default(), AnalyzeOptions { series: true })).unwrap();
+    let a = block_on(analysis::analyze_dir_with(
+        &dir,
+        &Thresholds::default(),
+        AnalyzeOptions { series: true },
+    ))
+    .unwrap();
     let meta = store::read_metadata(&dir).unwrap();
     let report = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
     let mut problems = Vec::new();
-    let top = report.hypotheses.first().map(|h| h.id.clone()).unwrap_or_default();
+    let top = report
+        .hypotheses
+        .first()
+        .map(|h| h.id.clone())
+        .unwrap_or_default();
     if top != truth.root_cause {
-        let ranked: Vec<String> = report.hypotheses.iter().map(|h| format!("{}={}", h.id, h.score)).collect();
-        problems.push(format!("top is {top}, expected {} ({ranked:?})", truth.root_cause));
+        let ranked: Vec<String> = report
+            .hypotheses
+            .iter()
+            .map(|h| format!("{}={}", h.id, h.score))
+            .collect();
+        problems.push(format!(
+            "top is {top}, expected {} ({ranked:?})",
+            truth.root_cause
+        ));
     }
     for w in &truth.phases {
-        let seen = a.series.iter().any(|p| p.t_rel_sec >= w.from_s && p.t_rel_sec <= w.to_s && p.phase.as_deref() == Some(w.phase));
+        let seen = a.series.iter().any(|p| {
+            p.t_rel_sec >= w.from_s && p.t_rel_sec <= w.to_s && p.phase.as_deref() == Some(w.phase)
+        });
         if !seen {
-            problems.push(format!("phase {} not seen in [{}, {}]", w.phase, w.from_s, w.to_s));
+            problems.push(format!(
+                "phase {} not seen in [{}, {}]",
+                w.phase, w.from_s, w.to_s
+            ));
         }
     }
     for p in &truth.absent_phases {
@@ -38,7 +59,10 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         }
     }
     for c in &truth.conditions {
-        let started = a.events.iter().any(|e| e.condition.as_deref() == Some(*c) && e.state.as_deref() == Some("start"));
+        let started = a
+            .events
+            .iter()
+            .any(|e| e.condition.as_deref() == Some(*c) && e.state.as_deref() == Some("start"));
         if !started {
             problems.push(format!("condition {c} never started"));
         }
@@ -60,7 +84,10 @@ fn check(name: &str, seed: u64) -> Vec<String> {
             }
         }
     }
-    problems.into_iter().map(|p| format!("{name} seed {seed}: {p}")).collect()
+    problems
+        .into_iter()
+        .map(|p| format!("{name} seed {seed}: {p}"))
+        .collect()
 }
 
 #[test]
@@ -77,18 +104,31 @@ fn every_scenario_matches_its_ground_truth() {
 #[test]
 fn max_num_seqs_advice_follows_the_block_count() {
     let advice = |blocks: u32| -> u64 {
-        let (_tmp, dir) = crate::common::record_scenario_with("kv-saturation", 1, |s| s.engine.num_gpu_blocks = blocks);
+        let (_tmp, dir) = crate::common::record_scenario_with("kv-saturation", 1, |s| {
+            s.engine.num_gpu_blocks = blocks
+        });
         let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
         let meta = store::read_metadata(&dir).unwrap();
         let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
-        let h = r.hypotheses.iter().find(|h| h.id == "KV_CACHE_THRASHING").expect("thrashing found");
-        let rec = h.recommendations.iter().find(|r| r.action == "--max-num-seqs").expect("max-num-seqs advice");
+        let h = r
+            .hypotheses
+            .iter()
+            .find(|h| h.id == "KV_CACHE_THRASHING")
+            .expect("thrashing found");
+        let rec = h
+            .recommendations
+            .iter()
+            .find(|r| r.action == "--max-num-seqs")
+            .expect("max-num-seqs advice");
         rec.value.as_deref().unwrap().parse().unwrap()
     };
     let small = advice(2048);
     let large = advice(3072);
-    assert!(small >= 5 && small <= 40, "{small}");
-    assert!(large > small, "more blocks → more sequences fit: {small} vs {large}");
+    assert!((5..=40).contains(&small), "{small}");
+    assert!(
+        large > small,
+        "more blocks → more sequences fit: {small} vs {large}"
+    );
 }
 
 #[test]
@@ -99,7 +139,12 @@ fn no_recommendation_lowers_gpu_memory_utilization() {
         let meta = store::read_metadata(&dir).unwrap();
         let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
         let text = serde_json::to_string(&r).unwrap().to_lowercase();
-        assert!(!text.contains("lower gpu-memory-utilization") && !text.contains("reduce --gpu-memory-utilization") && !text.contains("decrease --gpu-memory-utilization"), "{name}");
+        assert!(
+            !text.contains("lower gpu-memory-utilization")
+                && !text.contains("reduce --gpu-memory-utilization")
+                && !text.contains("decrease --gpu-memory-utilization"),
+            "{name}"
+        );
         for h in &r.hypotheses {
             for rec in &h.recommendations {
                 if rec.action == "--gpu-memory-utilization" {

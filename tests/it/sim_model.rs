@@ -26,11 +26,17 @@ fn kv_bounded_and_counters_monotone() {
             for e in &sim.engines {
                 let kv = e.kv_usage_fraction();
                 assert!((0.0..=1.0).contains(&kv), "{name} t={t}: kv {kv}");
-                assert!(e.running.len() as u32 <= e.cfg.max_num_seqs, "{name}: running above max-num-seqs");
+                assert!(
+                    e.running.len() as u32 <= e.cfg.max_num_seqs,
+                    "{name}: running above max-num-seqs"
+                );
                 let m = &e.metrics;
                 let now = (m.generation_tokens, m.preemptions, m.prompt_tokens);
                 if *name != "restart" {
-                    assert!(now.0 >= last.0 && now.1 >= last.1 && now.2 >= last.2, "{name} t={t}: counter went down");
+                    assert!(
+                        now.0 >= last.0 && now.1 >= last.1 && now.2 >= last.2,
+                        "{name} t={t}: counter went down"
+                    );
                 }
                 last = now;
             }
@@ -50,7 +56,11 @@ fn preemption_only_when_blocks_run_out() {
     let sc = scenario::scenario("kv-saturation").unwrap();
     let mut sim = Simulation::new(sc, 3, 1, 0.0);
     sim.advance_to(90.0);
-    assert!(sim.engines[0].metrics.preemptions > 10, "{}", sim.engines[0].metrics.preemptions);
+    assert!(
+        sim.engines[0].metrics.preemptions > 10,
+        "{}",
+        sim.engines[0].metrics.preemptions
+    );
 }
 
 #[test]
@@ -62,7 +72,10 @@ fn littles_law_in_healthy() {
     let mut samples = Vec::new();
     let mut t = 10.0;
     sim.advance_to(t);
-    let (c0, s0) = (sim.engines[0].metrics.e2e.count(), sim.engines[0].metrics.e2e.sum);
+    let (c0, s0) = (
+        sim.engines[0].metrics.e2e.count(),
+        sim.engines[0].metrics.e2e.sum,
+    );
     while t < 90.0 {
         t += 0.25;
         sim.advance_to(t);
@@ -73,7 +86,10 @@ fn littles_law_in_healthy() {
     let w = (m.e2e.sum - s0) / (m.e2e.count() - c0) as f64;
     let l = samples.iter().sum::<f64>() / samples.len() as f64;
     let predicted = rate * w;
-    assert!((l - predicted).abs() / predicted < 0.2, "L={l:.2} λW={predicted:.2}");
+    assert!(
+        (l - predicted).abs() / predicted < 0.2,
+        "L={l:.2} λW={predicted:.2}"
+    );
 }
 
 #[test]
@@ -103,15 +119,29 @@ fn generation_counter_matches_tokens_produced() {
     sim.advance_to(45.0);
     let e = &sim.engines[0];
     let finished = e.metrics.generation_len.sum;
-    let in_flight: u64 = e.running.iter().map(|r| r.generated_tokens() as u64).sum::<u64>()
-        + e.waiting.iter().map(|r| r.generated_tokens() as u64).sum::<u64>();
+    let in_flight: u64 = e
+        .running
+        .iter()
+        .map(|r| r.generated_tokens() as u64)
+        .sum::<u64>()
+        + e.waiting
+            .iter()
+            .map(|r| r.generated_tokens() as u64)
+            .sum::<u64>();
     assert_eq!(e.metrics.generation_tokens, finished as u64 + in_flight);
 }
 
 #[test]
 fn every_fixture_family_present_with_vllm_types_and_labels() {
-    let real = prom::parse(&fixture_text("10-v1-0.26-h100-kv-saturation-preempting.prom"));
-    let mut sim = Simulation::new(scenario::scenario("healthy").unwrap(), 1, 2, 1_800_000_000.0);
+    let real = prom::parse(&fixture_text(
+        "10-v1-0.26-h100-kv-saturation-preempting.prom",
+    ));
+    let mut sim = Simulation::new(
+        scenario::scenario("healthy").unwrap(),
+        1,
+        2,
+        1_800_000_000.0,
+    );
     sim.advance_to(20.0);
     let ours = prom::parse(&sim.render());
     assert!(ours.skipped.is_empty());
@@ -126,7 +156,12 @@ fn every_fixture_family_present_with_vllm_types_and_labels() {
             k
         };
         if f.name != "vllm:cache_config_info" {
-            assert_eq!(label_keys(&o.samples[0]), label_keys(&f.samples[0]), "{} labels", f.name);
+            assert_eq!(
+                label_keys(&o.samples[0]),
+                label_keys(&f.samples[0]),
+                "{} labels",
+                f.name
+            );
         }
         if f.kind == MetricType::Histogram && f.name != "vllm:request_prompt_tokens" {
             let bounds = |fam: &prom::Family| -> Vec<String> {
@@ -137,7 +172,12 @@ fn every_fixture_family_present_with_vllm_types_and_labels() {
                     .collect()
             };
             let real_b = bounds(f);
-            if !real_b.is_empty() && !f.name.contains("generation_tokens") && !f.name.contains("max_tokens") && !f.name.contains("kv_computed") && !f.name.contains("max_num_generation") {
+            if !real_b.is_empty()
+                && !f.name.contains("generation_tokens")
+                && !f.name.contains("max_tokens")
+                && !f.name.contains("kv_computed")
+                && !f.name.contains("max_num_generation")
+            {
                 assert_eq!(bounds(o), real_b, "{} buckets", f.name);
             }
         }

@@ -14,15 +14,22 @@ fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let drops = ctx.events_named("DECODE_THROUGHPUT_DROP");
     if drops.is_empty() {
-        return Verdict::RuledOut("generation tokens/s never fell below half its rolling baseline with running steady".into());
+        return Verdict::RuledOut(
+            "generation tokens/s never fell below half its rolling baseline with running steady"
+                .into(),
+        );
     }
     if s.stalled_s >= 10.0 {
         return Verdict::RuledOut("generation stopped entirely: STUCK_ENGINE".into());
     }
     if ctx.phase_share("SATURATED") > 0.2 {
-        return Verdict::RuledOut("throughput fell during KV saturation (preemption): KV_CACHE_THRASHING".into());
+        return Verdict::RuledOut(
+            "throughput fell during KV saturation (preemption): KV_CACHE_THRASHING".into(),
+        );
     }
-    let first = drops.first().map(|e| (e.value.unwrap_or(0.0), e.baseline.unwrap_or(0.0)));
+    let first = drops
+        .first()
+        .map(|e| (e.value.unwrap_or(0.0), e.baseline.unwrap_or(0.0)));
     let (value, baseline) = first.unwrap_or((0.0, 0.0));
     let mut recs = vec![rec(
         "check GPU clocks, temperature and power (DCGM_FI_DEV_SM_CLOCK, *_VIOLATION, XID errors)",
@@ -39,7 +46,10 @@ fn check(ctx: &Context) -> Verdict {
     let mut counter = Vec::new();
     let mut score = 0.6 + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0));
     if !ctx.episodes("PREFILL_PRESSURE").is_empty()
-        || ctx.events.iter().any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
+        || ctx
+            .events
+            .iter()
+            .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
     {
         score *= 0.7;
         counter.push("prefill pressure at the same time: long prompts, not slower steps, may explain the drop".to_string());
@@ -51,12 +61,21 @@ fn check(ctx: &Context) -> Verdict {
         score,
         summary: format!(
             "generation fell to {value:.0} tok/s from a baseline of {baseline:.0} tok/s while running stayed at {:.0}",
-            drops.first().and_then(|e| e.evidence.as_ref()).and_then(|v| v.get("requests_running")).and_then(|v| v.as_f64()).unwrap_or(0.0)
+            drops
+                .first()
+                .and_then(|e| e.evidence.as_ref())
+                .and_then(|v| v.get("requests_running"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0)
         ),
         evidence: vec![
-            ev("generation_tokens_per_s", value).baseline(baseline).threshold(baseline * ctx.threshold("decode_drop_share")).window(drops.first().map(|e| e.ts.clone())),
+            ev("generation_tokens_per_s", value)
+                .baseline(baseline)
+                .threshold(baseline * ctx.threshold("decode_drop_share"))
+                .window(drops.first().map(|e| e.ts.clone())),
             ev("DECODE_THROUGHPUT_DROP events", drops.len() as f64),
-            ev("itl_p95_s (max)", s.itl_p95_max_s.unwrap_or(0.0)).baseline(s.itl_p95_median_s.unwrap_or(0.0)),
+            ev("itl_p95_s (max)", s.itl_p95_max_s.unwrap_or(0.0))
+                .baseline(s.itl_p95_median_s.unwrap_or(0.0)),
         ],
         counter_evidence: counter,
         recommendations: recs,

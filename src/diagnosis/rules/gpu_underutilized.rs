@@ -18,12 +18,21 @@ fn check(ctx: &Context) -> Verdict {
         return Verdict::RuledOut("requests waited at some point".into());
     }
     if idle < 0.5 && running >= 1.0 {
-        return Verdict::RuledOut(format!("busy {:.0}% of the time, {running:.1} running on average", (1.0 - idle) * 100.0));
+        return Verdict::RuledOut(format!(
+            "busy {:.0}% of the time, {running:.1} running on average",
+            (1.0 - idle) * 100.0
+        ));
     }
     Verdict::Found {
         score: 0.3,
-        summary: format!("idle {:.0}% of the time, {running:.1} requests running on average, nothing queued", idle * 100.0),
-        evidence: vec![ev("share of time IDLE", idle), ev("requests_running (avg)", running)],
+        summary: format!(
+            "idle {:.0}% of the time, {running:.1} requests running on average, nothing queued",
+            idle * 100.0
+        ),
+        evidence: vec![
+            ev("share of time IDLE", idle),
+            ev("requests_running (avg)", running),
+        ],
         counter_evidence: vec![],
         recommendations: vec![rec(
             "consolidate: fewer replicas or a smaller GPU for this model",

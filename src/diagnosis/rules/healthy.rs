@@ -19,7 +19,10 @@ fn check(ctx: &Context) -> Verdict {
         || s.counter_resets > 0
         || s.idle_kv_max_pct.unwrap_or(0.0) >= 2.0
         || ctx.events.iter().any(|e| {
-            matches!(e.event.as_deref(), Some("TTFT_SPIKE" | "DECODE_THROUGHPUT_DROP" | "PREEMPTION_BURST"))
+            matches!(
+                e.event.as_deref(),
+                Some("TTFT_SPIKE" | "DECODE_THROUGHPUT_DROP" | "PREEMPTION_BURST")
+            )
         });
     if bad {
         return Verdict::RuledOut("pressure, spikes or faults were observed".into());

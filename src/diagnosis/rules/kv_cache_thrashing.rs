@@ -19,7 +19,9 @@ fn check(ctx: &Context) -> Verdict {
         return Verdict::RuledOut(format!("KV usage peaked at {kv_max:.1}% (< {sat}%)"));
     }
     if preempt < 1.0 {
-        return Verdict::RuledOut(format!("KV reached {kv_max:.1}% but no request was preempted"));
+        return Verdict::RuledOut(format!(
+            "KV reached {kv_max:.1}% but no request was preempted"
+        ));
     }
     let sat_share = ctx.phase_share("SATURATED");
     let peak = s.preemptions_peak_per_s.unwrap_or(0.0);
@@ -28,10 +30,14 @@ fn check(ctx: &Context) -> Verdict {
     let bursts = ctx.events_named("PREEMPTION_BURST");
     let sats = ctx.events_named("KV_SATURATION");
     let mut evidence = vec![
-        ev("kv_cache_usage_pct (max)", kv_max).threshold(sat).window(Context::window_of(&sats)),
+        ev("kv_cache_usage_pct (max)", kv_max)
+            .threshold(sat)
+            .window(Context::window_of(&sats)),
         ev("time SATURATED (s)", ctx.phase_seconds("SATURATED")),
         ev("preemptions", preempt),
-        ev("preemptions_per_s (peak)", peak).threshold(burst).window(Context::window_of(&bursts)),
+        ev("preemptions_per_s (peak)", peak)
+            .threshold(burst)
+            .window(Context::window_of(&bursts)),
     ];
     if let Some(w) = s.waiting_max {
         evidence.push(ev("requests_waiting (max)", w));

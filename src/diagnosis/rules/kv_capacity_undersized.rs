@@ -27,7 +27,9 @@ fn check(ctx: &Context) -> Verdict {
     }
     let mut recs = vec![rec(
         "--gpu-memory-utilization",
-        ctx.facts.gpu_memory_utilization.map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
+        ctx.facts
+            .gpu_memory_utilization
+            .map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
         "more GPU memory for KV blocks raises concurrency before requests queue for blocks",
         "less headroom for activations; raise in small steps",
     )];
@@ -39,13 +41,16 @@ fn check(ctx: &Context) -> Verdict {
     ));
     recs.push(rec(
         "--max-model-len",
-        s.prompt_len_p95_max.map(|p| format!("{:.0}", (p * 2.0).max(1024.0))),
+        s.prompt_len_p95_max
+            .map(|p| format!("{:.0}", (p * 2.0).max(1024.0))),
         "a shorter maximum context lets the engine plan for the lengths actually served",
         "longer requests are rejected",
     ));
     Verdict::Found {
         score: 0.45 + 0.25 * ((p95 - rising) / (100.0 - rising)).clamp(0.0, 1.0),
-        summary: format!("KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"),
+        summary: format!(
+            "KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"
+        ),
         evidence: vec![
             ev("kv_cache_usage_pct (p95)", p95).threshold(rising),
             ev("requests_waiting (max)", waiting),

@@ -43,7 +43,10 @@ pub(crate) fn safe_max_num_seqs(ctx: &super::Context) -> Option<(u64, f64)> {
         return None;
     }
     let tokens_per_seq = pct_per_seq / 100.0 * capacity;
-    Some((((0.9 * capacity) / tokens_per_seq).floor().max(1.0) as u64, tokens_per_seq))
+    Some((
+        ((0.9 * capacity) / tokens_per_seq).floor().max(1.0) as u64,
+        tokens_per_seq,
+    ))
 }
 
 #[cfg(test)]
@@ -60,7 +63,10 @@ mod tests {
         assert_eq!(files.len(), super::RULES.len());
         for f in files {
             let id = f.trim_end_matches(".rs").to_uppercase();
-            assert!(super::RULES.iter().any(|r| r.id == id), "{f} is not registered in RULES");
+            assert!(
+                super::RULES.iter().any(|r| r.id == id),
+                "{f} is not registered in RULES"
+            );
         }
     }
 }

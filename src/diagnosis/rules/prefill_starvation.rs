@@ -16,21 +16,27 @@ fn check(ctx: &Context) -> Verdict {
         .events
         .iter()
         .copied()
-        .filter(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE") && e.state.as_deref() == Some("start"))
+        .filter(|e| {
+            e.condition.as_deref() == Some("PREFILL_PRESSURE")
+                && e.state.as_deref() == Some("start")
+        })
         .collect();
     let spikes = ctx.events_named("TTFT_SPIKE");
     if changes.is_empty() {
-        return Verdict::RuledOut("prefill never dominated the engine's tokens while TTFT spiked".into());
+        return Verdict::RuledOut(
+            "prefill never dominated the engine's tokens while TTFT spiked".into(),
+        );
     }
     if ctx.phase_share("SATURATED") > 0.2 {
         return Verdict::RuledOut("KV saturation, not prefill, dominates the session".into());
     }
-    let score = 0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
+    let score =
+        0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
     let itl = s.itl_p95_median_s.unwrap_or(0.0);
     let mut recs = Vec::new();
     let budget = s
         .prompt_len_p95_max
-        .map(|p| (p.max(2048.0)).min(16384.0).log2().ceil().exp2());
+        .map(|p| p.clamp(2048.0, 16384.0).log2().ceil().exp2());
     recs.push(rec(
         "--long-prefill-token-threshold",
         s.prompt_len_p95_max.map(|p| format!("{:.0}", (p / 4.0).max(512.0))),
@@ -57,10 +63,16 @@ fn check(ctx: &Context) -> Verdict {
             spikes.len()
         ),
         evidence: vec![
-            ev("PREFILL_PRESSURE starts", changes.len() as f64).window(Context::window_of(&changes)),
-            ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0)).baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
+            ev("PREFILL_PRESSURE starts", changes.len() as f64)
+                .window(Context::window_of(&changes)),
+            ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0))
+                .baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
             ev("itl_p95_s (median)", itl),
-            ev("prompt_tokens_per_s (max)", s.prompt_tokens_per_s_max.unwrap_or(0.0)).baseline(s.prompt_tokens_per_s_avg.unwrap_or(0.0)),
+            ev(
+                "prompt_tokens_per_s (max)",
+                s.prompt_tokens_per_s_max.unwrap_or(0.0),
+            )
+            .baseline(s.prompt_tokens_per_s_avg.unwrap_or(0.0)),
         ],
         counter_evidence: vec![],
         recommendations: recs,

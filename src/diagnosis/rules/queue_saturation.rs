@@ -22,10 +22,14 @@ fn check(ctx: &Context) -> Verdict {
         ));
     }
     if s.stalled_s >= 10.0 {
-        return Verdict::RuledOut("the engine stopped generating: STUCK_ENGINE explains the queue".into());
+        return Verdict::RuledOut(
+            "the engine stopped generating: STUCK_ENGINE explains the queue".into(),
+        );
     }
     if kv_max >= ctx.threshold("kv_saturated_pct") && s.preemptions.unwrap_or(0.0) >= 1.0 {
-        return Verdict::RuledOut("the queue follows KV saturation and preemption (KV_CACHE_THRASHING)".into());
+        return Verdict::RuledOut(
+            "the queue follows KV saturation and preemption (KV_CACHE_THRASHING)".into(),
+        );
     }
     let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
     let mut counter = Vec::new();
@@ -33,9 +37,15 @@ fn check(ctx: &Context) -> Verdict {
         score *= 0.6;
         counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
     }
-    if ctx.events.iter().any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE")) {
+    if ctx
+        .events
+        .iter()
+        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
+    {
         score *= 0.6;
-        counter.push("the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string());
+        counter.push(
+            "the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string(),
+        );
     }
     let episodes = ctx.episodes("QUEUE_DELAY");
     let running_max = s.running_max.unwrap_or(0.0);
@@ -52,7 +62,10 @@ fn check(ctx: &Context) -> Verdict {
     }
     recs.push(rec(
         "scale out (more replicas / data-parallel engines)",
-        s.requests_finished.zip(Some(s.duration_s)).filter(|(_, d)| *d > 0.0).map(|(f, d)| format!("service rate was {:.1} req/s", f / d)),
+        s.requests_finished
+            .zip(Some(s.duration_s))
+            .filter(|(_, d)| *d > 0.0)
+            .map(|(f, d)| format!("service rate was {:.1} req/s", f / d)),
         "arrivals exceed what one replica finishes; the backlog only grows",
         "more GPUs",
     ));
@@ -69,7 +82,11 @@ fn check(ctx: &Context) -> Verdict {
             share * 100.0
         ),
         evidence: vec![
-            ev("time QUEUE_PRESSURE (s)", ctx.phase_seconds("QUEUE_PRESSURE")).window(Context::window_of(&episodes)),
+            ev(
+                "time QUEUE_PRESSURE (s)",
+                ctx.phase_seconds("QUEUE_PRESSURE"),
+            )
+            .window(Context::window_of(&episodes)),
             ev("requests_waiting (max)", waiting).threshold(ctx.threshold("queue_min_waiting")),
             ev("requests_running (max)", running_max),
             ev("kv_cache_usage_pct (max)", kv_max),

@@ -18,7 +18,10 @@ fn check(ctx: &Context) -> Verdict {
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
     Verdict::Found {
         score: 0.75,
-        summary: format!("{} restart(s); /metrics unavailable for {downtime:.0} s", resets.len()),
+        summary: format!(
+            "{} restart(s); /metrics unavailable for {downtime:.0} s",
+            resets.len()
+        ),
         evidence: vec![
             ev("COUNTER_RESET events", resets.len() as f64).window(Context::window_of(&resets)),
             ev("seconds without metrics", downtime).window(Context::window_of(&gaps)),

@@ -16,7 +16,9 @@ pub const RULE: Rule = Rule {
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     if s.stalled_s < MIN_STALL_S {
-        return Verdict::RuledOut(format!("generation never stopped with work present for ≥ {MIN_STALL_S} s"));
+        return Verdict::RuledOut(format!(
+            "generation never stopped with work present for ≥ {MIN_STALL_S} s"
+        ));
     }
     Verdict::Found {
         score: 0.92,
@@ -26,7 +28,11 @@ fn check(ctx: &Context) -> Verdict {
             s.waiting_max.unwrap_or(0.0)
         ),
         evidence: vec![
-            ev("seconds with running > 0, waiting > 0, generation ≈ 0", s.stalled_s).threshold(MIN_STALL_S),
+            ev(
+                "seconds with running > 0, waiting > 0, generation ≈ 0",
+                s.stalled_s,
+            )
+            .threshold(MIN_STALL_S),
             ev("requests_waiting (max)", s.waiting_max.unwrap_or(0.0)),
         ],
         counter_evidence: vec![],

@@ -26,7 +26,12 @@ fn check(ctx: &Context) -> Verdict {
     let reasons: Vec<String> = gaps.iter().filter_map(|e| e.reason.clone()).collect();
     Verdict::Found {
         score,
-        summary: format!("{} gap(s), {} failed scrape(s) ({:.0}% of samples)", gaps.len(), s.failed_scrapes, share * 100.0),
+        summary: format!(
+            "{} gap(s), {} failed scrape(s) ({:.0}% of samples)",
+            gaps.len(),
+            s.failed_scrapes,
+            share * 100.0
+        ),
         evidence: vec![
             ev("SCRAPE_GAP events", gaps.len() as f64).window(Context::window_of(&gaps)),
             ev("failed scrapes", s.failed_scrapes as f64),

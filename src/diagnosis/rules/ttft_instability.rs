@@ -28,7 +28,9 @@ fn check(ctx: &Context) -> Verdict {
         .iter()
         .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"));
     if prefill {
-        return Verdict::RuledOut("TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into());
+        return Verdict::RuledOut(
+            "TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into(),
+        );
     }
     let worst = spikes.iter().filter_map(|e| e.value).fold(0.0, f64::max);
     let base = spikes.first().and_then(|e| e.baseline).unwrap_or(0.0);
@@ -39,7 +41,9 @@ fn check(ctx: &Context) -> Verdict {
             spikes.len()
         ),
         evidence: vec![
-            ev("ttft_p95_s (worst spike)", worst).baseline(base).window(Context::window_of(&spikes)),
+            ev("ttft_p95_s (worst spike)", worst)
+                .baseline(base)
+                .window(Context::window_of(&spikes)),
             ev("TTFT_SPIKE events", spikes.len() as f64),
             ev("share of time saturated or queueing", loaded),
         ],

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need (a Python venv with pyarrow,
+# pandas, Polars, DuckDB, pytest), then runs every Rust test and the interop tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kvscope-target}"
+VENV="${KVSCOPE_VENV:-$HOME/.cache/kvscope-venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+
+echo "== cargo test"
+cargo test --locked
+
+echo "== interop (pyarrow, pandas, Polars, DuckDB)"
+cargo build --locked --quiet
+KVSCOPE_BIN="$CARGO_TARGET_DIR/debug/kvscope" "$VENV/bin/python" -m pytest -q tests/interop
