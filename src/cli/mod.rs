@@ -151,6 +151,10 @@ struct SimulateArgs {
     /// Scrape interval for --record-to, simulated seconds.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
+    /// With --record-to: write a synthetic fleet of N servers (core columns, 1 Hz,
+    /// --seconds long) for scale tests instead of running the scheduler model.
+    #[arg(long)]
+    fleet: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -552,6 +556,13 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             println!("{}: {}", sc.name, sc.description);
             println!("root cause: {}", sc.truth.root_cause);
         }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let (Some(dir), Some(n)) = (&a.record_to, a.fleet) {
+        let secs = a.seconds.unwrap_or(3600.0).max(1.0) as usize;
+        let rows = sim::fleet::generate(dir, n, secs, a.seed)?;
+        eprintln!("wrote {rows} rows ({n} servers × {secs} s)");
+        println!("{}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(dir) = a.record_to {

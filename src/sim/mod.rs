@@ -4,6 +4,7 @@
 //! session through the same pipeline `kvscope record` uses ([`record_offline`]).
 
 pub mod exposition;
+pub mod fleet;
 pub mod model;
 pub mod scenario;
 pub mod server;
