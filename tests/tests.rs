@@ -6,6 +6,8 @@
 //! - `scenarios`: every scenario recorded offline and analysed; phases, events and the
 //!   doctor's top hypothesis checked against the scenario's ground truth (3 seeds).
 //! - `analysis`: legacy sessions, core-only sessions, episode properties, thresholds.
+//! - `reliability`: fuzz-style property tests of the parser, a fault-injecting server
+//!   against the recorder, SIGKILL and repair, corrupted sessions.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -17,6 +19,8 @@ mod analysis;
 mod cli;
 #[path = "it/fixtures.rs"]
 mod fixtures;
+#[path = "it/reliability.rs"]
+mod reliability;
 #[path = "it/scenarios.rs"]
 mod scenarios;
 #[path = "it/sim_model.rs"]

@@ -41,6 +41,12 @@ enum Command {
     Demo(DemoArgs),
     /// Rebuild a crashed session's Parquet from samples.jsonl.
     Repair { session: PathBuf },
+    /// Check a session's files and say what is wrong (exit 1 on any error).
+    Verify {
+        session: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -227,6 +233,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => rt.block_on(cmd_doctor(a)),
         Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
         Command::Demo(a) => rt.block_on(cmd_demo(a)),
+        Command::Verify { session, json } => {
+            store::check_session_dir(&session)?;
+            let checks = store::verify::verify(&session);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                for c in &checks {
+                    let tag = match c.level {
+                        store::verify::Level::Ok => "ok",
+                        store::verify::Level::Warning => "warning",
+                        store::verify::Level::Error => "ERROR",
+                    };
+                    println!("{tag:<8} {:<20} {}", c.file, c.message);
+                }
+            }
+            let bad = checks
+                .iter()
+                .any(|c| c.level == store::verify::Level::Error);
+            Ok(if bad {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Repair { session } => {
             let r = store::repair(&session)?;
             match r.rebuilt_rows {

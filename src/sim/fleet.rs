@@ -22,7 +22,11 @@ use crate::store::{self, StoreError};
 /// Schema of a generated fleet session (the core columns).
 pub fn fleet_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("server", DataType::Utf8, false),
         Field::new("kv_cache_usage_pct", DataType::Float64, true),
         Field::new("requests_running", DataType::Int64, true),
@@ -51,8 +55,13 @@ pub fn generate(dir: &Path, servers: usize, seconds: usize, seed: u64) -> Result
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
-        .map_err(|e| StoreError::Invalid { path: path.clone(), message: e.to_string() })?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| {
+            StoreError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
     while start < servers {
         let end = (start + per_batch).min(servers);
         let n = (end - start) * seconds;
@@ -77,8 +86,13 @@ pub fn generate(dir: &Path, servers: usize, seconds: usize, seed: u64) -> Result
                     incident = rng.random_range(10..120);
                     kind = rng.random_range(0..3);
                 }
-                let (mut k, mut r, mut wq, mut p, mut tt) =
-                    (load * 90.0, (load * 64.0).round(), 0.0, 0.0, 0.05 + load * 0.1);
+                let (mut k, mut r, mut wq, mut p, mut tt) = (
+                    load * 90.0,
+                    (load * 64.0).round(),
+                    0.0,
+                    0.0,
+                    0.05 + load * 0.1,
+                );
                 if incident > 0 {
                     incident -= 1;
                     match kind {
@@ -120,14 +134,21 @@ pub fn generate(dir: &Path, servers: usize, seconds: usize, seed: u64) -> Result
             Arc::new(Float64Array::from(ttft)),
             Arc::new(Float64Array::from(e2e)),
         ];
-        let batch = RecordBatch::try_new(schema.clone(), cols)
-            .map_err(|e| StoreError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let batch =
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| StoreError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         rows += batch.num_rows() as u64;
-        w.write(&batch)
-            .map_err(|e| StoreError::Invalid { path: path.clone(), message: e.to_string() })?;
+        w.write(&batch).map_err(|e| StoreError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         start = end;
     }
-    w.close()
-        .map_err(|e| StoreError::Invalid { path: path.clone(), message: e.to_string() })?;
+    w.close().map_err(|e| StoreError::Invalid {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
     Ok(rows)
 }

@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod schema;
+pub mod verify;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};

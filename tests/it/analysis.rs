@@ -178,8 +178,15 @@ proptest! {
 
 #[test]
 fn schema_doc_lists_every_column() {
-    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema.md")).unwrap();
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema.md"),
+    )
+    .unwrap();
     for c in kvscope::store::schema::COLUMNS {
-        assert!(doc.contains(&format!("| `{}` |", c.name)), "docs/schema.md lacks {}", c.name);
+        assert!(
+            doc.contains(&format!("| `{}` |", c.name)),
+            "docs/schema.md lacks {}",
+            c.name
+        );
     }
 }

@@ -1,0 +1,398 @@
+//! Faults and bad input: nothing panics, nothing recorded is lost.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kvscope::adapter::{self, Normalizer};
+use kvscope::sim::{Simulation, scenario};
+use kvscope::source::prom;
+use kvscope::store;
+use proptest::prelude::*;
+
+use crate::common::{bin, fixture_text, record_scenario};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #[test]
+    fn parser_and_adapter_never_panic_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let exp = prom::parse(&text);
+        let r = adapter::read(&exp);
+        let _ = Normalizer::new().normalize("s", 0, 0.0, None, &r);
+    }
+
+    #[test]
+    fn mutated_real_pages_never_panic(seed in 0usize..10_000, cut in 0usize..60_000, flips in proptest::collection::vec((0usize..60_000, any::<u8>()), 0..40)) {
+        let names = ["05-v1-0.10-nvidia-25.09-after-6-requests.prom", "07-v1-0.29-after-10-requests-prefix-hits.prom", "10-v1-0.26-h100-kv-saturation-preempting.prom"];
+        let mut bytes = fixture_text(names[seed % 3]).into_bytes();
+        for (pos, b) in flips {
+            if let Some(x) = bytes.get_mut(pos) { *x = b; }
+        }
+        bytes.truncate(cut.min(bytes.len()));
+        let text = String::from_utf8_lossy(&bytes);
+        let mut n = Normalizer::new();
+        let r = adapter::read(&prom::parse(&text));
+        let _ = n.normalize("s", 0, 0.0, None, &r);
+        let _ = n.normalize("s", 1_000_000, 1.0, None, &r);
+    }
+}
+
+#[test]
+fn pathological_pages_parse() {
+    // 10⁵ series.
+    let mut text = String::from("# TYPE vllm:num_requests_running gauge\n");
+    for i in 0..100_000 {
+        text.push_str(&format!(
+            "vllm:num_requests_running{{engine=\"{i}\",model_name=\"m\"}} 1\n"
+        ));
+    }
+    let exp = prom::parse(&text);
+    assert_eq!(exp.sample_count(), 100_000);
+    assert_eq!(adapter::read(&exp).engines.len(), 100_000);
+    // 10⁴ labels on one line, and a 1 MB label value.
+    let labels: Vec<String> = (0..10_000).map(|i| format!("l{i}=\"v\"")).collect();
+    let line = format!(
+        "x{{{}}} 1\ny{{a=\"{}\"}} 2\n",
+        labels.join(","),
+        "z".repeat(1 << 20)
+    );
+    let exp = prom::parse(&line);
+    assert_eq!(exp.family("x").unwrap().samples[0].labels.len(), 10_000);
+    assert_eq!(
+        exp.family("y").unwrap().samples[0].labels[0].1.len(),
+        1 << 20
+    );
+}
+
+/// What the fault server answers, by request number.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Ok,
+    Status(u16),
+    Garbage,
+    Html,
+    Stall,
+    Truncated,
+    Restart,
+    Huge,
+    Endless,
+}
+
+/// A raw-TCP `/metrics` server that plays `schedule` (then Ok forever), rendering a
+/// simulated vLLM page for Ok answers. `down` makes it refuse connections for a while.
+fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let hits2 = hits.clone();
+    let sim = Arc::new(Mutex::new(Simulation::new(
+        scenario::scenario("healthy").unwrap(),
+        1,
+        1,
+        1_800_000_000.0,
+    )));
+    std::thread::spawn(move || {
+        let mut listener = Some(listener);
+        let started = Instant::now();
+        let mut t = 0.0;
+        loop {
+            let Some(l) = listener.as_ref() else { break };
+            let Ok((mut sock, _)) = l.accept() else { break };
+            let k = hits2.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = sock.read(&mut buf);
+            let fault = schedule.get(k).copied().unwrap_or(Fault::Ok);
+            t += 1.0;
+            let page = {
+                let mut s = sim.lock().unwrap();
+                if matches!(fault, Fault::Restart) {
+                    *s = Simulation::new(
+                        scenario::scenario("healthy").unwrap(),
+                        2,
+                        1,
+                        1_800_000_000.0,
+                    );
+                    t = 1.0;
+                }
+                s.advance_to(t);
+                s.render()
+            };
+            let body: Vec<u8> = match fault {
+                Fault::Ok | Fault::Restart => page.into_bytes(),
+                Fault::Garbage => (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+                Fault::Html => b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+                _ => Vec::new(),
+            };
+            let _ = match fault {
+                Fault::Status(code) => write!(sock, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                Fault::Stall => {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Ok(())
+                }
+                Fault::Truncated => write!(sock, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n# TYPE vllm:num_req"),
+                Fault::Huge => {
+                    let _ = write!(sock, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", 100u64 << 20);
+                    let chunk = vec![b'#'; 1 << 20];
+                    for _ in 0..100 {
+                        if sock.write_all(&chunk).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                }
+                Fault::Endless => {
+                    let _ = write!(sock, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+                    let until = Instant::now() + Duration::from_secs(3);
+                    while Instant::now() < until {
+                        if write!(sock, "10\r\n# keep going...\n\r\n").is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Ok(())
+                }
+                _ => write!(sock, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                    .and_then(|_| sock.write_all(&body)),
+            };
+            drop(sock);
+            if let Some((at, dur)) = down
+                && k + 1 == at
+            {
+                // Vanish: stop listening, come back on the same port.
+                listener = None;
+                std::thread::sleep(dur);
+                listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok();
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn recorder_survives_every_fault_and_keeps_every_sample() {
+    use Fault::*;
+    let schedule = vec![
+        Ok,
+        Ok,
+        Status(500),
+        Ok,
+        Status(503),
+        Ok,
+        Garbage,
+        Ok,
+        Html,
+        Ok,
+        Stall,
+        Ok,
+        Truncated,
+        Ok,
+        Restart,
+        Ok,
+        Ok,
+        Huge,
+        Ok,
+        Endless,
+        Ok,
+        Ok,
+    ];
+    let (port, _hits) = fault_server(schedule, Some((23, Duration::from_millis(1500))));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let o = Command::new(bin())
+        .args([
+            "record",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "9s",
+            "--interval",
+            "250ms",
+            "--timeout",
+            "600ms",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    let meta = store::read_metadata(&out).unwrap().unwrap();
+    assert!(meta.complete);
+    assert_eq!(rows.len() as u64, meta.row_counts.samples);
+    let errors: Vec<String> = rows.iter().filter_map(|r| r.scrape_error.clone()).collect();
+    let has = |s: &str| errors.iter().any(|e| e.contains(s));
+    assert!(has("HTTP status 500"), "{errors:?}");
+    assert!(has("HTTP status 503"), "{errors:?}");
+    assert!(has("not vLLM metrics"), "{errors:?}");
+    assert!(has("timed out"), "{errors:?}");
+    assert!(has("larger than"), "{errors:?}");
+    assert!(has("connection refused"), "{errors:?}");
+    // Samples before and after every fault are kept; the restart is a counter reset.
+    let ok = rows.iter().filter(|r| r.scrape_ok).count();
+    assert!(ok >= 12, "{ok} good rows");
+    assert!(rows.iter().any(|r| r.counter_reset));
+    // Analysis handles the gaps.
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events = store::events::read_events(&out.join(store::EVENTS_JSONL)).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("SCRAPE_GAP") && e.reason.is_some())
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("COUNTER_RESET"))
+    );
+}
+
+#[test]
+fn sigkill_loses_no_completed_interval_and_repair_recovers() {
+    let (port, _hits) = fault_server(vec![], None);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let mut child = Command::new(bin())
+        .args([
+            "record",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--duration",
+            "60s",
+            "--interval",
+            "100ms",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert!(rows.len() >= 8, "{} rows", rows.len());
+    assert!(!store::parquet_is_valid(&out.join(store::SAMPLES_PARQUET)));
+    // verify says what is wrong; analyze works from the JSONL; repair rebuilds.
+    let o = Command::new(bin())
+        .arg("verify")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("samples.parquet") && text.contains("not finalized"),
+        "{text}"
+    );
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin())
+        .arg("repair")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("({} rows)", rows.len())));
+    assert!(store::parquet_is_valid(&out.join(store::SAMPLES_PARQUET)));
+}
+
+#[test]
+fn bad_sessions_give_clear_errors() {
+    let (_tmp, dir) = record_scenario("healthy", 1);
+    let verify = |d: &std::path::Path| {
+        let o = Command::new(bin()).arg("verify").arg(d).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert_eq!(verify(&dir).0, Some(0));
+    // Truncated Parquet.
+    let pq = dir.join(store::SAMPLES_PARQUET);
+    let bytes = std::fs::read(&pq).unwrap();
+    std::fs::write(&pq, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(1));
+    assert!(
+        text.contains("samples.parquet") && text.contains("unreadable"),
+        "{text}"
+    );
+    std::fs::write(&pq, &bytes).unwrap();
+    // Corrupted JSON line.
+    let jl = dir.join(store::SAMPLES_JSONL);
+    let orig = std::fs::read_to_string(&jl).unwrap();
+    let mut lines: Vec<&str> = orig.lines().collect();
+    lines[4] = "{\"ts\": oops";
+    std::fs::write(&jl, lines.join("\n") + "\n").unwrap();
+    let (code, text) = verify(&dir);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("samples.jsonl:5"), "{text}");
+    // Newer schema_version.
+    let meta_path = dir.join(store::METADATA_FILE);
+    let meta = std::fs::read_to_string(&meta_path).unwrap();
+    std::fs::write(
+        &meta_path,
+        meta.replace("\"schema_version\": 1", "\"schema_version\": 99"),
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("schema_version 99"));
+    // CSV with a missing column.
+    let tmp2 = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp2.path().join(store::SAMPLES_CSV),
+        "ts,server,kv_cache_usage_pct,requests_running\n1,a,1.0,1\n",
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(tmp2.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("metrics.csv:1") && err.contains("requests_waiting"),
+        "{err}"
+    );
+    // Missing files.
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(bin())
+        .arg("analyze")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a KVScope session"));
+}
+
+#[test]
+fn simulator_binds_loopback_by_default() {
+    let o = Command::new(bin())
+        .args(["simulate", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("127.0.0.1:8000"));
+}
