@@ -8,6 +8,8 @@
 //! - `analysis`: legacy sessions, core-only sessions, episode properties, thresholds.
 //! - `reliability`: fuzz-style property tests of the parser, a fault-injecting server
 //!   against the recorder, SIGKILL and repair, corrupted sessions.
+//! - `dashboard`: TestBackend render snapshots, `--once` against the simulator, phases
+//!   equal to analyze's.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -17,6 +19,8 @@ mod common;
 mod analysis;
 #[path = "it/cli.rs"]
 mod cli;
+#[path = "it/dashboard.rs"]
+mod dashboard;
 #[path = "it/fixtures.rs"]
 mod fixtures;
 #[path = "it/reliability.rs"]

@@ -39,6 +39,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Simulate an incident, record it, and print timeline and diagnosis.
     Demo(DemoArgs),
+    /// Live terminal view of vLLM servers (same phases and events as analyze).
+    Dashboard(DashboardArgs),
     /// Rebuild a crashed session's Parquet from samples.jsonl.
     Repair { session: PathBuf },
     /// Check a session's files and say what is wrong (exit 1 on any error).
@@ -163,6 +165,34 @@ struct SimulateArgs {
     fleet: Option<usize>,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DensityArg {
+    Compact,
+    Full,
+}
+
+#[derive(Debug, clap::Args)]
+struct DashboardArgs {
+    /// Server base URL or metrics URL (repeatable).
+    #[arg(long = "server", required = true)]
+    servers: Vec<String>,
+    #[arg(long, value_enum, default_value = "compact")]
+    density: DensityArg,
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    interval: Duration,
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Seconds of history kept and analysed.
+    #[arg(long, default_value_t = 300.0)]
+    window: f64,
+    /// Print one text snapshot and exit (no terminal needed).
+    #[arg(long)]
+    once: bool,
+    /// Where `r` writes sessions.
+    #[arg(long, default_value = "results/sessions")]
+    sessions_dir: PathBuf,
+}
+
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
     #[arg(long, default_value = "mixed-incident")]
@@ -233,6 +263,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => rt.block_on(cmd_doctor(a)),
         Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
         Command::Demo(a) => rt.block_on(cmd_demo(a)),
+        Command::Dashboard(a) => rt.block_on(cmd_dashboard(a)),
         Command::Verify { session, json } => {
             store::check_session_dir(&session)?;
             let checks = store::verify::verify(&session);
@@ -620,6 +651,37 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     );
     shutdown_signal().await;
     server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cmd_dashboard(a: DashboardArgs) -> anyhow::Result<ExitCode> {
+    use present::dashboard::{self, DashboardConfig, state::Density};
+    let targets = a
+        .servers
+        .iter()
+        .map(|s| Target::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = DashboardConfig {
+        targets,
+        interval: a.interval,
+        timeout: a.timeout,
+        density: match a.density {
+            DensityArg::Compact => Density::Compact,
+            DensityArg::Full => Density::Full,
+        },
+        window_s: a.window,
+        sessions_dir: a.sessions_dir,
+        bearer: std::env::var("KVSCOPE_BEARER_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    if a.once {
+        print!("{}", dashboard::once(cfg).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = dashboard::run(cfg).await? {
+        println!("{}", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,6 +1,7 @@
 //! Present stage: everything a person reads — timeline and doctor text, fleet tables,
 //! JSON documents. The only module that knows output formats.
 
+pub mod dashboard;
 pub mod doctor;
 pub mod timeline;
 

@@ -1,0 +1,140 @@
+//! Dashboard: render snapshots at both densities from recorded samples, `--once` against
+//! the simulator, and the same phases as `analyze`.
+
+use std::process::{Command, Stdio};
+
+use kvscope::analysis::{self, AnalyzeOptions, Thresholds};
+use kvscope::present::dashboard::render_text;
+use kvscope::present::dashboard::state::{Density, ServerPane, State};
+use kvscope::store;
+
+use crate::common::{bin, block_on, record_scenario};
+
+fn state_from_session(name: &str, density: Density) -> State {
+    let (_tmp, dir) = record_scenario(name, 1);
+    let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+    let mut pane = ServerPane::new("sim:8000", "http://sim:8000/metrics");
+    // Feed scrape by scrape, as the live loop does, keeping a 300 s window.
+    for r in rows {
+        pane.push(vec![r], 300.0);
+    }
+    let window: Vec<_> = pane.rows.iter().cloned().collect();
+    pane.analysis = Some(block_on(analysis::analyze_rows(window, &Thresholds::default())).unwrap());
+    State::new(vec![pane], density)
+}
+
+#[test]
+fn render_snapshots_compact_and_full() {
+    let compact = render_text(
+        &state_from_session("kv-saturation", Density::Compact),
+        80,
+        24,
+    );
+    assert!(compact.contains("phase SATURATED"), "{compact}");
+    insta::assert_snapshot!("dashboard_compact_kv_saturation", compact);
+    let full = render_text(
+        &state_from_session("queue-pressure", Density::Full),
+        120,
+        40,
+    );
+    assert!(
+        full.contains("engines") && full.contains("latency"),
+        "{full}"
+    );
+    insta::assert_snapshot!("dashboard_full_queue_pressure", full);
+}
+
+#[test]
+fn dashboard_phases_equal_analyze_phases() {
+    let (_tmp, dir) = record_scenario("mixed-incident", 2);
+    let files = block_on(analysis::analyze_dir_with(
+        &dir,
+        &Thresholds::default(),
+        AnalyzeOptions { series: true },
+    ))
+    .unwrap();
+    let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+    let mut pane = ServerPane::new("sim:8000", "");
+    for r in rows {
+        pane.push(vec![r], 10_000.0);
+    }
+    let live = block_on(analysis::analyze_rows(
+        pane.rows.iter().cloned().collect(),
+        &Thresholds::default(),
+    ))
+    .unwrap();
+    let a: Vec<_> = files.series.iter().map(|p| p.phase.clone()).collect();
+    let b: Vec<_> = live.series.iter().map(|p| p.phase.clone()).collect();
+    assert_eq!(a.len(), 91);
+    assert_eq!(a, b);
+    pane.analysis = Some(live);
+    assert_eq!(
+        pane.phase(),
+        files.series.last().and_then(|p| p.phase.clone())
+    );
+}
+
+#[test]
+fn once_against_the_simulator() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sim = Command::new(bin())
+        .args([
+            "simulate",
+            "--scenario",
+            "queue-pressure",
+            "--speed",
+            "20",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let o = Command::new(bin())
+        .args([
+            "dashboard",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--once",
+            "--interval",
+            "200ms",
+        ])
+        .output()
+        .unwrap();
+    let dead = Command::new(bin())
+        .args([
+            "dashboard",
+            "--server",
+            "http://127.0.0.1:9",
+            "--once",
+            "--interval",
+            "100ms",
+            "--timeout",
+            "300ms",
+        ])
+        .output()
+        .unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("sim-llama-8b") && text.contains("phase QUEUE_PRESSURE"),
+        "{text}"
+    );
+    let text = String::from_utf8_lossy(&dead.stdout);
+    assert!(text.contains("no data since"), "{text}");
+    // Without a terminal and without --once it refuses clearly.
+    let o = Command::new(bin())
+        .args(["dashboard", "--server", "http://127.0.0.1:9"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--once"));
+}
