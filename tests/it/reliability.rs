@@ -99,8 +99,7 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
         let mut listener = Some(listener);
         let started = Instant::now();
         let mut t = 0.0;
-        loop {
-            let Some(l) = listener.as_ref() else { break };
+        while let Some(l) = listener.as_ref() {
             let Ok((mut sock, _)) = l.accept() else { break };
             let k = hits2.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 4096];
@@ -164,7 +163,7 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
                 && k + 1 == at
             {
                 // Vanish: stop listening, come back on the same port.
-                listener = None;
+                drop(listener.take());
                 std::thread::sleep(dur);
                 listener = std::net::TcpListener::bind(("127.0.0.1", port)).ok();
             }
