@@ -22,13 +22,13 @@ WITH base AS (
   SELECT
     u.*,
     rolling_median(ttft_p95_s, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY t_rel_sec) AS ttft_p95_baseline_s,
+      OVER (PARTITION BY server ORDER BY ts) AS ttft_p95_baseline_s,
     rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY t_rel_sec) AS e2e_p95_baseline_s,
+      OVER (PARTITION BY server ORDER BY ts) AS e2e_p95_baseline_s,
     rolling_median(gen_tps, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY t_rel_sec) AS gen_tps_baseline,
+      OVER (PARTITION BY server ORDER BY ts) AS gen_tps_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY t_rel_sec) AS running_baseline,
+      OVER (PARTITION BY server ORDER BY ts) AS running_baseline,
     MAX(running) OVER (PARTITION BY server) AS running_peak,
     median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER (PARTITION BY server) AS prompt_tps_median,
     median(interval_s) OVER (PARTITION BY server) AS interval_median_s,

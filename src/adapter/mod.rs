@@ -659,7 +659,11 @@ impl Normalizer {
                     reset |= r;
                     deltas.insert(*h, d);
                 }
-                for (le, c) in &cur.buckets {
+                let delta = deltas.get(h);
+                for (i, (le, c)) in cur.buckets.iter().enumerate() {
+                    // Reset-aware increase of this bucket since the previous scrape (0 on
+                    // the first scrape of a series).
+                    let increase = delta.and_then(|d| d.buckets.get(i)).map_or(0.0, |b| b.1);
                     out.histograms.push(HistogramRow {
                         ts: ts_us,
                         server: server.to_string(),
@@ -668,6 +672,7 @@ impl Normalizer {
                         metric: h.canonical().to_string(),
                         le: *le,
                         cumulative_count: *c,
+                        increase,
                         sum: cur.sum,
                         count: cur.count,
                     });

@@ -192,6 +192,18 @@ pub async fn register_session(
             missing: missing.join(", "),
         });
     }
+    // Sessions without t_rel_sec: measure from the first sample (a literal, so no
+    // whole-table window is needed).
+    let t0_us: i64 = if present.iter().any(|p| p == "t_rel_sec") {
+        0
+    } else {
+        let df = ctx
+            .sql("SELECT CAST(MIN(ts) AS BIGINT) AS t0 FROM samples_raw")
+            .await
+            .map_err(qerr("samples view"))?;
+        let b = df.collect().await.map_err(qerr("samples view"))?;
+        b.first().and_then(|b| Cols(b).f64("t0", 0)).unwrap_or(0.0) as i64
+    };
     // A view with every contract column: absent optional ones become typed NULLs.
     let select: Vec<String> = COLUMNS
         .iter()
@@ -212,7 +224,9 @@ pub async fn register_session(
                     "counter_reset" => "false AS \"counter_reset\"".to_string(),
                     "engine" => "'0' AS \"engine\"".to_string(),
                     "model_name" => "'' AS \"model_name\"".to_string(),
-                    "t_rel_sec" => "CAST(CAST(\"ts\" AS BIGINT) - MIN(CAST(\"ts\" AS BIGINT)) OVER () AS DOUBLE) / 1e6 AS \"t_rel_sec\"".to_string(),
+                    "t_rel_sec" => format!(
+                        "CAST(CAST(\"ts\" AS BIGINT) - {t0_us} AS DOUBLE) / 1e6 AS \"t_rel_sec\""
+                    ),
                     _ => format!("CAST(NULL AS {ty}) AS \"{}\"", c.name),
                 }
             }
@@ -253,8 +267,10 @@ pub async fn run_catalog(
             continue;
         }
         let sql = thresholds.substitute(q.name, q.sql)?;
+        let started = std::time::Instant::now();
         let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
         let batches = df.collect().await.map_err(qerr(q.name))?;
+        tracing::debug!("{} took {:?}", q.name, started.elapsed());
         match q.kind {
             QueryKind::Table => {}
             QueryKind::Events => events.extend(batches.iter().flat_map(events_from_batch)),

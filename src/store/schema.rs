@@ -235,6 +235,8 @@ pub struct HistogramRow {
     pub metric: String,
     pub le: f64,
     pub cumulative_count: f64,
+    /// Reset-aware increase of this bucket since the previous scrape of the series.
+    pub increase: f64,
     pub sum: f64,
     pub count: f64,
 }
@@ -250,6 +252,7 @@ pub fn histogram_schema() -> SchemaRef {
             Field::new("metric", DataType::Utf8, false),
             Field::new("le", DataType::Float64, false),
             Field::new("cumulative_count", DataType::Float64, false),
+            Field::new("increase", DataType::Float64, false),
             Field::new("sum", DataType::Float64, false),
             Field::new("count", DataType::Float64, false),
         ])
@@ -267,6 +270,7 @@ pub fn histograms_to_batch(rows: &[HistogramRow]) -> RecordBatch {
         col_array!(Str, rows, metric),
         col_array!(F64, rows, le),
         col_array!(F64, rows, cumulative_count),
+        col_array!(F64, rows, increase),
         col_array!(F64, rows, sum),
         col_array!(F64, rows, count),
     ];

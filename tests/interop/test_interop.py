@@ -91,3 +91,16 @@ def test_duckdb_totals_match_analyze(session):
     assert abs(row[2] - server["preemptions"]) < 0.01
     assert abs(row[3] - server["kv_max_pct"]) < 0.01
     assert row[4] == server["waiting_max"]
+
+
+def test_python_example_runs(session):
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "examples/pandas_polars_duckdb.py", str(session)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "kv_max" in out.stdout
+    assert "phase_transition" in out.stdout
