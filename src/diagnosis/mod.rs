@@ -137,6 +137,8 @@ pub struct Context<'a> {
     pub events: Vec<&'a Event>,
     pub facts: ServerFacts,
     pub thresholds: &'a std::collections::BTreeMap<String, f64>,
+    /// Highest score of the rules that ran before this one (for `runs_last` rules).
+    pub worst_other_score: f64,
 }
 
 impl Context<'_> {
@@ -184,17 +186,18 @@ pub struct Rule {
     pub check: fn(&Context) -> Verdict,
     /// Whether the rule's evidence depends on latency histograms.
     pub needs_latency: bool,
+    /// Runs after every other rule and sees their worst score (HEALTHY).
+    pub runs_last: bool,
 }
 
 pub use rules::RULES;
 
-/// The data-quality section of doctor.json.
+/// The data-quality section of doctor.json: the analysis' data quality plus what it
+/// does to confidence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DataQuality {
-    pub failed_scrapes: u64,
-    pub scrape_gaps: u64,
-    pub counter_resets: u64,
-    pub missing_histograms: Vec<String>,
+    #[serde(flatten)]
+    pub observed: crate::analysis::summary::DataQuality,
     pub notes: Vec<String>,
     /// Multiplier applied to every confidence (1 = complete data).
     pub confidence_factor: f64,
@@ -265,7 +268,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
     let mut found: Vec<Finding> = Vec::new();
     let mut ruled_out = Vec::new();
     for server in &summary.servers {
-        let ctx = Context {
+        let mut ctx = Context {
             server,
             events: events
                 .iter()
@@ -273,8 +276,13 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                 .collect(),
             facts: ServerFacts::from_metadata(meta, &server.server),
             thresholds: &summary.thresholds,
+            worst_other_score: 0.0,
         };
-        for rule in RULES {
+        let ordered = RULES
+            .iter()
+            .filter(|r| !r.runs_last)
+            .chain(RULES.iter().filter(|r| r.runs_last));
+        for rule in ordered {
             match (rule.check)(&ctx) {
                 Verdict::Found {
                     score,
@@ -284,6 +292,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                     recommendations,
                 } => {
                     let score = score.clamp(0.0, 1.0);
+                    ctx.worst_other_score = ctx.worst_other_score.max(score);
                     let mut confidence = factor;
                     if rule.needs_latency && !dq_src.missing_histograms.is_empty() {
                         confidence *= 0.7;
@@ -339,10 +348,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         hypotheses: found,
         ruled_out,
         data_quality: DataQuality {
-            failed_scrapes: dq_src.failed_scrapes,
-            scrape_gaps: dq_src.scrape_gaps,
-            counter_resets: dq_src.counter_resets,
-            missing_histograms: dq_src.missing_histograms.clone(),
+            observed: dq_src.clone(),
             notes,
             confidence_factor: crate::analysis::round3(factor),
         },

@@ -92,7 +92,10 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
         let _ = writeln!(
             out,
             "\nData quality: {} failed scrape(s), {} gap(s), {} counter reset(s); confidence ×{:.2}",
-            dq.failed_scrapes, dq.scrape_gaps, dq.counter_resets, dq.confidence_factor
+            dq.observed.failed_scrapes,
+            dq.observed.scrape_gaps,
+            dq.observed.counter_resets,
+            dq.confidence_factor
         );
         for n in &dq.notes {
             let _ = writeln!(out, "   {n}");

@@ -122,44 +122,29 @@ pub fn verify(dir: &Path) -> Vec<Check> {
         }
     }
     let jl = dir.join(SAMPLES_JSONL);
-    if jl.exists() {
-        match read_samples_jsonl(&jl) {
-            Ok(rows) if expected.is_some_and(|e| e != rows.len() as i64) => out.push(check(
-                SAMPLES_JSONL,
-                Level::Error,
-                format!(
-                    "{} rows, metadata.json says {}",
-                    rows.len(),
-                    expected.unwrap_or(0)
-                ),
-            )),
-            Ok(rows) => out.push(check(
-                SAMPLES_JSONL,
-                Level::Ok,
-                format!("{} rows", rows.len()),
-            )),
-            Err(e) => out.push(check(SAMPLES_JSONL, Level::Error, e.to_string())),
-        }
-    }
     let csv = dir.join(SAMPLES_CSV);
-    if csv.exists() {
-        match read_samples_csv(&csv) {
-            Ok(rows) if expected.is_some_and(|e| e != rows.len() as i64) => out.push(check(
-                SAMPLES_CSV,
+    type Reader = fn(&Path) -> Result<Vec<super::schema::Sample>, super::StoreError>;
+    let text_files: [(&str, &Path, Reader); 2] = [
+        (SAMPLES_JSONL, &jl, read_samples_jsonl),
+        (SAMPLES_CSV, &csv, read_samples_csv),
+    ];
+    for (name, path, read) in text_files {
+        if !path.exists() {
+            continue;
+        }
+        out.push(match read(path) {
+            Ok(rows) if expected.is_some_and(|e| e != rows.len() as i64) => check(
+                name,
                 Level::Error,
                 format!(
                     "{} rows, metadata.json says {}",
                     rows.len(),
                     expected.unwrap_or(0)
                 ),
-            )),
-            Ok(rows) => out.push(check(
-                SAMPLES_CSV,
-                Level::Ok,
-                format!("{} rows", rows.len()),
-            )),
-            Err(e) => out.push(check(SAMPLES_CSV, Level::Error, e.to_string())),
-        }
+            ),
+            Ok(rows) => check(name, Level::Ok, format!("{} rows", rows.len())),
+            Err(e) => check(name, Level::Error, e.to_string()),
+        });
     }
     if !pq.exists() && !jl.exists() && !csv.exists() && !dir.join(super::SAMPLES_PARTS_DIR).is_dir()
     {

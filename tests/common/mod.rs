@@ -60,3 +60,37 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .expect("runtime")
         .block_on(f)
 }
+
+/// Runs `kvscope ARGS…` to completion (colour off).
+pub fn kvscope<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    std::process::Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run kvscope")
+}
+
+/// Starts `kvscope simulate` on a free loopback port; returns the child and its base URL.
+pub fn spawn_simulator(scenario: &str, speed: f64) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let child = std::process::Command::new(bin())
+        .args([
+            "simulate",
+            "--scenario",
+            scenario,
+            "--speed",
+            &speed.to_string(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn simulator");
+    (child, format!("http://127.0.0.1:{port}"))
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kvscope::store;
 
-use crate::common::{bin, fixture_text, record_scenario};
+use crate::common::{bin, fixture_text, kvscope, record_scenario};
 
 /// Serves `pages` in order (the last one repeats) on 127.0.0.1:0; returns the base URL.
 fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
@@ -211,11 +211,7 @@ fn bad_session_errors_name_the_file() {
         "{\"ts\":1,\"server\":\"a\"}\nnot json\n{\"ts\":3}\n",
     )
     .unwrap();
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), tmp.path().as_os_str()]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("samples.jsonl:2"), "{err}");
@@ -413,25 +409,7 @@ fn record_every_scenario_over_http() {
 }
 
 fn record_over_http(name: &str) -> Vec<kvscope::store::schema::Sample> {
-    let speed = 30.0;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut sim = Command::new(bin())
-        .args([
-            "simulate",
-            "--scenario",
-            name,
-            "--speed",
-            &speed.to_string(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut sim, url) = crate::common::spawn_simulator(name, 30.0);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
     let o = Command::new(bin())
@@ -439,7 +417,7 @@ fn record_over_http(name: &str) -> Vec<kvscope::store::schema::Sample> {
             "record",
             "--wait",
             "--server",
-            &format!("http://127.0.0.1:{port}"),
+            &url,
             "--duration",
             "3s",
             "--interval",

@@ -76,30 +76,13 @@ fn dashboard_phases_equal_analyze_phases() {
 
 #[test]
 fn once_against_the_simulator() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut sim = Command::new(bin())
-        .args([
-            "simulate",
-            "--scenario",
-            "queue-pressure",
-            "--speed",
-            "20",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut sim, url) = crate::common::spawn_simulator("queue-pressure", 20.0);
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let o = Command::new(bin())
         .args([
             "dashboard",
             "--server",
-            &format!("http://127.0.0.1:{port}"),
+            &url,
             "--once",
             "--interval",
             "200ms",

@@ -13,7 +13,7 @@ use kvscope::source::prom;
 use kvscope::store;
 use proptest::prelude::*;
 
-use crate::common::{bin, fixture_text, record_scenario};
+use crate::common::{bin, fixture_text, kvscope, record_scenario};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
@@ -239,11 +239,7 @@ fn recorder_survives_every_fault_and_keeps_every_sample() {
     assert!(ok >= 12, "{ok} good rows");
     assert!(rows.iter().any(|r| r.counter_reset));
     // Analysis handles the gaps.
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), out.as_os_str()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let events = store::events::read_events(&out.join(store::EVENTS_JSONL)).unwrap();
     assert!(
@@ -286,28 +282,16 @@ fn sigkill_loses_no_completed_interval_and_repair_recovers() {
     assert!(rows.len() >= 8, "{} rows", rows.len());
     assert!(!store::parquet_is_valid(&out.join(store::SAMPLES_PARQUET)));
     // verify says what is wrong; analyze works from the JSONL; repair rebuilds.
-    let o = Command::new(bin())
-        .arg("verify")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("verify"), out.as_os_str()]);
     assert_eq!(o.status.code(), Some(1));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         text.contains("samples.parquet") && text.contains("not finalized"),
         "{text}"
     );
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), out.as_os_str()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(bin())
-        .arg("repair")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("repair"), out.as_os_str()]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("({} rows)", rows.len())));
     assert!(store::parquet_is_valid(&out.join(store::SAMPLES_PARQUET)));
 }
@@ -316,7 +300,7 @@ fn sigkill_loses_no_completed_interval_and_repair_recovers() {
 fn bad_sessions_give_clear_errors() {
     let (_tmp, dir) = record_scenario("healthy", 1);
     let verify = |d: &std::path::Path| {
-        let o = Command::new(bin()).arg("verify").arg(d).output().unwrap();
+        let o = kvscope([std::ffi::OsStr::new("verify"), d.as_os_str()]);
         (
             o.status.code(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -351,11 +335,7 @@ fn bad_sessions_give_clear_errors() {
         meta.replace("\"schema_version\": 1", "\"schema_version\": 99"),
     )
     .unwrap();
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), dir.as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("schema_version 99"));
     // CSV with a missing column.
@@ -365,11 +345,7 @@ fn bad_sessions_give_clear_errors() {
         "ts,server,kv_cache_usage_pct,requests_running\n1,a,1.0,1\n",
     )
     .unwrap();
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(tmp2.path())
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), tmp2.path().as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -378,11 +354,7 @@ fn bad_sessions_give_clear_errors() {
     );
     // Missing files.
     let empty = tempfile::tempdir().unwrap();
-    let o = Command::new(bin())
-        .arg("analyze")
-        .arg(empty.path())
-        .output()
-        .unwrap();
+    let o = kvscope([std::ffi::OsStr::new("analyze"), empty.path().as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a KVScope session"));
 }
@@ -394,4 +366,33 @@ fn simulator_binds_loopback_by_default() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("127.0.0.1:8000"));
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_keeps_earlier_data() {
+    // A file-size limit stands in for a full disk: writes past it fail with EFBIG
+    // (SIGXFSZ ignored, as a shell `trap` passes on through exec).
+    let (port, _hits) = fault_server(vec![], None);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec '{}' record --server http://127.0.0.1:{port} --duration 30s --interval 50ms --out '{}'",
+        bin().display(),
+        out.display()
+    );
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "recording past the limit must fail");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("File too large") || err.contains("file too large"),
+        "{err}"
+    );
+    // Every interval written before the limit is still readable.
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.scrape_ok));
 }

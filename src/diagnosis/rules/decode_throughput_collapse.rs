@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "Decode throughput collapsed with the batch still full",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {
@@ -19,7 +20,7 @@ fn check(ctx: &Context) -> Verdict {
                 .into(),
         );
     }
-    if s.stalled_s >= 10.0 {
+    if s.stalled_s >= super::stuck_engine::MIN_STALL_S {
         return Verdict::RuledOut("generation stopped entirely: STUCK_ENGINE".into());
     }
     if ctx.phase_share("SATURATED") > 0.2 {

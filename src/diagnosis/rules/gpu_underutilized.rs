@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "GPU underused: low traffic, nothing wrong with the server",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

@@ -1,43 +1,39 @@
-//! HEALTHY: no medium or high finding — the server handled its load.
+//! HEALTHY: no medium or high finding — the server handled its load. Runs after every
+//! other rule and holds only when none of them scored medium or worse, so "healthy"
+//! never restates another rule's thresholds.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev};
+use crate::diagnosis::{Context, Rule, Verdict, ev, severity};
 
 pub const RULE: Rule = Rule {
     id: "HEALTHY",
     title: "Healthy: load served without pressure",
     check,
     needs_latency: false,
+    runs_last: true,
 };
 
 fn check(ctx: &Context) -> Verdict {
-    let s = ctx.server;
-    let sat = ctx.threshold("kv_saturated_pct");
-    let bad = s.kv_max_pct.unwrap_or(0.0) >= sat
-        || s.preemptions.unwrap_or(0.0) >= 1.0
-        || ctx.phase_share("QUEUE_PRESSURE") >= 0.1
-        || s.stalled_s >= 10.0
-        || s.counter_resets > 0
-        || s.idle_kv_max_pct.unwrap_or(0.0) >= 2.0
-        || ctx.events.iter().any(|e| {
-            matches!(
-                e.event.as_deref(),
-                Some("TTFT_SPIKE" | "DECODE_THROUGHPUT_DROP" | "PREEMPTION_BURST")
-            )
-        });
-    if bad {
-        return Verdict::RuledOut("pressure, spikes or faults were observed".into());
+    let worst = ctx.worst_other_score;
+    if matches!(severity(worst), "high" | "medium") {
+        return Verdict::RuledOut(format!(
+            "a {} finding (score {worst:.2}) was made",
+            severity(worst)
+        ));
     }
-    let healthy = ctx.phase_share("HEALTHY");
+    let s = ctx.server;
     Verdict::Found {
         score: 0.1,
         summary: format!(
-            "load served without pressure: KV at most {:.0}%, no preemption, no queue, TTFT p95 median {:.3} s",
+            "load served without pressure: KV at most {:.0}%, {:.0} preemptions, waiting at most {:.0}, TTFT p95 median {:.3} s",
             s.kv_max_pct.unwrap_or(0.0),
+            s.preemptions.unwrap_or(0.0),
+            s.waiting_max.unwrap_or(0.0),
             s.ttft_p95_median_s.unwrap_or(0.0)
         ),
         evidence: vec![
-            ev("share of time HEALTHY", healthy),
-            ev("kv_cache_usage_pct (max)", s.kv_max_pct.unwrap_or(0.0)).threshold(sat),
+            ev("share of time HEALTHY", ctx.phase_share("HEALTHY")),
+            ev("kv_cache_usage_pct (max)", s.kv_max_pct.unwrap_or(0.0))
+                .threshold(ctx.threshold("kv_saturated_pct")),
         ],
         counter_evidence: vec![],
         recommendations: vec![],

@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "KV cache thrashing: saturated cache, requests preempted and recomputed",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

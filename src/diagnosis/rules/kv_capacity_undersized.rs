@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "KV cache too small for the contexts served",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

@@ -12,6 +12,7 @@ pub const RULE: Rule = Rule {
     title: "KV blocks not freed: usage does not return to zero when idle",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

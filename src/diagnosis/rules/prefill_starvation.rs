@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "Prefill starvation: long prompts delay first tokens",
     check,
     needs_latency: true,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

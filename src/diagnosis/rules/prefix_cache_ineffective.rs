@@ -13,6 +13,7 @@ pub const RULE: Rule = Rule {
     title: "Prefix cache on, but prompts do not share prefixes",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

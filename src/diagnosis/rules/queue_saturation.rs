@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "Arrivals above service rate: the scheduler queue grows",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {
@@ -21,7 +22,7 @@ fn check(ctx: &Context) -> Verdict {
             share * 100.0
         ));
     }
-    if s.stalled_s >= 10.0 {
+    if s.stalled_s >= super::stuck_engine::MIN_STALL_S {
         return Verdict::RuledOut(
             "the engine stopped generating: STUCK_ENGINE explains the queue".into(),
         );

@@ -7,6 +7,7 @@ pub const RULE: Rule = Rule {
     title: "Server restarted during the session",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

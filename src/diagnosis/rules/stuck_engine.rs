@@ -4,13 +4,14 @@
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
 
 /// Seconds without generation, with work present, that make an engine stuck.
-const MIN_STALL_S: f64 = 10.0;
+pub(crate) const MIN_STALL_S: f64 = 10.0;
 
 pub const RULE: Rule = Rule {
     id: "STUCK_ENGINE",
     title: "Engine stuck: work present, no tokens generated",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

@@ -8,6 +8,7 @@ pub const RULE: Rule = Rule {
     title: "Telemetry gaps: missing samples",
     check,
     needs_latency: false,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {

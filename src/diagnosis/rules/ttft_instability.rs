@@ -9,6 +9,7 @@ pub const RULE: Rule = Rule {
     title: "TTFT spikes without a change in load",
     check,
     needs_latency: true,
+    runs_last: false,
 };
 
 fn check(ctx: &Context) -> Verdict {
