@@ -214,7 +214,72 @@ pub struct Report {
     pub severity: String,
     pub hypotheses: Vec<Finding>,
     pub ruled_out: Vec<RuledOut>,
+    /// Where the bottleneck is, per server, when GPU telemetry was recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bottleneck: Vec<Bottleneck>,
     pub data_quality: DataQuality,
+}
+
+/// KV-memory-bound, compute-bound or outside the GPU, from GPU utilization beside the
+/// engine's own signals (the on-call runbook's first split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bottleneck {
+    pub server: String,
+    /// `kv_memory`, `compute` or `outside_gpu`.
+    pub kind: String,
+    pub gpu_util_avg_pct: f64,
+    pub reason: String,
+}
+
+/// GPU utilization (%) from which the GPU counts as busy (compute-bound).
+const GPU_BUSY_PCT: f64 = 85.0;
+/// GPU utilization (%) below which a slow server is waiting on something else.
+const GPU_IDLE_PCT: f64 = 50.0;
+
+/// Classifies a server's bottleneck; None without GPU telemetry or without trouble.
+pub fn bottleneck(
+    s: &ServerSummary,
+    thresholds: &std::collections::BTreeMap<String, f64>,
+) -> Option<Bottleneck> {
+    let gpu = s.gpu_util_avg_pct?;
+    let t = |n: &str| thresholds.get(n).copied().unwrap_or(f64::INFINITY);
+    let kv_bound =
+        s.kv_p95_pct.unwrap_or(0.0) >= t("kv_rising_pct") || s.preemptions.unwrap_or(0.0) >= 1.0;
+    let slow = s.waiting_max.unwrap_or(0.0) >= t("queue_min_waiting")
+        || s.ttft_p95_max_s.unwrap_or(0.0) >= t("ttft_elevated_s");
+    let (kind, reason) = if kv_bound {
+        (
+            "kv_memory",
+            format!(
+                "KV p95 {:.0}% / {:.0} preemptions with GPU at {gpu:.0}%: memory for KV blocks, not compute, limits the batch",
+                s.kv_p95_pct.unwrap_or(0.0),
+                s.preemptions.unwrap_or(0.0)
+            ),
+        )
+    } else if gpu >= GPU_BUSY_PCT {
+        (
+            "compute",
+            format!(
+                "GPU {gpu:.0}% busy with KV at most {:.0}%: steps are compute-bound",
+                s.kv_max_pct.unwrap_or(0.0)
+            ),
+        )
+    } else if slow && gpu < GPU_IDLE_PCT {
+        (
+            "outside_gpu",
+            format!(
+                "requests wait or TTFT is high while the GPU is only {gpu:.0}% busy: look at CPU, tokenization, network"
+            ),
+        )
+    } else {
+        return None;
+    };
+    Some(Bottleneck {
+        server: s.server.clone(),
+        kind: kind.to_string(),
+        gpu_util_avg_pct: crate::analysis::round3(gpu),
+        reason,
+    })
 }
 
 /// Severity from score.
@@ -347,6 +412,11 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         severity: worst,
         hypotheses: found,
         ruled_out,
+        bottleneck: summary
+            .servers
+            .iter()
+            .filter_map(|s| bottleneck(s, &summary.thresholds))
+            .collect(),
         data_quality: DataQuality {
             observed: dq_src.clone(),
             notes,

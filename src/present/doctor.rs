@@ -81,6 +81,13 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
             }
         }
     }
+    for b in &report.bottleneck {
+        let _ = writeln!(
+            out,
+            "\nBottleneck on {}: {} — {}",
+            b.server, b.kind, b.reason
+        );
+    }
     if verbose {
         if !report.ruled_out.is_empty() {
             let _ = writeln!(out, "\nRuled out:");

@@ -155,3 +155,21 @@ fn no_recommendation_lowers_gpu_memory_utilization() {
         }
     }
 }
+
+#[test]
+fn gpu_telemetry_splits_kv_compute_and_outside_gpu() {
+    let kind = |name: &str, gpu: f64| -> Option<String> {
+        let (_tmp, dir) = record_scenario(name, 1);
+        let mut rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+        for r in &mut rows {
+            r.gpu_util_pct = Some(gpu);
+        }
+        let a = block_on(analysis::analyze_rows(rows, &Thresholds::default())).unwrap();
+        let r = diagnosis::diagnose(&a.summary, &a.events, None);
+        r.bottleneck.first().map(|b| b.kind.clone())
+    };
+    assert_eq!(kind("kv-saturation", 70.0).as_deref(), Some("kv_memory"));
+    assert_eq!(kind("prefill-burst", 97.0).as_deref(), Some("compute"));
+    assert_eq!(kind("ttft-spike", 30.0).as_deref(), Some("outside_gpu"));
+    assert_eq!(kind("healthy", 40.0), None);
+}
