@@ -80,15 +80,23 @@ enum Fault {
     Restart,
     Huge,
     Endless,
+    /// A good page whose clock (`x-kvscope-sim-time`) is 30 s in the past.
+    ClockBack,
 }
 
 /// A raw-TCP `/metrics` server that plays `schedule` (then Ok forever), rendering a
 /// simulated vLLM page for Ok answers. `down` makes it refuse connections for a while.
-fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, Arc<AtomicUsize>) {
+/// Returns the port and the head of every request received.
+fn fault_server(
+    schedule: Vec<Fault>,
+    down: Option<(usize, Duration)>,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let hits2 = hits.clone();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let heads2 = heads.clone();
     let sim = Arc::new(Mutex::new(Simulation::new(
         scenario::scenario("healthy").unwrap(),
         1,
@@ -104,7 +112,11 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
             let k = hits2.fetch_add(1, Ordering::SeqCst);
             let mut buf = [0u8; 4096];
             let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = sock.read(&mut buf);
+            let n = sock.read(&mut buf).unwrap_or(0);
+            heads2
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
             let fault = schedule.get(k).copied().unwrap_or(Fault::Ok);
             t += 1.0;
             let page = {
@@ -122,20 +134,30 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
                 s.render()
             };
             let body: Vec<u8> = match fault {
-                Fault::Ok | Fault::Restart => page.into_bytes(),
+                Fault::Ok | Fault::Restart | Fault::ClockBack => page.into_bytes(),
                 Fault::Garbage => (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
                 Fault::Html => b"<html><body>502 Bad Gateway</body></html>".to_vec(),
                 _ => Vec::new(),
             };
             let _ = match fault {
-                Fault::Status(code) => write!(sock, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                Fault::Status(code) => write!(
+                    sock,
+                    "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                ),
                 Fault::Stall => {
                     std::thread::sleep(Duration::from_millis(1500));
                     Ok(())
                 }
-                Fault::Truncated => write!(sock, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n# TYPE vllm:num_req"),
+                Fault::Truncated => write!(
+                    sock,
+                    "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n# TYPE vllm:num_req"
+                ),
                 Fault::Huge => {
-                    let _ = write!(sock, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", 100u64 << 20);
+                    let _ = write!(
+                        sock,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        100u64 << 20
+                    );
                     let chunk = vec![b'#'; 1 << 20];
                     for _ in 0..100 {
                         if sock.write_all(&chunk).is_err() {
@@ -145,7 +167,10 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
                     Ok(())
                 }
                 Fault::Endless => {
-                    let _ = write!(sock, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        sock,
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                    );
                     let until = Instant::now() + Duration::from_secs(3);
                     while Instant::now() < until {
                         if write!(sock, "10\r\n# keep going...\n\r\n").is_err() {
@@ -155,8 +180,19 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
                     }
                     Ok(())
                 }
-                _ => write!(sock, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
-                    .and_then(|_| sock.write_all(&body)),
+                _ => {
+                    let clock = if matches!(fault, Fault::ClockBack) {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs_f64();
+                        format!("x-kvscope-sim-time: {:.3}\r\n", now - 30.0)
+                    } else {
+                        String::new()
+                    };
+                    write!(sock, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n{clock}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                        .and_then(|_| sock.write_all(&body))
+                }
             };
             drop(sock);
             if let Some((at, dur)) = down
@@ -172,7 +208,7 @@ fn fault_server(schedule: Vec<Fault>, down: Option<(usize, Duration)>) -> (u16, 
             }
         }
     });
-    (port, hits)
+    (port, heads)
 }
 
 #[test]
@@ -395,4 +431,66 @@ fn full_disk_is_a_clear_error_and_keeps_earlier_data() {
     let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.scrape_ok));
+}
+
+#[test]
+fn bearer_token_is_sent_and_never_stored_and_clock_jumps_are_survived() {
+    use Fault::*;
+    let (port, heads) = fault_server(vec![Ok, Ok, Ok, ClockBack, Ok, Ok], None);
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, "s3cr3t-token\n").unwrap();
+    let out = tmp.path().join("s");
+    let o = Command::new(bin())
+        .args(["--log", "debug", "record", "--server"])
+        .arg(format!("http://user:pw@127.0.0.1:{port}"))
+        .args([
+            "--duration",
+            "2s",
+            "--interval",
+            "200ms",
+            "--bearer-token-file",
+        ])
+        .arg(&token_file)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sent = heads.lock().unwrap().join("\n");
+    assert!(
+        sent.contains("authorization: Bearer s3cr3t-token")
+            || sent.contains("Authorization: Bearer s3cr3t-token"),
+        "{sent}"
+    );
+    // Never in metadata, logs or any session file; URL credentials redacted.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("s3cr3t") && !stderr.contains(":pw@"));
+    for f in std::fs::read_dir(&out).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("s3cr3t") && !text.contains(":pw@"));
+    }
+    let meta = std::fs::read_to_string(out.join(store::METADATA_FILE)).unwrap();
+    assert!(meta.contains("***@127.0.0.1"), "{meta}");
+    // The clock went back 30 s once: the row is kept, no rate is negative, analysis runs.
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert!(
+        rows.windows(2).any(|w| w[1].ts < w[0].ts),
+        "no clock jump recorded"
+    );
+    for r in &rows {
+        for v in [
+            r.generation_tokens_per_s,
+            r.prompt_tokens_per_s,
+            r.preemptions_per_s,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(v >= 0.0);
+        }
+    }
+    let o = kvscope([std::ffi::OsStr::new("analyze"), out.as_os_str()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
