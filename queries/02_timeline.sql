@@ -44,13 +44,22 @@ WITH base AS (
     END AS raw_phase
   FROM units u
 ),
+spikes AS (
+  SELECT
+    *,
+    -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
+    -- event (13_transient_events.sql) both use it.
+    COALESCE(ttft_p95_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
+      AS ttft_spike
+  FROM base
+),
 raw_conditions AS (
   SELECT
     *,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       COALESCE(running > 0 AND computed_prompt_tps > 0
         AND computed_prompt_tps >= ${prefill_token_share} * (computed_prompt_tps + COALESCE(gen_tps, 0))
-        AND ttft_p95_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
+        AND ttft_spike, false)
     END AS raw_prefill_pressure,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       COALESCE(running_peak > 0 AND running >= ${high_running_share} * running_peak
@@ -61,7 +70,7 @@ raw_conditions AS (
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       COALESCE(waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}, false)
     END AS raw_queue_delay
-  FROM base
+  FROM spikes
 )
 SELECT
   *,

@@ -10,7 +10,7 @@
 WITH p AS (
   SELECT
     *,
-    COALESCE(ttft_p95_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false) AS is_ttft_spike,
+    ttft_spike AS is_ttft_spike,
     COALESCE(e2e_p95_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s}), false) AS is_e2e_spike,
     COALESCE(kv_max_pct >= ${kv_saturated_pct}, false) AS is_kv_saturated,
     -- A collapse is sustained: debounced like phases, so a blip of one or two samples
