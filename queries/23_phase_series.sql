@@ -1,4 +1,6 @@
--- The debounced phase of every sample (for the dashboard and ground-truth checks).
-SELECT server, ts, t_rel_sec, phase, raw_phase, kv_max_pct, running, waiting
+-- The debounced phase and the unit values of every sample (the dashboard's panels and
+-- ground-truth checks read these rather than re-aggregating engines themselves).
+SELECT server, ts, t_rel_sec, scrape_ok, phase, raw_phase, kv_max_pct, running, waiting,
+       ttft_p95_s, gen_tps
 FROM timeline
 ORDER BY server, ts

@@ -116,11 +116,15 @@ pub struct Analysis {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PhasePoint {
     pub server: String,
+    pub ts: i64,
     pub t_rel_sec: f64,
+    pub scrape_ok: bool,
     pub phase: Option<String>,
     pub kv_max_pct: Option<f64>,
     pub running: Option<f64>,
     pub waiting: Option<f64>,
+    pub ttft_p95_s: Option<f64>,
+    pub generation_tokens_per_s: Option<f64>,
 }
 
 /// What to compute beyond events and summary.
@@ -372,11 +376,15 @@ fn series_from(results: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Vec<PhaseP
         for i in 0..b.num_rows() {
             out.push(PhasePoint {
                 server: c.str("server", i).unwrap_or_default(),
+                ts: c.ts_us("ts", i).unwrap_or(0),
                 t_rel_sec: c.f64("t_rel_sec", i).unwrap_or(0.0),
+                scrape_ok: c.phase_ok(i),
                 phase: c.str("phase", i),
                 kv_max_pct: c.f64("kv_max_pct", i),
                 running: c.f64("running", i),
                 waiting: c.f64("waiting", i),
+                ttft_p95_s: c.f64("ttft_p95_s", i),
+                generation_tokens_per_s: c.f64("gen_tps", i),
             });
         }
     }
@@ -444,6 +452,13 @@ impl Cols<'_> {
             }
         };
         (!v.is_nan()).then_some(v)
+    }
+    /// `scrape_ok` of a row (true when the column is absent).
+    pub fn phase_ok(&self, row: usize) -> bool {
+        self.0
+            .column_by_name("scrape_ok")
+            .and_then(|c| c.as_boolean_opt().map(|b| b.is_valid(row) && b.value(row)))
+            .unwrap_or(true)
     }
     pub fn ts_us(&self, name: &str, row: usize) -> Option<i64> {
         let c = self.0.column_by_name(name)?;

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::analysis::Analysis;
+use crate::analysis::{Analysis, PhasePoint};
 use crate::store::events::Event;
 use crate::store::schema::Sample;
 
@@ -12,18 +12,6 @@ use crate::store::schema::Sample;
 pub enum Density {
     Compact,
     Full,
-}
-
-/// One unit (all engines of a server) at one scrape.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct UnitPoint {
-    pub ts: i64,
-    pub ok: bool,
-    pub kv_max_pct: Option<f64>,
-    pub running: Option<i64>,
-    pub waiting: Option<i64>,
-    pub ttft_p95_s: Option<f64>,
-    pub gen_tps: Option<f64>,
 }
 
 /// A server shown by the dashboard.
@@ -69,31 +57,10 @@ impl ServerPane {
         }
     }
 
-    /// The unit series (engines combined like `queries/01_units.sql`: sums for requests
-    /// and tokens, max for KV and latency).
-    pub fn units(&self) -> Vec<UnitPoint> {
-        let mut out: Vec<UnitPoint> = Vec::new();
-        for r in &self.rows {
-            let same = out.last().is_some_and(|u| u.ts == r.ts);
-            if !same {
-                out.push(UnitPoint {
-                    ts: r.ts,
-                    ok: r.scrape_ok,
-                    ..Default::default()
-                });
-            }
-            let Some(u) = out.last_mut() else { continue };
-            u.ok &= r.scrape_ok;
-            u.kv_max_pct = max_opt(u.kv_max_pct, r.kv_cache_usage_pct);
-            u.running = sum_opt(u.running, r.requests_running);
-            u.waiting = sum_opt(u.waiting, r.requests_waiting);
-            u.ttft_p95_s = max_opt(u.ttft_p95_s, r.ttft_p95_s);
-            u.gen_tps = match (u.gen_tps, r.generation_tokens_per_s) {
-                (Some(a), Some(b)) => Some(a + b),
-                (a, b) => a.or(b),
-            };
-        }
-        out
+    /// The per-sample unit series of the window, as the analysis computed it (engines
+    /// combined by `queries/01_units.sql`, not again here).
+    pub fn units(&self) -> &[PhasePoint] {
+        self.analysis.as_ref().map_or(&[], |a| a.series.as_slice())
     }
 
     /// Rows of the latest scrape (one per engine).
@@ -148,20 +115,6 @@ impl ServerPane {
             })
             .take(n)
             .collect()
-    }
-}
-
-fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, y) => x.or(y),
-    }
-}
-
-fn sum_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x + y),
-        (x, y) => x.or(y),
     }
 }
 

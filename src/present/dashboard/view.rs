@@ -9,7 +9,8 @@ use ratatui::widgets::{
     Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, Wrap,
 };
 
-use super::state::{Density, ServerPane, State, UnitPoint};
+use super::state::{Density, ServerPane, State};
+use crate::analysis::PhasePoint;
 use crate::present::clock;
 
 /// Draws the whole dashboard.
@@ -124,7 +125,7 @@ fn spark(f: &mut Frame, area: Rect, title: String, data: &[u64], color: Color) {
     );
 }
 
-fn series(units: &[UnitPoint], f: impl Fn(&UnitPoint) -> Option<f64>, scale: f64) -> Vec<u64> {
+fn series(units: &[PhasePoint], f: impl Fn(&PhasePoint) -> Option<f64>, scale: f64) -> Vec<u64> {
     units
         .iter()
         .map(|u| f(u).map(|v| (v * scale).max(0.0) as u64).unwrap_or(0))
@@ -133,19 +134,17 @@ fn series(units: &[UnitPoint], f: impl Fn(&UnitPoint) -> Option<f64>, scale: f64
 
 fn draw_compact(f: &mut Frame, area: Rect, p: &ServerPane) {
     let units = p.units();
-    let last = units
-        .iter()
-        .rev()
-        .find(|u| u.ok)
-        .cloned()
-        .unwrap_or_default();
+    let last = units.iter().rev().find(|u| u.scrape_ok);
     let [kv_row, sparks, events] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Min(6),
         Constraint::Length(6),
     ])
     .areas(area);
-    let kv = last.kv_max_pct.unwrap_or(0.0);
+    let kv = last.and_then(|u| u.kv_max_pct).unwrap_or(0.0);
+    let count = |f: fn(&PhasePoint) -> Option<f64>| {
+        last.and_then(f).map_or("—".into(), |v| format!("{v:.0}"))
+    };
     let [gauge, counts] =
         Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(kv_row);
     f.render_widget(
@@ -159,8 +158,8 @@ fn draw_compact(f: &mut Frame, area: Rect, p: &ServerPane) {
     f.render_widget(
         Paragraph::new(format!(
             "running {}  waiting {}",
-            last.running.map_or("—".into(), |v| v.to_string()),
-            last.waiting.map_or("—".into(), |v| v.to_string())
+            count(|u| u.running),
+            count(|u| u.waiting)
         ))
         .block(Block::default().borders(Borders::ALL).title("scheduler")),
         counts,
@@ -175,14 +174,14 @@ fn draw_compact(f: &mut Frame, area: Rect, p: &ServerPane) {
         f,
         a1,
         format!("KV % {kv:.0}"),
-        &series(&units, |u| u.kv_max_pct, 1.0),
+        &series(units, |u| u.kv_max_pct, 1.0),
         kv_color(kv),
     );
     spark(
         f,
         a2,
-        format!("waiting {}", last.waiting.unwrap_or(0)),
-        &series(&units, |u| u.waiting.map(|w| w as f64), 1.0),
+        format!("waiting {}", count(|u| u.waiting)),
+        &series(units, |u| u.waiting, 1.0),
         Color::Yellow,
     );
     // TTFT is observed only when first tokens arrive: show the latest known value.
@@ -191,14 +190,14 @@ fn draw_compact(f: &mut Frame, area: Rect, p: &ServerPane) {
         f,
         b1,
         format!("TTFT p95 {ttft:.2}s"),
-        &series(&units, |u| u.ttft_p95_s, 1000.0),
+        &series(units, |u| u.ttft_p95_s, 1000.0),
         if ttft >= 2.0 { Color::Red } else { Color::Cyan },
     );
     spark(
         f,
         b2,
-        format!("gen tok/s {:.0}", last.gen_tps.unwrap_or(0.0)),
-        &series(&units, |u| u.gen_tps, 1.0),
+        format!("gen tok/s {}", count(|u| u.generation_tokens_per_s)),
+        &series(units, |u| u.generation_tokens_per_s, 1.0),
         Color::Green,
     );
     draw_events(f, events, p);
