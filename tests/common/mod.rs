@@ -94,3 +94,26 @@ pub fn spawn_simulator(scenario: &str, speed: f64) -> (std::process::Child, Stri
         .expect("spawn simulator");
     (child, format!("http://127.0.0.1:{port}"))
 }
+
+/// Starts a 60 s `kvscope record` of `url` into `out` (output captured) and lets it run
+/// for 1.5 s, so tests can then signal it.
+pub fn spawn_long_record(url: &str, out: &Path, interval: &str) -> std::process::Child {
+    let child = std::process::Command::new(bin())
+        .args([
+            "record",
+            "--server",
+            url,
+            "--duration",
+            "60s",
+            "--interval",
+            interval,
+            "--out",
+        ])
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn record");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child
+}

@@ -1,6 +1,6 @@
 //! The real binary, end to end, against local servers on 127.0.0.1.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -115,23 +115,7 @@ fn sigterm_leaves_every_file_valid() {
     let (url, _h) = serve_pages(vec![p07]);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let child = Command::new(bin())
-        .args([
-            "record",
-            "--server",
-            &url,
-            "--duration",
-            "60s",
-            "--interval",
-            "200ms",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let child = crate::common::spawn_long_record(&url, &out, "200ms");
     let st = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -295,23 +295,8 @@ fn sigkill_loses_no_completed_interval_and_repair_recovers() {
     let (port, _hits) = fault_server(vec![], None);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
-    let mut child = Command::new(bin())
-        .args([
-            "record",
-            "--server",
-            &format!("http://127.0.0.1:{port}"),
-            "--duration",
-            "60s",
-            "--interval",
-            "100ms",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut child =
+        crate::common::spawn_long_record(&format!("http://127.0.0.1:{port}"), &out, "100ms");
     child.kill().unwrap();
     child.wait().unwrap();
     let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
