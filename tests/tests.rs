@@ -10,6 +10,8 @@
 //!   against the recorder, SIGKILL and repair, corrupted sessions.
 //! - `dashboard`: TestBackend render snapshots, `--once` against the simulator, phases
 //!   equal to analyze's.
+//! - `objstore`: sessions on a real S3-compatible server (s3s-fs on 127.0.0.1): record
+//!   upload, analyze/doctor/timeline from the store, batch doctor, multipart, export.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -23,6 +25,8 @@ mod cli;
 mod dashboard;
 #[path = "it/fixtures.rs"]
 mod fixtures;
+#[path = "it/objstore.rs"]
+mod objstore;
 #[path = "it/reliability.rs"]
 mod reliability;
 #[path = "it/scenarios.rs"]

@@ -11,7 +11,7 @@ pub mod thresholds;
 pub mod udf;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
@@ -23,6 +23,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::store::events::Event;
+use crate::store::location::Location;
 use crate::store::schema::{COLUMNS, CORE_COLUMNS, Sample, histogram_schema, samples_to_batch};
 use crate::store::{self, StoreError};
 pub use summary::Summary;
@@ -327,11 +328,83 @@ pub async fn analyze_dir_with(
     let hist = (hist.exists() && store::parquet_is_valid(&hist))
         .then(|| hist.to_string_lossy().into_owned());
     let ctx = context();
-    register_session(&ctx, &input, hist.as_deref()).await?;
-    let (events, results) = run_catalog(&ctx, thresholds, opts).await?;
-    let summary = summary::build(&results, &events, thresholds, meta.as_ref())?;
+    analyze_input(
+        &ctx,
+        &input,
+        hist.as_deref(),
+        meta.as_ref(),
+        thresholds,
+        opts,
+        &dir.display().to_string(),
+    )
+    .await
+}
+
+/// Analyses a session wherever it lives: local directory or object store. DataFusion
+/// reads a remote session's Parquet straight from the store.
+pub async fn analyze_location(
+    loc: &Location,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+) -> Result<Analysis, AnalysisError> {
+    if let Some(dir) = loc.as_local() {
+        return analyze_dir_with(dir, thresholds, opts).await;
+    }
+    let named = |f: &str| PathBuf::from(loc.file_url(f));
+    let meta = match loc.read(store::METADATA_FILE).await? {
+        Some(b) => Some(store::parse_metadata(
+            &String::from_utf8_lossy(&b),
+            &named(store::METADATA_FILE),
+        )?),
+        None => None,
+    };
+    let input = if loc.exists(store::SAMPLES_PARQUET).await? {
+        SamplesInput::Parquet(loc.file_url(store::SAMPLES_PARQUET))
+    } else if let Some(b) = loc.read(store::SAMPLES_JSONL).await? {
+        SamplesInput::Rows(store::samples_jsonl_from_reader(
+            &b[..],
+            &named(store::SAMPLES_JSONL),
+        )?)
+    } else if let Some(b) = loc.read(store::SAMPLES_CSV).await? {
+        SamplesInput::Rows(store::samples_csv_from_reader(
+            &b[..],
+            &named(store::SAMPLES_CSV),
+        )?)
+    } else {
+        return Err(StoreError::NotASession(PathBuf::from(loc.to_string())).into());
+    };
+    let hist = loc
+        .exists(store::HISTOGRAMS_PARQUET)
+        .await?
+        .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
+    let ctx = context();
+    loc.register(&ctx);
+    analyze_input(
+        &ctx,
+        &input,
+        hist.as_deref(),
+        meta.as_ref(),
+        thresholds,
+        opts,
+        &loc.to_string(),
+    )
+    .await
+}
+
+async fn analyze_input(
+    ctx: &SessionContext,
+    input: &SamplesInput,
+    hist: Option<&str>,
+    meta: Option<&store::Metadata>,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    label: &str,
+) -> Result<Analysis, AnalysisError> {
+    register_session(ctx, input, hist).await?;
+    let (events, results) = run_catalog(ctx, thresholds, opts).await?;
+    let summary = summary::build(&results, &events, thresholds, meta)?;
     if summary.servers.is_empty() {
-        return Err(AnalysisError::Empty(dir.display().to_string()));
+        return Err(AnalysisError::Empty(label.to_string()));
     }
     let series = series_from(&results);
     Ok(Analysis {
@@ -366,6 +439,29 @@ pub async fn analyze_and_write(
     let analysis = analyze_dir(dir, thresholds).await?;
     store::write_json_atomic(&dir.join(store::SUMMARY_JSON), &analysis.summary)?;
     store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?;
+    Ok(analysis)
+}
+
+/// Analyses the session at `loc` and writes `summary.json` and `events.jsonl` to `out`
+/// (next to the session when `None`; an object-store session gets them uploaded).
+pub async fn analyze_and_write_location(
+    loc: &Location,
+    out: Option<&Location>,
+    thresholds: &Thresholds,
+) -> Result<Analysis, AnalysisError> {
+    let analysis = analyze_location(loc, thresholds, AnalyzeOptions::default()).await?;
+    let out = out.unwrap_or(loc);
+    let summary =
+        serde_json::to_vec_pretty(&analysis.summary).map_err(|e| StoreError::Invalid {
+            path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
+            message: e.to_string(),
+        })?;
+    out.write(store::SUMMARY_JSON, summary).await?;
+    out.write(
+        store::EVENTS_JSONL,
+        store::events::events_to_jsonl(&analysis.events),
+    )
+    .await?;
     Ok(analysis)
 }
 

@@ -14,6 +14,8 @@ use kvscope::present;
 use kvscope::record::{self, RecordConfig, Target};
 use kvscope::sim::{self, scenario};
 use kvscope::store;
+use kvscope::store::export::{ExportReport, PartitionKey};
+use kvscope::store::location::Location;
 
 #[derive(Debug, Parser)]
 #[command(name = "kvscope", version, about = "Observability and diagnostics for vLLM inference servers", long_about = None)]
@@ -43,6 +45,8 @@ enum Command {
     Dashboard(DashboardArgs),
     /// Rebuild a crashed session's Parquet from samples.jsonl.
     Repair { session: PathBuf },
+    /// Write sessions into one Hive-partitioned Parquet dataset (pandas, Polars, DuckDB).
+    Export(ExportArgs),
     /// Check a session's files and say what is wrong (exit 1 on any error).
     Verify {
         session: PathBuf,
@@ -65,9 +69,14 @@ struct RecordArgs {
     /// Per-scrape timeout.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
-    /// Session directory (default results/sessions/<session-id>).
+    /// Session directory (default results/sessions/<session-id>), or s3://bucket/prefix:
+    /// recorded locally first (crash-safe), uploaded when the session closes.
     #[arg(long)]
-    out: Option<PathBuf>,
+    out: Option<String>,
+    /// With --out s3://…: the local directory recorded into before upload
+    /// (default results/sessions/<session-id>).
+    #[arg(long)]
+    staging: Option<PathBuf>,
     /// Label for the session id.
     #[arg(long)]
     label: Option<String>,
@@ -81,7 +90,11 @@ struct RecordArgs {
 
 #[derive(Debug, clap::Args)]
 struct AnalyzeArgs {
-    session: PathBuf,
+    /// Session directory, file:// or s3:// URL.
+    session: String,
+    /// Where summary.json and events.jsonl go (default: next to the session).
+    #[arg(long)]
+    out: Option<String>,
     /// TOML file with a [thresholds] table overriding defaults.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -92,7 +105,8 @@ struct AnalyzeArgs {
 
 #[derive(Debug, clap::Args)]
 struct TimelineArgs {
-    session: PathBuf,
+    /// Session directory, file:// or s3:// URL.
+    session: String,
     #[arg(long)]
     verbose: bool,
     #[arg(long)]
@@ -112,9 +126,12 @@ enum FailOn {
 
 #[derive(Debug, clap::Args)]
 struct DoctorArgs {
-    /// Session directories, or a directory holding sessions.
+    /// Session directories or s3:// prefixes, or directories/prefixes holding sessions.
     #[arg(required = true)]
-    sessions: Vec<PathBuf>,
+    sessions: Vec<String>,
+    /// Sessions diagnosed concurrently (default: number of CPUs).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
     #[arg(long)]
     verbose: bool,
     #[arg(long)]
@@ -124,6 +141,19 @@ struct DoctorArgs {
     fail_on: Option<FailOn>,
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// Session directories or s3:// URLs, or directories/prefixes holding sessions.
+    #[arg(required = true)]
+    sessions: Vec<String>,
+    /// Dataset root: a local directory or s3:// prefix.
+    #[arg(long)]
+    out: String,
+    /// Hive partition columns, comma-separated: server, date.
+    #[arg(long, value_delimiter = ',', value_parser = PartitionKey::parse, default_value = "server,date")]
+    partition_by: Vec<PartitionKey>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -159,6 +189,9 @@ struct SimulateArgs {
     /// Scrape interval for --record-to, simulated seconds.
     #[arg(long, default_value_t = 1.0)]
     interval: f64,
+    /// With --record-to: the server label written into the session.
+    #[arg(long, default_value = "sim:8000")]
+    server_name: String,
     /// With --record-to: write a synthetic fleet of N servers (core columns, 1 Hz,
     /// --seconds long) for scale tests instead of running the scheduler model.
     #[arg(long)]
@@ -264,6 +297,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(a) => rt.block_on(cmd_simulate(a)),
         Command::Demo(a) => rt.block_on(cmd_demo(a)),
         Command::Dashboard(a) => rt.block_on(cmd_dashboard(a)),
+        Command::Export(a) => rt.block_on(cmd_export(a)),
         Command::Verify { session, json } => {
             store::check_session_dir(&session)?;
             let checks = store::verify::verify(&session);
@@ -355,7 +389,23 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| targets.first().map(|t| t.label.replace(':', "-")))
         .unwrap_or_else(|| "session".into());
     let id = record::session_id(chrono::Utc::now(), &label);
-    let out = a.out.clone().unwrap_or_else(|| default_session_dir(&id));
+    let dest = a.out.as_deref().map(Location::parse).transpose()?;
+    let (out, upload_to) = match dest {
+        None => (default_session_dir(&id), None),
+        Some(Location::Local(p)) => (p, None),
+        Some(remote) => {
+            // Fail before recording, not after, when the store is unreachable.
+            remote
+                .check_access()
+                .await
+                .with_context(|| format!("checking access to {remote}"))?;
+            let staging = a
+                .staging
+                .clone()
+                .unwrap_or_else(|| default_session_dir(&id));
+            (staging, Some(remote))
+        }
+    };
     let bearer = match &a.bearer_token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -390,13 +440,26 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
+    if let Some(remote) = upload_to {
+        let bytes = remote.upload_dir(&outcome.dir).await.with_context(|| {
+            format!(
+                "uploading to {remote} failed; the session is kept at {}",
+                outcome.dir.display()
+            )
+        })?;
+        eprintln!("uploaded {bytes} bytes to {remote}");
+        println!("{remote}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{}", outcome.dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
 async fn cmd_analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let th = load_thresholds(a.config.as_deref())?;
-    let analysis = analysis::analyze_and_write(&a.session, &th).await?;
+    let loc = Location::parse(&a.session)?;
+    let out = a.out.as_deref().map(Location::parse).transpose()?;
+    let analysis = analysis::analyze_and_write_location(&loc, out.as_ref(), &th).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&analysis.summary)?);
     } else {
@@ -422,7 +485,7 @@ async fn cmd_analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{} events; wrote {}/summary.json and events.jsonl",
             analysis.events.len(),
-            a.session.display()
+            out.as_ref().unwrap_or(&loc)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -430,7 +493,7 @@ async fn cmd_analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
 
 async fn cmd_timeline(a: TimelineArgs) -> anyhow::Result<ExitCode> {
     let th = load_thresholds(a.config.as_deref())?;
-    let events = load_or_analyze_events(&a.session, &th).await?;
+    let events = load_or_analyze_events(&Location::parse(&a.session)?, &th).await?;
     let opts = present::timeline::TimelineOptions {
         verbose: a.verbose,
         server: a.server.clone(),
@@ -450,72 +513,107 @@ async fn cmd_timeline(a: TimelineArgs) -> anyhow::Result<ExitCode> {
 /// Events of a session: analysed now when the session has samples (so they match the
 /// thresholds in force), else read from a legacy `events.jsonl`.
 async fn load_or_analyze_events(
-    dir: &Path,
+    loc: &Location,
     th: &Thresholds,
 ) -> anyhow::Result<Vec<store::events::Event>> {
-    let has_samples = [
+    let mut has_samples = loc
+        .as_local()
+        .is_some_and(|d| d.join(store::SAMPLES_PARTS_DIR).is_dir());
+    for f in [
         store::SAMPLES_PARQUET,
         store::SAMPLES_JSONL,
         store::SAMPLES_CSV,
-    ]
-    .iter()
-    .any(|f| dir.join(f).exists());
+    ] {
+        has_samples = has_samples || loc.exists(f).await?;
+    }
     if has_samples {
-        return Ok(analysis::analyze_and_write(dir, th).await?.events);
+        return Ok(analysis::analyze_and_write_location(loc, None, th)
+            .await?
+            .events);
     }
-    let path = dir.join(store::EVENTS_JSONL);
-    if path.exists() {
-        return Ok(store::events::read_events(&path)?);
+    match loc.read(store::EVENTS_JSONL).await? {
+        Some(b) => Ok(store::events::events_from_reader(
+            &b[..],
+            Path::new(&loc.file_url(store::EVENTS_JSONL)),
+        )?),
+        None => bail!("{loc}: no samples and no events.jsonl"),
     }
-    bail!("{}: no samples and no events.jsonl", dir.display())
 }
 
-/// Expands arguments into session directories: a directory with metadata or samples is
-/// a session; otherwise its subdirectories that are sessions.
-fn find_sessions(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// Expands arguments into sessions: a directory (prefix) with metadata or samples is a
+/// session; otherwise the sessions below it.
+async fn find_sessions(args: &[String]) -> anyhow::Result<Vec<Location>> {
     let mut out = Vec::new();
-    for p in paths {
-        if store::check_session_dir(p).is_ok() {
-            out.push(p.clone());
-            continue;
+    for a in args {
+        let loc = Location::parse(a)?;
+        let found = loc.find_sessions().await?;
+        if found.is_empty() {
+            bail!("{loc}: not a session and holds no sessions");
         }
-        if !p.is_dir() {
-            bail!("{}: no such session or directory", p.display());
-        }
-        let mut subs: Vec<PathBuf> = std::fs::read_dir(p)
-            .with_context(|| format!("listing {}", p.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|d| store::check_session_dir(d).is_ok())
-            .collect();
-        subs.sort();
-        if subs.is_empty() {
-            bail!("{}: not a session and holds no sessions", p.display());
-        }
-        out.extend(subs);
+        out.extend(found);
     }
     Ok(out)
 }
 
-async fn doctor_one(dir: &Path, th: &Thresholds) -> anyhow::Result<diagnosis::Report> {
-    let analysis = analysis::analyze_and_write(dir, th).await?;
-    let meta = store::read_metadata(dir)?;
+async fn doctor_one(loc: &Location, th: &Thresholds) -> anyhow::Result<diagnosis::Report> {
+    let analysis = analysis::analyze_and_write_location(loc, None, th).await?;
+    let meta = loc.read_metadata().await?;
     let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
-    store::write_json_atomic(&dir.join(store::DOCTOR_JSON), &report)?;
+    loc.write(store::DOCTOR_JSON, serde_json::to_vec_pretty(&report)?)
+        .await?;
     Ok(report)
 }
 
+/// A progress bar on stderr (drawn only on a terminal).
+fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed} {msg}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(what.to_string());
+    pb
+}
+
 async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
+    use futures::StreamExt as _;
     let th = load_thresholds(a.config.as_deref())?;
-    let sessions = find_sessions(&a.sessions)?;
+    let sessions = find_sessions(&a.sessions).await?;
     let color = present::use_color();
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let pb = progress(sessions.len(), "doctor");
+    // Bounded concurrency; one failing session is reported and does not stop the others.
+    let mut done: Vec<(usize, Location, anyhow::Result<diagnosis::Report>)> =
+        futures::stream::iter(sessions.iter().cloned().enumerate())
+            .map(|(i, loc)| {
+                let th = &th;
+                let pb = &pb;
+                async move {
+                    let r = doctor_one(&loc, th).await;
+                    pb.inc(1);
+                    (i, loc, r)
+                }
+            })
+            .buffer_unordered(jobs)
+            .collect()
+            .await;
+    pb.finish_and_clear();
+    done.sort_by_key(|(i, _, _)| *i);
     let mut reports = Vec::new();
     let mut failures = 0;
-    for dir in &sessions {
-        match doctor_one(dir, &th).await {
-            Ok(r) => reports.push((dir.clone(), r)),
+    for (_, loc, r) in done {
+        match r {
+            Ok(r) => reports.push((loc.to_string(), r)),
             Err(e) => {
                 failures += 1;
-                eprintln!("error: {}: {e:#}", dir.display());
+                eprintln!("error: {loc}: {e:#}");
             }
         }
     }
@@ -538,7 +636,7 @@ async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
         );
         if a.verbose {
             for (dir, r) in &reports {
-                println!("\n== {}", dir.display());
+                println!("\n== {dir}");
                 print!("{}", present::doctor::render(r, true, color));
             }
         }
@@ -570,20 +668,42 @@ async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn reports_view(reports: &[(PathBuf, diagnosis::Report)]) -> Vec<(String, &diagnosis::Report)> {
-    reports
-        .iter()
-        .map(|(d, r)| (d.display().to_string(), r))
-        .collect()
+fn reports_view(reports: &[(String, diagnosis::Report)]) -> Vec<(String, &diagnosis::Report)> {
+    reports.iter().map(|(d, r)| (d.clone(), r)).collect()
 }
 
-fn fleet_json(reports: &[(PathBuf, diagnosis::Report)]) -> serde_json::Value {
+async fn cmd_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let sessions = find_sessions(&a.sessions).await?;
+    let out = Location::parse(&a.out)?;
+    let pb = progress(sessions.len(), "export");
+    let mut report = ExportReport::default();
+    let started = std::time::Instant::now();
+    for loc in &sessions {
+        store::export::export_session(loc, &out, &a.partition_by, &mut report)
+            .await
+            .with_context(|| format!("exporting {loc}"))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    eprintln!(
+        "exported {} session(s): {} rows in {} file(s), {:.1} MB, {:.2} s",
+        report.sessions,
+        report.rows,
+        report.files,
+        report.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fleet_json(reports: &[(String, diagnosis::Report)]) -> serde_json::Value {
     let mut rows: Vec<serde_json::Value> = reports
         .iter()
         .map(|(d, r)| {
             let top = r.hypotheses.first();
             serde_json::json!({
-                "session": d.display().to_string(),
+                "session": d,
                 "severity": r.severity,
                 "top": top.map(|f| f.id.clone()),
                 "server": top.map(|f| f.server.clone()),
@@ -634,7 +754,7 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             interval_s: a.interval,
             seconds: a.seconds,
             epoch_unix: sim::server::unix_now().floor(),
-            server: "sim:8000".into(),
+            server: a.server_name.clone(),
         };
         let id = record::session_id(chrono::Utc::now(), &format!("sim-{}", a.scenario));
         let out = sim::record_offline(&run, &dir, &id)?;
@@ -721,7 +841,7 @@ async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     server.abort();
     let dir = outcome.dir;
     let th = Thresholds::default();
-    let report = doctor_one(&dir, &th).await?;
+    let report = doctor_one(&Location::Local(dir.clone()), &th).await?;
     let events = store::events::read_events(&dir.join(store::EVENTS_JSONL))?;
     let color = present::use_color();
     println!("\n=== Timeline ===\n");

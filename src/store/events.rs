@@ -74,11 +74,29 @@ pub fn write_events(path: &Path, events: &[Event]) -> Result<(), StoreError> {
     std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
+/// Events as JSON lines (what [`write_events`] writes).
+pub fn events_to_jsonl(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 256);
+    for e in events {
+        // Event holds only strings, numbers and JSON values: serialization cannot fail.
+        if let Ok(line) = serde_json::to_vec(e) {
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
 /// Reads `events.jsonl`; a malformed line is an error naming it.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    events_from_reader(BufReader::new(file), path)
+}
+
+/// [`read_events`] over any reader; `path` names the file in errors.
+pub fn events_from_reader(r: impl BufRead, path: &Path) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    for (i, line) in r.lines().enumerate() {
         let line = line.map_err(|e| StoreError::io(path, e))?;
         if line.trim().is_empty() {
             continue;

@@ -8,6 +8,8 @@
 //! `samples.jsonl` when that did not happen.
 
 pub mod events;
+pub mod export;
+pub mod location;
 pub mod schema;
 pub mod verify;
 
@@ -61,6 +63,12 @@ pub enum StoreError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{location}: {source}")]
+    ObjectStore {
+        location: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
     #[error(
         "{0} is not a KVScope session: no metadata.json, samples.parquet, samples.jsonl or metrics.csv"
     )]
@@ -300,7 +308,13 @@ pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>, StoreError> {
         return Ok(None);
     }
     let text = fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
-    let meta: Metadata = serde_json::from_str(&text).map_err(|e| StoreError::Line {
+    parse_metadata(&text, &path).map(Some)
+}
+
+/// Parses `metadata.json` text; `path` names the file in errors.
+pub fn parse_metadata(text: &str, path: &Path) -> Result<Metadata, StoreError> {
+    let path = path.to_path_buf();
+    let meta: Metadata = serde_json::from_str(text).map_err(|e| StoreError::Line {
         path: path.clone(),
         line: e.line(),
         message: e.to_string(),
@@ -314,14 +328,19 @@ pub fn read_metadata(dir: &Path) -> Result<Option<Metadata>, StoreError> {
             ),
         });
     }
-    Ok(Some(meta))
+    Ok(meta)
 }
 
 /// Reads `samples.jsonl`. A malformed line is an error naming the line, except a
 /// truncated last line (a crash mid-write), which is skipped.
 pub fn read_samples_jsonl(path: &Path) -> Result<Vec<Sample>, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let lines: Vec<String> = BufReader::new(file)
+    samples_jsonl_from_reader(BufReader::new(file), path)
+}
+
+/// [`read_samples_jsonl`] over any reader; `path` names the file in errors.
+pub fn samples_jsonl_from_reader(r: impl BufRead, path: &Path) -> Result<Vec<Sample>, StoreError> {
+    let lines: Vec<String> = r
         .lines()
         .collect::<Result<_, _>>()
         .map_err(|e| StoreError::io(path, e))?;
@@ -350,10 +369,16 @@ pub fn read_samples_jsonl(path: &Path) -> Result<Vec<Sample>, StoreError> {
 
 /// Reads `metrics.csv` (legacy sessions). The header must have the core columns.
 pub fn read_samples_csv(path: &Path) -> Result<Vec<Sample>, StoreError> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| StoreError::Invalid {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    samples_csv_from_reader(file, path)
+}
+
+/// [`read_samples_csv`] over any reader; `path` names the file in errors.
+pub fn samples_csv_from_reader(
+    r: impl std::io::Read,
+    path: &Path,
+) -> Result<Vec<Sample>, StoreError> {
+    let mut rdr = csv::Reader::from_reader(r);
     let headers = rdr
         .headers()
         .map_err(|e| StoreError::Invalid {

@@ -117,3 +117,96 @@ pub fn spawn_long_record(url: &str, out: &Path, interval: &str) -> std::process:
     std::thread::sleep(std::time::Duration::from_millis(1500));
     child
 }
+
+/// Test credentials of [`S3Server`].
+pub const S3_KEY: &str = "kvscope-test";
+pub const S3_SECRET: &str = "kvscope-test-secret-key";
+
+/// A real S3-compatible server on 127.0.0.1 (s3s-fs: buckets are directories under a temp
+/// dir, objects are files), running on its own runtime until dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl S3Server {
+    /// Starts the server with the given (empty) buckets.
+    pub fn start(buckets: &[&str]) -> Self {
+        use s3s::auth::SimpleAuth;
+        use s3s::service::S3ServiceBuilder;
+        let root = tempfile::tempdir().expect("tempdir");
+        for b in buckets {
+            std::fs::create_dir_all(root.path().join(b)).expect("bucket dir");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs root");
+        let mut b = S3ServiceBuilder::new(fs);
+        b.set_auth(SimpleAuth::from_single(S3_KEY, S3_SECRET));
+        let service = b.build();
+        rt.spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let svc = service.clone();
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            root,
+            _rt: rt,
+        }
+    }
+
+    /// The standard AWS environment pointing at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// Sets the AWS environment in this process (for library calls).
+    pub fn set_env(&self) {
+        for (k, v) in self.env() {
+            // SAFETY: tests that call this use the same values for the whole process.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+
+    /// Runs `kvscope ARGS…` with the AWS environment of this server.
+    pub fn kvscope<I, S>(&self, args: I) -> std::process::Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        std::process::Command::new(bin())
+            .args(args)
+            .envs(self.env())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run kvscope")
+    }
+
+    /// Path of an object on the server's disk.
+    pub fn object_path(&self, bucket_and_key: &str) -> PathBuf {
+        self.root.path().join(bucket_and_key)
+    }
+}

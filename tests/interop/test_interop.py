@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -104,3 +105,104 @@ def test_python_example_runs(session):
     )
     assert "kv_max" in out.stdout
     assert "phase_transition" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, session):
+    """Two sessions from two servers exported as one Hive-partitioned dataset."""
+    root = tmp_path_factory.mktemp("lake")
+    other = root / "other-session"
+    subprocess.run(
+        [BIN, "simulate", "--scenario", "kv-saturation", "--record-to", str(other),
+         "--seed", "5", "--server-name", "gpu-b:8000"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([BIN, "analyze", str(other)], check=True, capture_output=True)
+    out = root / "dataset"
+    subprocess.run(
+        [BIN, "export", str(session), str(other), "--out", str(out), "--partition-by", "server,date"],
+        check=True,
+        capture_output=True,
+    )
+    return out, [session, other]
+
+
+def test_export_layout_and_types(dataset):
+    out, sessions = dataset
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
+    assert len(files) == 2
+    assert files[0].startswith("server=gpu-b%3A8000/date=")
+    assert files[1].startswith("server=sim%3A8000/date=")
+    meta = json.loads((sessions[0] / "metadata.json").read_text())
+    table = ds.dataset(out, partitioning="hive").to_table()
+    assert table.num_rows == sum(
+        json.loads((s / "metadata.json").read_text())["row_counts"]["samples"] for s in sessions
+    )
+    # Contract columns keep their names and types; session_id and model are added;
+    # server and date come from the partition directories.
+    for c in meta["columns"]:
+        if c["name"] == "server":
+            continue
+        assert table.schema.field(c["name"]).type == ARROW_TYPES[c["type"]], c["name"]
+    assert table.schema.field("session_id").type == pa.string()
+    assert set(table.column("server").to_pylist()) == {"sim:8000", "gpu-b:8000"}
+    assert set(table.column("model").to_pylist()) == {"sim-llama-8b"}
+    kv = pq.ParquetFile(out / files[0]).metadata.metadata
+    assert kv[b"schema_version"] == str(meta["schema_version"]).encode()
+
+
+def test_export_pandas_and_polars(dataset):
+    out, _ = dataset
+    pdf = pd.read_parquet(out)
+    assert str(pdf["ts"].dtype) == "datetime64[us, UTC]"
+    assert set(pdf["server"].astype(str)) == {"sim:8000", "gpu-b:8000"}
+    lf = pl.scan_parquet(str(out / "**/*.parquet"), hive_partitioning=True)
+    got = lf.group_by("server").agg(pl.len().alias("n")).collect().sort("server")
+    assert got["server"].to_list() == ["gpu-b:8000", "sim:8000"]
+    assert got["n"].sum() == len(pdf)
+    assert lf.collect_schema()["requests_running"] == pl.Int64
+
+
+def test_duckdb_over_export_matches_analyze(dataset):
+    out, sessions = dataset
+    con = duckdb.connect()
+    rows = con.execute(
+        f"""
+        SELECT server, session_id,
+               SUM(generation_tokens_per_s * interval_s) AS gen,
+               SUM(preemptions_per_s * interval_s) AS preempt,
+               MAX(kv_cache_usage_pct) AS kv_max,
+               MAX(requests_waiting) AS waiting_max,
+               COUNT(*) AS n
+        FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true)
+        GROUP BY server, session_id
+        ORDER BY server
+        """
+    ).fetchall()
+    assert len(rows) == 2
+    by_server = {r[0]: r for r in rows}
+    for s in sessions:
+        summary = json.loads((s / "summary.json").read_text())
+        srv = summary["servers"][0]
+        row = by_server[srv["server"]]
+        assert row[1] == json.loads((s / "metadata.json").read_text())["session_id"]
+        assert abs(row[2] - srv["generation_tokens"]) < 1.0
+        assert abs(row[3] - srv["preemptions"]) < 0.01
+        assert abs(row[4] - srv["kv_max_pct"]) < 0.01
+        assert row[5] == srv["waiting_max"]
+        assert row[6] == srv["samples"]
+
+
+def test_fleet_example_runs(dataset):
+    import sys
+
+    out, _ = dataset
+    res = subprocess.run(
+        [sys.executable, "examples/fleet_dataset.py", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "generation_tokens" in res.stdout
+    assert "gpu-b:8000" in res.stdout

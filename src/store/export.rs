@@ -1,0 +1,364 @@
+//! `kvscope export`: sessions → one Hive-partitioned Parquet dataset for pandas, Polars,
+//! DuckDB and Spark (`DIR/server=…/date=YYYY-MM-DD/part-<session>.parquet`).
+//!
+//! Files hold the contract's columns with the contract's names and types (timestamps UTC
+//! microseconds, percentages float64, counts int64, strings UTF-8) plus `session_id` and
+//! `model` from metadata.json; partition columns live in the directory names only (the
+//! Hive convention every reader above expects), with values percent-encoded. Each file's
+//! key/value metadata carries `schema_version` and `session_id`. Re-exporting a session
+//! overwrites its own files (one deterministic file name per session and partition).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::DateTime;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimestampMicrosecondType};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::location::Location;
+use super::schema::{SCHEMA_VERSION, samples_to_batch};
+use super::{
+    METADATA_FILE, SAMPLES_CSV, SAMPLES_JSONL, SAMPLES_PARQUET, StoreError, parse_metadata,
+    samples_csv_from_reader, samples_jsonl_from_reader,
+};
+
+/// A Hive partition column of the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKey {
+    Server,
+    /// UTC calendar day of the sample (`YYYY-MM-DD`).
+    Date,
+}
+
+impl PartitionKey {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "server" => Ok(Self::Server),
+            "date" => Ok(Self::Date),
+            other => Err(format!(
+                "cannot partition by `{other}` (choose from: server, date)"
+            )),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Date => "date",
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportReport {
+    pub sessions: usize,
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Everything but unreserved characters is encoded in partition values, so a server
+/// label like `10.0.0.1:8000` becomes `10.0.0.1%3A8000` (decoded by all the readers).
+const PARTITION_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+
+fn invalid(loc: &Location, message: impl ToString) -> StoreError {
+    StoreError::Invalid {
+        path: PathBuf::from(loc.to_string()),
+        message: message.to_string(),
+    }
+}
+
+/// Exports one session into the dataset at `out`, adding to `report`.
+pub async fn export_session(
+    session: &Location,
+    out: &Location,
+    partition_by: &[PartitionKey],
+    report: &mut ExportReport,
+) -> Result<(), StoreError> {
+    let meta = match session.read(METADATA_FILE).await? {
+        Some(b) => Some(parse_metadata(
+            &String::from_utf8_lossy(&b),
+            &PathBuf::from(session.file_url(METADATA_FILE)),
+        )?),
+        None => None,
+    };
+    let session_id = meta
+        .as_ref()
+        .map(|m| m.session_id.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| session.name());
+    let models: HashMap<String, String> = meta
+        .iter()
+        .flat_map(|m| m.servers.iter())
+        .filter_map(|s| {
+            let server = s.get("server")?.as_str()?.to_string();
+            let names: Vec<&str> = s
+                .get("model_names")?
+                .as_array()?
+                .iter()
+                .filter_map(|v| v.as_str())
+                .collect();
+            (!names.is_empty()).then(|| (server, names.join(",")))
+        })
+        .collect();
+
+    // Plain UTF-8 strings (not Utf8View) so the files carry the contract's types.
+    let mut cfg = SessionConfig::new().with_target_partitions(2);
+    cfg.options_mut().execution.parquet.schema_force_view_types = false;
+    let ctx = SessionContext::new_with_config(cfg);
+    session.register(&ctx);
+    let err = |e: datafusion::error::DataFusionError| invalid(session, e);
+    if session.exists(SAMPLES_PARQUET).await? {
+        ctx.register_parquet(
+            "samples",
+            session.file_url(SAMPLES_PARQUET),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .map_err(err)?;
+    } else {
+        let rows = if let Some(b) = session.read(SAMPLES_JSONL).await? {
+            samples_jsonl_from_reader(&b[..], &PathBuf::from(session.file_url(SAMPLES_JSONL)))?
+        } else if let Some(b) = session.read(SAMPLES_CSV).await? {
+            samples_csv_from_reader(&b[..], &PathBuf::from(session.file_url(SAMPLES_CSV)))?
+        } else {
+            return Err(StoreError::NotASession(PathBuf::from(session.to_string())));
+        };
+        let batch = samples_to_batch(&rows);
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?;
+        ctx.register_table("samples", Arc::new(table))
+            .map_err(err)?;
+    }
+    // Partitions are written one at a time, so rows of one partition must be adjacent.
+    let sql = if partition_by.is_empty() {
+        "SELECT * FROM samples".to_string()
+    } else {
+        "SELECT * FROM samples ORDER BY server, ts".to_string()
+    };
+    let df = ctx.sql(&sql).await.map_err(err)?;
+    let mut stream = df.execute_stream().await.map_err(err)?;
+
+    let mut current: Option<(String, PartWriter)> = None;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(err)?;
+        let batch = add_columns(&batch, &session_id, &models).map_err(|e| invalid(session, e))?;
+        let keys = partition_paths(&batch, partition_by).map_err(|e| invalid(session, e))?;
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let key = keys.get(start).cloned().unwrap_or_default();
+            let mut end = start + 1;
+            while end < batch.num_rows() && keys.get(end) == Some(&key) {
+                end += 1;
+            }
+            let slice = batch.slice(start, end - start);
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
+                if let Some((k, w)) = current.take() {
+                    finish_part(out, &k, &session_id, w, report).await?;
+                }
+                current = Some((
+                    key.clone(),
+                    PartWriter::new(&slice, partition_by, &session_id)?,
+                ));
+            }
+            if let Some((_, w)) = current.as_mut() {
+                w.write(&slice)?;
+            }
+            start = end;
+        }
+    }
+    if let Some((k, w)) = current.take() {
+        finish_part(out, &k, &session_id, w, report).await?;
+    }
+    report.sessions += 1;
+    Ok(())
+}
+
+async fn finish_part(
+    out: &Location,
+    dir: &str,
+    session_id: &str,
+    w: PartWriter,
+    report: &mut ExportReport,
+) -> Result<(), StoreError> {
+    let name = if dir.is_empty() {
+        format!("part-{session_id}.parquet")
+    } else {
+        format!("{dir}/part-{session_id}.parquet")
+    };
+    let (bytes, rows) = w.finish()?;
+    report.files += 1;
+    report.rows += rows;
+    report.bytes += bytes.len() as u64;
+    out.write(&name, bytes).await
+}
+
+/// `session_id` and `model` columns (the server's model names from metadata.json, else
+/// the row's `model_name`).
+fn add_columns(
+    batch: &RecordBatch,
+    session_id: &str,
+    models: &HashMap<String, String>,
+) -> Result<RecordBatch, String> {
+    let n = batch.num_rows();
+    let server = batch
+        .column_by_name("server")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or("samples lack a UTF-8 `server` column")?;
+    let model_name = batch
+        .column_by_name("model_name")
+        .and_then(|c| c.as_string_opt::<i32>());
+    let model: StringArray = (0..n)
+        .map(|i| {
+            let from_meta = server
+                .is_valid(i)
+                .then(|| models.get(server.value(i)))
+                .flatten()
+                .cloned();
+            from_meta.or_else(|| {
+                model_name
+                    .filter(|m| m.is_valid(i) && !m.value(i).is_empty())
+                    .map(|m| m.value(i).to_string())
+            })
+        })
+        .collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+    fields.push(Field::new("session_id", DataType::Utf8, false));
+    cols.push(Arc::new(StringArray::from(vec![session_id; n])));
+    fields.push(Field::new("model", DataType::Utf8, true));
+    cols.push(Arc::new(model));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| e.to_string())
+}
+
+/// The partition directory (`server=…/date=…`) of every row.
+fn partition_paths(batch: &RecordBatch, keys: &[PartitionKey]) -> Result<Vec<String>, String> {
+    if keys.is_empty() {
+        return Ok(vec![String::new(); batch.num_rows()]);
+    }
+    let server = batch
+        .column_by_name("server")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or("samples lack a UTF-8 `server` column")?;
+    let ts = batch
+        .column_by_name("ts")
+        .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        .ok_or("samples lack a microsecond `ts` column")?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            keys.iter()
+                .map(|k| {
+                    let value = match k {
+                        PartitionKey::Server if server.is_valid(i) => server.value(i).to_string(),
+                        PartitionKey::Date if ts.is_valid(i) => {
+                            DateTime::from_timestamp_micros(ts.value(i))
+                                .map(|d| d.format("%Y-%m-%d").to_string())
+                                .unwrap_or_else(|| "__HIVE_DEFAULT_PARTITION__".into())
+                        }
+                        _ => "__HIVE_DEFAULT_PARTITION__".into(),
+                    };
+                    format!(
+                        "{}={}",
+                        k.name(),
+                        utf8_percent_encode(&value, PARTITION_VALUE)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect())
+}
+
+/// One partition file being written into memory.
+struct PartWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    keep: Vec<usize>,
+    rows: u64,
+}
+
+impl PartWriter {
+    fn new(
+        sample: &RecordBatch,
+        partition_by: &[PartitionKey],
+        session_id: &str,
+    ) -> Result<Self, StoreError> {
+        let full = sample.schema();
+        let keep: Vec<usize> = full
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !partition_by.iter().any(|k| k.name() == f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let schema = Arc::new(full.project(&keep).map_err(|e| pq_invalid(e.to_string()))?);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new("schema_version".into(), SCHEMA_VERSION.to_string()),
+                KeyValue::new("session_id".into(), session_id.to_string()),
+            ]))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))
+            .map_err(|e| pq_invalid(e.to_string()))?;
+        Ok(Self {
+            writer,
+            keep,
+            rows: 0,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        let projected = batch
+            .project(&self.keep)
+            .map_err(|e| pq_invalid(e.to_string()))?;
+        self.rows += projected.num_rows() as u64;
+        self.writer
+            .write(&projected)
+            .map_err(|e| pq_invalid(e.to_string()))
+    }
+
+    fn finish(self) -> Result<(Vec<u8>, u64), StoreError> {
+        let rows = self.rows;
+        self.writer
+            .into_inner()
+            .map(|b| (b, rows))
+            .map_err(|e| pq_invalid(e.to_string()))
+    }
+}
+
+fn pq_invalid(message: String) -> StoreError {
+    StoreError::Invalid {
+        path: PathBuf::from("export"),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_are_percent_encoded() {
+        let v = utf8_percent_encode("10.0.0.1:8000/x y", PARTITION_VALUE).to_string();
+        assert_eq!(v, "10.0.0.1%3A8000%2Fx%20y");
+        assert_eq!(PartitionKey::parse("date"), Ok(PartitionKey::Date));
+        assert!(
+            PartitionKey::parse("engine")
+                .unwrap_err()
+                .contains("server, date")
+        );
+    }
+}

@@ -1,0 +1,510 @@
+//! Where a session lives: a local directory, a `file://` URL, or a prefix in an object
+//! store (`s3://bucket/prefix/session`).
+//!
+//! S3 credentials and endpoint come from the standard AWS environment
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+//! `AWS_ALLOW_HTTP`, …) through `object_store`'s `AmazonS3Builder::from_env`. DataFusion
+//! reads a remote session's Parquet straight from the store ([`Location::register`]);
+//! small files (metadata.json, outputs) are read and written whole.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+use url::Url;
+
+use super::{
+    METADATA_FILE, SAMPLES_CSV, SAMPLES_JSONL, SAMPLES_PARQUET, SAMPLES_PARTS_DIR, StoreError,
+};
+
+/// Files above this size are uploaded in parts.
+const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
+/// Part size for multipart uploads (S3's minimum is 5 MiB).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// A session directory or prefix.
+#[derive(Clone)]
+pub enum Location {
+    Local(PathBuf),
+    Object(ObjectLocation),
+}
+
+/// A prefix in an object store.
+#[derive(Clone)]
+pub struct ObjectLocation {
+    store: Arc<dyn ObjectStore>,
+    /// `s3://bucket`: the URL the store is registered under in DataFusion.
+    base: Url,
+    /// Key prefix of the session, without leading or trailing `/`.
+    prefix: ObjectPath,
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::Object(o) => write!(f, "{}", o.url_of("")),
+        }
+    }
+}
+
+fn os_err(location: &str, source: object_store::Error) -> StoreError {
+    StoreError::ObjectStore {
+        location: location.to_string(),
+        source: Box::new(source),
+    }
+}
+
+impl Location {
+    /// Parses a local path, `file:///abs/path` or `s3://bucket/prefix` (S3 settings from
+    /// the standard AWS environment).
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Self::parse_with(s, AmazonS3Builder::from_env())
+    }
+
+    /// [`Location::parse`] with explicit S3 settings (the bucket comes from the URL).
+    pub fn parse_with(s: &str, s3: AmazonS3Builder) -> Result<Self, StoreError> {
+        let invalid = |message: String| StoreError::Invalid {
+            path: PathBuf::from(s),
+            message,
+        };
+        if let Some(rest) = s.strip_prefix("file://") {
+            let url = Url::parse(s).map_err(|e| invalid(e.to_string()))?;
+            let path = url
+                .to_file_path()
+                .map_err(|_| invalid(format!("`{rest}` is not an absolute file path")))?;
+            return Ok(Location::Local(path));
+        }
+        if s.starts_with("s3://") {
+            let url = Url::parse(s).map_err(|e| invalid(e.to_string()))?;
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| invalid("no bucket in the s3:// URL".into()))?
+                .to_string();
+            // Fail within ~15 s (not object_store's default 3 min) when the store is
+            // down; transient errors still get retried.
+            let retry = object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(15),
+                ..Default::default()
+            };
+            let store = s3
+                .with_retry(retry)
+                .with_bucket_name(&bucket)
+                .build()
+                .map_err(|e| invalid(format!("cannot configure S3 access: {e}")))?;
+            let base = Url::parse(&format!("s3://{bucket}")).map_err(|e| invalid(e.to_string()))?;
+            let prefix = ObjectPath::parse(url.path().trim_matches('/'))
+                .map_err(|e| invalid(e.to_string()))?;
+            return Ok(Location::Object(ObjectLocation {
+                store: Arc::new(store),
+                base,
+                prefix,
+            }));
+        }
+        if let Some((scheme, _)) = s.split_once("://") {
+            return Err(invalid(format!(
+                "unsupported scheme `{scheme}://` (use a local path, file:// or s3://)"
+            )));
+        }
+        Ok(Location::Local(PathBuf::from(s)))
+    }
+
+    /// True for object-store locations.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Object(_))
+    }
+
+    /// The local directory, when local.
+    pub fn as_local(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::Object(_) => None,
+        }
+    }
+
+    /// A location below this one.
+    pub fn child(&self, name: &str) -> Location {
+        match self {
+            Location::Local(p) => Location::Local(p.join(name)),
+            Location::Object(o) => Location::Object(ObjectLocation {
+                store: o.store.clone(),
+                base: o.base.clone(),
+                prefix: o.key(name),
+            }),
+        }
+    }
+
+    /// The last path segment (the session's directory name).
+    pub fn name(&self) -> String {
+        match self {
+            Location::Local(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            Location::Object(o) => o
+                .prefix
+                .parts()
+                .last()
+                .map(|p| p.as_ref().to_string())
+                .unwrap_or_else(|| o.base.to_string()),
+        }
+    }
+
+    /// Path or URL of a file of the session, as DataFusion's `register_parquet` takes it.
+    pub fn file_url(&self, name: &str) -> String {
+        match self {
+            Location::Local(p) => p.join(name).to_string_lossy().into_owned(),
+            Location::Object(o) => o.url_of(name),
+        }
+    }
+
+    /// Makes the object store known to DataFusion (no-op for local sessions).
+    pub fn register(&self, ctx: &SessionContext) {
+        if let Location::Object(o) = self {
+            ctx.register_object_store(&o.base, o.store.clone());
+        }
+    }
+
+    /// The session's `metadata.json`; `None` when absent.
+    pub async fn read_metadata(&self) -> Result<Option<super::Metadata>, StoreError> {
+        match self.read(METADATA_FILE).await? {
+            Some(b) => super::parse_metadata(
+                &String::from_utf8_lossy(&b),
+                Path::new(&self.file_url(METADATA_FILE)),
+            )
+            .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a file of the session exists. On a store this lists the prefix (one
+    /// request) rather than HEAD-ing the key: S3-compatible servers disagree on what a
+    /// HEAD of a missing key under a missing "directory" returns.
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        match self {
+            Location::Local(p) => Ok(p.join(name).exists()),
+            Location::Object(o) => {
+                let key = o.key(name);
+                let parent: ObjectPath = key
+                    .as_ref()
+                    .rsplit_once('/')
+                    .map(|(d, _)| ObjectPath::from(d))
+                    .unwrap_or_default();
+                let listing = o
+                    .store
+                    .list_with_delimiter(Some(&parent))
+                    .await
+                    .map_err(|e| os_err(&o.url_of(name), e))?;
+                Ok(listing.objects.iter().any(|m| m.location == key)
+                    || listing.common_prefixes.iter().any(|p| *p == key))
+            }
+        }
+    }
+
+    /// Checks that the location can be reached with the configured credentials.
+    pub async fn check_access(&self) -> Result<(), StoreError> {
+        match self {
+            Location::Local(_) => Ok(()),
+            Location::Object(o) => o
+                .store
+                .list_with_delimiter(Some(&o.prefix))
+                .await
+                .map(|_| ())
+                .map_err(|e| os_err(&o.url_of(""), e)),
+        }
+    }
+
+    /// Reads a whole file; `None` when it does not exist.
+    pub async fn read(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Location::Local(p) => {
+                let path = p.join(name);
+                match std::fs::read(&path) {
+                    Ok(b) => Ok(Some(Bytes::from(b))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(StoreError::io(&path, e)),
+                }
+            }
+            Location::Object(o) => {
+                let url = o.url_of(name);
+                match o.store.get(&o.key(name)).await {
+                    Ok(r) => r.bytes().await.map(Some).map_err(|e| os_err(&url, e)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(os_err(&url, e)),
+                }
+            }
+        }
+    }
+
+    /// Writes a whole file (atomically for local files: temp file + rename).
+    pub async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Location::Local(p) => {
+                let path = p.join(name);
+                let dir = path.parent().unwrap_or(p);
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+                let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
+                let tmp = dir.join(format!(".{}.tmp", file.unwrap_or_default()));
+                std::fs::write(&tmp, bytes).map_err(|e| StoreError::io(&tmp, e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
+            }
+            Location::Object(o) if bytes.len() as u64 <= MULTIPART_THRESHOLD => o
+                .store
+                .put(&o.key(name), PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| os_err(&o.url_of(name), e)),
+            Location::Object(o) => {
+                let url = o.url_of(name);
+                let upload = o
+                    .store
+                    .put_multipart(&o.key(name))
+                    .await
+                    .map_err(|e| os_err(&url, e))?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                w.put(Bytes::from(bytes));
+                w.finish().await.map(|_| ()).map_err(|e| os_err(&url, e))
+            }
+        }
+    }
+
+    /// Uploads every file of local directory `dir` (recursively) below this location,
+    /// in parts for files above 8 MiB. Returns the number of bytes uploaded.
+    pub async fn upload_dir(&self, dir: &Path) -> Result<u64, StoreError> {
+        let mut files = Vec::new();
+        collect_files(dir, dir, &mut files)?;
+        files.sort();
+        let mut total = 0;
+        for rel in files {
+            let name = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            total += self.upload_file(&dir.join(&rel), &name).await?;
+        }
+        Ok(total)
+    }
+
+    async fn upload_file(&self, path: &Path, name: &str) -> Result<u64, StoreError> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| StoreError::io(path, e))?
+            .len();
+        match self {
+            Location::Local(p) => {
+                let dest = p.join(name);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
+                }
+                std::fs::copy(path, &dest).map_err(|e| StoreError::io(&dest, e))
+            }
+            Location::Object(_) if size <= MULTIPART_THRESHOLD => {
+                let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+                self.write(name, bytes).await?;
+                Ok(size)
+            }
+            Location::Object(o) => {
+                let url = o.url_of(name);
+                let upload = o
+                    .store
+                    .put_multipart(&o.key(name))
+                    .await
+                    .map_err(|e| os_err(&url, e))?;
+                let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                let mut file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| StoreError::io(path, e))?;
+                let mut buf = vec![0u8; PART_SIZE];
+                loop {
+                    let n = file
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| StoreError::io(path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.wait_for_capacity(4).await.map_err(|e| os_err(&url, e))?;
+                    w.write(buf.get(..n).unwrap_or_default());
+                }
+                w.finish().await.map_err(|e| os_err(&url, e))?;
+                Ok(size)
+            }
+        }
+    }
+
+    /// Sessions at or below this location: directories (prefixes) holding
+    /// metadata.json or samples. Sorted, deduplicated.
+    pub async fn find_sessions(&self) -> Result<Vec<Location>, StoreError> {
+        const MARKERS: [&str; 4] = [METADATA_FILE, SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV];
+        match self {
+            Location::Local(p) => {
+                let mut out = Vec::new();
+                find_local_sessions(p, &mut out, 0)?;
+                out.sort();
+                Ok(out.into_iter().map(Location::Local).collect())
+            }
+            Location::Object(o) => {
+                let prefix = (!o.prefix.as_ref().is_empty()).then_some(&o.prefix);
+                let metas: Vec<_> = o
+                    .store
+                    .list(prefix)
+                    .try_collect()
+                    .await
+                    .map_err(|e| os_err(&o.url_of(""), e))?;
+                let mut dirs: Vec<String> = metas
+                    .iter()
+                    .filter_map(|m| {
+                        let key = m.location.as_ref();
+                        let (dir, file) = key.rsplit_once('/').unwrap_or(("", key));
+                        // `samples/part-*.parquet`: the session is the parent of `samples`.
+                        let dir = if let Some(d) = dir.strip_suffix(SAMPLES_PARTS_DIR)
+                            && (d.is_empty() || d.ends_with('/'))
+                            && file.ends_with(".parquet")
+                        {
+                            d.trim_end_matches('/')
+                        } else if MARKERS.contains(&file) {
+                            dir
+                        } else {
+                            return None;
+                        };
+                        Some(dir.to_string())
+                    })
+                    .collect();
+                dirs.sort();
+                dirs.dedup();
+                Ok(dirs
+                    .into_iter()
+                    .map(|d| {
+                        Location::Object(ObjectLocation {
+                            store: o.store.clone(),
+                            base: o.base.clone(),
+                            prefix: ObjectPath::from(d.as_str()),
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+impl ObjectLocation {
+    /// The key of `name` below the prefix, taken literally (a Hive partition value such
+    /// as `server=a%3A8000` keeps its `%`); segments `object_store` refuses (`..`,
+    /// control characters) are encoded instead.
+    fn key(&self, name: &str) -> ObjectPath {
+        let name = name.trim_matches('/');
+        if name.is_empty() {
+            return self.prefix.clone();
+        }
+        let raw = if self.prefix.as_ref().is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        };
+        ObjectPath::parse(&raw).unwrap_or_else(|_| {
+            let mut key = self.prefix.clone();
+            for part in name.split('/').filter(|p| !p.is_empty()) {
+                key = key.clone().join(part);
+            }
+            key
+        })
+    }
+
+    fn url_of(&self, name: &str) -> String {
+        let key = self.key(name);
+        let base = self.base.as_str().trim_end_matches('/');
+        if key.as_ref().is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}/{key}")
+        }
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name();
+        // Temp files of an interrupted write are not part of the session.
+        if name.to_string_lossy().ends_with(".tmp") {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            out.push(rel.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// Depth-limited walk: a session directory is not searched further.
+fn find_local_sessions(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), StoreError> {
+    if super::check_session_dir(dir).is_ok() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        return Err(StoreError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such session or directory"),
+        ));
+    }
+    if depth >= 4 {
+        return Ok(());
+    }
+    let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subs.sort();
+    for s in subs {
+        find_local_sessions(&s, out, depth + 1)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_locations() {
+        assert!(
+            matches!(Location::parse("results/x").unwrap(), Location::Local(p) if p == Path::new("results/x"))
+        );
+        assert!(
+            matches!(Location::parse("file:///tmp/s1").unwrap(), Location::Local(p) if p == Path::new("/tmp/s1"))
+        );
+        let err = Location::parse("gs://b/x").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme `gs://`"), "{err}");
+        let err = Location::parse("s3:///x").unwrap_err().to_string();
+        assert!(err.contains("no bucket"), "{err}");
+        let s3 = Location::parse("s3://bucket/a/b/").unwrap();
+        assert_eq!(s3.to_string(), "s3://bucket/a/b");
+        assert_eq!(
+            s3.file_url("samples.parquet"),
+            "s3://bucket/a/b/samples.parquet"
+        );
+        assert_eq!(s3.child("s1").to_string(), "s3://bucket/a/b/s1");
+        assert_eq!(s3.child("s1").name(), "s1");
+        assert!(s3.is_remote());
+    }
+}
