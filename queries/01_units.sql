@@ -34,3 +34,4 @@ SELECT
   COUNT(*) AS engines
 FROM samples
 GROUP BY server, ts
+ORDER BY server, ts

@@ -84,3 +84,4 @@ SELECT
   debounce(CASE WHEN raw_queue_delay THEN 'on' WHEN NOT raw_queue_delay THEN 'off' END,
            ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS queue_delay
 FROM raw_conditions
+ORDER BY server, ts

@@ -14,3 +14,4 @@ FROM timeline
 UNION ALL
 SELECT server, ts, t_rel_sec, 'QUEUE_DELAY', queue_delay, 'requests_waiting', waiting
 FROM timeline
+ORDER BY server, condition, ts

@@ -9,7 +9,7 @@ SELECT
   MAX(engines) AS engines,
   MAX(interval_median_s) AS interval_median_s,
   AVG(kv_pct) AS kv_avg_pct,
-  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY kv_pct) AS kv_p95_pct,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY kv_pct) AS kv_p95_pct,
   MAX(kv_max_pct) AS kv_max_pct,
   MIN(kv_pct) AS kv_min_pct,
   AVG(running) AS running_avg,
@@ -17,7 +17,7 @@ SELECT
   AVG(waiting) AS waiting_avg,
   MAX(waiting) AS waiting_max,
   AVG(gen_tps) AS gen_tps_avg,
-  approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY gen_tps) AS gen_tps_p95,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY gen_tps) AS gen_tps_p95,
   AVG(prompt_tps) AS prompt_tps_avg,
   MAX(prompt_tps) AS prompt_tps_max,
   SUM(COALESCE(prompt_tps, 0) * COALESCE(interval_s, 0)) AS prompt_tokens,
@@ -29,8 +29,8 @@ SELECT
   SUM(prefix_hit_rate_pct * prompt_tps * interval_s) / NULLIF(SUM(CASE WHEN prefix_hit_rate_pct IS NOT NULL THEN prompt_tps * interval_s END), 0)
     AS prefix_hit_rate_pct,
   MAX(ttft_p95_s) AS ttft_p95_max_s,
-  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_p95_s) AS ttft_p95_median_s,
-  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY itl_p95_s) AS itl_p95_median_s,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_p95_s) AS ttft_p95_median_s,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY itl_p95_s) AS itl_p95_median_s,
   MAX(itl_p95_s) AS itl_p95_max_s,
   MAX(queue_time_mean_s) AS queue_time_mean_max_s,
   MAX(prompt_len_p95) AS prompt_len_p95_max,
@@ -46,7 +46,7 @@ SELECT
   SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_max,
-  approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
 FROM timeline
 GROUP BY server
 ORDER BY server

@@ -20,7 +20,8 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::SortExpr;
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
 
 use crate::store::events::Event;
 use crate::store::location::Location;
@@ -59,6 +60,8 @@ pub enum QueryKind {
     Summary,
     /// Per-sample series, run only when asked for ([`AnalyzeOptions::series`]).
     Series,
+    /// Reads the `histograms` table only: run once per session, not per chunk.
+    Histograms,
 }
 
 /// One SQL file of the catalog.
@@ -67,23 +70,34 @@ pub struct Query {
     pub name: &'static str,
     pub sql: &'static str,
     pub kind: QueryKind,
+    /// For tables: the order their rows are in (the query ends with this `ORDER BY`),
+    /// declared to DataFusion so later window queries do not sort again.
+    pub order: &'static [&'static str],
 }
 
 macro_rules! q {
     ($file:literal, $kind:ident) => {
+        q!($file, $kind, [])
+    };
+    ($file:literal, $kind:ident, [$($col:literal),*]) => {
         Query {
             name: $file,
             sql: include_str!(concat!("../../queries/", $file)),
             kind: QueryKind::$kind,
+            order: &[$($col),*],
         }
     };
 }
 
 /// The catalog, in execution order. Adding a query: one file in `queries/` + one line.
 pub const CATALOG: &[Query] = &[
-    q!("01_units.sql", Table),
-    q!("02_timeline.sql", Table),
-    q!("03_condition_samples.sql", Table),
+    q!("01_units.sql", Table, ["server", "ts"]),
+    q!("02_timeline.sql", Table, ["server", "ts"]),
+    q!(
+        "03_condition_samples.sql",
+        Table,
+        ["server", "condition", "ts"]
+    ),
     q!("10_phase_transitions.sql", Events),
     q!("11_condition_changes.sql", Events),
     q!("12_condition_episodes.sql", Events),
@@ -91,7 +105,7 @@ pub const CATALOG: &[Query] = &[
     q!("14_data_quality_events.sql", Events),
     q!("20_server_summary.sql", Summary),
     q!("21_phase_time.sql", Summary),
-    q!("22_histogram_increase.sql", Summary),
+    q!("22_histogram_increase.sql", Histograms),
     q!("23_phase_series.sql", Series),
 ];
 
@@ -133,12 +147,18 @@ pub struct PhasePoint {
 pub struct AnalyzeOptions {
     /// Also return the per-sample phase series.
     pub series: bool,
+    /// Chunk size for big sessions (default [`CHUNK_ROWS`]).
+    pub chunk_rows: Option<usize>,
 }
 
 /// Builds a context with KVScope's window functions registered.
 pub fn context() -> SessionContext {
+    context_with_partitions(2)
+}
+
+fn context_with_partitions(partitions: usize) -> SessionContext {
     let cfg = SessionConfig::new()
-        .with_target_partitions(2)
+        .with_target_partitions(partitions)
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(cfg);
     for f in udf::all() {
@@ -259,33 +279,233 @@ pub async fn register_session(
     Ok(())
 }
 
+/// Catalog results: events, and the rows of each summary/series query.
+type CatalogOutput = (Vec<Event>, BTreeMap<&'static str, Vec<RecordBatch>>);
+
 /// Runs the catalog over a registered session.
 pub async fn run_catalog(
     ctx: &SessionContext,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
-) -> Result<(Vec<Event>, BTreeMap<&'static str, Vec<RecordBatch>>), AnalysisError> {
+) -> Result<CatalogOutput, AnalysisError> {
+    let (mut events, results) = run_queries(ctx, thresholds, opts, |_| true).await?;
+    sort_events(&mut events);
+    Ok((events, results))
+}
+
+async fn run_queries(
+    ctx: &SessionContext,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    wanted: impl Fn(&Query) -> bool,
+) -> Result<CatalogOutput, AnalysisError> {
     let mut events = Vec::new();
     let mut results = BTreeMap::new();
-    for q in CATALOG {
+    for q in CATALOG.iter().filter(|q| wanted(q)) {
         if q.kind == QueryKind::Series && !opts.series {
             continue;
         }
         let sql = thresholds.substitute(q.name, q.sql)?;
         let started = std::time::Instant::now();
-        let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
-        let batches = df.collect().await.map_err(qerr(q.name))?;
-        tracing::debug!("{} took {:?}", q.name, started.elapsed());
         match q.kind {
-            QueryKind::Table => {}
-            QueryKind::Events => events.extend(batches.iter().flat_map(events_from_batch)),
-            QueryKind::Summary | QueryKind::Series => {
-                results.insert(q.name, batches);
+            QueryKind::Table => create_table(ctx, q, &sql).await?,
+            kind => {
+                let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
+                let batches = df.collect().await.map_err(qerr(q.name))?;
+                if kind == QueryKind::Events {
+                    events.extend(batches.iter().flat_map(events_from_batch));
+                } else {
+                    results.insert(q.name, batches);
+                }
             }
         }
+        tracing::debug!("{} took {:?}", q.name, started.elapsed());
     }
+    Ok((events, results))
+}
+
+/// `CREATE TABLE name AS <select>`: runs the select and registers its rows as an
+/// in-memory table whose sort order ([`Query::order`]) DataFusion is told about.
+async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<(), AnalysisError> {
+    let bad = || AnalysisError::Query {
+        query: q.name,
+        source: DataFusionError::Plan(
+            "a table query must start with `CREATE TABLE name AS`".into(),
+        ),
+    };
+    let upper = sql.to_ascii_uppercase();
+    let at = upper.find("CREATE TABLE ").ok_or_else(bad)?;
+    let rest = sql.get(at + "CREATE TABLE ".len()..).ok_or_else(bad)?;
+    let (name, select) = rest
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .ok_or_else(bad)?;
+    let select = select.trim_start();
+    let select = select
+        .get(..2)
+        .filter(|k| k.eq_ignore_ascii_case("AS"))
+        .and_then(|_| select.get(2..))
+        .filter(|rest| rest.starts_with(char::is_whitespace))
+        .ok_or_else(bad)?;
+    let df = ctx.sql(select).await.map_err(qerr(q.name))?;
+    let logical = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(qerr(q.name))?;
+    // The physical schema (nullability, metadata) of the rows, which MemTable checks.
+    let schema = batches.first().map_or(logical, |b| b.schema());
+    let order: Vec<SortExpr> = q.order.iter().map(|c| col(*c).sort(true, false)).collect();
+    let mut table = MemTable::try_new(schema, vec![batches]).map_err(qerr(q.name))?;
+    if !order.is_empty() {
+        table = table.with_sort_order(vec![order]);
+    }
+    ctx.register_table(name, Arc::new(table))
+        .map_err(qerr(q.name))?;
+    Ok(())
+}
+
+/// Sessions up to this many samples are analysed in one piece; bigger ones (fleets,
+/// days of data) in chunks of whole servers of about this size, which bounds memory:
+/// every query of the catalog partitions by server, so a server's rows never need
+/// another server's.
+pub const CHUNK_ROWS: usize = 1 << 18;
+
+/// Chunks analysed at once (each on its own single-partition context).
+fn chunk_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// Runs the catalog over a registered session: in one piece when small, else streamed
+/// in (server, ts) order and cut into chunks of whole servers analysed concurrently.
+async fn run_catalog_chunked(
+    ctx: &SessionContext,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    chunk_rows: usize,
+) -> Result<CatalogOutput, AnalysisError> {
+    use futures::StreamExt;
+    let rows = count_samples(ctx).await?;
+    if rows <= chunk_rows {
+        return run_catalog(ctx, thresholds, opts).await;
+    }
+    let df = ctx
+        .sql("SELECT * FROM samples ORDER BY server, ts")
+        .await
+        .map_err(qerr("read samples"))?;
+    let mut input = df.execute_stream().await.map_err(qerr("read samples"))?;
+    let schema = input.schema();
+    let workers = chunk_workers();
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(workers);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let rx = rx.clone();
+        let th = thresholds.clone();
+        let schema = schema.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some((i, batches)) = next else { break };
+                out.push((i, analyze_chunk(schema.clone(), batches, &th, opts).await?));
+            }
+            Ok::<_, AnalysisError>(out)
+        }));
+    }
+    // Cut the ordered stream at server boundaries.
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    let mut chunk_no = 0usize;
+    while let Some(batch) = input.next().await {
+        let batch = batch.map_err(qerr("read samples"))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let last_run = last_server_run_start(&batch).map_err(qerr("read samples"))?;
+        if pending_rows + batch.num_rows() >= chunk_rows && last_run > 0 {
+            pending.push(batch.slice(0, last_run));
+            let chunk = std::mem::take(&mut pending);
+            if tx.send((chunk_no, chunk)).await.is_err() {
+                break; // a worker failed; its error is reported below
+            }
+            chunk_no += 1;
+            let tail = batch.slice(last_run, batch.num_rows() - last_run);
+            pending_rows = tail.num_rows();
+            pending.push(tail);
+        } else {
+            pending_rows += batch.num_rows();
+            pending.push(batch);
+        }
+    }
+    if !pending.is_empty() {
+        let _ = tx.send((chunk_no, pending)).await;
+    }
+    drop(tx);
+    let mut parts = Vec::new();
+    for h in handles {
+        let done = h.await.map_err(|e| AnalysisError::Query {
+            query: "chunk worker",
+            source: DataFusionError::External(Box::new(e)),
+        })??;
+        parts.extend(done);
+    }
+    parts.sort_by_key(|(i, _)| *i);
+    let mut events = Vec::new();
+    let mut results: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();
+    for (_, (ev, res)) in parts {
+        events.extend(ev);
+        for (k, v) in res {
+            results.entry(k).or_default().extend(v);
+        }
+    }
+    // Histograms are per session, not per chunk.
+    let (_, hist) = run_queries(ctx, thresholds, opts, |q| q.kind == QueryKind::Histograms).await?;
+    results.extend(hist);
     sort_events(&mut events);
     Ok((events, results))
+}
+
+/// Index where the batch's last run of one server starts (0: the whole batch is one
+/// server, which may continue in the next batch).
+fn last_server_run_start(batch: &RecordBatch) -> Result<usize, DataFusionError> {
+    let Some(server) = batch.column_by_name("server") else {
+        return Err(DataFusionError::Plan(
+            "samples have no server column".into(),
+        ));
+    };
+    let parts = datafusion::arrow::compute::partition(std::slice::from_ref(server))?;
+    Ok(parts.ranges().last().map_or(0, |r| r.start))
+}
+
+/// The catalog (without the histogram query) over one chunk of whole servers, sorted
+/// by (server, ts).
+async fn analyze_chunk(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+) -> Result<CatalogOutput, AnalysisError> {
+    let ctx = context_with_partitions(1);
+    let table = MemTable::try_new(schema, vec![batches])
+        .map_err(qerr("chunk"))?
+        .with_sort_order(vec![vec![
+            col("server").sort(true, false),
+            col("ts").sort(true, false),
+        ]]);
+    ctx.register_table("samples", Arc::new(table))
+        .map_err(qerr("chunk"))?;
+    run_queries(&ctx, thresholds, opts, |q| q.kind != QueryKind::Histograms).await
+}
+
+async fn count_samples(ctx: &SessionContext) -> Result<usize, AnalysisError> {
+    let b = ctx
+        .sql("SELECT COUNT(*) AS n FROM samples_raw")
+        .await
+        .map_err(qerr("count samples"))?
+        .collect()
+        .await
+        .map_err(qerr("count samples"))?;
+    Ok(b.first().and_then(|b| Cols(b).f64("n", 0)).unwrap_or(0.0) as usize)
 }
 
 /// Analyses a session directory (local path).
@@ -401,7 +621,8 @@ async fn analyze_input(
     label: &str,
 ) -> Result<Analysis, AnalysisError> {
     register_session(ctx, input, hist).await?;
-    let (events, results) = run_catalog(ctx, thresholds, opts).await?;
+    let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
+    let (events, results) = run_catalog_chunked(ctx, thresholds, opts, chunk_rows).await?;
     let summary = summary::build(&results, &events, thresholds, meta)?;
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
@@ -421,7 +642,15 @@ pub async fn analyze_rows(
 ) -> Result<Analysis, AnalysisError> {
     let ctx = context();
     register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
-    let (events, results) = run_catalog(&ctx, thresholds, AnalyzeOptions { series: true }).await?;
+    let (events, results) = run_catalog(
+        &ctx,
+        thresholds,
+        AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        },
+    )
+    .await?;
     let summary = summary::build(&results, &events, thresholds, None)?;
     let series = series_from(&results);
     Ok(Analysis {

@@ -190,3 +190,57 @@ fn schema_doc_lists_every_column() {
         );
     }
 }
+
+/// Big sessions are analysed in chunks of whole servers; the result must not depend on
+/// where the chunks are cut (every query partitions by server).
+#[test]
+fn chunked_analysis_equals_whole_session_analysis() {
+    use analysis::AnalyzeOptions;
+    let tmp = tempfile::tempdir().unwrap();
+    let th = Thresholds::default();
+    let run = |dir: &std::path::Path, chunk: usize| {
+        block_on(analysis::analyze_dir_with(
+            dir,
+            &th,
+            AnalyzeOptions {
+                series: true,
+                chunk_rows: Some(chunk),
+            },
+        ))
+        .unwrap()
+    };
+    // A fleet: 12 servers × 900 s, cut into ~6 chunks.
+    let fleet = tmp.path().join("fleet");
+    kvscope::sim::fleet::generate(&fleet, 12, 900, 7).unwrap();
+    let whole = run(&fleet, usize::MAX);
+    let chunked = run(&fleet, 2000);
+    assert_eq!(whole.summary.servers.len(), 12);
+    assert!(whole.events.len() > 50, "{} events", whole.events.len());
+    assert_eq!(whole.events, chunked.events);
+    assert_eq!(
+        serde_json::to_value(&whole.summary).unwrap(),
+        serde_json::to_value(&chunked.summary).unwrap()
+    );
+    assert_eq!(whole.series, chunked.series);
+    // One data-parallel server (2 engines) bigger than a chunk: one chunk, same result.
+    let sc = kvscope::sim::scenario::scenario("mixed-incident").unwrap();
+    let dp = tmp.path().join("dp");
+    let off = kvscope::sim::OfflineRun {
+        scenario: sc,
+        seed: 4,
+        engines: 2,
+        interval_s: 1.0,
+        seconds: None,
+        epoch_unix: 1_800_000_000.0,
+        server: "dp:8000".into(),
+    };
+    kvscope::sim::record_offline(&off, &dp, "dp").unwrap();
+    let whole = run(&dp, usize::MAX);
+    let chunked = run(&dp, 10);
+    assert_eq!(whole.summary.servers[0].engines, 2);
+    assert_eq!(whole.events, chunked.events);
+    assert_eq!(
+        serde_json::to_value(&whole.summary).unwrap(),
+        serde_json::to_value(&chunked.summary).unwrap()
+    );
+}

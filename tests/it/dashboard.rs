@@ -50,7 +50,10 @@ fn dashboard_phases_equal_analyze_phases() {
     let files = block_on(analysis::analyze_dir_with(
         &dir,
         &Thresholds::default(),
-        AnalyzeOptions { series: true },
+        AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        },
     ))
     .unwrap();
     let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();

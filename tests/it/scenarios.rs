@@ -20,7 +20,10 @@ fn check(name: &str, seed: u64) -> Vec<String> {
     let a = block_on(analysis::analyze_dir_with(
         &dir,
         &Thresholds::default(),
-        AnalyzeOptions { series: true },
+        AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        },
     ))
     .unwrap();
     let meta = store::read_metadata(&dir).unwrap();
