@@ -98,6 +98,8 @@ pub const CATALOG: &[Query] = &[
         Table,
         ["server", "condition", "ts"]
     ),
+    q!("04_transient_flags.sql", Table, ["server", "ts"]),
+    q!("05_scrape_flags.sql", Table, ["server", "ts"]),
     q!("10_phase_transitions.sql", Events),
     q!("11_condition_changes.sql", Events),
     q!("12_condition_episodes.sql", Events),
