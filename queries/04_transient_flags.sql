@@ -8,9 +8,9 @@
 --                                   x its rolling median, for ${debounce_samples} samples
 --   PREEMPTION_BURST                preemptions/s >= ${preemption_burst_per_s}
 --
--- This table holds each sample's predicates and re-arm windows, computed once (a CTE
--- read by five UNION branches would be computed five times); 13_transient_events.sql
--- turns them into events.
+-- This table holds each sample's predicates and whether each fires (`rearm`: held on
+-- none of the previous ${event_rearm_samples} samples), computed once; 13_transient_events.sql
+-- turns the firing ones into events.
 CREATE TABLE transient_flags AS
 WITH p AS (
   SELECT
@@ -32,16 +32,11 @@ WITH p AS (
 SELECT
   server, ts, t_rel_sec, running, waiting, kv_max_pct, preemptions_per_s,
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_baseline,
-  is_ttft_spike, is_e2e_spike, is_kv_saturated, is_decode_drop, is_preemption_burst,
-  MAX(CAST(is_ttft_spike AS INT)) OVER (PARTITION BY server ORDER BY ts
-    ROWS BETWEEN ${event_rearm_samples} PRECEDING AND 1 PRECEDING) = 1 AS prev_ttft_spike,
-  MAX(CAST(is_e2e_spike AS INT)) OVER (PARTITION BY server ORDER BY ts
-    ROWS BETWEEN ${event_rearm_samples} PRECEDING AND 1 PRECEDING) = 1 AS prev_e2e_spike,
-  MAX(CAST(is_kv_saturated AS INT)) OVER (PARTITION BY server ORDER BY ts
-    ROWS BETWEEN ${event_rearm_samples} PRECEDING AND 1 PRECEDING) = 1 AS prev_kv_saturated,
-  MAX(CAST(is_decode_drop AS INT)) OVER (PARTITION BY server ORDER BY ts
-    ROWS BETWEEN ${event_rearm_samples} PRECEDING AND 1 PRECEDING) = 1 AS prev_decode_drop,
-  MAX(CAST(is_preemption_burst AS INT)) OVER (PARTITION BY server ORDER BY ts
-    ROWS BETWEEN ${event_rearm_samples} PRECEDING AND 1 PRECEDING) = 1 AS prev_preemption_burst
+  rearm(is_ttft_spike, ${event_rearm_samples}) OVER w AS fire_ttft_spike,
+  rearm(is_e2e_spike, ${event_rearm_samples}) OVER w AS fire_e2e_spike,
+  rearm(is_kv_saturated, ${event_rearm_samples}) OVER w AS fire_kv_saturated,
+  rearm(is_decode_drop, ${event_rearm_samples}) OVER w AS fire_decode_drop,
+  rearm(is_preemption_burst, ${event_rearm_samples}) OVER w AS fire_preemption_burst
 FROM p
+WINDOW w AS (PARTITION BY server ORDER BY ts)
 ORDER BY server, ts

@@ -1,22 +1,22 @@
--- Transient events: where a predicate of transient_flags (04_transient_flags.sql)
--- starts to hold after being false for ${event_rearm_samples} samples.
+-- Transient events: the samples where a predicate of transient_flags
+-- (04_transient_flags.sql) fires.
 SELECT 'transient' AS type, server, ts, t_rel_sec, 'TTFT_SPIKE' AS event, 'ttft_p95_s' AS metric,
        ttft_p95_s AS value, ttft_p95_baseline_s AS baseline,
        running AS ev_requests_running, waiting AS ev_requests_waiting
-FROM transient_flags WHERE is_ttft_spike AND NOT COALESCE(prev_ttft_spike, false)
+FROM transient_flags WHERE fire_ttft_spike
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'E2E_LATENCY_SPIKE', 'e2e_p95_s',
        e2e_p95_s, e2e_p95_baseline_s, running, waiting
-FROM transient_flags WHERE is_e2e_spike AND NOT COALESCE(prev_e2e_spike, false)
+FROM transient_flags WHERE fire_e2e_spike
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'KV_SATURATION', 'kv_cache_usage_pct',
        kv_max_pct, ${kv_saturated_pct}, running, waiting
-FROM transient_flags WHERE is_kv_saturated AND NOT COALESCE(prev_kv_saturated, false)
+FROM transient_flags WHERE fire_kv_saturated
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'DECODE_THROUGHPUT_DROP', 'generation_tokens_per_s',
        gen_tps, gen_tps_baseline, running, waiting
-FROM transient_flags WHERE is_decode_drop AND NOT COALESCE(prev_decode_drop, false)
+FROM transient_flags WHERE fire_decode_drop
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'PREEMPTION_BURST', 'preemptions_per_s',
        preemptions_per_s, ${preemption_burst_per_s}, running, waiting
-FROM transient_flags WHERE is_preemption_burst AND NOT COALESCE(prev_preemption_burst, false)
+FROM transient_flags WHERE fire_preemption_burst

@@ -93,13 +93,10 @@ macro_rules! q {
 pub const CATALOG: &[Query] = &[
     q!("01_units.sql", Table, ["server", "ts"]),
     q!("02_timeline.sql", Table, ["server", "ts"]),
-    q!(
-        "03_condition_samples.sql",
-        Table,
-        ["server", "condition", "ts"]
-    ),
+    q!("03_condition_flags.sql", Table, ["server", "ts"]),
     q!("04_transient_flags.sql", Table, ["server", "ts"]),
     q!("05_scrape_flags.sql", Table, ["server", "ts"]),
+    q!("06_condition_marks.sql", Table),
     q!("10_phase_transitions.sql", Events),
     q!("11_condition_changes.sql", Events),
     q!("12_condition_episodes.sql", Events),
@@ -110,6 +107,10 @@ pub const CATALOG: &[Query] = &[
     q!("22_histogram_increase.sql", Histograms),
     q!("23_phase_series.sql", Series),
 ];
+
+/// `units` for sessions with one row per (server, ts), chosen per chunk instead of
+/// `01_units.sql` (whose GROUP BY is then the identity).
+const UNITS_SINGLE_ENGINE: Query = q!("01_units_single_engine.sql", Table, ["server", "ts"]);
 
 /// Where a session's samples come from.
 #[derive(Debug, Clone)]
@@ -301,9 +302,24 @@ async fn run_queries(
     opts: AnalyzeOptions,
     wanted: impl Fn(&Query) -> bool,
 ) -> Result<CatalogOutput, AnalysisError> {
+    run_queries_with(ctx, thresholds, opts, wanted, false).await
+}
+
+async fn run_queries_with(
+    ctx: &SessionContext,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    wanted: impl Fn(&Query) -> bool,
+    single_engine: bool,
+) -> Result<CatalogOutput, AnalysisError> {
     let mut events = Vec::new();
     let mut results = BTreeMap::new();
     for q in CATALOG.iter().filter(|q| wanted(q)) {
+        let q = if single_engine && q.name == "01_units.sql" {
+            &UNITS_SINGLE_ENGINE
+        } else {
+            q
+        };
         if q.kind == QueryKind::Series && !opts.series {
             continue;
         }
@@ -488,6 +504,7 @@ async fn analyze_chunk(
     opts: AnalyzeOptions,
 ) -> Result<CatalogOutput, AnalysisError> {
     let ctx = context_with_partitions(1);
+    let single_engine = one_row_per_unit(&batches).map_err(qerr("chunk"))?;
     let table = MemTable::try_new(schema, vec![batches])
         .map_err(qerr("chunk"))?
         .with_sort_order(vec![vec![
@@ -496,7 +513,44 @@ async fn analyze_chunk(
         ]]);
     ctx.register_table("samples", Arc::new(table))
         .map_err(qerr("chunk"))?;
-    run_queries(&ctx, thresholds, opts, |q| q.kind != QueryKind::Histograms).await
+    run_queries_with(
+        &ctx,
+        thresholds,
+        opts,
+        |q| q.kind != QueryKind::Histograms,
+        single_engine,
+    )
+    .await
+}
+
+/// True when no two consecutive rows (sorted by server, ts) share (server, ts).
+fn one_row_per_unit(batches: &[RecordBatch]) -> Result<bool, DataFusionError> {
+    use datafusion::common::ScalarValue;
+    let key = |b: &RecordBatch, i: usize| -> Result<(ScalarValue, ScalarValue), DataFusionError> {
+        let col = |n: &str| {
+            b.column_by_name(n)
+                .ok_or_else(|| DataFusionError::Plan(format!("samples have no {n} column")))
+        };
+        Ok((
+            ScalarValue::try_from_array(col("server")?, i)?,
+            ScalarValue::try_from_array(col("ts")?, i)?,
+        ))
+    };
+    let mut last: Option<(ScalarValue, ScalarValue)> = None;
+    for b in batches.iter().filter(|b| b.num_rows() > 0) {
+        let (Some(server), Some(ts)) = (b.column_by_name("server"), b.column_by_name("ts")) else {
+            return Ok(false);
+        };
+        let runs = datafusion::arrow::compute::partition(&[server.clone(), ts.clone()])?;
+        if runs.len() != b.num_rows() {
+            return Ok(false);
+        }
+        if last.as_ref() == Some(&key(b, 0)?) {
+            return Ok(false);
+        }
+        last = Some(key(b, b.num_rows() - 1)?);
+    }
+    Ok(true)
 }
 
 async fn count_samples(ctx: &SessionContext) -> Result<usize, AnalysisError> {

@@ -7,11 +7,26 @@
 //!   shorter than `min_samples` rows take the label of the last run that was long enough,
 //!   so one noisy sample cannot produce two transitions. Nulls pass through. O(n).
 //!
-//! Both expect `ORDER BY` on the time column in their `OVER` clause.
+//! - `rearm(flag, n)`: true where `flag` holds and held on none of the `n` rows before it
+//!   (an event fires once, then re-arms after `n` quiet samples). Replaces `n` sliding
+//!   `MAX` frames per event with one pass. O(n).
+//!
+//! - `condition_change(active)`: `'start'` where `active` becomes true, `'end'` where it
+//!   becomes false, against the previous non-NULL value (a condition is off before the
+//!   first sample). O(n).
+//! - `episode_id(active, t, merge_gap_s, min_s)`: episodes of a condition. Islands are
+//!   maximal runs of true rows; an island ends at the next row's `t` (the first sample
+//!   where the condition is no longer on). Islands less than `merge_gap_s` apart merge;
+//!   an episode is kept when it lasts at least `min_s`. Rows of kept episodes get the
+//!   episode's number, other rows NULL. O(n).
+//!
+//! All expect `ORDER BY` on the time column in their `OVER` clause.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
@@ -24,7 +39,197 @@ pub fn all() -> Vec<WindowUDF> {
     vec![
         WindowUDF::new_from_impl(RollingMedian::new()),
         WindowUDF::new_from_impl(Debounce::new()),
+        WindowUDF::new_from_impl(SimpleWindow::rearm()),
+        WindowUDF::new_from_impl(SimpleWindow::condition_change()),
+        WindowUDF::new_from_impl(SimpleWindow::episode_id()),
     ]
+}
+
+/// A window function defined by a name, argument types, a result type and a kernel
+/// over the whole (ordered) partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SimpleWindow {
+    name: &'static str,
+    signature: Signature,
+    output: DataType,
+}
+
+impl SimpleWindow {
+    fn rearm() -> Self {
+        Self {
+            name: "rearm",
+            signature: Signature::exact(
+                vec![DataType::Boolean, DataType::Float64],
+                Volatility::Immutable,
+            ),
+            output: DataType::Boolean,
+        }
+    }
+    fn condition_change() -> Self {
+        Self {
+            name: "condition_change",
+            signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
+            output: DataType::Utf8,
+        }
+    }
+    fn episode_id() -> Self {
+        Self {
+            name: "episode_id",
+            signature: Signature::exact(
+                vec![
+                    DataType::Boolean,
+                    DataType::Float64,
+                    DataType::Float64,
+                    DataType::Float64,
+                ],
+                Volatility::Immutable,
+            ),
+            output: DataType::Int64,
+        }
+    }
+}
+
+impl WindowUDFImpl for SimpleWindow {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn partition_evaluator(
+        &self,
+        _args: PartitionEvaluatorArgs,
+    ) -> Result<Box<dyn PartitionEvaluator>> {
+        Ok(Box::new(SimpleEval { name: self.name }))
+    }
+    fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(args.name(), self.output.clone(), true)))
+    }
+}
+
+#[derive(Debug)]
+struct SimpleEval {
+    name: &'static str,
+}
+
+impl PartitionEvaluator for SimpleEval {
+    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) else {
+            return exec_err!("{}: the first argument must be a boolean", self.name);
+        };
+        let flag = |i: usize| flags.is_valid(i).then(|| flags.value(i));
+        match self.name {
+            "rearm" => {
+                let n = constant_f64(values.get(1))?.max(0.0) as usize;
+                Ok(Arc::new(rearm((0..num_rows).map(flag), n)))
+            }
+            "condition_change" => Ok(Arc::new(condition_change((0..num_rows).map(flag)))),
+            "episode_id" => {
+                let Some(t) = values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>())
+                else {
+                    return exec_err!("episode_id: t must be a float");
+                };
+                let gap = constant_f64(values.get(2))?;
+                let min = constant_f64(values.get(3))?;
+                let active: Vec<Option<bool>> = (0..num_rows).map(flag).collect();
+                let t: Vec<Option<f64>> = (0..num_rows)
+                    .map(|i| t.is_valid(i).then(|| t.value(i)))
+                    .collect();
+                Ok(Arc::new(episode_id(&active, &t, gap, min)))
+            }
+            other => exec_err!("unknown window function {other}"),
+        }
+    }
+}
+
+/// The kernel behind `rearm`, public for tests.
+pub fn rearm(flags: impl Iterator<Item = Option<bool>>, n: usize) -> BooleanArray {
+    // Index of the last row where the flag held.
+    let mut last: Option<usize> = None;
+    flags
+        .enumerate()
+        .map(|(i, f)| {
+            let on = f == Some(true);
+            let quiet = last.is_none_or(|l| i - l > n);
+            if on {
+                last = Some(i);
+            }
+            Some(on && quiet)
+        })
+        .collect()
+}
+
+/// The kernel behind `condition_change`, public for tests.
+pub fn condition_change(active: impl Iterator<Item = Option<bool>>) -> StringArray {
+    let mut prev = false;
+    active
+        .map(|a| {
+            let a = a?;
+            let out = match (prev, a) {
+                (false, true) => Some("start"),
+                (true, false) => Some("end"),
+                _ => None,
+            };
+            prev = a;
+            out
+        })
+        .collect()
+}
+
+/// The kernel behind `episode_id`, public for tests and property tests.
+pub fn episode_id(active: &[Option<bool>], t: &[Option<f64>], gap: f64, min: f64) -> Int64Array {
+    // Islands as (first row, last row, start t, end t).
+    let mut islands: Vec<(usize, usize, f64, f64)> = Vec::new();
+    let mut i = 0;
+    let n = active.len().min(t.len());
+    while i < n {
+        if active.get(i).copied().flatten() != Some(true) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j + 1 < n && active.get(j + 1).copied().flatten() == Some(true) {
+            j += 1;
+        }
+        let tt = |k: usize| t.get(k).copied().flatten();
+        // The island's times are the min over its rows and the max of each row's next t.
+        let start = (i..=j).filter_map(tt).fold(f64::INFINITY, f64::min);
+        let end = (i..=j)
+            .filter_map(|k| tt(k + 1).filter(|_| k + 1 < n).or_else(|| tt(k)))
+            .fold(f64::NEG_INFINITY, f64::max);
+        if start.is_finite() && end.is_finite() {
+            islands.push((i, j, start, end));
+        }
+        i = j + 1;
+    }
+    let mut out: Vec<Option<i64>> = vec![None; n];
+    let mut id = 0i64;
+    let mut k = 0;
+    while k < islands.len() {
+        // Merge the following islands that start within `gap` of the previous one's end.
+        let mut m = k;
+        while let (Some(prev), Some(next)) = (islands.get(m), islands.get(m + 1)) {
+            if next.2 - prev.3 > gap {
+                break;
+            }
+            m += 1;
+        }
+        let group = islands.get(k..=m).unwrap_or_default();
+        let start = group.iter().map(|g| g.2).fold(f64::INFINITY, f64::min);
+        let end = group.iter().map(|g| g.3).fold(f64::NEG_INFINITY, f64::max);
+        if end - start >= min {
+            id += 1;
+            for g in group {
+                for slot in out.iter_mut().take(g.1 + 1).skip(g.0) {
+                    *slot = Some(id);
+                }
+            }
+        }
+        k = m + 1;
+    }
+    out.into_iter().collect()
 }
 
 fn constant_f64(arr: Option<&ArrayRef>) -> Result<f64> {
@@ -237,6 +442,66 @@ mod tests {
         let raw = vec![Some("B"), Some("A"), Some("A")];
         assert_eq!(debounce(&raw, 2), vec![Some("B"), Some("A"), Some("A")]);
         assert_eq!(debounce(&[None, Some("A")], 2), vec![None, Some("A")]);
+    }
+
+    #[test]
+    fn rearm_fires_once_then_after_quiet_rows() {
+        let f = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
+        let out = rearm(f(&[1, 1, 0, 0, 1, 0, 0, 0, 1, 1]).into_iter(), 3);
+        let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
+        // Row 4 is 3 rows after row 1's spike: still inside the window; row 8 fires.
+        assert_eq!(
+            got,
+            [
+                true, false, false, false, false, false, false, false, true, false
+            ]
+        );
+        assert_eq!(rearm([None, Some(true)].into_iter(), 5).value(1), true);
+    }
+
+    #[test]
+    fn condition_changes_against_the_previous_known_value() {
+        let out = condition_change(
+            [
+                Some(false),
+                Some(true),
+                None,
+                Some(true),
+                Some(false),
+                None,
+                Some(false),
+            ]
+            .into_iter(),
+        );
+        let got: Vec<Option<&str>> = out.iter().collect();
+        assert_eq!(
+            got,
+            [None, Some("start"), None, None, Some("end"), None, None]
+        );
+        assert_eq!(condition_change([Some(true)].into_iter()).value(0), "start");
+    }
+
+    #[test]
+    fn episodes_merge_gaps_and_drop_short_ones() {
+        let on = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
+        let t: Vec<Option<f64>> = (0..14).map(|i| Some(i as f64)).collect();
+        // Islands [1,3) and [4,6) are 1 s apart (merged, lasting 5 s); [10,11) starts 4 s
+        // after and lasts 1 s (dropped).
+        let ids = episode_id(
+            &on(&[0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0]),
+            &t,
+            3.0,
+            5.0,
+        );
+        let got: Vec<Option<i64>> = ids.iter().collect();
+        let mut want = vec![None; 14];
+        for i in [1, 2, 4, 5] {
+            want[i] = Some(1);
+        }
+        assert_eq!(got, want);
+        // An island running to the end of the partition ends at its last sample.
+        let ids = episode_id(&on(&[0, 1, 1, 1, 1, 1, 1]), &t[..7], 3.0, 5.0);
+        assert_eq!(ids.iter().flatten().count(), 6);
     }
 
     #[test]
