@@ -75,13 +75,9 @@ raw_conditions AS (
 SELECT
   *,
   debounce(raw_phase, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS phase,
-  debounce(CASE WHEN raw_prefill_pressure THEN 'on' WHEN NOT raw_prefill_pressure THEN 'off' END,
-           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS prefill_pressure,
-  debounce(CASE WHEN raw_high_prompt_ingestion THEN 'on' WHEN NOT raw_high_prompt_ingestion THEN 'off' END,
-           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS high_prompt_ingestion,
-  debounce(CASE WHEN raw_ttft_elevated THEN 'on' WHEN NOT raw_ttft_elevated THEN 'off' END,
-           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS ttft_elevated,
-  debounce(CASE WHEN raw_queue_delay THEN 'on' WHEN NOT raw_queue_delay THEN 'off' END,
-           ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on' AS queue_delay
+  debounce(raw_prefill_pressure, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS prefill_pressure,
+  debounce(raw_high_prompt_ingestion, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS high_prompt_ingestion,
+  debounce(raw_ttft_elevated, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS ttft_elevated,
+  debounce(raw_queue_delay, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS queue_delay
 FROM raw_conditions
 ORDER BY server, ts

@@ -20,11 +20,10 @@ WITH p AS (
     COALESCE(kv_max_pct >= ${kv_saturated_pct}, false) AS is_kv_saturated,
     -- A collapse is sustained: debounced like phases, so a blip of one or two samples
     -- (a short stall upstream) is not a drop.
-    debounce(CASE WHEN gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
+    debounce(COALESCE(gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
       AND gen_tps <= ${decode_drop_share} * gen_tps_baseline
-      AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
-      THEN 'on' ELSE 'off' END, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) = 'on'
-      AS is_decode_drop,
+      AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline, false),
+      ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS is_decode_drop,
     COALESCE(preemptions_per_s >= ${preemption_burst_per_s}, false) AS is_preemption_burst
   FROM timeline
   WHERE scrape_ok

@@ -5,9 +5,5 @@ SELECT
   kv_max_pct AS ev_kv_cache_usage_pct, running AS ev_requests_running,
   waiting AS ev_requests_waiting, ttft_p95_s AS ev_ttft_p95_s,
   preemptions_per_s AS ev_preemptions_per_s, gen_tps AS ev_generation_tokens_per_s
-FROM (
-  SELECT *, LAG(phase) OVER (PARTITION BY server ORDER BY ts) AS prev_phase
-  FROM timeline
-  WHERE phase IS NOT NULL
-)
-WHERE prev_phase IS NOT NULL AND prev_phase <> phase
+FROM sample_flags
+WHERE phase IS NOT NULL AND prev_phase IS NOT NULL AND prev_phase <> phase

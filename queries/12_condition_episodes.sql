@@ -1,5 +1,5 @@
 -- condition_episode events: one per kept episode of condition_marks
--- (03_condition_flags.sql says how episodes are built). An episode ends at the first
+-- (03_sample_flags.sql says how episodes are built). An episode ends at the first
 -- sample after it where the condition is no longer on; its peak is the evidence
 -- metric's maximum (the earliest sample at that value).
 SELECT

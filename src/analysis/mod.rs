@@ -93,10 +93,9 @@ macro_rules! q {
 pub const CATALOG: &[Query] = &[
     q!("01_units.sql", Table, ["server", "ts"]),
     q!("02_timeline.sql", Table, ["server", "ts"]),
-    q!("03_condition_flags.sql", Table, ["server", "ts"]),
+    q!("03_sample_flags.sql", Table, ["server", "ts"]),
     q!("04_transient_flags.sql", Table, ["server", "ts"]),
-    q!("05_scrape_flags.sql", Table, ["server", "ts"]),
-    q!("06_condition_marks.sql", Table),
+    q!("05_condition_marks.sql", Table),
     q!("10_phase_transitions.sql", Events),
     q!("11_condition_changes.sql", Events),
     q!("12_condition_episodes.sql", Events),

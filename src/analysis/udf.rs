@@ -11,6 +11,10 @@
 //!   (an event fires once, then re-arms after `n` quiet samples). Replaces `n` sliding
 //!   `MAX` frames per event with one pass. O(n).
 //!
+//! - `previous_value(label)`: the last non-NULL label before the row (LAG skipping
+//!   NULLs), for phase transitions. O(n).
+//! - `next_time_where(flag, t)`: `t` of the nearest row at or after this one where `flag`
+//!   holds (a reverse scan instead of a `MIN` over an unbounded following frame). O(n).
 //! - `condition_change(active)`: `'start'` where `active` becomes true, `'end'` where it
 //!   becomes false, against the previous non-NULL value (a condition is off before the
 //!   first sample). O(n).
@@ -41,6 +45,8 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(Debounce::new()),
         WindowUDF::new_from_impl(SimpleWindow::rearm()),
         WindowUDF::new_from_impl(SimpleWindow::condition_change()),
+        WindowUDF::new_from_impl(SimpleWindow::previous_value()),
+        WindowUDF::new_from_impl(SimpleWindow::next_time_where()),
         WindowUDF::new_from_impl(SimpleWindow::episode_id()),
     ]
 }
@@ -63,6 +69,23 @@ impl SimpleWindow {
                 Volatility::Immutable,
             ),
             output: DataType::Boolean,
+        }
+    }
+    fn previous_value() -> Self {
+        Self {
+            name: "previous_value",
+            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+            output: DataType::Utf8,
+        }
+    }
+    fn next_time_where() -> Self {
+        Self {
+            name: "next_time_where",
+            signature: Signature::exact(
+                vec![DataType::Boolean, DataType::Float64],
+                Volatility::Immutable,
+            ),
+            output: DataType::Float64,
         }
     }
     fn condition_change() -> Self {
@@ -114,6 +137,22 @@ struct SimpleEval {
 
 impl PartitionEvaluator for SimpleEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        if self.name == "previous_value" {
+            let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
+                return exec_err!("previous_value expects a Utf8 argument");
+            };
+            let mut last: Option<&str> = None;
+            let out: StringArray = (0..num_rows)
+                .map(|i| {
+                    let prev = last;
+                    if v.is_valid(i) {
+                        last = Some(v.value(i));
+                    }
+                    prev
+                })
+                .collect();
+            return Ok(Arc::new(out));
+        }
         let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) else {
             return exec_err!("{}: the first argument must be a boolean", self.name);
         };
@@ -124,6 +163,26 @@ impl PartitionEvaluator for SimpleEval {
                 Ok(Arc::new(rearm((0..num_rows).map(flag), n)))
             }
             "condition_change" => Ok(Arc::new(condition_change((0..num_rows).map(flag)))),
+            "next_time_where" => {
+                let Some(t) = values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>())
+                else {
+                    return exec_err!("next_time_where: t must be a float");
+                };
+                // Backwards: the nearest row at or after i where the flag holds.
+                let mut out = vec![None; num_rows];
+                let mut next: Option<f64> = None;
+                for i in (0..num_rows).rev() {
+                    if flag(i) == Some(true) && t.is_valid(i) {
+                        next = Some(t.value(i));
+                    }
+                    if let Some(slot) = out.get_mut(i) {
+                        *slot = next;
+                    }
+                }
+                Ok(Arc::new(Float64Array::from(out)))
+            }
             "episode_id" => {
                 let Some(t) = values
                     .get(1)
@@ -346,10 +405,9 @@ struct Debounce {
 impl Debounce {
     fn new() -> Self {
         Self {
-            signature: Signature::exact(
-                vec![DataType::Utf8, DataType::Float64],
-                Volatility::Immutable,
-            ),
+            // Labels (phases) or booleans (conditions: no strings to build and compare);
+            // see `coerce_types`.
+            signature: Signature::user_defined(Volatility::Immutable),
         }
     }
 }
@@ -367,8 +425,21 @@ impl WindowUDFImpl for Debounce {
     ) -> Result<Box<dyn PartitionEvaluator>> {
         Ok(Box::new(DebounceEval))
     }
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        match arg_types.first() {
+            Some(DataType::Boolean) if arg_types.len() == 2 => {
+                Ok(vec![DataType::Boolean, DataType::Float64])
+            }
+            Some(_) if arg_types.len() == 2 => Ok(vec![DataType::Utf8, DataType::Float64]),
+            _ => exec_err!("debounce(label, min_samples) takes two arguments"),
+        }
+    }
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
-        Ok(Arc::new(Field::new(args.name(), DataType::Utf8, true)))
+        let ty = match args.get_input_field(0).map(|f| f.data_type().clone()) {
+            Some(DataType::Boolean) => DataType::Boolean,
+            _ => DataType::Utf8,
+        };
+        Ok(Arc::new(Field::new(args.name(), ty, true)))
     }
 }
 
@@ -377,10 +448,16 @@ struct DebounceEval;
 
 impl PartitionEvaluator for DebounceEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        let Some(labels) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
-            return exec_err!("debounce(label, min_samples) expects a Utf8 label");
-        };
         let min = constant_f64(values.get(1))?.max(1.0) as usize;
+        if let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) {
+            let raw: Vec<Option<bool>> = (0..num_rows)
+                .map(|i| flags.is_valid(i).then(|| flags.value(i)))
+                .collect();
+            return Ok(Arc::new(BooleanArray::from(debounce(&raw, min))));
+        }
+        let Some(labels) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
+            return exec_err!("debounce(label, min_samples) expects a Utf8 or Boolean label");
+        };
         let raw: Vec<Option<&str>> = (0..num_rows)
             .map(|i| labels.is_valid(i).then(|| labels.value(i)))
             .collect();
@@ -389,9 +466,9 @@ impl PartitionEvaluator for DebounceEval {
 }
 
 /// The kernel behind `debounce`, public for tests.
-pub fn debounce<'a>(raw: &[Option<&'a str>], min: usize) -> Vec<Option<&'a str>> {
+pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], min: usize) -> Vec<Option<T>> {
     let mut out = Vec::with_capacity(raw.len());
-    let mut stable: Option<&str> = None;
+    let mut stable: Option<T> = None;
     let mut i = 0;
     while i < raw.len() {
         let label = raw.get(i).copied().flatten();

@@ -5,21 +5,21 @@ CREATE TABLE condition_marks AS
 SELECT server, ts, t_rel_sec, next_ts, next_t, 'PREFILL_PRESSURE' AS condition,
        prefill_pressure_change AS change, prefill_pressure_episode AS episode,
        'prompt_tokens_per_s' AS metric, computed_prompt_tps AS metric_value
-FROM condition_flags
+FROM sample_flags
 WHERE prefill_pressure_change IS NOT NULL OR prefill_pressure_episode IS NOT NULL
 UNION ALL
 SELECT server, ts, t_rel_sec, next_ts, next_t, 'HIGH_PROMPT_INGESTION',
        high_prompt_ingestion_change, high_prompt_ingestion_episode,
        'prompt_tokens_per_s', computed_prompt_tps
-FROM condition_flags
+FROM sample_flags
 WHERE high_prompt_ingestion_change IS NOT NULL OR high_prompt_ingestion_episode IS NOT NULL
 UNION ALL
 SELECT server, ts, t_rel_sec, next_ts, next_t, 'TTFT_ELEVATED',
        ttft_elevated_change, ttft_elevated_episode, 'ttft_p95_s', ttft_p95_s
-FROM condition_flags
+FROM sample_flags
 WHERE ttft_elevated_change IS NOT NULL OR ttft_elevated_episode IS NOT NULL
 UNION ALL
 SELECT server, ts, t_rel_sec, next_ts, next_t, 'QUEUE_DELAY',
        queue_delay_change, queue_delay_episode, 'requests_waiting', waiting
-FROM condition_flags
+FROM sample_flags
 WHERE queue_delay_change IS NOT NULL OR queue_delay_episode IS NOT NULL

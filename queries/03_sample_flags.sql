@@ -1,0 +1,37 @@
+-- sample_flags: per sample, what the event queries need from its neighbours, in one
+-- window pass per server (Rust kernels where SQL would need extra passes):
+--   prev_phase        the last known phase before this sample (previous_value)
+--   prev_ok           whether the previous scrape succeeded
+--   next_ok_t         t of the next successful scrape, this one included (next_time_where)
+--   next_ts, next_t   the next sample
+--   *_change          'start' / 'end' where a condition turns on / off (condition_change)
+--   *_episode         number of the kept episode the sample belongs to (episode_id):
+--                     islands of the condition, merged when less than
+--                     ${episode_merge_gap_s} s apart, kept when they last at least
+--                     ${episode_min_s} s; an island ends at the first sample where the
+--                     condition is no longer on.
+CREATE TABLE sample_flags AS
+SELECT
+  server, ts, t_rel_sec, phase, scrape_ok, scrape_error, counter_reset, interval_s,
+  interval_median_s, kv_max_pct, running, waiting, ttft_p95_s, preemptions_per_s, gen_tps,
+  computed_prompt_tps,
+  previous_value(phase) OVER w AS prev_phase,
+  LAG(scrape_ok) OVER w AS prev_ok,
+  next_time_where(scrape_ok, t_rel_sec) OVER w AS next_ok_t,
+  LEAD(ts) OVER w AS next_ts,
+  LEAD(t_rel_sec) OVER w AS next_t,
+  condition_change(prefill_pressure) OVER w AS prefill_pressure_change,
+  condition_change(high_prompt_ingestion) OVER w AS high_prompt_ingestion_change,
+  condition_change(ttft_elevated) OVER w AS ttft_elevated_change,
+  condition_change(queue_delay) OVER w AS queue_delay_change,
+  episode_id(prefill_pressure, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
+    AS prefill_pressure_episode,
+  episode_id(high_prompt_ingestion, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
+    AS high_prompt_ingestion_episode,
+  episode_id(ttft_elevated, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
+    AS ttft_elevated_episode,
+  episode_id(queue_delay, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
+    AS queue_delay_episode
+FROM timeline
+WINDOW w AS (PARTITION BY server ORDER BY ts)
+ORDER BY server, ts
