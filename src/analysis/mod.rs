@@ -173,13 +173,14 @@ fn qerr(query: &'static str) -> impl FnOnce(DataFusionError) -> AnalysisError {
     move |source| AnalysisError::Query { query, source }
 }
 
-/// Registers `samples` (adding NULL columns for every optional column the input lacks)
-/// and, when given, `histograms`.
+/// Registers `samples_raw` (the input), the view `samples` over it (adding NULL columns
+/// for every optional column the input lacks) and, when given, `histograms`. Returns the
+/// view's SQL, which chunk contexts re-create over their own `samples_raw`.
 pub async fn register_session(
     ctx: &SessionContext,
     input: &SamplesInput,
     histograms: Option<&str>,
-) -> Result<(), AnalysisError> {
+) -> Result<String, AnalysisError> {
     let present: Vec<String> = match input {
         SamplesInput::Parquet(path) => {
             ctx.register_parquet("samples_raw", path, ParquetReadOptions::default())
@@ -264,6 +265,14 @@ pub async fn register_session(
         select.join(", ")
     );
     ctx.sql(&view).await.map_err(qerr("samples view"))?;
+    register_histograms(ctx, histograms).await?;
+    Ok(view)
+}
+
+async fn register_histograms(
+    ctx: &SessionContext,
+    histograms: Option<&str>,
+) -> Result<(), AnalysisError> {
     match histograms {
         Some(path) => {
             ctx.register_parquet("histograms", path, ParquetReadOptions::default())
@@ -313,19 +322,25 @@ async fn run_queries_with(
 ) -> Result<CatalogOutput, AnalysisError> {
     let mut events = Vec::new();
     let mut results = BTreeMap::new();
-    for q in CATALOG.iter().filter(|q| wanted(q)) {
-        let q = if single_engine && q.name == "01_units.sql" {
-            &UNITS_SINGLE_ENGINE
-        } else {
-            q
-        };
-        if q.kind == QueryKind::Series && !opts.series {
-            continue;
-        }
+    let queries: Vec<&Query> = CATALOG
+        .iter()
+        .filter(|q| wanted(q))
+        .filter(|q| q.kind != QueryKind::Series || opts.series)
+        .map(|q| {
+            if single_engine && q.name == "01_units.sql" {
+                &UNITS_SINGLE_ENGINE
+            } else {
+                q
+            }
+        })
+        .collect();
+    // Tables this run created that a later query still reads.
+    let mut live: Vec<String> = Vec::new();
+    for (k, q) in queries.iter().enumerate() {
         let sql = thresholds.substitute(q.name, q.sql)?;
         let started = std::time::Instant::now();
         match q.kind {
-            QueryKind::Table => create_table(ctx, q, &sql).await?,
+            QueryKind::Table => live.push(create_table(ctx, q, &sql).await?),
             kind => {
                 let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
                 let batches = df.collect().await.map_err(qerr(q.name))?;
@@ -337,13 +352,37 @@ async fn run_queries_with(
             }
         }
         tracing::debug!("{} took {:?}", q.name, started.elapsed());
+        // Free intermediate tables as soon as no later query reads them: bounds a
+        // chunk's memory to the tables in use.
+        let later = queries.get(k + 1..).unwrap_or_default();
+        live.retain(|t| {
+            let needed = later.iter().any(|l| mentions(l.sql, t));
+            if !needed {
+                let _ = ctx.deregister_table(t.as_str());
+            }
+            needed
+        });
     }
     Ok((events, results))
 }
 
+/// Whether `sql` (comments aside) names `table` as a whole word.
+fn mentions(sql: &str, table: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.lines()
+        .map(|l| l.split("--").next().unwrap_or_default())
+        .any(|l| {
+            l.match_indices(table).any(|(i, _)| {
+                let before = l.get(..i).and_then(|p| p.chars().next_back());
+                let after = l.get(i + table.len()..).and_then(|p| p.chars().next());
+                !before.is_some_and(word) && !after.is_some_and(word)
+            })
+        })
+}
+
 /// `CREATE TABLE name AS <select>`: runs the select and registers its rows as an
 /// in-memory table whose sort order ([`Query::order`]) DataFusion is told about.
-async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<(), AnalysisError> {
+async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<String, AnalysisError> {
     let bad = || AnalysisError::Query {
         query: q.name,
         source: DataFusionError::Plan(
@@ -376,7 +415,7 @@ async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<(), 
     }
     ctx.register_table(name, Arc::new(table))
         .map_err(qerr(q.name))?;
-    Ok(())
+    Ok(name.to_string())
 }
 
 /// Sessions up to this many samples are analysed in one piece; bigger ones (fleets,
@@ -396,6 +435,7 @@ fn chunk_workers() -> usize {
 /// in (server, ts) order and cut into chunks of whole servers analysed concurrently.
 async fn run_catalog_chunked(
     ctx: &SessionContext,
+    samples_view: &str,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
     chunk_rows: usize,
@@ -405,26 +445,34 @@ async fn run_catalog_chunked(
     if rows <= chunk_rows {
         return run_catalog(ctx, thresholds, opts).await;
     }
+    // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is re-created in
+    // each chunk's context, so that work runs on the workers, not on this reader.
     let df = ctx
-        .sql("SELECT * FROM samples ORDER BY server, ts")
+        .sql("SELECT * FROM samples_raw ORDER BY server, ts")
         .await
         .map_err(qerr("read samples"))?;
     let mut input = df.execute_stream().await.map_err(qerr("read samples"))?;
     let schema = input.schema();
     let workers = chunk_workers();
-    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(workers);
+    // One chunk waits while the workers run: enough to keep them busy, and memory stays
+    // at (workers + 1) chunks.
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(1);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut handles = Vec::new();
     for _ in 0..workers {
         let rx = rx.clone();
         let th = thresholds.clone();
         let schema = schema.clone();
+        let view = samples_view.to_string();
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, batches)) = next else { break };
-                out.push((i, analyze_chunk(schema.clone(), batches, &th, opts).await?));
+                out.push((
+                    i,
+                    analyze_chunk(schema.clone(), batches, &view, &th, opts).await?,
+                ));
             }
             Ok::<_, AnalysisError>(out)
         }));
@@ -499,6 +547,7 @@ fn last_server_run_start(batch: &RecordBatch) -> Result<usize, DataFusionError> 
 async fn analyze_chunk(
     schema: datafusion::arrow::datatypes::SchemaRef,
     batches: Vec<RecordBatch>,
+    samples_view: &str,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
 ) -> Result<CatalogOutput, AnalysisError> {
@@ -510,8 +559,9 @@ async fn analyze_chunk(
             col("server").sort(true, false),
             col("ts").sort(true, false),
         ]]);
-    ctx.register_table("samples", Arc::new(table))
+    ctx.register_table("samples_raw", Arc::new(table))
         .map_err(qerr("chunk"))?;
+    ctx.sql(samples_view).await.map_err(qerr("samples view"))?;
     run_queries_with(
         &ctx,
         thresholds,
@@ -675,10 +725,17 @@ async fn analyze_input(
     opts: AnalyzeOptions,
     label: &str,
 ) -> Result<Analysis, AnalysisError> {
-    register_session(ctx, input, hist).await?;
+    let view = register_session(ctx, input, hist).await?;
     let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
-    let (events, results) = run_catalog_chunked(ctx, thresholds, opts, chunk_rows).await?;
+    let started = std::time::Instant::now();
+    let (events, results) = run_catalog_chunked(ctx, &view, thresholds, opts, chunk_rows).await?;
+    tracing::debug!(
+        "catalog: {} events in {:?}",
+        events.len(),
+        started.elapsed()
+    );
     let summary = summary::build(&results, &events, thresholds, meta)?;
+    tracing::debug!("summary built at {:?}", started.elapsed());
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
     }
@@ -741,11 +798,14 @@ pub async fn analyze_and_write_location(
             message: e.to_string(),
         })?;
     out.write(store::SUMMARY_JSON, summary).await?;
-    out.write(
-        store::EVENTS_JSONL,
-        store::events::events_to_jsonl(&analysis.events),
-    )
-    .await?;
+    match out.as_local() {
+        // Streamed to the file (a fleet session has hundreds of thousands of events).
+        Some(dir) => store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?,
+        None => {
+            let events = store::events::events_to_jsonl(&analysis.events);
+            out.write(store::EVENTS_JSONL, events).await?;
+        }
+    }
     Ok(analysis)
 }
 
@@ -919,4 +979,17 @@ pub fn round3(v: f64) -> f64 {
 
 fn round_json(v: f64) -> serde_json::Value {
     serde_json::json!(round3(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_mentions_ignore_comments_and_longer_names() {
+        assert!(mentions("SELECT * FROM units\nWHERE x", "units"));
+        assert!(!mentions("-- reads units\nSELECT 1 FROM timeline", "units"));
+        assert!(!mentions("SELECT units_total FROM t", "units"));
+        assert!(mentions("FROM sample_flags WHERE", "sample_flags"));
+    }
 }

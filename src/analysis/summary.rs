@@ -280,8 +280,13 @@ pub(super) fn build(
             seen_metrics.push(name.to_string());
         }
     }
+    let index: std::collections::HashMap<String, usize> = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.server.clone(), i))
+        .collect();
     for e in events {
-        let Some(s) = servers.iter_mut().find(|s| s.server == e.server) else {
+        let Some(s) = index.get(&e.server).and_then(|&i| servers.get_mut(i)) else {
             continue;
         };
         let key = match (&e.event, &e.condition) {
