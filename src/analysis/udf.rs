@@ -533,7 +533,7 @@ mod tests {
                 true, false, false, false, false, false, false, false, true, false
             ]
         );
-        assert_eq!(rearm([None, Some(true)].into_iter(), 5).value(1), true);
+        assert!(rearm([None, Some(true)].into_iter(), 5).value(1));
     }
 
     #[test]

@@ -158,9 +158,11 @@ impl Location {
                 .unwrap_or_else(|| p.display().to_string()),
             Location::Object(o) => o
                 .prefix
-                .parts()
-                .last()
-                .map(|p| p.as_ref().to_string())
+                .as_ref()
+                .rsplit('/')
+                .next()
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
                 .unwrap_or_else(|| o.base.to_string()),
         }
     }
@@ -211,7 +213,7 @@ impl Location {
                     .await
                     .map_err(|e| os_err(&o.url_of(name), e))?;
                 Ok(listing.objects.iter().any(|m| m.location == key)
-                    || listing.common_prefixes.iter().any(|p| *p == key))
+                    || listing.common_prefixes.contains(&key))
             }
         }
     }
