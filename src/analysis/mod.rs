@@ -111,14 +111,7 @@ pub const CATALOG: &[Query] = &[
 /// `01_units.sql` (whose GROUP BY is then the identity).
 const UNITS_SINGLE_ENGINE: Query = q!("01_units_single_engine.sql", Table, ["server", "ts"]);
 
-/// Where a session's samples come from.
-#[derive(Debug, Clone)]
-pub enum SamplesInput {
-    /// Parquet file(s): `samples.parquet` or a `samples/` directory of parts.
-    Parquet(String),
-    /// Rows already in memory (legacy sessions read from JSONL/CSV, live windows).
-    Rows(Vec<Sample>),
-}
+pub use crate::store::location::SamplesInput;
 
 /// The result of analysing a session.
 #[derive(Debug, Clone)]
@@ -624,45 +617,7 @@ pub async fn analyze_dir_with(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    store::check_session_dir(dir)?;
-    let meta = store::read_metadata(dir)?;
-    let pq = dir.join(store::SAMPLES_PARQUET);
-    let parts = dir.join(store::SAMPLES_PARTS_DIR);
-    let jsonl = dir.join(store::SAMPLES_JSONL);
-    let csv = dir.join(store::SAMPLES_CSV);
-    let input = if parts.is_dir() {
-        SamplesInput::Parquet(parts.to_string_lossy().into_owned())
-    } else if pq.exists() && store::parquet_is_valid(&pq) {
-        SamplesInput::Parquet(pq.to_string_lossy().into_owned())
-    } else if jsonl.exists() {
-        // Legacy session, or a recorder that died before writing the Parquet footer:
-        // read the rows (`kvscope repair` rewrites the Parquet file).
-        if pq.exists() {
-            tracing::warn!(
-                "{}: no footer (recorder crashed?); reading samples.jsonl",
-                pq.display()
-            );
-        }
-        SamplesInput::Rows(store::read_samples_jsonl(&jsonl)?)
-    } else if csv.exists() {
-        SamplesInput::Rows(store::read_samples_csv(&csv)?)
-    } else {
-        return Err(StoreError::NotASession(dir.to_path_buf()).into());
-    };
-    let hist = dir.join(store::HISTOGRAMS_PARQUET);
-    let hist = (hist.exists() && store::parquet_is_valid(&hist))
-        .then(|| hist.to_string_lossy().into_owned());
-    let ctx = context();
-    analyze_input(
-        &ctx,
-        &input,
-        hist.as_deref(),
-        meta.as_ref(),
-        thresholds,
-        opts,
-        &dir.display().to_string(),
-    )
-    .await
+    analyze_location(&Location::Local(dir.to_path_buf()), thresholds, opts).await
 }
 
 /// Analyses a session wherever it lives: local directory or object store. DataFusion
@@ -672,36 +627,17 @@ pub async fn analyze_location(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
-    if let Some(dir) = loc.as_local() {
-        return analyze_dir_with(dir, thresholds, opts).await;
+    let meta = loc.read_metadata().await?;
+    let input = loc.samples_input().await?;
+    let hist = match loc.as_local() {
+        // A histograms file without its footer (crash) is skipped, not an error.
+        Some(dir) => {
+            let p = dir.join(store::HISTOGRAMS_PARQUET);
+            p.exists() && store::parquet_is_valid(&p)
+        }
+        None => loc.exists(store::HISTOGRAMS_PARQUET).await?,
     }
-    let named = |f: &str| PathBuf::from(loc.file_url(f));
-    let meta = match loc.read(store::METADATA_FILE).await? {
-        Some(b) => Some(store::parse_metadata(
-            &String::from_utf8_lossy(&b),
-            &named(store::METADATA_FILE),
-        )?),
-        None => None,
-    };
-    let input = if loc.exists(store::SAMPLES_PARQUET).await? {
-        SamplesInput::Parquet(loc.file_url(store::SAMPLES_PARQUET))
-    } else if let Some(b) = loc.read(store::SAMPLES_JSONL).await? {
-        SamplesInput::Rows(store::samples_jsonl_from_reader(
-            &b[..],
-            &named(store::SAMPLES_JSONL),
-        )?)
-    } else if let Some(b) = loc.read(store::SAMPLES_CSV).await? {
-        SamplesInput::Rows(store::samples_csv_from_reader(
-            &b[..],
-            &named(store::SAMPLES_CSV),
-        )?)
-    } else {
-        return Err(StoreError::NotASession(PathBuf::from(loc.to_string())).into());
-    };
-    let hist = loc
-        .exists(store::HISTOGRAMS_PARQUET)
-        .await?
-        .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
+    .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
     let ctx = context();
     loc.register(&ctx);
     analyze_input(

@@ -61,54 +61,38 @@ struct SimpleWindow {
 }
 
 impl SimpleWindow {
-    fn rearm() -> Self {
+    fn new(name: &'static str, args: Vec<DataType>, output: DataType) -> Self {
         Self {
-            name: "rearm",
-            signature: Signature::exact(
-                vec![DataType::Boolean, DataType::Float64],
-                Volatility::Immutable,
-            ),
-            output: DataType::Boolean,
+            name,
+            signature: Signature::exact(args, Volatility::Immutable),
+            output,
         }
+    }
+    fn rearm() -> Self {
+        Self::new(
+            "rearm",
+            vec![DataType::Boolean, DataType::Float64],
+            DataType::Boolean,
+        )
     }
     fn previous_value() -> Self {
-        Self {
-            name: "previous_value",
-            signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
-            output: DataType::Utf8,
-        }
+        Self::new("previous_value", vec![DataType::Utf8], DataType::Utf8)
     }
     fn next_time_where() -> Self {
-        Self {
-            name: "next_time_where",
-            signature: Signature::exact(
-                vec![DataType::Boolean, DataType::Float64],
-                Volatility::Immutable,
-            ),
-            output: DataType::Float64,
-        }
+        let args = vec![DataType::Boolean, DataType::Float64];
+        Self::new("next_time_where", args, DataType::Float64)
     }
     fn condition_change() -> Self {
-        Self {
-            name: "condition_change",
-            signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
-            output: DataType::Utf8,
-        }
+        Self::new("condition_change", vec![DataType::Boolean], DataType::Utf8)
     }
     fn episode_id() -> Self {
-        Self {
-            name: "episode_id",
-            signature: Signature::exact(
-                vec![
-                    DataType::Boolean,
-                    DataType::Float64,
-                    DataType::Float64,
-                    DataType::Float64,
-                ],
-                Volatility::Immutable,
-            ),
-            output: DataType::Int64,
-        }
+        let args = vec![
+            DataType::Boolean,
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Float64,
+        ];
+        Self::new("episode_id", args, DataType::Int64)
     }
 }
 

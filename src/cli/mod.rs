@@ -516,17 +516,7 @@ async fn load_or_analyze_events(
     loc: &Location,
     th: &Thresholds,
 ) -> anyhow::Result<Vec<store::events::Event>> {
-    let mut has_samples = loc
-        .as_local()
-        .is_some_and(|d| d.join(store::SAMPLES_PARTS_DIR).is_dir());
-    for f in [
-        store::SAMPLES_PARQUET,
-        store::SAMPLES_JSONL,
-        store::SAMPLES_CSV,
-    ] {
-        has_samples = has_samples || loc.exists(f).await?;
-    }
-    if has_samples {
+    if loc.has_samples().await? {
         return Ok(analysis::analyze_and_write_location(loc, None, th)
             .await?
             .events);

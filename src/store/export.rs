@@ -24,12 +24,9 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::location::Location;
+use super::StoreError;
+use super::location::{Location, SamplesInput};
 use super::schema::{SCHEMA_VERSION, samples_to_batch};
-use super::{
-    METADATA_FILE, SAMPLES_CSV, SAMPLES_JSONL, SAMPLES_PARQUET, StoreError, parse_metadata,
-    samples_csv_from_reader, samples_jsonl_from_reader,
-};
 
 /// A Hive partition column of the dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +81,7 @@ pub async fn export_session(
     partition_by: &[PartitionKey],
     report: &mut ExportReport,
 ) -> Result<(), StoreError> {
-    let meta = match session.read(METADATA_FILE).await? {
-        Some(b) => Some(parse_metadata(
-            &String::from_utf8_lossy(&b),
-            &PathBuf::from(session.file_url(METADATA_FILE)),
-        )?),
-        None => None,
-    };
+    let meta = session.read_metadata().await?;
     let session_id = meta
         .as_ref()
         .map(|m| m.session_id.clone())
@@ -117,26 +108,18 @@ pub async fn export_session(
     let ctx = SessionContext::new_with_config(cfg);
     session.register(&ctx);
     let err = |e: datafusion::error::DataFusionError| invalid(session, e);
-    if session.exists(SAMPLES_PARQUET).await? {
-        ctx.register_parquet(
-            "samples",
-            session.file_url(SAMPLES_PARQUET),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .map_err(err)?;
-    } else {
-        let rows = if let Some(b) = session.read(SAMPLES_JSONL).await? {
-            samples_jsonl_from_reader(&b[..], &PathBuf::from(session.file_url(SAMPLES_JSONL)))?
-        } else if let Some(b) = session.read(SAMPLES_CSV).await? {
-            samples_csv_from_reader(&b[..], &PathBuf::from(session.file_url(SAMPLES_CSV)))?
-        } else {
-            return Err(StoreError::NotASession(PathBuf::from(session.to_string())));
-        };
-        let batch = samples_to_batch(&rows);
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?;
-        ctx.register_table("samples", Arc::new(table))
-            .map_err(err)?;
+    match session.samples_input().await? {
+        SamplesInput::Parquet(url) => {
+            ctx.register_parquet("samples", url, ParquetReadOptions::default())
+                .await
+                .map_err(err)?;
+        }
+        SamplesInput::Rows(rows) => {
+            let batch = samples_to_batch(&rows);
+            let table = MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(err)?;
+            ctx.register_table("samples", Arc::new(table))
+                .map_err(err)?;
+        }
     }
     // Partitions are written one at a time, so rows of one partition must be adjacent.
     let sql = if partition_by.is_empty() {

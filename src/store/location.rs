@@ -29,6 +29,15 @@ const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
 /// Part size for multipart uploads (S3's minimum is 5 MiB).
 const PART_SIZE: usize = 8 * 1024 * 1024;
 
+/// Where a session's samples come from.
+#[derive(Debug, Clone)]
+pub enum SamplesInput {
+    /// Parquet: a path or URL DataFusion reads (`samples.parquet` or a `samples/` dir).
+    Parquet(String),
+    /// Rows already in memory (legacy sessions read from JSONL/CSV, live windows).
+    Rows(Vec<super::schema::Sample>),
+}
+
 /// A session directory or prefix.
 #[derive(Clone)]
 pub enum Location {
@@ -194,6 +203,62 @@ impl Location {
         }
     }
 
+    /// The session's samples, in order of preference: complete Parquet (a `samples/`
+    /// directory of parts, or `samples.parquet` with its footer), else `samples.jsonl`
+    /// (legacy sessions, or a recorder that died before writing the footer; `kvscope
+    /// repair` rewrites the Parquet), else `metrics.csv`.
+    pub async fn samples_input(&self) -> Result<SamplesInput, StoreError> {
+        let named = |f: &str| PathBuf::from(self.file_url(f));
+        match self {
+            Location::Local(dir) => {
+                super::check_session_dir(dir)?;
+                let pq = dir.join(SAMPLES_PARQUET);
+                if dir.join(SAMPLES_PARTS_DIR).is_dir() {
+                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARTS_DIR)));
+                }
+                if pq.exists() && super::parquet_is_valid(&pq) {
+                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARQUET)));
+                }
+                if pq.exists() {
+                    tracing::warn!(
+                        "{}: no footer (recorder crashed?); reading samples.jsonl",
+                        pq.display()
+                    );
+                }
+            }
+            Location::Object(_) => {
+                if self.exists(SAMPLES_PARQUET).await? {
+                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARQUET)));
+                }
+            }
+        }
+        if let Some(b) = self.read(SAMPLES_JSONL).await? {
+            let rows = super::samples_jsonl_from_reader(&b[..], &named(SAMPLES_JSONL))?;
+            return Ok(SamplesInput::Rows(rows));
+        }
+        if let Some(b) = self.read(SAMPLES_CSV).await? {
+            let rows = super::samples_csv_from_reader(&b[..], &named(SAMPLES_CSV))?;
+            return Ok(SamplesInput::Rows(rows));
+        }
+        Err(StoreError::NotASession(PathBuf::from(self.to_string())))
+    }
+
+    /// Whether the session has samples of any kind (without reading them).
+    pub async fn has_samples(&self) -> Result<bool, StoreError> {
+        if self
+            .as_local()
+            .is_some_and(|d| d.join(SAMPLES_PARTS_DIR).is_dir())
+        {
+            return Ok(true);
+        }
+        for f in [SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV] {
+            if self.exists(f).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether a file of the session exists. On a store this lists the prefix (one
     /// request) rather than HEAD-ing the key: S3-compatible servers disagree on what a
     /// HEAD of a missing key under a missing "directory" returns.
@@ -272,13 +337,7 @@ impl Location {
                 .map(|_| ())
                 .map_err(|e| os_err(&o.url_of(name), e)),
             Location::Object(o) => {
-                let url = o.url_of(name);
-                let upload = o
-                    .store
-                    .put_multipart(&o.key(name))
-                    .await
-                    .map_err(|e| os_err(&url, e))?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                let (mut w, url) = o.multipart(name).await?;
                 w.put(Bytes::from(bytes));
                 w.finish().await.map(|_| ()).map_err(|e| os_err(&url, e))
             }
@@ -321,13 +380,7 @@ impl Location {
                 Ok(size)
             }
             Location::Object(o) => {
-                let url = o.url_of(name);
-                let upload = o
-                    .store
-                    .put_multipart(&o.key(name))
-                    .await
-                    .map_err(|e| os_err(&url, e))?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+                let (mut w, url) = o.multipart(name).await?;
                 let mut file = tokio::fs::File::open(path)
                     .await
                     .map_err(|e| StoreError::io(path, e))?;
@@ -405,6 +458,17 @@ impl Location {
 }
 
 impl ObjectLocation {
+    /// A multipart upload of `name` (parts of [`PART_SIZE`]) and the object's URL.
+    async fn multipart(&self, name: &str) -> Result<(WriteMultipart, String), StoreError> {
+        let url = self.url_of(name);
+        let upload = self
+            .store
+            .put_multipart(&self.key(name))
+            .await
+            .map_err(|e| os_err(&url, e))?;
+        Ok((WriteMultipart::new_with_chunk_size(upload, PART_SIZE), url))
+    }
+
     /// The key of `name` below the prefix, taken literally (a Hive partition value such
     /// as `server=a%3A8000` keeps its `%`); segments `object_store` refuses (`..`,
     /// control characters) are encoded instead.

@@ -94,17 +94,23 @@ def test_duckdb_totals_match_analyze(session):
     assert row[4] == server["waiting_max"]
 
 
-def test_python_example_runs(session):
+def run_example(script, arg):
+    """Runs examples/SCRIPT ARG with this interpreter; returns its stdout."""
     import sys
 
-    out = subprocess.run(
-        [sys.executable, "examples/pandas_polars_duckdb.py", str(session)],
+    res = subprocess.run(
+        [sys.executable, f"examples/{script}", str(arg)],
         check=True,
         capture_output=True,
         text=True,
     )
-    assert "kv_max" in out.stdout
-    assert "phase_transition" in out.stdout
+    return res.stdout
+
+
+def test_python_example_runs(session):
+    out = run_example("pandas_polars_duckdb.py", session)
+    assert "kv_max" in out
+    assert "phase_transition" in out
 
 
 @pytest.fixture(scope="module")
@@ -195,14 +201,7 @@ def test_duckdb_over_export_matches_analyze(dataset):
 
 
 def test_fleet_example_runs(dataset):
-    import sys
-
     out, _ = dataset
-    res = subprocess.run(
-        [sys.executable, "examples/fleet_dataset.py", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert "generation_tokens" in res.stdout
-    assert "gpu-b:8000" in res.stdout
+    stdout = run_example("fleet_dataset.py", out)
+    assert "generation_tokens" in stdout
+    assert "gpu-b:8000" in stdout
