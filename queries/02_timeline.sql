@@ -19,19 +19,18 @@
 --   QUEUE_DELAY           waiting >= ${queue_min_waiting} or mean queue time >= ${queue_delay_s} s
 CREATE TABLE timeline AS
 WITH base AS (
+  -- One window pass per server: the trailing baselines (window w) and the whole-server
+  -- statistics (window whole: same partitioning and order, so DataFusion evaluates both
+  -- in one stage; an unbounded frame is computed once per server).
   SELECT
     u.*,
-    rolling_median(ttft_p95_s, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY ts) AS ttft_p95_baseline_s,
-    rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY ts) AS e2e_p95_baseline_s,
-    rolling_median(gen_tps, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY ts) AS gen_tps_baseline,
-    rolling_median(running, t_rel_sec, ${baseline_window_s})
-      OVER (PARTITION BY server ORDER BY ts) AS running_baseline,
-    MAX(running) OVER (PARTITION BY server) AS running_peak,
-    median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER (PARTITION BY server) AS prompt_tps_median,
-    median(interval_s) OVER (PARTITION BY server) AS interval_median_s,
+    rolling_median(ttft_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS ttft_p95_baseline_s,
+    rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
+    rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
+    rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
+    MAX(running) OVER whole AS running_peak,
+    median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER whole AS prompt_tps_median,
+    median(interval_s) OVER whole AS interval_median_s,
     GREATEST(COALESCE(prompt_tps, 0) - COALESCE(prompt_cached_tps, 0), 0) AS computed_prompt_tps,
     CASE
       WHEN NOT scrape_ok THEN NULL
@@ -43,6 +42,9 @@ WITH base AS (
       ELSE 'HEALTHY'
     END AS raw_phase
   FROM units u
+  WINDOW
+    w AS (PARTITION BY server ORDER BY ts),
+    whole AS (PARTITION BY server ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
 spikes AS (
   SELECT
@@ -74,10 +76,11 @@ raw_conditions AS (
 )
 SELECT
   *,
-  debounce(raw_phase, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS phase,
-  debounce(raw_prefill_pressure, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS prefill_pressure,
-  debounce(raw_high_prompt_ingestion, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS high_prompt_ingestion,
-  debounce(raw_ttft_elevated, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS ttft_elevated,
-  debounce(raw_queue_delay, ${debounce_samples}) OVER (PARTITION BY server ORDER BY ts) AS queue_delay
+  debounce(raw_phase, ${debounce_samples}) OVER w AS phase,
+  debounce(raw_prefill_pressure, ${debounce_samples}) OVER w AS prefill_pressure,
+  debounce(raw_high_prompt_ingestion, ${debounce_samples}) OVER w AS high_prompt_ingestion,
+  debounce(raw_ttft_elevated, ${debounce_samples}) OVER w AS ttft_elevated,
+  debounce(raw_queue_delay, ${debounce_samples}) OVER w AS queue_delay
 FROM raw_conditions
+WINDOW w AS (PARTITION BY server ORDER BY ts)
 ORDER BY server, ts
