@@ -6,6 +6,7 @@
 //! queries. Every phase, condition and event is defined there, once; this module only
 //! runs the SQL and turns result rows into [`Event`]s and a [`Summary`].
 
+mod chunks;
 pub mod summary;
 pub mod thresholds;
 pub mod udf;
@@ -27,6 +28,7 @@ use crate::store::events::Event;
 use crate::store::location::Location;
 use crate::store::schema::{COLUMNS, CORE_COLUMNS, Sample, histogram_schema, samples_to_batch};
 use crate::store::{self, StoreError};
+pub use chunks::CHUNK_ROWS;
 pub use summary::Summary;
 pub use thresholds::Thresholds;
 
@@ -152,9 +154,14 @@ pub fn context() -> SessionContext {
 }
 
 fn context_with_partitions(partitions: usize) -> SessionContext {
-    let cfg = SessionConfig::new()
-        .with_target_partitions(partitions)
-        .with_information_schema(false);
+    context_from(
+        SessionConfig::new()
+            .with_target_partitions(partitions)
+            .with_information_schema(false),
+    )
+}
+
+fn context_from(cfg: SessionConfig) -> SessionContext {
     let ctx = SessionContext::new_with_config(cfg);
     for f in udf::all() {
         ctx.register_udwf(f);
@@ -315,18 +322,7 @@ async fn run_queries_with(
 ) -> Result<CatalogOutput, AnalysisError> {
     let mut events = Vec::new();
     let mut results = BTreeMap::new();
-    let queries: Vec<&Query> = CATALOG
-        .iter()
-        .filter(|q| wanted(q))
-        .filter(|q| q.kind != QueryKind::Series || opts.series)
-        .map(|q| {
-            if single_engine && q.name == "01_units.sql" {
-                &UNITS_SINGLE_ENGINE
-            } else {
-                q
-            }
-        })
-        .collect();
+    let queries = selected_queries(opts, wanted, single_engine);
     // Tables this run created that a later query still reads.
     let mut live: Vec<String> = Vec::new();
     for (k, q) in queries.iter().enumerate() {
@@ -359,6 +355,27 @@ async fn run_queries_with(
     Ok((events, results))
 }
 
+/// The catalog queries to run, in order: those `wanted`, the series query only when
+/// asked for, and the single-engine units query when every (server, ts) has one row.
+fn selected_queries(
+    opts: AnalyzeOptions,
+    wanted: impl Fn(&Query) -> bool,
+    single_engine: bool,
+) -> Vec<&'static Query> {
+    CATALOG
+        .iter()
+        .filter(|q| wanted(q))
+        .filter(|q| q.kind != QueryKind::Series || opts.series)
+        .map(|q| {
+            if single_engine && q.name == "01_units.sql" {
+                &UNITS_SINGLE_ENGINE
+            } else {
+                q
+            }
+        })
+        .collect()
+}
+
 /// Whether `sql` (comments aside) names `table` as a whole word.
 fn mentions(sql: &str, table: &str) -> bool {
     let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
@@ -373,9 +390,8 @@ fn mentions(sql: &str, table: &str) -> bool {
         })
 }
 
-/// `CREATE TABLE name AS <select>`: runs the select and registers its rows as an
-/// in-memory table whose sort order ([`Query::order`]) DataFusion is told about.
-async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<String, AnalysisError> {
+/// Splits `CREATE TABLE name AS <select>` into the name and the select.
+fn split_create_table<'a>(q: &Query, sql: &'a str) -> Result<(&'a str, &'a str), AnalysisError> {
     let bad = || AnalysisError::Query {
         query: q.name,
         source: DataFusionError::Plan(
@@ -396,6 +412,13 @@ async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<Stri
         .and_then(|_| select.get(2..))
         .filter(|rest| rest.starts_with(char::is_whitespace))
         .ok_or_else(bad)?;
+    Ok((name, select))
+}
+
+/// `CREATE TABLE name AS <select>`: runs the select and registers its rows as an
+/// in-memory table whose sort order ([`Query::order`]) DataFusion is told about.
+async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<String, AnalysisError> {
+    let (name, select) = split_create_table(q, sql)?;
     let df = ctx.sql(select).await.map_err(qerr(q.name))?;
     let logical = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(qerr(q.name))?;
@@ -409,190 +432,6 @@ async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<Stri
     ctx.register_table(name, Arc::new(table))
         .map_err(qerr(q.name))?;
     Ok(name.to_string())
-}
-
-/// Sessions up to this many samples are analysed in one piece; bigger ones (fleets,
-/// days of data) in chunks of whole servers of about this size, which bounds memory:
-/// every query of the catalog partitions by server, so a server's rows never need
-/// another server's.
-pub const CHUNK_ROWS: usize = 1 << 18;
-
-/// Chunks analysed at once (each on its own single-partition context).
-fn chunk_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8)
-}
-
-/// Runs the catalog over a registered session: in one piece when small, else streamed
-/// in (server, ts) order and cut into chunks of whole servers analysed concurrently.
-async fn run_catalog_chunked(
-    ctx: &SessionContext,
-    samples_view: &str,
-    thresholds: &Thresholds,
-    opts: AnalyzeOptions,
-    chunk_rows: usize,
-) -> Result<CatalogOutput, AnalysisError> {
-    use futures::StreamExt;
-    let rows = count_samples(ctx).await?;
-    if rows <= chunk_rows {
-        return run_catalog(ctx, thresholds, opts).await;
-    }
-    // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is re-created in
-    // each chunk's context, so that work runs on the workers, not on this reader.
-    let df = ctx
-        .sql("SELECT * FROM samples_raw ORDER BY server, ts")
-        .await
-        .map_err(qerr("read samples"))?;
-    let mut input = df.execute_stream().await.map_err(qerr("read samples"))?;
-    let schema = input.schema();
-    let workers = chunk_workers();
-    // One chunk waits while the workers run: enough to keep them busy, and memory stays
-    // at (workers + 1) chunks.
-    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(1);
-    let rx = Arc::new(tokio::sync::Mutex::new(rx));
-    let mut handles = Vec::new();
-    for _ in 0..workers {
-        let rx = rx.clone();
-        let th = thresholds.clone();
-        let schema = schema.clone();
-        let view = samples_view.to_string();
-        handles.push(tokio::spawn(async move {
-            let mut out = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((i, batches)) = next else { break };
-                out.push((
-                    i,
-                    analyze_chunk(schema.clone(), batches, &view, &th, opts).await?,
-                ));
-            }
-            Ok::<_, AnalysisError>(out)
-        }));
-    }
-    // Cut the ordered stream at server boundaries.
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_rows = 0usize;
-    let mut chunk_no = 0usize;
-    while let Some(batch) = input.next().await {
-        let batch = batch.map_err(qerr("read samples"))?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let last_run = last_server_run_start(&batch).map_err(qerr("read samples"))?;
-        if pending_rows + batch.num_rows() >= chunk_rows && last_run > 0 {
-            pending.push(batch.slice(0, last_run));
-            let chunk = std::mem::take(&mut pending);
-            if tx.send((chunk_no, chunk)).await.is_err() {
-                break; // a worker failed; its error is reported below
-            }
-            chunk_no += 1;
-            let tail = batch.slice(last_run, batch.num_rows() - last_run);
-            pending_rows = tail.num_rows();
-            pending.push(tail);
-        } else {
-            pending_rows += batch.num_rows();
-            pending.push(batch);
-        }
-    }
-    if !pending.is_empty() {
-        let _ = tx.send((chunk_no, pending)).await;
-    }
-    drop(tx);
-    let mut parts = Vec::new();
-    for h in handles {
-        let done = h.await.map_err(|e| AnalysisError::Query {
-            query: "chunk worker",
-            source: DataFusionError::External(Box::new(e)),
-        })??;
-        parts.extend(done);
-    }
-    parts.sort_by_key(|(i, _)| *i);
-    let mut events = Vec::new();
-    let mut results: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();
-    for (_, (ev, res)) in parts {
-        events.extend(ev);
-        for (k, v) in res {
-            results.entry(k).or_default().extend(v);
-        }
-    }
-    // Histograms are per session, not per chunk.
-    let (_, hist) = run_queries(ctx, thresholds, opts, |q| q.kind == QueryKind::Histograms).await?;
-    results.extend(hist);
-    sort_events(&mut events);
-    Ok((events, results))
-}
-
-/// Index where the batch's last run of one server starts (0: the whole batch is one
-/// server, which may continue in the next batch).
-fn last_server_run_start(batch: &RecordBatch) -> Result<usize, DataFusionError> {
-    let Some(server) = batch.column_by_name("server") else {
-        return Err(DataFusionError::Plan(
-            "samples have no server column".into(),
-        ));
-    };
-    let parts = datafusion::arrow::compute::partition(std::slice::from_ref(server))?;
-    Ok(parts.ranges().last().map_or(0, |r| r.start))
-}
-
-/// The catalog (without the histogram query) over one chunk of whole servers, sorted
-/// by (server, ts).
-async fn analyze_chunk(
-    schema: datafusion::arrow::datatypes::SchemaRef,
-    batches: Vec<RecordBatch>,
-    samples_view: &str,
-    thresholds: &Thresholds,
-    opts: AnalyzeOptions,
-) -> Result<CatalogOutput, AnalysisError> {
-    let ctx = context_with_partitions(1);
-    let single_engine = one_row_per_unit(&batches).map_err(qerr("chunk"))?;
-    let table = MemTable::try_new(schema, vec![batches])
-        .map_err(qerr("chunk"))?
-        .with_sort_order(vec![vec![
-            col("server").sort(true, false),
-            col("ts").sort(true, false),
-        ]]);
-    ctx.register_table("samples_raw", Arc::new(table))
-        .map_err(qerr("chunk"))?;
-    ctx.sql(samples_view).await.map_err(qerr("samples view"))?;
-    run_queries_with(
-        &ctx,
-        thresholds,
-        opts,
-        |q| q.kind != QueryKind::Histograms,
-        single_engine,
-    )
-    .await
-}
-
-/// True when no two consecutive rows (sorted by server, ts) share (server, ts).
-fn one_row_per_unit(batches: &[RecordBatch]) -> Result<bool, DataFusionError> {
-    use datafusion::common::ScalarValue;
-    let key = |b: &RecordBatch, i: usize| -> Result<(ScalarValue, ScalarValue), DataFusionError> {
-        let col = |n: &str| {
-            b.column_by_name(n)
-                .ok_or_else(|| DataFusionError::Plan(format!("samples have no {n} column")))
-        };
-        Ok((
-            ScalarValue::try_from_array(col("server")?, i)?,
-            ScalarValue::try_from_array(col("ts")?, i)?,
-        ))
-    };
-    let mut last: Option<(ScalarValue, ScalarValue)> = None;
-    for b in batches.iter().filter(|b| b.num_rows() > 0) {
-        let (Some(server), Some(ts)) = (b.column_by_name("server"), b.column_by_name("ts")) else {
-            return Ok(false);
-        };
-        let runs = datafusion::arrow::compute::partition(&[server.clone(), ts.clone()])?;
-        if runs.len() != b.num_rows() {
-            return Ok(false);
-        }
-        if last.as_ref() == Some(&key(b, 0)?) {
-            return Ok(false);
-        }
-        last = Some(key(b, b.num_rows() - 1)?);
-    }
-    Ok(true)
 }
 
 async fn count_samples(ctx: &SessionContext) -> Result<usize, AnalysisError> {
@@ -664,7 +503,8 @@ async fn analyze_input(
     let view = register_session(ctx, input, hist).await?;
     let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
     let started = std::time::Instant::now();
-    let (events, results) = run_catalog_chunked(ctx, &view, thresholds, opts, chunk_rows).await?;
+    let (events, results) =
+        chunks::run_catalog_chunked(ctx, &view, thresholds, opts, chunk_rows).await?;
     tracing::debug!(
         "catalog: {} events in {:?}",
         events.len(),
@@ -672,6 +512,7 @@ async fn analyze_input(
     );
     let summary = summary::build(&results, &events, thresholds, meta)?;
     tracing::debug!("summary built at {:?}", started.elapsed());
+
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
     }

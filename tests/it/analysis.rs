@@ -243,4 +243,38 @@ fn chunked_analysis_equals_whole_session_analysis() {
         serde_json::to_value(&whole.summary).unwrap(),
         serde_json::to_value(&chunked.summary).unwrap()
     );
+    // Servers with one and with two engines in one session, a chunk each: every worker
+    // re-uses its plans on chunks that take the other `units` query.
+    let mixed = tmp.path().join("mixed");
+    std::fs::create_dir_all(&mixed).unwrap();
+    let mut jsonl = String::new();
+    for (i, (name, engines)) in [("a", 1), ("b", 2), ("c", 1), ("d", 2), ("e", 1), ("f", 2)]
+        .into_iter()
+        .enumerate()
+    {
+        let dir = tmp.path().join(format!("part-{name}"));
+        let off = kvscope::sim::OfflineRun {
+            scenario: kvscope::sim::scenario::scenario("mixed-incident").unwrap(),
+            seed: i as u64,
+            engines,
+            interval_s: 1.0,
+            seconds: Some(240.0),
+            epoch_unix: 1_800_000_000.0,
+            server: format!("{name}:8000"),
+        };
+        kvscope::sim::record_offline(&off, &dir, name).unwrap();
+        jsonl.push_str(&std::fs::read_to_string(dir.join("samples.jsonl")).unwrap());
+    }
+    std::fs::write(mixed.join("samples.jsonl"), jsonl).unwrap();
+    let whole = run(&mixed, usize::MAX);
+    let chunked = run(&mixed, 100);
+    let engines: Vec<u64> = whole.summary.servers.iter().map(|s| s.engines).collect();
+    assert_eq!(engines, [1, 2, 1, 2, 1, 2]);
+    assert!(whole.events.len() > 20, "{} events", whole.events.len());
+    assert_eq!(whole.events, chunked.events);
+    assert_eq!(
+        serde_json::to_value(&whole.summary).unwrap(),
+        serde_json::to_value(&chunked.summary).unwrap()
+    );
+    assert_eq!(whole.series, chunked.series);
 }
