@@ -11,7 +11,10 @@
 //! the catalog creates — are slots the worker refills per chunk. Planning the catalog
 //! costs ~45 ms (mostly DataFusion's logical and physical optimizers), as much as
 //! executing it on 30,000 samples; re-planned per chunk, it was a fifth of the CPU of a
-//! 10⁷-sample session and made small chunks (less memory) expensive.
+//! 10⁷-sample session and made small chunks (less memory) expensive. Before each run a
+//! plan goes through DataFusion's `reset_plan_states` (every operator cloned with fresh
+//! state and metrics, properties kept); dynamic filters, which that does not reset, are
+//! off in worker contexts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +24,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -173,7 +177,7 @@ impl Worker {
             .with_batch_size(chunk_rows.max(8192))
             .with_information_schema(false);
         // Plans are executed again on later chunks: no state may carry over between
-        // executions, and dynamic filters are such state.
+        // executions, and dynamic filters are state `reset_plan_states` keeps.
         cfg = cfg.set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
         let mut worker = Self {
             ctx: super::context_from(cfg),
@@ -269,7 +273,8 @@ impl Worker {
                     plan
                 }
             };
-            let batches = collect(plan.clone(), self.ctx.task_ctx())
+            let fresh = reset_plan_states(plan.clone()).map_err(qerr(q.name))?;
+            let batches = collect(fresh, self.ctx.task_ctx())
                 .await
                 .map_err(qerr(q.name))?;
             match q.kind {
