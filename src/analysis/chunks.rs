@@ -42,9 +42,9 @@ use super::{
 pub const CHUNK_ROWS: usize = 1 << 16;
 
 /// Chunks analysed at once (each on its own single-partition context).
-fn chunk_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
+fn chunk_workers(opts: AnalyzeOptions) -> usize {
+    opts.chunk_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .clamp(1, 8)
 }
 
@@ -72,7 +72,7 @@ pub(super) async fn run_catalog_chunked(
     let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(1);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut handles = Vec::new();
-    for _ in 0..chunk_workers() {
+    for _ in 0..chunk_workers(opts) {
         let rx = rx.clone();
         let mut worker =
             Worker::new(schema.clone(), samples_view, chunk_rows, thresholds, opts).await?;
@@ -86,29 +86,30 @@ pub(super) async fn run_catalog_chunked(
             Ok::<_, AnalysisError>(out)
         }));
     }
-    // Cut the ordered stream at server boundaries.
+    // Cut the ordered stream where a server starts, once the rows before reach
+    // `chunk_rows`: chunks of whole servers, each at least `chunk_rows` (the last aside).
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0usize;
     let mut chunk_no = 0usize;
-    while let Some(batch) = input.next().await {
+    'read: while let Some(batch) = input.next().await {
         let batch = batch.map_err(qerr("read samples"))?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let last_run = last_server_run_start(&batch).map_err(qerr("read samples"))?;
-        if pending_rows + batch.num_rows() >= chunk_rows && last_run > 0 {
-            pending.push(batch.slice(0, last_run));
+        let mut from = 0usize;
+        for start in server_starts(&batch).map_err(qerr("read samples"))? {
+            if pending_rows + (start - from) < chunk_rows {
+                continue;
+            }
+            pending.push(batch.slice(from, start - from));
             let chunk = std::mem::take(&mut pending);
             if tx.send((chunk_no, chunk)).await.is_err() {
-                break; // a worker failed; its error is reported below
+                break 'read; // a worker failed; its error is reported below
             }
             chunk_no += 1;
-            let tail = batch.slice(last_run, batch.num_rows() - last_run);
-            pending_rows = tail.num_rows();
-            pending.push(tail);
-        } else {
-            pending_rows += batch.num_rows();
-            pending.push(batch);
+            pending_rows = 0;
+            from = start;
+        }
+        if from < batch.num_rows() {
+            pending_rows += batch.num_rows() - from;
+            pending.push(batch.slice(from, batch.num_rows() - from));
         }
     }
     if !pending.is_empty() {
@@ -139,16 +140,21 @@ pub(super) async fn run_catalog_chunked(
     Ok((events, results))
 }
 
-/// Index where the batch's last run of one server starts (0: the whole batch is one
-/// server, which may continue in the next batch).
-fn last_server_run_start(batch: &RecordBatch) -> Result<usize, DataFusionError> {
+/// Rows where a server's run starts inside the batch (not row 0: that server may
+/// continue from the previous batch).
+fn server_starts(batch: &RecordBatch) -> Result<Vec<usize>, DataFusionError> {
     let Some(server) = batch.column_by_name("server") else {
         return Err(DataFusionError::Plan(
             "samples have no server column".into(),
         ));
     };
     let parts = datafusion::arrow::compute::partition(std::slice::from_ref(server))?;
-    Ok(parts.ranges().last().map_or(0, |r| r.start))
+    Ok(parts
+        .ranges()
+        .into_iter()
+        .map(|r| r.start)
+        .filter(|&s| s > 0)
+        .collect())
 }
 
 /// One worker: a single-partition context whose tables are refilled per chunk, and the
@@ -241,6 +247,17 @@ impl Worker {
         let batch = match batches.first() {
             None => RecordBatch::new_empty(schema.clone()),
             Some(first) => {
+                // Same names in the same order: columns are matched by position below.
+                let names = |s: &Schema| -> Vec<String> {
+                    s.fields().iter().map(|f| f.name().clone()).collect()
+                };
+                if names(&first.schema()) != names(schema) {
+                    return Err(err(DataFusionError::Plan(format!(
+                        "rows for {name} have columns {:?}, the table has {:?}",
+                        names(&first.schema()),
+                        names(schema)
+                    ))));
+                }
                 let one = datafusion::arrow::compute::concat_batches(&first.schema(), &batches)
                     .map_err(|e| err(e.into()))?;
                 RecordBatch::try_new(schema.clone(), one.columns().to_vec())

@@ -146,6 +146,8 @@ pub struct AnalyzeOptions {
     pub series: bool,
     /// Chunk size for big sessions (default [`CHUNK_ROWS`]).
     pub chunk_rows: Option<usize>,
+    /// Chunks analysed at once (default: one per core, at most 8).
+    pub chunk_workers: Option<usize>,
 }
 
 /// Builds a context with KVScope's window functions registered.

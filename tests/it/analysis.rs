@@ -198,17 +198,19 @@ fn chunked_analysis_equals_whole_session_analysis() {
     use analysis::AnalyzeOptions;
     let tmp = tempfile::tempdir().unwrap();
     let th = Thresholds::default();
-    let run = |dir: &std::path::Path, chunk: usize| {
+    let run_with = |dir: &std::path::Path, chunk: usize, workers: Option<usize>| {
         block_on(analysis::analyze_dir_with(
             dir,
             &th,
             AnalyzeOptions {
                 series: true,
                 chunk_rows: Some(chunk),
+                chunk_workers: workers,
             },
         ))
         .unwrap()
     };
+    let run = |dir: &std::path::Path, chunk: usize| run_with(dir, chunk, None);
     // A fleet: 12 servers × 900 s, cut into ~6 chunks.
     let fleet = tmp.path().join("fleet");
     kvscope::sim::fleet::generate(&fleet, 12, 900, 7).unwrap();
@@ -243,8 +245,9 @@ fn chunked_analysis_equals_whole_session_analysis() {
         serde_json::to_value(&whole.summary).unwrap(),
         serde_json::to_value(&chunked.summary).unwrap()
     );
-    // Servers with one and with two engines in one session, a chunk each: every worker
-    // re-uses its plans on chunks that take the other `units` query.
+    // Servers with one and with two engines in one session, a chunk each: plans made on
+    // a chunk that takes one `units` query are re-used on chunks that take the other
+    // (with one worker, certainly: it sees every chunk).
     let mixed = tmp.path().join("mixed");
     std::fs::create_dir_all(&mixed).unwrap();
     let mut jsonl = String::new();
@@ -268,6 +271,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
     std::fs::write(mixed.join("samples.jsonl"), jsonl).unwrap();
     let whole = run(&mixed, usize::MAX);
     let chunked = run(&mixed, 100);
+    let one_worker = run_with(&mixed, 100, Some(1));
     let engines: Vec<u64> = whole.summary.servers.iter().map(|s| s.engines).collect();
     assert_eq!(engines, [1, 2, 1, 2, 1, 2]);
     assert!(whole.events.len() > 20, "{} events", whole.events.len());
@@ -277,4 +281,10 @@ fn chunked_analysis_equals_whole_session_analysis() {
         serde_json::to_value(&chunked.summary).unwrap()
     );
     assert_eq!(whole.series, chunked.series);
+    assert_eq!(whole.events, one_worker.events);
+    assert_eq!(
+        serde_json::to_value(&whole.summary).unwrap(),
+        serde_json::to_value(&one_worker.summary).unwrap()
+    );
+    assert_eq!(whole.series, one_worker.series);
 }
