@@ -137,9 +137,19 @@ def dataset(tmp_path_factory, session):
 def test_export_layout_and_types(dataset):
     out, sessions = dataset
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet"))
-    assert len(files) == 2
+    # One file per (server, UTC date of the samples): a session recorded across
+    # midnight has two.
+    want = []
+    for s in sessions:
+        m = json.loads((s / "metadata.json").read_text())
+        samples = pq.read_table(s / "samples.parquet", columns=["ts", "server"])
+        ts = samples.column("ts").to_pylist()
+        enc = samples.column("server")[0].as_py().replace(":", "%3A")
+        for day in sorted({t.date().isoformat() for t in ts}):
+            want.append(f"server={enc}/date={day}/part-{m['session_id']}.parquet")
+    assert files == sorted(want)
     assert files[0].startswith("server=gpu-b%3A8000/date=")
-    assert files[1].startswith("server=sim%3A8000/date=")
+    assert files[-1].startswith("server=sim%3A8000/date=")
     meta = json.loads((sessions[0] / "metadata.json").read_text())
     table = ds.dataset(out, partitioning="hive").to_table()
     assert table.num_rows == sum(
