@@ -1,7 +1,7 @@
 //! Big sessions in chunks of whole servers.
 //!
-//! A session of more than [`CHUNK_ROWS`] samples is streamed in (server, ts) order and
-//! cut at server boundaries. Every query of the catalog partitions by server, so a
+//! A session's samples are streamed in (server, ts) order and cut at server boundaries
+//! into chunks of about [`CHUNK_ROWS`] samples (a small session is one chunk). Every query of the catalog partitions by server, so a
 //! chunk's results do not depend on where the cut falls. Workers (one per core) each own
 //! a single-partition context and take chunks one after another; one more chunk waits
 //! while they run, so memory stays at (workers + 1) chunks whatever the session size.
@@ -32,13 +32,12 @@ use datafusion::prelude::{SessionConfig, SessionContext, col};
 use futures::StreamExt;
 
 use super::{
-    AnalysisError, AnalyzeOptions, CatalogOutput, Query, QueryKind, Thresholds, count_samples,
-    events_from_batch, mentions, qerr, run_catalog, run_queries, selected_queries, sort_events,
-    split_create_table,
+    AnalysisError, AnalyzeOptions, CATALOG, CatalogOutput, Query, QueryKind, Thresholds,
+    UNITS_SINGLE_ENGINE, events_from_batch, qerr, run_histogram_queries, sort_events,
 };
 
-/// Sessions up to this many samples are analysed in one piece; bigger ones (fleets,
-/// days of data) in chunks of whole servers of about this size, which bounds memory.
+/// Samples per chunk (whole servers, so a chunk can be bigger): bounds memory for
+/// fleets and days of data.
 pub const CHUNK_ROWS: usize = 1 << 16;
 
 /// Chunks analysed at once (each on its own single-partition context).
@@ -51,16 +50,13 @@ fn chunk_workers(opts: AnalyzeOptions) -> usize {
 /// Runs the catalog over a registered session: streamed in (server, ts) order, cut into
 /// chunks of whole servers analysed concurrently. `ctx` holds `samples_raw` (the input)
 /// and `histograms`; `samples_view` is the SQL of the `samples` view over `samples_raw`.
-pub(super) async fn run_catalog_chunked(
+pub(super) async fn run_catalog(
     ctx: &SessionContext,
     samples_view: &str,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
-    chunk_rows: usize,
 ) -> Result<CatalogOutput, AnalysisError> {
-    if count_samples(ctx).await? <= chunk_rows {
-        return run_catalog(ctx, thresholds, opts).await;
-    }
+    let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
     // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is evaluated in
     // each worker's context, so that work runs on the workers, not on this reader.
     let df = ctx
@@ -134,8 +130,7 @@ pub(super) async fn run_catalog_chunked(
         }
     }
     // Histograms are per session, not per chunk.
-    let (_, hist) = run_queries(ctx, thresholds, opts, |q| q.kind == QueryKind::Histograms).await?;
-    results.extend(hist);
+    results.extend(run_histogram_queries(ctx, thresholds).await?);
     sort_events(&mut events);
     Ok((events, results))
 }
@@ -180,7 +175,8 @@ impl Worker {
             .with_target_partitions(1)
             // Batches as big as a chunk: every window stage of the catalog materializes
             // its whole input anyway, and with one batch that concatenation is free.
-            .with_batch_size(chunk_rows.max(8192))
+            // (Capped: some operators allocate a batch's capacity up front.)
+            .with_batch_size(chunk_rows.clamp(8192, 1 << 20))
             .with_information_schema(false);
         // Plans are executed again on later chunks: no state may carry over between
         // executions, and dynamic filters are state `reset_plan_states` keeps.
@@ -273,11 +269,7 @@ impl Worker {
     async fn run(&mut self, chunk: Vec<RecordBatch>) -> Result<CatalogOutput, AnalysisError> {
         let single_engine = one_row_per_unit(&chunk).map_err(qerr("chunk"))?;
         self.fill("samples_raw", chunk)?;
-        let queries = selected_queries(
-            self.opts,
-            |q| q.kind != QueryKind::Histograms,
-            single_engine,
-        );
+        let queries = chunk_queries(self.opts, single_engine);
         let mut events = Vec::new();
         let mut results = BTreeMap::new();
         for (k, q) in queries.iter().enumerate() {
@@ -338,6 +330,63 @@ impl Worker {
     }
 }
 
+/// The catalog queries a chunk runs, in order: all but the histogram queries, the
+/// series query only when asked for, and the single-engine units query when every
+/// (server, ts) has one row.
+fn chunk_queries(opts: AnalyzeOptions, single_engine: bool) -> Vec<&'static Query> {
+    CATALOG
+        .iter()
+        .filter(|q| q.kind != QueryKind::Histograms)
+        .filter(|q| q.kind != QueryKind::Series || opts.series)
+        .map(|q| {
+            if single_engine && q.name == "01_units.sql" {
+                &UNITS_SINGLE_ENGINE
+            } else {
+                q
+            }
+        })
+        .collect()
+}
+
+/// Whether `sql` (comments aside) names `table` as a whole word.
+fn mentions(sql: &str, table: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.lines()
+        .map(|l| l.split("--").next().unwrap_or_default())
+        .any(|l| {
+            l.match_indices(table).any(|(i, _)| {
+                let before = l.get(..i).and_then(|p| p.chars().next_back());
+                let after = l.get(i + table.len()..).and_then(|p| p.chars().next());
+                !before.is_some_and(word) && !after.is_some_and(word)
+            })
+        })
+}
+
+/// Splits `CREATE TABLE name AS <select>` into the name and the select.
+fn split_create_table<'a>(q: &Query, sql: &'a str) -> Result<(&'a str, &'a str), AnalysisError> {
+    let bad = || AnalysisError::Query {
+        query: q.name,
+        source: DataFusionError::Plan(
+            "a table query must start with `CREATE TABLE name AS`".into(),
+        ),
+    };
+    let upper = sql.to_ascii_uppercase();
+    let at = upper.find("CREATE TABLE ").ok_or_else(bad)?;
+    let rest = sql.get(at + "CREATE TABLE ".len()..).ok_or_else(bad)?;
+    let (name, select) = rest
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .ok_or_else(bad)?;
+    let select = select.trim_start();
+    let select = select
+        .get(..2)
+        .filter(|k| k.eq_ignore_ascii_case("AS"))
+        .and_then(|_| select.get(2..))
+        .filter(|rest| rest.starts_with(char::is_whitespace))
+        .ok_or_else(bad)?;
+    Ok((name, select))
+}
+
 /// The rows of one chunk table, shared by the worker (which sets them) and the table's
 /// stream (which reads them when a plan executes).
 type Rows = Arc<Mutex<Vec<RecordBatch>>>;
@@ -394,4 +443,17 @@ fn one_row_per_unit(batches: &[RecordBatch]) -> Result<bool, DataFusionError> {
         last = Some(key(b, b.num_rows() - 1)?);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_mentions_ignore_comments_and_longer_names() {
+        assert!(mentions("SELECT * FROM units\nWHERE x", "units"));
+        assert!(!mentions("-- reads units\nSELECT 1 FROM timeline", "units"));
+        assert!(!mentions("SELECT units_total FROM t", "units"));
+        assert!(mentions("FROM sample_flags WHERE", "sample_flags"));
+    }
 }

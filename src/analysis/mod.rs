@@ -21,8 +21,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::SortExpr;
-use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col};
+use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::store::events::Event;
 use crate::store::location::Location;
@@ -144,7 +143,7 @@ pub struct PhasePoint {
 pub struct AnalyzeOptions {
     /// Also return the per-sample phase series.
     pub series: bool,
-    /// Chunk size for big sessions (default [`CHUNK_ROWS`]).
+    /// Samples per chunk (default [`CHUNK_ROWS`]).
     pub chunk_rows: Option<usize>,
     /// Chunks analysed at once (default: one per core, at most 8).
     pub chunk_workers: Option<usize>,
@@ -295,156 +294,18 @@ async fn register_histograms(
 /// Catalog results: events, and the rows of each summary/series query.
 type CatalogOutput = (Vec<Event>, BTreeMap<&'static str, Vec<RecordBatch>>);
 
-/// Runs the catalog over a registered session.
-pub async fn run_catalog(
+/// Runs the queries over the whole session's `histograms` (once, not per chunk).
+async fn run_histogram_queries(
     ctx: &SessionContext,
     thresholds: &Thresholds,
-    opts: AnalyzeOptions,
-) -> Result<CatalogOutput, AnalysisError> {
-    let (mut events, results) = run_queries(ctx, thresholds, opts, |_| true).await?;
-    sort_events(&mut events);
-    Ok((events, results))
-}
-
-async fn run_queries(
-    ctx: &SessionContext,
-    thresholds: &Thresholds,
-    opts: AnalyzeOptions,
-    wanted: impl Fn(&Query) -> bool,
-) -> Result<CatalogOutput, AnalysisError> {
-    run_queries_with(ctx, thresholds, opts, wanted, false).await
-}
-
-async fn run_queries_with(
-    ctx: &SessionContext,
-    thresholds: &Thresholds,
-    opts: AnalyzeOptions,
-    wanted: impl Fn(&Query) -> bool,
-    single_engine: bool,
-) -> Result<CatalogOutput, AnalysisError> {
-    let mut events = Vec::new();
+) -> Result<BTreeMap<&'static str, Vec<RecordBatch>>, AnalysisError> {
     let mut results = BTreeMap::new();
-    let queries = selected_queries(opts, wanted, single_engine);
-    // Tables this run created that a later query still reads.
-    let mut live: Vec<String> = Vec::new();
-    for (k, q) in queries.iter().enumerate() {
+    for q in CATALOG.iter().filter(|q| q.kind == QueryKind::Histograms) {
         let sql = thresholds.substitute(q.name, q.sql)?;
-        let started = std::time::Instant::now();
-        match q.kind {
-            QueryKind::Table => live.push(create_table(ctx, q, &sql).await?),
-            kind => {
-                let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
-                let batches = df.collect().await.map_err(qerr(q.name))?;
-                if kind == QueryKind::Events {
-                    events.extend(batches.iter().flat_map(events_from_batch));
-                } else {
-                    results.insert(q.name, batches);
-                }
-            }
-        }
-        tracing::debug!("{} took {:?}", q.name, started.elapsed());
-        // Free intermediate tables as soon as no later query reads them: bounds a
-        // chunk's memory to the tables in use.
-        let later = queries.get(k + 1..).unwrap_or_default();
-        live.retain(|t| {
-            let needed = later.iter().any(|l| mentions(l.sql, t));
-            if !needed {
-                let _ = ctx.deregister_table(t.as_str());
-            }
-            needed
-        });
+        let df = ctx.sql(&sql).await.map_err(qerr(q.name))?;
+        results.insert(q.name, df.collect().await.map_err(qerr(q.name))?);
     }
-    Ok((events, results))
-}
-
-/// The catalog queries to run, in order: those `wanted`, the series query only when
-/// asked for, and the single-engine units query when every (server, ts) has one row.
-fn selected_queries(
-    opts: AnalyzeOptions,
-    wanted: impl Fn(&Query) -> bool,
-    single_engine: bool,
-) -> Vec<&'static Query> {
-    CATALOG
-        .iter()
-        .filter(|q| wanted(q))
-        .filter(|q| q.kind != QueryKind::Series || opts.series)
-        .map(|q| {
-            if single_engine && q.name == "01_units.sql" {
-                &UNITS_SINGLE_ENGINE
-            } else {
-                q
-            }
-        })
-        .collect()
-}
-
-/// Whether `sql` (comments aside) names `table` as a whole word.
-fn mentions(sql: &str, table: &str) -> bool {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    sql.lines()
-        .map(|l| l.split("--").next().unwrap_or_default())
-        .any(|l| {
-            l.match_indices(table).any(|(i, _)| {
-                let before = l.get(..i).and_then(|p| p.chars().next_back());
-                let after = l.get(i + table.len()..).and_then(|p| p.chars().next());
-                !before.is_some_and(word) && !after.is_some_and(word)
-            })
-        })
-}
-
-/// Splits `CREATE TABLE name AS <select>` into the name and the select.
-fn split_create_table<'a>(q: &Query, sql: &'a str) -> Result<(&'a str, &'a str), AnalysisError> {
-    let bad = || AnalysisError::Query {
-        query: q.name,
-        source: DataFusionError::Plan(
-            "a table query must start with `CREATE TABLE name AS`".into(),
-        ),
-    };
-    let upper = sql.to_ascii_uppercase();
-    let at = upper.find("CREATE TABLE ").ok_or_else(bad)?;
-    let rest = sql.get(at + "CREATE TABLE ".len()..).ok_or_else(bad)?;
-    let (name, select) = rest
-        .trim_start()
-        .split_once(char::is_whitespace)
-        .ok_or_else(bad)?;
-    let select = select.trim_start();
-    let select = select
-        .get(..2)
-        .filter(|k| k.eq_ignore_ascii_case("AS"))
-        .and_then(|_| select.get(2..))
-        .filter(|rest| rest.starts_with(char::is_whitespace))
-        .ok_or_else(bad)?;
-    Ok((name, select))
-}
-
-/// `CREATE TABLE name AS <select>`: runs the select and registers its rows as an
-/// in-memory table whose sort order ([`Query::order`]) DataFusion is told about.
-async fn create_table(ctx: &SessionContext, q: &Query, sql: &str) -> Result<String, AnalysisError> {
-    let (name, select) = split_create_table(q, sql)?;
-    let df = ctx.sql(select).await.map_err(qerr(q.name))?;
-    let logical = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(qerr(q.name))?;
-    // The physical schema (nullability, metadata) of the rows, which MemTable checks.
-    let schema = batches.first().map_or(logical, |b| b.schema());
-    let order: Vec<SortExpr> = q.order.iter().map(|c| col(*c).sort(true, false)).collect();
-    let mut table = MemTable::try_new(schema, vec![batches]).map_err(qerr(q.name))?;
-    if !order.is_empty() {
-        table = table.with_sort_order(vec![order]);
-    }
-    ctx.register_table(name, Arc::new(table))
-        .map_err(qerr(q.name))?;
-    Ok(name.to_string())
-}
-
-async fn count_samples(ctx: &SessionContext) -> Result<usize, AnalysisError> {
-    let b = ctx
-        .sql("SELECT COUNT(*) AS n FROM samples_raw")
-        .await
-        .map_err(qerr("count samples"))?
-        .collect()
-        .await
-        .map_err(qerr("count samples"))?;
-    Ok(b.first().and_then(|b| Cols(b).f64("n", 0)).unwrap_or(0.0) as usize)
+    Ok(results)
 }
 
 /// Analyses a session directory (local path).
@@ -503,10 +364,8 @@ async fn analyze_input(
     label: &str,
 ) -> Result<Analysis, AnalysisError> {
     let view = register_session(ctx, input, hist).await?;
-    let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
     let started = std::time::Instant::now();
-    let (events, results) =
-        chunks::run_catalog_chunked(ctx, &view, thresholds, opts, chunk_rows).await?;
+    let (events, results) = chunks::run_catalog(ctx, &view, thresholds, opts).await?;
     tracing::debug!(
         "catalog: {} events in {:?}",
         events.len(),
@@ -514,7 +373,6 @@ async fn analyze_input(
     );
     let summary = summary::build(&results, &events, thresholds, meta)?;
     tracing::debug!("summary built at {:?}", started.elapsed());
-
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
     }
@@ -532,16 +390,12 @@ pub async fn analyze_rows(
     thresholds: &Thresholds,
 ) -> Result<Analysis, AnalysisError> {
     let ctx = context();
-    register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
-    let (events, results) = run_catalog(
-        &ctx,
-        thresholds,
-        AnalyzeOptions {
-            series: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let view = register_session(&ctx, &SamplesInput::Rows(rows), None).await?;
+    let opts = AnalyzeOptions {
+        series: true,
+        ..Default::default()
+    };
+    let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts).await?;
     let summary = summary::build(&results, &events, thresholds, None)?;
     let series = series_from(&results);
     Ok(Analysis {
@@ -758,17 +612,4 @@ pub fn round3(v: f64) -> f64 {
 
 fn round_json(v: f64) -> serde_json::Value {
     serde_json::json!(round3(v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_mentions_ignore_comments_and_longer_names() {
-        assert!(mentions("SELECT * FROM units\nWHERE x", "units"));
-        assert!(!mentions("-- reads units\nSELECT 1 FROM timeline", "units"));
-        assert!(!mentions("SELECT units_total FROM t", "units"));
-        assert!(mentions("FROM sample_flags WHERE", "sample_flags"));
-    }
 }

@@ -41,7 +41,7 @@ use datafusion::logical_expr::{
 /// The window functions to register.
 pub fn all() -> Vec<WindowUDF> {
     vec![
-        WindowUDF::new_from_impl(RollingMedian::new()),
+        WindowUDF::new_from_impl(SimpleWindow::rolling_median()),
         WindowUDF::new_from_impl(Debounce::new()),
         WindowUDF::new_from_impl(SimpleWindow::rearm()),
         WindowUDF::new_from_impl(SimpleWindow::condition_change()),
@@ -67,6 +67,10 @@ impl SimpleWindow {
             signature: Signature::exact(args, Volatility::Immutable),
             output,
         }
+    }
+    fn rolling_median() -> Self {
+        let args = vec![DataType::Float64, DataType::Float64, DataType::Float64];
+        Self::new("rolling_median", args, DataType::Float64)
     }
     fn rearm() -> Self {
         Self::new(
@@ -121,6 +125,20 @@ struct SimpleEval {
 
 impl PartitionEvaluator for SimpleEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
+        if self.name == "rolling_median" {
+            let (Some(v), Some(t)) = (
+                values
+                    .first()
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+                values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+            ) else {
+                return exec_err!("rolling_median(value, t, window_s) expects Float64 arguments");
+            };
+            let window = constant_f64(values.get(2))?;
+            return Ok(Arc::new(rolling_median(v, t, window, num_rows)));
+        }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
@@ -283,59 +301,6 @@ fn constant_f64(arr: Option<&ArrayRef>) -> Result<f64> {
     match a.and_then(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0))) {
         Some(v) => Ok(v),
         None => exec_err!("constant argument must be a non-null float"),
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct RollingMedian {
-    signature: Signature,
-}
-
-impl RollingMedian {
-    fn new() -> Self {
-        Self {
-            signature: Signature::exact(
-                vec![DataType::Float64, DataType::Float64, DataType::Float64],
-                Volatility::Immutable,
-            ),
-        }
-    }
-}
-
-impl WindowUDFImpl for RollingMedian {
-    fn name(&self) -> &str {
-        "rolling_median"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn partition_evaluator(
-        &self,
-        _args: PartitionEvaluatorArgs,
-    ) -> Result<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(RollingMedianEval))
-    }
-    fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
-        Ok(Arc::new(Field::new(args.name(), DataType::Float64, true)))
-    }
-}
-
-#[derive(Debug)]
-struct RollingMedianEval;
-
-impl PartitionEvaluator for RollingMedianEval {
-    fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        let (Some(v), Some(t)) = (values.first(), values.get(1)) else {
-            return exec_err!("rolling_median(value, t, window_s) takes three arguments");
-        };
-        let window = constant_f64(values.get(2))?;
-        let (Some(v), Some(t)) = (
-            v.as_primitive_opt::<Float64Type>(),
-            t.as_primitive_opt::<Float64Type>(),
-        ) else {
-            return exec_err!("rolling_median expects Float64 arguments");
-        };
-        Ok(Arc::new(rolling_median(v, t, window, num_rows)))
     }
 }
 

@@ -211,6 +211,17 @@ fn chunked_analysis_equals_whole_session_analysis() {
         .unwrap()
     };
     let run = |dir: &std::path::Path, chunk: usize| run_with(dir, chunk, None);
+    let assert_same_events_and_summary = |a: &analysis::Analysis, b: &analysis::Analysis| {
+        assert_eq!(a.events, b.events);
+        assert_eq!(
+            serde_json::to_value(&a.summary).unwrap(),
+            serde_json::to_value(&b.summary).unwrap()
+        );
+    };
+    let assert_same = |a: &analysis::Analysis, b: &analysis::Analysis| {
+        assert_same_events_and_summary(a, b);
+        assert_eq!(a.series, b.series);
+    };
     // A fleet: 12 servers × 900 s, cut into ~6 chunks.
     let fleet = tmp.path().join("fleet");
     kvscope::sim::fleet::generate(&fleet, 12, 900, 7).unwrap();
@@ -218,12 +229,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
     let chunked = run(&fleet, 2000);
     assert_eq!(whole.summary.servers.len(), 12);
     assert!(whole.events.len() > 50, "{} events", whole.events.len());
-    assert_eq!(whole.events, chunked.events);
-    assert_eq!(
-        serde_json::to_value(&whole.summary).unwrap(),
-        serde_json::to_value(&chunked.summary).unwrap()
-    );
-    assert_eq!(whole.series, chunked.series);
+    assert_same(&whole, &chunked);
     // One data-parallel server (2 engines) bigger than a chunk: one chunk, same result.
     let sc = kvscope::sim::scenario::scenario("mixed-incident").unwrap();
     let dp = tmp.path().join("dp");
@@ -240,11 +246,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
     let whole = run(&dp, usize::MAX);
     let chunked = run(&dp, 10);
     assert_eq!(whole.summary.servers[0].engines, 2);
-    assert_eq!(whole.events, chunked.events);
-    assert_eq!(
-        serde_json::to_value(&whole.summary).unwrap(),
-        serde_json::to_value(&chunked.summary).unwrap()
-    );
+    assert_same_events_and_summary(&whole, &chunked);
     // Servers with one and with two engines in one session, a chunk each: plans made on
     // a chunk that takes one `units` query are re-used on chunks that take the other
     // (with one worker, certainly: it sees every chunk).
@@ -275,16 +277,6 @@ fn chunked_analysis_equals_whole_session_analysis() {
     let engines: Vec<u64> = whole.summary.servers.iter().map(|s| s.engines).collect();
     assert_eq!(engines, [1, 2, 1, 2, 1, 2]);
     assert!(whole.events.len() > 20, "{} events", whole.events.len());
-    assert_eq!(whole.events, chunked.events);
-    assert_eq!(
-        serde_json::to_value(&whole.summary).unwrap(),
-        serde_json::to_value(&chunked.summary).unwrap()
-    );
-    assert_eq!(whole.series, chunked.series);
-    assert_eq!(whole.events, one_worker.events);
-    assert_eq!(
-        serde_json::to_value(&whole.summary).unwrap(),
-        serde_json::to_value(&one_worker.summary).unwrap()
-    );
-    assert_eq!(whole.series, one_worker.series);
+    assert_same(&whole, &chunked);
+    assert_same(&whole, &one_worker);
 }
