@@ -1,7 +1,8 @@
 -- units: one row per (server, ts). A data-parallel server is analysed as one unit:
 -- request gauges and rates are summed over engines, KV usage is averaged with the most
 -- loaded engine kept (kv_max_pct drives the phases, as vLLM's KV dashboard does), and
--- latency quantiles take the worst engine.
+-- latency quantiles take the worst engine. Progress is judged per engine first
+-- (frozen_engines), then counted.
 CREATE TABLE units AS
 SELECT
   server,
@@ -31,6 +32,15 @@ SELECT
   MAX(iteration_tokens_p50) AS iteration_tokens_p50,
   MAX(prompt_len_p95) AS prompt_len_p95,
   AVG(gpu_util_pct) AS gpu_util_pct,
+  -- Engines whose progress counters all stood still over the interval while they had
+  -- work (judged per engine: one frozen engine of several disappears in a sum).
+  SUM(CASE WHEN scrape_ok AND interval_s IS NOT NULL
+            AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
+            AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
+            AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
+            AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0
+           THEN 1 ELSE 0 END) AS frozen_engines,
+  SUM(engine_steps_per_s) AS steps_per_s,
   COUNT(*) AS engines
 FROM samples
 GROUP BY server, ts

@@ -30,6 +30,13 @@ SELECT
   iteration_tokens_p50,
   prompt_len_p95,
   gpu_util_pct,
+  CASE WHEN scrape_ok AND interval_s IS NOT NULL
+        AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
+        AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
+        AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
+        AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0
+       THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS frozen_engines,
+  engine_steps_per_s AS steps_per_s,
   CAST(1 AS BIGINT) AS engines
 FROM samples
 ORDER BY server, ts

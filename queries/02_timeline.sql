@@ -1,22 +1,28 @@
--- timeline: units plus rolling baselines, the phase of every sample and the four
--- conditions, all debounced (runs shorter than ${debounce_samples} samples take the
--- previous stable value).
+-- timeline: units plus rolling baselines, the phase of every sample and the conditions.
+-- Time is in seconds, never in samples: a phase or condition must hold
+-- ${debounce_s} s (and ${debounce_min_samples} samples) before it replaces the previous
+-- one, so the same incident reads the same at a 0.5 s or a 15 s scrape interval.
 --
 -- Phases, first match wins (CONTRACT.md):
+--   NO_DATA           the scrape failed: nothing is known, nothing is carried across
 --   IDLE              nothing running or waiting, no tokens produced
 --   SATURATED         KV usage (most loaded engine) >= ${kv_saturated_pct} %
 --   QUEUE_PRESSURE    requests waiting in the scheduler
 --   KV_PRESSURE_RISING KV usage >= ${kv_rising_pct} %
 --   HEALTHY           active workload without visible pressure
--- A failed scrape has no phase (NULL).
 --
--- Conditions (concurrent with the phase):
+-- Conditions (concurrent with the phase; off across failed scrapes):
 --   PREFILL_PRESSURE      uncached prompt tokens are >= ${prefill_token_share} of the
 --                         engine's tokens and TTFT p95 is a spike over its baseline
 --   HIGH_PROMPT_INGESTION running >= ${high_running_share} of the session peak and prompt
 --                         tokens/s >= ${high_ingestion_factor} x the session median
 --   TTFT_ELEVATED         TTFT p95 >= ${ttft_elevated_s} s
 --   QUEUE_DELAY           waiting >= ${queue_min_waiting} or mean queue time >= ${queue_delay_s} s
+--   ENGINE_STALLED        an engine with running or waiting requests moved none of its
+--                         progress counters (prompt and generation tokens, finished
+--                         requests, engine steps) for >= ${stall_min_s} s: vLLM V1's API
+--                         server keeps answering /metrics with every engine series frozen
+--                         when the engine core hangs
 CREATE TABLE timeline AS
 WITH base AS (
   -- One window pass per server: the trailing baselines (window w) and the whole-server
@@ -28,10 +34,14 @@ WITH base AS (
     rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
     rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
+    -- Preemptions counted over the trailing window (a count over time, not per sample).
+    rolling_sum(preemptions_per_s * interval_s, t_rel_sec, ${preemption_window_s}) OVER w
+      AS preemptions_recent,
     MAX(running) OVER whole AS running_peak,
     median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER whole AS prompt_tps_median,
     median(interval_s) OVER whole AS interval_median_s,
     GREATEST(COALESCE(prompt_tps, 0) - COALESCE(prompt_cached_tps, 0), 0) AS computed_prompt_tps,
+    CASE WHEN scrape_ok THEN frozen_engines > 0 END AS frozen,
     CASE
       WHEN NOT scrape_ok THEN NULL
       WHEN COALESCE(running, 0) = 0 AND COALESCE(waiting, 0) = 0
@@ -73,14 +83,33 @@ raw_conditions AS (
       COALESCE(waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}, false)
     END AS raw_queue_delay
   FROM spikes
+),
+smoothed AS (
+  SELECT
+    *,
+    debounce(raw_phase, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS stable_phase,
+    debounce(raw_prefill_pressure, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_prefill_pressure,
+    debounce(raw_high_prompt_ingestion, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_high_prompt_ingestion,
+    debounce(raw_ttft_elevated, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_ttft_elevated,
+    debounce(raw_queue_delay, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_queue_delay,
+    sustained(frozen, t_rel_sec, ${stall_min_s}, 1) OVER w AS d_engine_stalled,
+    -- Decode throughput drop (DECODE_THROUGHPUT_DROP, 04_transient_flags.sql): sustained
+    -- in time, never on frozen telemetry (no progress at all is a stall, not slower steps).
+    sustained(COALESCE(gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
+      AND gen_tps <= ${decode_drop_share} * gen_tps_baseline
+      AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
+      AND NOT frozen, false),
+      t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
+  FROM raw_conditions
+  WINDOW w AS (PARTITION BY server ORDER BY ts)
 )
 SELECT
   *,
-  debounce(raw_phase, ${debounce_samples}) OVER w AS phase,
-  debounce(raw_prefill_pressure, ${debounce_samples}) OVER w AS prefill_pressure,
-  debounce(raw_high_prompt_ingestion, ${debounce_samples}) OVER w AS high_prompt_ingestion,
-  debounce(raw_ttft_elevated, ${debounce_samples}) OVER w AS ttft_elevated,
-  debounce(raw_queue_delay, ${debounce_samples}) OVER w AS queue_delay
-FROM raw_conditions
-WINDOW w AS (PARTITION BY server ORDER BY ts)
+  CASE WHEN scrape_ok THEN stable_phase ELSE 'NO_DATA' END AS phase,
+  COALESCE(d_prefill_pressure, false) AS prefill_pressure,
+  COALESCE(d_high_prompt_ingestion, false) AS high_prompt_ingestion,
+  COALESCE(d_ttft_elevated, false) AS ttft_elevated,
+  COALESCE(d_queue_delay, false) AS queue_delay,
+  COALESCE(d_engine_stalled, false) AS engine_stalled
+FROM smoothed
 ORDER BY server, ts

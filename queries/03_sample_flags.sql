@@ -1,6 +1,6 @@
 -- sample_flags: per sample, what the event queries need from its neighbours, in one
 -- window pass per server (Rust kernels where SQL would need extra passes):
---   prev_phase        the last known phase before this sample (previous_value)
+--   prev_phase        the phase before this sample (previous_value; NO_DATA counts)
 --   prev_ok           whether the previous scrape succeeded
 --   next_ok_t         t of the next successful scrape, this one included (next_time_where)
 --   next_ts, next_t   the next sample
@@ -14,7 +14,7 @@ CREATE TABLE sample_flags AS
 SELECT
   server, ts, t_rel_sec, phase, scrape_ok, scrape_error, counter_reset, interval_s,
   interval_median_s, kv_max_pct, running, waiting, ttft_p95_s, preemptions_per_s, gen_tps,
-  computed_prompt_tps,
+  computed_prompt_tps, preemptions_recent, frozen,
   previous_value(phase) OVER w AS prev_phase,
   LAG(scrape_ok) OVER w AS prev_ok,
   next_time_where(scrape_ok, t_rel_sec) OVER w AS next_ok_t,
@@ -24,6 +24,7 @@ SELECT
   condition_change(high_prompt_ingestion) OVER w AS high_prompt_ingestion_change,
   condition_change(ttft_elevated) OVER w AS ttft_elevated_change,
   condition_change(queue_delay) OVER w AS queue_delay_change,
+  condition_change(engine_stalled) OVER w AS engine_stalled_change,
   episode_id(prefill_pressure, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
     AS prefill_pressure_episode,
   episode_id(high_prompt_ingestion, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
@@ -31,7 +32,9 @@ SELECT
   episode_id(ttft_elevated, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
     AS ttft_elevated_episode,
   episode_id(queue_delay, t_rel_sec, ${episode_merge_gap_s}, ${episode_min_s}) OVER w
-    AS queue_delay_episode
+    AS queue_delay_episode,
+  episode_id(engine_stalled, t_rel_sec, ${episode_merge_gap_s}, ${stall_min_s}) OVER w
+    AS engine_stalled_episode
 FROM timeline
 WINDOW w AS (PARTITION BY server ORDER BY ts)
 ORDER BY server, ts

@@ -23,3 +23,8 @@ SELECT server, ts, t_rel_sec, next_ts, next_t, 'QUEUE_DELAY',
        queue_delay_change, queue_delay_episode, 'requests_waiting', waiting
 FROM sample_flags
 WHERE queue_delay_change IS NOT NULL OR queue_delay_episode IS NOT NULL
+UNION ALL
+SELECT server, ts, t_rel_sec, next_ts, next_t, 'ENGINE_STALLED',
+       engine_stalled_change, engine_stalled_episode, 'requests_running', running
+FROM sample_flags
+WHERE engine_stalled_change IS NOT NULL OR engine_stalled_episode IS NOT NULL

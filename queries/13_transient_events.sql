@@ -17,6 +17,6 @@ SELECT 'transient', server, ts, t_rel_sec, 'DECODE_THROUGHPUT_DROP', 'generation
        gen_tps, gen_tps_baseline, running, waiting
 FROM transient_flags WHERE fire_decode_drop
 UNION ALL
-SELECT 'transient', server, ts, t_rel_sec, 'PREEMPTION_BURST', 'preemptions_per_s',
-       preemptions_per_s, ${preemption_burst_per_s}, running, waiting
+SELECT 'transient', server, ts, t_rel_sec, 'PREEMPTION_BURST', 'preemptions_in_window',
+       preemptions_recent, ${preemption_burst_count}, running, waiting
 FROM transient_flags WHERE fire_preemption_burst

@@ -40,9 +40,17 @@ SELECT
   MAX(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_max_pct,
   MIN(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_min_pct,
   SUM(CASE WHEN phase = 'IDLE' THEN 1 ELSE 0 END) AS idle_samples,
-  -- Stalled: requests waiting and running, yet (almost) nothing generated.
-  SUM(CASE WHEN waiting > 0 AND running > 0 AND COALESCE(gen_tps, 0) < ${idle_tokens_per_s}
-           THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS stalled_s,
+  -- ENGINE_STALLED time (frozen progress with work present) and the gauges at the
+  -- freeze.
+  SUM(CASE WHEN engine_stalled THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS stalled_s,
+  MAX(CASE WHEN engine_stalled THEN running END) AS stall_running_max,
+  MAX(CASE WHEN engine_stalled THEN waiting END) AS stall_waiting_max,
+  MAX(CASE WHEN engine_stalled THEN kv_max_pct END) AS stall_kv_max_pct,
+  -- Time with at least one preemption in the trailing window: the KV cache ran out.
+  SUM(CASE WHEN preemptions_recent >= 1 THEN COALESCE(interval_s, interval_median_s) ELSE 0 END)
+    AS preempting_s,
+  MAX(preemptions_recent) AS preemptions_window_max,
+  SUM(CASE WHEN decode_drop THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS decode_drop_s,
   SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_max,

@@ -1,4 +1,7 @@
 //! Integration tests, one binary. What goes where:
+//! - `capture`: a real vLLM 0.26 capture replayed by the real binary (`kvscope replay`)
+//!   and recorded at 0.5, 1, 2 and 5 s: phases, top findings and advice per labelled
+//!   scenario, the same at every interval; a frozen engine and an outage spliced in.
 //! - `fixtures`: every real `/metrics` page in `tests/fixtures/vllm-metrics/` parsed and
 //!   normalized, with values read by hand from each file.
 //! - `sim_model`: simulator invariants (KV bounds, monotone counters, preemption only
@@ -19,6 +22,8 @@ mod common;
 
 #[path = "it/analysis.rs"]
 mod analysis;
+#[path = "it/capture.rs"]
+mod capture;
 #[path = "it/cli.rs"]
 mod cli;
 #[path = "it/dashboard.rs"]

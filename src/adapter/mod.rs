@@ -332,6 +332,8 @@ pub struct Reading {
     pub vllm_families: usize,
     pub gpu_util_pct: Option<f64>,
     pub gpu_mem_used_pct: Option<f64>,
+    /// `process_start_time_seconds` of the process serving the page (restart detection).
+    pub process_start_time_s: Option<f64>,
 }
 
 impl Reading {
@@ -403,6 +405,16 @@ pub fn read(exp: &Exposition) -> Reading {
                 }
                 "DCGM_FI_DEV_FB_FREE" => {
                     fb_free += fam.samples.iter().map(|s| s.value).sum::<f64>()
+                }
+                // One process serves /metrics; with several label sets (multiprocess
+                // mode) the earliest start stands for the server.
+                "process_start_time_seconds" => {
+                    out.process_start_time_s = fam
+                        .samples
+                        .iter()
+                        .map(|s| s.value)
+                        .filter(|v| v.is_finite() && *v > 0.0)
+                        .reduce(f64::min);
                 }
                 _ => {}
             }
@@ -569,6 +581,7 @@ pub struct ServerFacts {
 #[derive(Debug, Clone, Default)]
 struct PrevState {
     ts_us: i64,
+    process_start_s: Option<f64>,
     counters: [Option<f64>; 8],
     hists: BTreeMap<Hist, Histogram>,
 }
@@ -630,7 +643,12 @@ impl Normalizer {
                 e.prefix_queries.map(|x| x.0),
                 e.prefix_hits.map(|x| x.0),
             ];
-            let mut reset = false;
+            // A new process start time is a restart even when no counter went down yet
+            // (a restart between two scrapes of an idle server).
+            let mut reset = matches!(
+                (prev.and_then(|p| p.process_start_s), reading.process_start_time_s),
+                (Some(a), Some(b)) if (a - b).abs() > 1e-3
+            );
             let mut increases = [None; 8];
             for (i, cur) in counters.iter().enumerate() {
                 let prev_v = prev.and_then(|p| p.counters.get(i).copied().flatten());
@@ -739,6 +757,10 @@ impl Normalizer {
                 prompt_len_p95: q(Hist::PromptLen, 0.95, "prompt_len_p95"),
                 gpu_util_pct: reading.gpu_util_pct,
                 gpu_mem_used_pct: reading.gpu_mem_used_pct,
+                engine_steps_per_s: interval_s.and_then(|dt| {
+                    deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)
+                }),
+                process_start_time_s: reading.process_start_time_s,
                 quantile_flags: None,
             };
             s.quantile_flags = (!flags.is_empty()).then(|| flags.join(","));
@@ -756,6 +778,7 @@ impl Normalizer {
                 key,
                 PrevState {
                     ts_us,
+                    process_start_s: reading.process_start_time_s,
                     counters,
                     hists: e.hists.iter().map(|(h, (x, _))| (*h, x.clone())).collect(),
                 },

@@ -82,7 +82,21 @@ pub struct ServerSummary {
     pub idle_kv_max_pct: Option<f64>,
     pub idle_kv_min_pct: Option<f64>,
     pub idle_samples: u64,
+    /// Seconds of ENGINE_STALLED (frozen progress with work present).
     pub stalled_s: f64,
+    /// Gauges while stalled (as frozen at the hang).
+    pub stall_running_max: Option<f64>,
+    pub stall_waiting_max: Option<f64>,
+    pub stall_kv_max_pct: Option<f64>,
+    /// Seconds with at least one preemption in the trailing `preemption_window_s`.
+    pub preempting_s: f64,
+    /// Seconds of sustained decode-throughput drop (DECODE_THROUGHPUT_DROP).
+    pub decode_drop_s: f64,
+    /// Most preemptions seen within one `preemption_window_s`.
+    pub preemptions_window_max: Option<f64>,
+    /// Seconds nobody observed (failed scrapes, long gaps): NO_DATA, kept apart from
+    /// `phases`, whose shares are of observed time.
+    pub no_data_s: f64,
     pub counter_resets: u64,
     pub kv_pct_per_running_max: Option<f64>,
     pub kv_pct_per_running_median: Option<f64>,
@@ -200,6 +214,12 @@ pub(super) fn build(
                 idle_kv_min_pct: f("idle_kv_min_pct"),
                 idle_samples: f("idle_samples").unwrap_or(0.0) as u64,
                 stalled_s: f("stalled_s").unwrap_or(0.0),
+                stall_running_max: f("stall_running_max"),
+                stall_waiting_max: f("stall_waiting_max"),
+                stall_kv_max_pct: f("stall_kv_max_pct"),
+                preempting_s: f("preempting_s").unwrap_or(0.0),
+                preemptions_window_max: f("preemptions_window_max"),
+                decode_drop_s: f("decode_drop_s").unwrap_or(0.0),
                 counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
                 kv_pct_per_running_max: f("kv_pct_per_running_max"),
                 kv_pct_per_running_median: f("kv_pct_per_running_median"),
@@ -214,10 +234,15 @@ pub(super) fn build(
                 continue;
             };
             if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+                let seconds = c.f64("seconds", i).unwrap_or(0.0);
+                if phase == "NO_DATA" {
+                    s.no_data_s = round3(s.no_data_s + seconds);
+                    continue;
+                }
                 s.phases.insert(
                     phase,
                     PhaseTime {
-                        seconds: round3(c.f64("seconds", i).unwrap_or(0.0)),
+                        seconds: round3(seconds),
                         share: 0.0,
                         samples: c.f64("samples", i).unwrap_or(0.0) as u64,
                     },

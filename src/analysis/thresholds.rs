@@ -43,12 +43,15 @@ thresholds! {
     queue_min_waiting: 1.0;
     /// Generation tokens/s below which a server with nothing running or waiting is IDLE.
     idle_tokens_per_s: 0.5;
-    /// Consecutive samples a phase or condition must hold before it replaces the previous
-    /// one (debounce: one noisy sample does not make two transitions).
-    debounce_samples: 3.0;
-    /// A transient event fires again only after its predicate was false for this many
-    /// samples (one event per episode of trouble, not one per flicker).
-    event_rearm_samples: 5.0;
+    /// Seconds a phase or condition must hold before it replaces the previous one
+    /// (debounce; each sample stands for the interval since the previous one).
+    debounce_s: 3.0;
+    /// ...and at least this many samples, so one noisy sample never makes two transitions
+    /// even at long scrape intervals.
+    debounce_min_samples: 2.0;
+    /// Seconds a transient event's predicate must be false before the event can fire again
+    /// (one event per episode of trouble, not one per flicker).
+    event_rearm_s: 10.0;
     /// Length (s) of the trailing window for rolling baselines.
     baseline_window_s: 60.0;
     /// TTFT p95 (s) from which TTFT is ELEVATED: past ~2 s an interactive user notices.
@@ -74,11 +77,25 @@ thresholds! {
     decode_drop_share: 0.5;
     /// ...when running is still at least this share of its rolling mean...
     decode_drop_running_share: 0.9;
-    /// ...and the rolling mean was at least this many tokens/s.
+    /// ...and the rolling mean was at least this many tokens/s...
     decode_drop_min_tokens_per_s: 20.0;
-    /// Preemptions per second from which a PREEMPTION_BURST starts (vLLM's KV dashboard
-    /// turns red at 1/s).
-    preemption_burst_per_s: 1.0;
+    /// ...for at least this many seconds (a drop of one scrape is noise or a frozen page).
+    decode_drop_min_s: 5.0;
+    /// Trailing window (s) over which preemptions are counted (bursts, sustained
+    /// preemption): a count over time, the same at any scrape interval.
+    preemption_window_s: 10.0;
+    /// Preemptions within `preemption_window_s` that make a PREEMPTION_BURST. vLLM V1
+    /// preempts only when a running request cannot get a KV block, so recurring
+    /// preemptions mean the cache ran out, whatever the sampled KV % reads.
+    preemption_burst_count: 3.0;
+    /// Seconds without any progress (prompt and generation tokens, finished requests and
+    /// engine steps all frozen) while requests are running or waiting that make
+    /// ENGINE_STALLED. vLLM V1's engine steps take milliseconds to ~1 s (a long prefill
+    /// chunk), and every step moves a counter; 5 s without one is a hang.
+    stall_min_s: 5.0;
+    /// Seconds a trouble must be sustained before a finding can be medium or high (no
+    /// verdict from one or two scrapes); severity then grows with duration and magnitude.
+    finding_min_s: 10.0;
     /// A sample interval this many times the session's median interval is a SCRAPE_GAP.
     scrape_gap_factor: 2.5;
     /// Shortest condition episode (s).

@@ -3,13 +3,20 @@
 //! - `rolling_median(value, t, window_s)`: median of `value` over the rows whose `t` lies
 //!   in `[t - window_s, t)` of the same partition — a trailing, time-based baseline that
 //!   excludes the current row. One pass with a sorted window: O(n·w).
-//! - `debounce(label, min_samples)`: gaps-and-islands smoothing. Runs of the same label
-//!   shorter than `min_samples` rows take the label of the last run that was long enough,
-//!   so one noisy sample cannot produce two transitions. Nulls pass through. O(n).
-//!
-//! - `rearm(flag, n)`: true where `flag` holds and held on none of the `n` rows before it
-//!   (an event fires once, then re-arms after `n` quiet samples). Replaces `n` sliding
-//!   `MAX` frames per event with one pass. O(n).
+//! - `debounce(label, t, min_s, min_samples)`: gaps-and-islands smoothing in time. A run
+//!   of the same label is stable when it lasts at least `min_s` seconds (each sample
+//!   stands for the interval since the previous one) and has at least `min_samples`
+//!   rows; shorter runs take the label of the last stable run, so one noisy sample cannot
+//!   produce two transitions at any scrape interval. NULLs (failed scrapes) pass through
+//!   and end the stable label: nothing is carried across an outage. O(n).
+//! - `rearm(flag, t, quiet_s)`: true where `flag` holds and held on no row of the previous
+//!   `quiet_s` seconds (an event fires once, then re-arms after `quiet_s` quiet seconds).
+//!   O(n).
+//! - `sustained(flag, t, min_s, min_samples)`: `flag` kept only on runs of true rows that
+//!   last at least `min_s` seconds (each row standing for the interval since the previous
+//!   one) and `min_samples` rows; other rows false, NULL stays NULL. O(n).
+//! - `rolling_sum(value, t, window_s)`: sum of `value` over the rows whose `t` lies in
+//!   `(t - window_s, t]` (a trailing count over a time window, whatever the interval). O(n).
 //!
 //! - `previous_value(label)`: the last non-NULL label before the row (LAG skipping
 //!   NULLs), for phase transitions. O(n).
@@ -48,6 +55,8 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(SimpleWindow::previous_value()),
         WindowUDF::new_from_impl(SimpleWindow::next_time_where()),
         WindowUDF::new_from_impl(SimpleWindow::episode_id()),
+        WindowUDF::new_from_impl(SimpleWindow::sustained()),
+        WindowUDF::new_from_impl(SimpleWindow::rolling_sum()),
     ]
 }
 
@@ -73,11 +82,21 @@ impl SimpleWindow {
         Self::new("rolling_median", args, DataType::Float64)
     }
     fn rearm() -> Self {
-        Self::new(
-            "rearm",
-            vec![DataType::Boolean, DataType::Float64],
+        let args = vec![DataType::Boolean, DataType::Float64, DataType::Float64];
+        Self::new("rearm", args, DataType::Boolean)
+    }
+    fn sustained() -> Self {
+        let args = vec![
             DataType::Boolean,
-        )
+            DataType::Float64,
+            DataType::Float64,
+            DataType::Float64,
+        ];
+        Self::new("sustained", args, DataType::Boolean)
+    }
+    fn rolling_sum() -> Self {
+        let args = vec![DataType::Float64, DataType::Float64, DataType::Float64];
+        Self::new("rolling_sum", args, DataType::Float64)
     }
     fn previous_value() -> Self {
         Self::new("previous_value", vec![DataType::Utf8], DataType::Utf8)
@@ -139,6 +158,24 @@ impl PartitionEvaluator for SimpleEval {
             let window = constant_f64(values.get(2))?;
             return Ok(Arc::new(rolling_median(v, t, window, num_rows)));
         }
+        if self.name == "rolling_sum" {
+            let (Some(v), Some(t)) = (
+                values
+                    .first()
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+                values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+            ) else {
+                return exec_err!("rolling_sum(value, t, window_s) expects Float64 arguments");
+            };
+            let window = constant_f64(values.get(2))?;
+            let v: Vec<Option<f64>> = (0..num_rows)
+                .map(|i| v.is_valid(i).then(|| v.value(i)))
+                .collect();
+            let t = times(t, num_rows);
+            return Ok(Arc::new(Float64Array::from(rolling_sum(&v, &t, window))));
+        }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
@@ -161,8 +198,31 @@ impl PartitionEvaluator for SimpleEval {
         let flag = |i: usize| flags.is_valid(i).then(|| flags.value(i));
         match self.name {
             "rearm" => {
-                let n = constant_f64(values.get(1))?.max(0.0) as usize;
-                Ok(Arc::new(rearm((0..num_rows).map(flag), n)))
+                let Some(t) = values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>())
+                else {
+                    return exec_err!("rearm: t must be a float");
+                };
+                let quiet = constant_f64(values.get(2))?;
+                let t = times(t, num_rows);
+                Ok(Arc::new(rearm((0..num_rows).map(flag), &t, quiet)))
+            }
+            "sustained" => {
+                let Some(t) = values
+                    .get(1)
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>())
+                else {
+                    return exec_err!("sustained: t must be a float");
+                };
+                let min_s = constant_f64(values.get(2))?;
+                let min_rows = constant_f64(values.get(3))?.max(1.0) as usize;
+                let active: Vec<Option<bool>> = (0..num_rows).map(flag).collect();
+                let t = times(t, num_rows);
+                let out: BooleanArray = sustained(&active, &t, min_s, min_rows)
+                    .into_iter()
+                    .collect();
+                Ok(Arc::new(out))
             }
             "condition_change" => Ok(Arc::new(condition_change((0..num_rows).map(flag)))),
             "next_time_where" => {
@@ -205,21 +265,97 @@ impl PartitionEvaluator for SimpleEval {
     }
 }
 
-/// The kernel behind `rearm`, public for tests.
-pub fn rearm(flags: impl Iterator<Item = Option<bool>>, n: usize) -> BooleanArray {
-    // Index of the last row where the flag held.
-    let mut last: Option<usize> = None;
+/// The times of a `t` column (NULL as `None`).
+fn times(t: &Float64Array, n: usize) -> Vec<Option<f64>> {
+    (0..n.min(t.len()))
+        .map(|i| (t.is_valid(i) && t.value(i).is_finite()).then(|| t.value(i)))
+        .collect()
+}
+
+/// The kernel behind `rearm`, public for tests: fires where the flag holds and held on
+/// no row in the `quiet_s` seconds before.
+pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[Option<f64>], quiet_s: f64) -> BooleanArray {
+    // Time of the last row where the flag held.
+    let mut last: Option<f64> = None;
     flags
         .enumerate()
         .map(|(i, f)| {
             let on = f == Some(true);
-            let quiet = last.is_none_or(|l| i - l > n);
-            if on {
-                last = Some(i);
+            let now = t.get(i).copied().flatten();
+            let quiet = match (last, now) {
+                (None, _) => true,
+                (Some(l), Some(n)) => n - l > quiet_s,
+                (Some(_), None) => false,
+            };
+            if on && let Some(n) = now {
+                last = Some(n);
             }
             Some(on && quiet)
         })
         .collect()
+}
+
+/// Seconds covered by the run of rows `[i, j)`: each row stands for the interval since
+/// the row before it. The first run of a partition has no row before; it counts its own
+/// mean spacing per row.
+fn run_seconds(t: &[Option<f64>], i: usize, j: usize) -> f64 {
+    let at = |k: usize| t.get(k).copied().flatten();
+    let Some(last) = j.checked_sub(1).and_then(at) else {
+        return 0.0;
+    };
+    if let Some(before) = i.checked_sub(1).and_then(at) {
+        return (last - before).max(0.0);
+    }
+    match at(i) {
+        Some(first) if j - i > 1 => (last - first) * (j - i) as f64 / (j - i - 1) as f64,
+        _ => 0.0,
+    }
+}
+
+/// The kernel behind `sustained`, public for tests.
+pub fn sustained(active: &[Option<bool>], t: &[Option<f64>], min_s: f64, min_rows: usize) -> Vec<Option<bool>> {
+    let n = active.len();
+    let mut out: Vec<Option<bool>> = active.iter().map(|a| a.map(|_| false)).collect();
+    let mut i = 0;
+    while i < n {
+        if active.get(i).copied().flatten() != Some(true) {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < n && active.get(j).copied().flatten() == Some(true) {
+            j += 1;
+        }
+        if j - i >= min_rows && run_seconds(t, i, j) >= min_s {
+            for slot in out.iter_mut().take(j).skip(i) {
+                *slot = Some(true);
+            }
+        }
+        i = j;
+    }
+    out
+}
+
+/// The kernel behind `rolling_sum`, public for tests: the sum over rows with `t` in
+/// `(t_i - window, t_i]` (NULL values count 0; a row with NULL `t` gets NULL).
+pub fn rolling_sum(v: &[Option<f64>], t: &[Option<f64>], window: f64) -> Vec<Option<f64>> {
+    let n = v.len().min(t.len());
+    let mut out = Vec::with_capacity(n);
+    let (mut lo, mut sum) = (0usize, 0.0f64);
+    let val = |k: usize| v.get(k).copied().flatten().filter(|x| x.is_finite()).unwrap_or(0.0);
+    for i in 0..n {
+        sum += val(i);
+        let Some(ti) = t.get(i).copied().flatten() else {
+            out.push(None);
+            continue;
+        };
+        while lo < i && t.get(lo).copied().flatten().is_none_or(|tl| tl <= ti - window) {
+            sum -= val(lo);
+            lo += 1;
+        }
+        out.push(Some(sum));
+    }
+    out
 }
 
 /// The kernel behind `condition_change`, public for tests.
@@ -446,13 +582,13 @@ impl WindowUDFImpl for Debounce {
         Ok(Box::new(DebounceEval))
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        match arg_types.first() {
-            Some(DataType::Boolean) if arg_types.len() == 2 => {
-                Ok(vec![DataType::Boolean, DataType::Float64])
-            }
-            Some(_) if arg_types.len() == 2 => Ok(vec![DataType::Utf8, DataType::Float64]),
-            _ => exec_err!("debounce(label, min_samples) takes two arguments"),
-        }
+        let rest = [DataType::Float64, DataType::Float64, DataType::Float64];
+        let label = match arg_types.first() {
+            Some(DataType::Boolean) if arg_types.len() == 4 => DataType::Boolean,
+            Some(_) if arg_types.len() == 4 => DataType::Utf8,
+            _ => return exec_err!("debounce(label, t, min_s, min_samples) takes four arguments"),
+        };
+        Ok(std::iter::once(label).chain(rest).collect())
     }
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
         let ty = match args.get_input_field(0).map(|f| f.data_type().clone()) {
@@ -468,25 +604,42 @@ struct DebounceEval;
 
 impl PartitionEvaluator for DebounceEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        let min = constant_f64(values.get(1))?.max(1.0) as usize;
+        let Some(t) = values
+            .get(1)
+            .and_then(|a| a.as_primitive_opt::<Float64Type>())
+        else {
+            return exec_err!("debounce: t must be a float");
+        };
+        let t = times(t, num_rows);
+        let min = Stable {
+            seconds: constant_f64(values.get(2))?,
+            rows: constant_f64(values.get(3))?.max(1.0) as usize,
+        };
         if let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) {
             let raw: Vec<Option<bool>> = (0..num_rows)
                 .map(|i| flags.is_valid(i).then(|| flags.value(i)))
                 .collect();
-            return Ok(Arc::new(BooleanArray::from(debounce(&raw, min))));
+            return Ok(Arc::new(BooleanArray::from(debounce(&raw, &t, min))));
         }
         let Some(labels) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
-            return exec_err!("debounce(label, min_samples) expects a Utf8 or Boolean label");
+            return exec_err!("debounce(label, t, min_s, min_samples) expects a Utf8 or Boolean label");
         };
         let raw: Vec<Option<&str>> = (0..num_rows)
             .map(|i| labels.is_valid(i).then(|| labels.value(i)))
             .collect();
-        Ok(Arc::new(StringArray::from(debounce(&raw, min))))
+        Ok(Arc::new(StringArray::from(debounce(&raw, &t, min))))
     }
 }
 
+/// When a run of one label is stable: at least `seconds` long and `rows` rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Stable {
+    pub seconds: f64,
+    pub rows: usize,
+}
+
 /// The kernel behind `debounce`, public for tests.
-pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], min: usize) -> Vec<Option<T>> {
+pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[Option<f64>], min: Stable) -> Vec<Option<T>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut stable: Option<T> = None;
     let mut i = 0;
@@ -498,8 +651,12 @@ pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], min: usize) -> Vec<Optio
         }
         let len = j - i;
         let emit = match label {
-            None => None,
-            Some(l) if len >= min => {
+            // A gap in the data: nothing known, and nothing carried across it.
+            None => {
+                stable = None;
+                None
+            }
+            Some(l) if len >= min.rows && run_seconds(t, i, j) >= min.seconds => {
                 stable = Some(l);
                 Some(l)
             }
@@ -521,7 +678,9 @@ mod tests {
             .iter()
             .map(|s| Some(*s))
             .collect();
-        let out = debounce(&raw, 2);
+        let t: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i))).collect();
+        let two = Stable { seconds: 2.0, rows: 1 };
+        let out = debounce(&raw, &t, two);
         assert_eq!(
             out,
             vec![
@@ -537,23 +696,83 @@ mod tests {
         );
         // A short first run stays as it is.
         let raw = vec![Some("B"), Some("A"), Some("A")];
-        assert_eq!(debounce(&raw, 2), vec![Some("B"), Some("A"), Some("A")]);
-        assert_eq!(debounce(&[None, Some("A")], 2), vec![None, Some("A")]);
+        assert_eq!(debounce(&raw, &t, two), vec![Some("B"), Some("A"), Some("A")]);
+        assert_eq!(debounce(&[None, Some("A")], &t, two), vec![None, Some("A")]);
+        // Nothing is carried across a gap: the short run after it keeps its own label.
+        let raw = vec![Some("A"), Some("A"), Some("A"), None, Some("B")];
+        assert_eq!(
+            debounce(&raw, &t, two),
+            vec![Some("A"), Some("A"), Some("A"), None, Some("B")]
+        );
+    }
+
+    #[test]
+    fn debounce_counts_seconds_not_samples() {
+        // The same 2 s blip of B inside A, at 0.5 s and at 2 s intervals, with a 3 s
+        // minimum: absorbed at both; a 4 s run of B is kept at both.
+        for step in [0.5, 2.0] {
+            let n = (20.0 / step) as usize;
+            let t: Vec<Option<f64>> = (0..n).map(|i| Some(i as f64 * step)).collect();
+            let label = |lo: f64, hi: f64| -> Vec<Option<&str>> {
+                t.iter()
+                    .map(|x| Some(if x.unwrap() >= lo && x.unwrap() < hi { "B" } else { "A" }))
+                    .collect()
+            };
+            let min = Stable { seconds: 3.0, rows: 1 };
+            let blip = debounce(&label(6.0, 8.0), &t, min);
+            assert!(blip.iter().all(|l| *l == Some("A")), "step {step}: {blip:?}");
+            let run = debounce(&label(6.0, 10.0), &t, min);
+            let b_time = run.iter().filter(|l| **l == Some("B")).count() as f64 * step;
+            assert_eq!(b_time, 4.0, "step {step}");
+        }
+        // The floor in rows: one 5 s sample is not enough when two rows are required.
+        let t: Vec<Option<f64>> = (0..5).map(|i| Some(f64::from(i) * 5.0)).collect();
+        let raw = vec![Some("A"), Some("A"), Some("B"), Some("A"), Some("A")];
+        let out = debounce(&raw, &t, Stable { seconds: 3.0, rows: 2 });
+        assert!(out.iter().all(|l| *l == Some("A")));
     }
 
     #[test]
     fn rearm_fires_once_then_after_quiet_rows() {
         let f = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
-        let out = rearm(f(&[1, 1, 0, 0, 1, 0, 0, 0, 1, 1]).into_iter(), 3);
+        let t: Vec<Option<f64>> = (0..10).map(|i| Some(f64::from(i))).collect();
+        let out = rearm(f(&[1, 1, 0, 0, 1, 0, 0, 0, 1, 1]).into_iter(), &t, 3.0);
         let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
-        // Row 4 is 3 rows after row 1's spike: still inside the window; row 8 fires.
+        // Row 4 is 3 s after row 1's spike: still inside the window; row 8 fires.
         assert_eq!(
             got,
             [
                 true, false, false, false, false, false, false, false, true, false
             ]
         );
-        assert!(rearm([None, Some(true)].into_iter(), 5).value(1));
+        assert!(rearm([None, Some(true)].into_iter(), &t, 5.0).value(1));
+        // The same quiet time at 5 s intervals: one quiet sample is 5 s.
+        let t5: Vec<Option<f64>> = (0..4).map(|i| Some(f64::from(i) * 5.0)).collect();
+        let out = rearm(f(&[1, 0, 1, 0]).into_iter(), &t5, 3.0);
+        assert!(out.value(0) && out.value(2));
+    }
+
+    #[test]
+    fn sustained_keeps_runs_long_enough_in_time() {
+        let on = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
+        let t: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i))).collect();
+        // Run [1,3) covers (0, 2]: 2 s; run [4,8) covers (3, 7]: 4 s.
+        let got = sustained(&on(&[0, 1, 1, 0, 1, 1, 1, 1]), &t, 3.0, 1);
+        let want: Vec<Option<bool>> = on(&[0, 0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(got, want);
+        // One 5 s sample is 5 s of trouble.
+        let t5: Vec<Option<f64>> = (0..3).map(|i| Some(f64::from(i) * 5.0)).collect();
+        assert_eq!(sustained(&on(&[0, 1, 0]), &t5, 5.0, 1), on(&[0, 1, 0]));
+        assert_eq!(sustained(&[None, Some(true)], &t5, 0.0, 1), vec![None, Some(true)]);
+    }
+
+    #[test]
+    fn rolling_sum_counts_a_trailing_time_window() {
+        let t: Vec<Option<f64>> = [0.0, 1.0, 2.0, 10.0, 10.5].iter().map(|x| Some(*x)).collect();
+        let v = vec![Some(1.0), None, Some(2.0), Some(4.0), Some(1.0)];
+        // (t-10, t]: at t=10 the row at 0 has left.
+        let got = rolling_sum(&v, &t, 10.0);
+        assert_eq!(got, vec![Some(1.0), Some(1.0), Some(3.0), Some(6.0), Some(7.0)]);
     }
 
     #[test]

@@ -43,6 +43,8 @@ enum Command {
     Demo(DemoArgs),
     /// Live terminal view of vLLM servers (same phases and events as analyze).
     Dashboard(DashboardArgs),
+    /// Serve a real capture (or a session recorded with --raw) as a live /metrics endpoint.
+    Replay(ReplayArgs),
     /// Rebuild a crashed session's Parquet from samples.jsonl.
     Repair { session: PathBuf },
     /// Write sessions into one Hive-partitioned Parquet dataset (pandas, Polars, DuckDB).
@@ -86,6 +88,41 @@ struct RecordArgs {
     /// File holding a bearer token for the server (never logged or stored).
     #[arg(long)]
     bearer_token_file: Option<PathBuf>,
+    /// Also keep every raw page, gzip-compressed, in the session (raw_pages.jsonl.gz):
+    /// the session can then be replayed (`kvscope replay`) or re-normalized later.
+    #[arg(long)]
+    raw: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// A real capture (directory with metrics_scrapes.jsonl.gz, or the file itself) or a
+    /// session recorded with --raw.
+    capture: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: String,
+    /// Capture seconds per wall second.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    speed: f64,
+    /// Start over at the end (timestamps keep increasing) instead of answering 503.
+    #[arg(long = "loop")]
+    looped: bool,
+    /// With a multi-server session: the server whose pages to serve (default: the first).
+    #[arg(long)]
+    server: Option<String>,
+}
+
+/// A positive, finite speed factor (at most 10,000).
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(v > 0.0 && v <= 10_000.0) {
+        return Err(format!("`{s}` must be > 0 and ≤ 10000"));
+    }
+    Ok(v)
 }
 
 #[derive(Debug, clap::Args)]
@@ -298,6 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => rt.block_on(cmd_demo(a)),
         Command::Dashboard(a) => rt.block_on(cmd_dashboard(a)),
         Command::Export(a) => rt.block_on(cmd_export(a)),
+        Command::Replay(a) => rt.block_on(cmd_replay(a)),
         Command::Verify { session, json } => {
             store::check_session_dir(&session)?;
             let checks = store::verify::verify(&session);
@@ -428,6 +466,7 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
         bearer,
         progress: true,
         source_kind: "scrape".into(),
+        raw: a.raw,
     };
     let outcome = record::record(cfg, shutdown_signal()).await?;
     eprintln!(
@@ -764,6 +803,26 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn cmd_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use kvscope::source::{raw, replay};
+    let file = raw::pages_file(&a.capture)?;
+    let pages = raw::read_pages(&file)?;
+    let r = replay::Replay::new(pages, a.server.as_deref(), a.speed, a.looped)
+        .with_context(|| file.display().to_string())?;
+    let (n, span) = (r.len(), r.span_s());
+    let server = replay::spawn(r, &a.listen).await?;
+    eprintln!(
+        "replaying {n} pages ({span:.0} s) of {} on {}/metrics at ×{}{}; Ctrl-C to stop",
+        file.display(),
+        server.url(),
+        a.speed,
+        if a.looped { ", looping" } else { "" }
+    );
+    shutdown_signal().await;
+    server.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn cmd_dashboard(a: DashboardArgs) -> anyhow::Result<ExitCode> {
     use present::dashboard::{self, DashboardConfig, state::Density};
     let targets = a
@@ -826,6 +885,7 @@ async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         bearer: None,
         progress: true,
         source_kind: "simulator".into(),
+        raw: false,
     };
     let outcome = record::record(cfg, shutdown_signal()).await?;
     server.abort();

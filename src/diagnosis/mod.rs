@@ -69,6 +69,10 @@ pub struct RuledOut {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Found {
+        /// Seconds the trouble behind the finding was sustained, when it is a state in
+        /// time (None for discrete facts such as a restart). Under `finding_min_s` the
+        /// finding cannot be medium or high: no verdict from one or two scrapes.
+        sustained_s: Option<f64>,
         score: f64,
         summary: String,
         evidence: Vec<Evidence>,
@@ -282,11 +286,14 @@ pub fn bottleneck(
     })
 }
 
+/// Scores from here up are medium or high.
+const LOW_BELOW: f64 = 0.4;
+
 /// Severity from score.
 pub fn severity(score: f64) -> &'static str {
     if score >= 0.7 {
         "high"
-    } else if score >= 0.4 {
+    } else if score >= LOW_BELOW {
         "medium"
     } else if score >= 0.2 {
         "low"
@@ -350,13 +357,24 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         for rule in ordered {
             match (rule.check)(&ctx) {
                 Verdict::Found {
+                    sustained_s,
                     score,
                     summary: text,
                     evidence,
-                    counter_evidence,
+                    mut counter_evidence,
                     recommendations,
                 } => {
-                    let score = score.clamp(0.0, 1.0);
+                    let mut score = score.clamp(0.0, 1.0);
+                    let min_s = ctx.threshold("finding_min_s");
+                    if let Some(d) = sustained_s
+                        && d < min_s
+                        && score >= LOW_BELOW
+                    {
+                        score = LOW_BELOW - 0.01;
+                        counter_evidence.push(format!(
+                            "sustained only {d:.1} s (a medium or high finding needs ≥ {min_s} s)"
+                        ));
+                    }
                     ctx.worst_other_score = ctx.worst_other_score.max(score);
                     let mut confidence = factor;
                     if rule.needs_latency && !dq_src.missing_histograms.is_empty() {

@@ -59,6 +59,7 @@ fn phase_color(p: &str) -> &'static str {
         "QUEUE_PRESSURE" | "PREFILL_PRESSURE" => "33",
         "KV_PRESSURE_RISING" => "35",
         "HEALTHY" => "32",
+        "NO_DATA" => "7",
         _ => "2",
     }
 }
@@ -95,6 +96,22 @@ pub fn render(events: &[Event], opts: &TimelineOptions) -> String {
             from,
             paint(to, phase_color(to), c)
         );
+        // An outage says why and for how long (its SCRAPE_GAP event).
+        if to == "NO_DATA"
+            && let Some(gap) = d.data_quality.iter().find(|g| {
+                g.server == e.server && g.ts == e.ts && g.event.as_deref() == Some("SCRAPE_GAP")
+            })
+        {
+            match gap.value {
+                Some(v) => {
+                    let _ = write!(out, "  for {v:.1} s");
+                }
+                None => out.push_str("  until the end"),
+            }
+            if let Some(r) = &gap.reason {
+                let _ = write!(out, " — {r}");
+            }
+        }
         if opts.verbose {
             let _ = write!(out, "   {}", evidence_text(e));
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::adapter::{self, Normalizer, ServerFacts};
 use crate::source::prom;
+use crate::source::raw::{RawError, RawPage, RawWriter};
 use crate::source::scrape::{self, ScrapeError};
 use crate::store::schema::Sample;
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo, StoreError};
@@ -83,6 +84,8 @@ pub struct RecordConfig {
     pub bearer: Option<String>,
     pub progress: bool,
     pub source_kind: String,
+    /// Also keep every raw page (`raw_pages.jsonl.gz` in the session).
+    pub raw: bool,
 }
 
 /// Builds a session id `YYYYMMDD-HHMMSS-<label>` with the label reduced to safe characters
@@ -125,6 +128,7 @@ pub fn rfc3339(ts_us: i64) -> String {
 
 /// The path every page takes from text to stored rows.
 pub struct Pipeline {
+    raw: Option<RawWriter>,
     normalizer: Normalizer,
     writer: SessionWriter,
     facts: BTreeMap<String, ServerFacts>,
@@ -144,11 +148,25 @@ pub struct Ingested {
 impl Pipeline {
     pub fn new(writer: SessionWriter) -> Self {
         Self {
+            raw: None,
             normalizer: Normalizer::new(),
             writer,
             facts: BTreeMap::new(),
             t0_us: None,
             last: BTreeMap::new(),
+        }
+    }
+
+    /// Also keeps every page as it came (`record --raw`).
+    pub fn keep_raw(&mut self) -> Result<(), StoreError> {
+        self.raw = Some(RawWriter::create(self.writer.dir()).map_err(raw_err)?);
+        Ok(())
+    }
+
+    fn append_raw(&mut self, page: RawPage) -> Result<(), StoreError> {
+        match &mut self.raw {
+            Some(w) => w.append(&page).map_err(raw_err),
+            None => Ok(()),
         }
     }
 
@@ -165,6 +183,15 @@ impl Pipeline {
         scrape_ms: Option<f64>,
         text: &str,
     ) -> Result<Ingested, StoreError> {
+        if self.raw.is_some() {
+            self.append_raw(RawPage {
+                ts: ts_us as f64 / 1e6,
+                server: Some(server.to_string()),
+                status: Some(200),
+                text: Some(text.to_string()),
+                ..Default::default()
+            })?;
+        }
         let exp = prom::parse(text);
         let reading = adapter::read(&exp);
         let facts = self
@@ -226,6 +253,14 @@ impl Pipeline {
         scrape_ms: Option<f64>,
         reason: &str,
     ) -> Result<(), StoreError> {
+        if self.raw.is_some() {
+            self.append_raw(RawPage {
+                ts: ts_us as f64 / 1e6,
+                server: Some(server.to_string()),
+                error: Some(reason.to_string()),
+                ..Default::default()
+            })?;
+        }
         let t_rel = self.t_rel(ts_us);
         let mut rows = self.normalizer.failed(server, ts_us, t_rel, scrape_ms);
         for r in &mut rows {
@@ -257,6 +292,22 @@ impl Pipeline {
     }
 }
 
+fn raw_err(e: RawError) -> StoreError {
+    match e {
+        RawError::Io { path, source } => StoreError::Io { path, source },
+        RawError::Line {
+            path,
+            line,
+            message,
+        } => StoreError::Line {
+            path,
+            line,
+            message,
+        },
+        RawError::Invalid { path, message } => StoreError::Invalid { path, message },
+    }
+}
+
 /// How a recording ended.
 #[derive(Debug, Clone)]
 pub struct RecordOutcome {
@@ -278,9 +329,10 @@ pub async fn record(
     })?;
     tokio::pin!(shutdown);
 
-    // Start-up check: every server must answer with vLLM metrics (or --wait).
-    let start_deadline = cfg.duration.map(|d| Instant::now() + d);
-    loop {
+    // Start-up check: every server must answer with vLLM metrics. With --wait the
+    // recording starts at once and a server that is down is recorded as NO_DATA until it
+    // answers (an outage is part of the incident).
+    while !cfg.wait {
         let mut problem = None;
         for t in &cfg.targets {
             match scrape::scrape(&client, &t.url, cfg.bearer.as_deref(), cfg.timeout).await {
@@ -303,17 +355,7 @@ pub async fn record(
         }
         match problem {
             None => break,
-            Some(p) if !cfg.wait => return Err(p),
-            Some(p) => {
-                if start_deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(p);
-                }
-                tracing::info!("waiting for servers: {p}");
-                tokio::select! {
-                    _ = tokio::time::sleep(cfg.interval.max(Duration::from_millis(200))) => {}
-                    _ = &mut shutdown => return Err(p),
-                }
-            }
+            Some(p) => return Err(p),
         }
     }
 
@@ -335,6 +377,12 @@ pub async fn record(
     );
     let writer = SessionWriter::create(&cfg.out_dir, meta)?;
     let mut pipe = Pipeline::new(writer);
+    if cfg.raw {
+        pipe.keep_raw()?;
+    }
+    // Per target: the last page time a simulator or replay reported, and how far its clock
+    // is from ours (failed scrapes are stamped on the same clock as the pages around them).
+    let mut clocks: Vec<(Option<i64>, i64)> = vec![(None, 0); cfg.targets.len()];
     let mut ticker = tokio::time::interval(cfg.interval);
     // A late tick is taken late, once: ticks are never bunched to catch up.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -358,11 +406,23 @@ pub async fn record(
             async move { (t, scrape::scrape(client, &t.url, bearer, cfg.timeout).await) }
         }))
         .await;
-        for (t, res) in results {
+        for ((t, res), clock) in results.into_iter().zip(clocks.iter_mut()) {
             scrapes += 1;
             match res {
                 Ok(page) => {
-                    let ts = page.sim_time.map(|s| (s * 1e6) as i64).unwrap_or(tick_us);
+                    let ts = match page.sim_time {
+                        Some(sim) => {
+                            let ts = (sim * 1e6).round() as i64;
+                            clock.1 = ts - tick_us;
+                            // A replay answering with the page already recorded: nothing new.
+                            if clock.0.is_some_and(|last| ts <= last) {
+                                continue;
+                            }
+                            clock.0 = Some(ts);
+                            ts
+                        }
+                        None => tick_us,
+                    };
                     let ms = page.elapsed.as_secs_f64() * 1e3;
                     let got = pipe.ingest_text(&t.label, ts, Some(ms), &page.body)?;
                     if let Some(reason) = got.not_vllm {
@@ -377,7 +437,12 @@ pub async fn record(
                         ScrapeError::Timeout(d) => Some(d.as_secs_f64() * 1e3),
                         _ => None,
                     };
-                    pipe.ingest_failure(&t.label, tick_us, ms, &e.to_string())?;
+                    let ts = tick_us + clock.1;
+                    if clock.0.is_some_and(|last| ts <= last) {
+                        continue;
+                    }
+                    clock.0 = clock.0.map(|_| ts);
+                    pipe.ingest_failure(&t.label, ts, ms, &e.to_string())?;
                 }
             }
         }

@@ -156,6 +156,13 @@ pub fn render(engines: &[Engine], model: &str) -> String {
         o.buf,
         "# HELP python_info Python platform information\n# TYPE python_info gauge\npython_info{{implementation=\"CPython\",major=\"3\",minor=\"12\",patchlevel=\"3\",version=\"3.12.3\"}} 1.0"
     );
+    if let Some(e) = engines.first() {
+        let _ = writeln!(
+            o.buf,
+            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds {:.2}",
+            e.created_at
+        );
+    }
     o.counter("estimated_flops_per_gpu", "Estimated number of floating point operations per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));
     o.counter("estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));
     o.counter("estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU (for Model Flops Utilization calculations).", engines, |_| one(0.0));

@@ -277,7 +277,8 @@ pub struct Faults {
     pub slowdown: f64,
     /// Share of a finished request's blocks never returned to the pool.
     pub leak_fraction: f64,
-    /// The engine stops stepping (hung worker): nothing is scheduled.
+    /// The engine core hangs: nothing is scheduled or admitted, and every metric it
+    /// publishes stays frozen (vLLM V1: `/metrics` still answers from the API server).
     pub stalled: bool,
 }
 
@@ -369,8 +370,13 @@ impl Engine {
     /// Runs one scheduler step and advances `now` by its duration. Returns the step time;
     /// 0 when there was nothing to schedule.
     pub fn step(&mut self, faults: &Faults) -> f64 {
+        // A hung engine core (vLLM V1) takes nothing in and publishes nothing: requests
+        // pile up in the front end, every gauge and counter stays as it was.
+        if faults.stalled {
+            return 0.0;
+        }
         self.enqueue_arrived();
-        if faults.stalled || self.is_idle() {
+        if self.is_idle() {
             return 0.0;
         }
         let mut budget = self.cfg.max_num_batched_tokens;

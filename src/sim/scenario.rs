@@ -131,6 +131,7 @@ pub const NAMES: &[&str] = &[
     "prefix-cache-miss",
     "kv-leak",
     "stuck-engine",
+    "engine-stall",
     "restart",
     "mixed-incident",
 ];
@@ -365,7 +366,7 @@ pub fn scenario(name: &str) -> Option<Scenario> {
         },
         "stuck-engine" => Scenario {
             name: "stuck-engine",
-            description: "At 30 s the engine core hangs: the batch stays 'running', nothing is generated, arrivals pile up in waiting. /metrics still answers.",
+            description: "At 30 s the engine core hangs for good: /metrics still answers, but every engine gauge and counter stays frozen at its value at the hang (vLLM V1), while clients keep sending.",
             duration_s: 90.0,
             engine: base,
             segments: vec![
@@ -377,8 +378,29 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("QUEUE_PRESSURE", 35.0, 90.0)],
-                conditions: vec!["QUEUE_DELAY"],
+                conditions: vec!["ENGINE_STALLED"],
+                absent_events: vec!["DECODE_THROUGHPUT_DROP"],
+                ..truth("STUCK_ENGINE")
+            },
+        },
+        "engine-stall" => Scenario {
+            name: "engine-stall",
+            description: "Steady chat traffic; at 30 s the engine core hangs for 20 s with requests running (every engine series frozen, /metrics still answering), then resumes and drains the backlog.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                healthy_seg(0.0),
+                Segment {
+                    stalled: true,
+                    ..healthy_seg(30.0)
+                },
+                healthy_seg(50.0),
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w("HEALTHY", 0.0, 29.0)],
+                conditions: vec!["ENGINE_STALLED"],
+                absent_events: vec!["DECODE_THROUGHPUT_DROP"],
                 ..truth("STUCK_ENGINE")
             },
         },

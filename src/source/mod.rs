@@ -1,6 +1,9 @@
-//! Source stage: bytes in. The exposition parser ([`prom`]) and the HTTP scraper
-//! ([`scrape`]). Knows nothing of vLLM metric names; hands parsed
+//! Source stage: bytes in. The exposition parser ([`prom`]), the HTTP scraper
+//! ([`scrape`]), raw pages as recorded or captured ([`raw`]) and their replay as a live
+//! endpoint ([`replay`]). Knows nothing of vLLM metric names; hands parsed
 //! [`prom::Exposition`]s to the adapter.
 
 pub mod prom;
+pub mod raw;
+pub mod replay;
 pub mod scrape;

@@ -1,5 +1,7 @@
 //! `kvscope export`: sessions → one Hive-partitioned Parquet dataset for pandas, Polars,
-//! DuckDB and Spark (`DIR/server=…/date=YYYY-MM-DD/part-<session>.parquet`).
+//! DuckDB and Spark (`DIR/server=…/date=YYYY-MM-DD/part-<session>.parquet`; one file per
+//! session, server and partition: without `server` in the partitions the file name
+//! carries it, `part-<session>-<server>.parquet`).
 //!
 //! Files hold the contract's columns with the contract's names and types (timestamps UTC
 //! microseconds, percentages float64, counts int64, strings UTF-8) plus `session_id` and
@@ -121,20 +123,19 @@ pub async fn export_session(
                 .map_err(err)?;
         }
     }
-    // Partitions are written one at a time, so rows of one partition must be adjacent.
-    let sql = if partition_by.is_empty() {
-        "SELECT * FROM samples".to_string()
-    } else {
-        "SELECT * FROM samples ORDER BY server, ts".to_string()
-    };
+    // Files are written one at a time, so the rows of one (server, partition) must be
+    // adjacent: ordered by server, then time (every partition key is the server or a
+    // function of time).
+    let sql = "SELECT * FROM samples ORDER BY server, ts".to_string();
     let df = ctx.sql(&sql).await.map_err(err)?;
     let mut stream = df.execute_stream().await.map_err(err)?;
 
     let mut current: Option<(String, PartWriter)> = None;
+    let mut written: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(err)?;
         let batch = add_columns(&batch, &session_id, &models).map_err(|e| invalid(session, e))?;
-        let keys = partition_paths(&batch, partition_by).map_err(|e| invalid(session, e))?;
+        let keys = file_names(&batch, partition_by, &session_id).map_err(|e| invalid(session, e))?;
         let mut start = 0;
         while start < batch.num_rows() {
             let key = keys.get(start).cloned().unwrap_or_default();
@@ -145,7 +146,13 @@ pub async fn export_session(
             let slice = batch.slice(start, end - start);
             if current.as_ref().is_none_or(|(k, _)| *k != key) {
                 if let Some((k, w)) = current.take() {
-                    finish_part(out, &k, &session_id, w, report).await?;
+                    finish_part(out, &k, w, report).await?;
+                }
+                if !written.insert(key.clone()) {
+                    return Err(invalid(
+                        session,
+                        format!("{key}: rows of one file are not adjacent (would overwrite)"),
+                    ));
                 }
                 current = Some((
                     key.clone(),
@@ -159,7 +166,7 @@ pub async fn export_session(
         }
     }
     if let Some((k, w)) = current.take() {
-        finish_part(out, &k, &session_id, w, report).await?;
+        finish_part(out, &k, w, report).await?;
     }
     report.sessions += 1;
     Ok(())
@@ -167,21 +174,52 @@ pub async fn export_session(
 
 async fn finish_part(
     out: &Location,
-    dir: &str,
-    session_id: &str,
+    name: &str,
     w: PartWriter,
     report: &mut ExportReport,
 ) -> Result<(), StoreError> {
-    let name = if dir.is_empty() {
-        format!("part-{session_id}.parquet")
-    } else {
-        format!("{dir}/part-{session_id}.parquet")
-    };
     let (bytes, rows) = w.finish()?;
     report.files += 1;
     report.rows += rows;
     report.bytes += bytes.len() as u64;
-    out.write(&name, bytes).await
+    out.write(name, bytes).await
+}
+
+/// The file every row goes to: one per (session, server, partition). The partition
+/// directory, then `part-<session>.parquet` when the server is a partition column, else
+/// `part-<session>-<server, percent-encoded>.parquet` — two servers' rows never share
+/// (and so never overwrite) a file.
+fn file_names(
+    batch: &RecordBatch,
+    partition_by: &[PartitionKey],
+    session_id: &str,
+) -> Result<Vec<String>, String> {
+    let dirs = partition_paths(batch, partition_by)?;
+    let by_server = partition_by.iter().any(|k| k.name() == "server");
+    let server = batch
+        .column_by_name("server")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or("samples lack a UTF-8 `server` column")?;
+    Ok(dirs
+        .into_iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            let file = if by_server {
+                format!("part-{session_id}.parquet")
+            } else {
+                let s = if server.is_valid(i) { server.value(i) } else { "" };
+                format!(
+                    "part-{session_id}-{}.parquet",
+                    utf8_percent_encode(s, PARTITION_VALUE)
+                )
+            };
+            if dir.is_empty() {
+                file
+            } else {
+                format!("{dir}/{file}")
+            }
+        })
+        .collect())
 }
 
 /// `session_id` and `model` columns (the server's model names from metadata.json, else

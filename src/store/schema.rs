@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk session format. Written into every file.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Logical type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -199,6 +199,8 @@ sample_columns! {
     prompt_len_p95: OptF64, "tokens", "Prompt length of requests finished in the interval, p95.";
     gpu_util_pct: OptF64, "% (0-100)", "GPU utilization (when a GPU exporter is scraped).";
     gpu_mem_used_pct: OptF64, "% (0-100)", "GPU framebuffer used (when a GPU exporter is scraped).";
+    engine_steps_per_s: OptF64, "steps/s", "Engine steps per second over the interval (count of vLLM's iteration-tokens histogram); zero with work present means no progress (schema 2).";
+    process_start_time_s: OptF64, "s since Unix epoch", "Start time of the process serving /metrics (`process_start_time_seconds`); a change means a restart (schema 2).";
     quantile_flags: OptStr, "", "Quantiles clamped to the first (`lower`) or last finite (`upper`) bucket, e.g. `ttft_p99_s:upper`.";
 }
 

@@ -34,6 +34,16 @@ pub fn record_scenario_with(
     seed: u64,
     adjust: impl FnOnce(&mut scenario::Scenario),
 ) -> (tempfile::TempDir, PathBuf) {
+    record_scenario_at(name, seed, 1.0, adjust)
+}
+
+/// Like [`record_scenario_with`], scraped every `interval_s` simulated seconds.
+pub fn record_scenario_at(
+    name: &str,
+    seed: u64,
+    interval_s: f64,
+    adjust: impl FnOnce(&mut scenario::Scenario),
+) -> (tempfile::TempDir, PathBuf) {
     let mut sc = scenario::scenario(name).expect("known scenario");
     adjust(&mut sc);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -42,7 +52,7 @@ pub fn record_scenario_with(
         scenario: sc,
         seed,
         engines: 1,
-        interval_s: 1.0,
+        interval_s,
         seconds: None,
         epoch_unix: 1_800_000_000.0,
         server: "sim:8000".into(),

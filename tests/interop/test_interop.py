@@ -215,3 +215,30 @@ def test_fleet_example_runs(dataset):
     stdout = run_example("fleet_dataset.py", out)
     assert "generation_tokens" in stdout
     assert "gpu-b:8000" in stdout
+
+
+@pytest.mark.parametrize("partition_by", ["date", "server,date"])
+def test_two_servers_across_days_round_trip_through_duckdb(tmp_path, partition_by):
+    """Two servers over three UTC dates: every row of each server comes back (files are
+    one per session, server and partition; no server's rows overwrite another's)."""
+    session = tmp_path / "fleet"
+    subprocess.run(
+        [BIN, "simulate", "--fleet", "2", "--seconds", "200000", "--record-to", str(session)],
+        check=True,
+        capture_output=True,
+    )
+    out = tmp_path / "lake"
+    subprocess.run(
+        [BIN, "export", str(session), "--out", str(out), "--partition-by", partition_by],
+        check=True,
+        capture_output=True,
+    )
+    files = list(out.rglob("*.parquet"))
+    dates = {p.parent.name for p in files}
+    assert len(dates) == 3, dates
+    assert len(files) == 6, sorted(str(f.relative_to(out)) for f in files)
+    rows = duckdb.sql(
+        f"SELECT server, COUNT(*) AS n, COUNT(DISTINCT ts) AS t FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true) GROUP BY server ORDER BY server"
+    ).fetchall()
+    assert [r[1] for r in rows] == [200000, 200000], rows
+    assert [r[2] for r in rows] == [200000, 200000], rows

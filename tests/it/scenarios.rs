@@ -104,6 +104,78 @@ fn every_scenario_matches_its_ground_truth() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// Phases of a scenario recorded every `interval` s, and the doctor's top finding.
+fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<String>)>, String) {
+    let (_tmp, dir) = crate::common::record_scenario_at(name, 1, interval, |_| {});
+    let a = block_on(analysis::analyze_dir_with(
+        &dir,
+        &Thresholds::default(),
+        AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        },
+    ))
+    .unwrap();
+    let meta = store::read_metadata(&dir).unwrap();
+    let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+    let top = r.hypotheses.first().map(|h| h.id.clone()).unwrap_or_default();
+    (
+        a.series.iter().map(|p| (p.t_rel_sec, p.phase.clone())).collect(),
+        top,
+    )
+}
+
+/// Time is in seconds, not samples: the same incident scraped every 0.5, 1, 2 or 5 s
+/// gets the same phases — compared at each coarse sample, away from a phase boundary
+/// of either recording by more than one coarse interval — and the same top finding.
+#[test]
+fn same_phases_and_findings_at_every_interval() {
+    let mut problems = Vec::new();
+    for name in ["mixed-incident", "queue-pressure", "engine-stall", "restart"] {
+        let (fine, fine_top) = phases_at(name, 0.5);
+        let boundaries = |s: &[(f64, Option<String>)]| -> Vec<f64> {
+            s.windows(2)
+                .filter(|w| w[0].1 != w[1].1)
+                .map(|w| w[1].0)
+                .collect()
+        };
+        let fine_b = boundaries(&fine);
+        for interval in [1.0, 2.0, 5.0] {
+            let (coarse, top) = phases_at(name, interval);
+            if top != fine_top {
+                problems.push(format!("{name}: top {top} at {interval} s, {fine_top} at 0.5 s"));
+            }
+            let coarse_b = boundaries(&coarse);
+            let near = |t: f64| {
+                fine_b
+                    .iter()
+                    .chain(&coarse_b)
+                    .any(|b| (b - t).abs() <= interval + 1e-9)
+            };
+            let (mut compared, mut differ) = (0, Vec::new());
+            for (t, phase) in &coarse {
+                if near(*t) {
+                    continue;
+                }
+                let Some(f) = fine.iter().find(|x| (x.0 - t).abs() < 1e-6) else {
+                    continue;
+                };
+                compared += 1;
+                if &f.1 != phase {
+                    differ.push(format!("t={t}: {phase:?} vs {:?}", f.1));
+                }
+            }
+            if compared < 5 || !differ.is_empty() {
+                problems.push(format!(
+                    "{name} at {interval} s: {} of {compared} samples differ from 0.5 s: {differ:?}",
+                    differ.len()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
 #[test]
 fn max_num_seqs_advice_follows_the_block_count() {
     let advice = |blocks: u32| -> u64 {

@@ -20,8 +20,8 @@ fn check(ctx: &Context) -> Verdict {
                 .into(),
         );
     }
-    if s.stalled_s >= super::stuck_engine::MIN_STALL_S {
-        return Verdict::RuledOut("generation stopped entirely: STUCK_ENGINE".into());
+    if s.stalled_s >= ctx.threshold("stall_min_s") && s.decode_drop_s < s.stalled_s {
+        return Verdict::RuledOut("progress stopped entirely: STUCK_ENGINE".into());
     }
     if ctx.phase_share("SATURATED") > 0.2 {
         return Verdict::RuledOut(
@@ -45,7 +45,9 @@ fn check(ctx: &Context) -> Verdict {
         "none",
     ));
     let mut counter = Vec::new();
-    let mut score = 0.6 + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0));
+    let mut score = 0.5
+        + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0))
+        + 0.15 * (s.decode_drop_s / 60.0).min(1.0);
     if !ctx.episodes("PREFILL_PRESSURE").is_empty()
         || ctx
             .events
@@ -59,6 +61,7 @@ fn check(ctx: &Context) -> Verdict {
         counter.push(format!("GPU utilization averaged {u:.0}%"));
     }
     Verdict::Found {
+        sustained_s: Some(s.decode_drop_s),
         score,
         summary: format!(
             "generation fell to {value:.0} tok/s from a baseline of {baseline:.0} tok/s while running stayed at {:.0}",
@@ -75,6 +78,8 @@ fn check(ctx: &Context) -> Verdict {
                 .threshold(baseline * ctx.threshold("decode_drop_share"))
                 .window(drops.first().map(|e| e.ts.clone())),
             ev("DECODE_THROUGHPUT_DROP events", drops.len() as f64),
+            ev("seconds of sustained drop", s.decode_drop_s)
+                .threshold(ctx.threshold("decode_drop_min_s")),
             ev("itl_p95_s (max)", s.itl_p95_max_s.unwrap_or(0.0))
                 .baseline(s.itl_p95_median_s.unwrap_or(0.0)),
         ],

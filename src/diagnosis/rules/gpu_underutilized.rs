@@ -25,6 +25,7 @@ fn check(ctx: &Context) -> Verdict {
         ));
     }
     Verdict::Found {
+        sustained_s: None,
         score: 0.3,
         summary: format!(
             "idle {:.0}% of the time, {running:.1} requests running on average, nothing queued",

@@ -22,6 +22,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     let s = ctx.server;
     Verdict::Found {
+        sustained_s: None,
         score: 0.1,
         summary: format!(
             "load served without pressure: KV at most {:.0}%, {:.0} preemptions, waiting at most {:.0}, TTFT p95 median {:.3} s",

@@ -1,11 +1,12 @@
-//! KV_CACHE_THRASHING: KV usage saturated while the scheduler preempts running requests
-//! (V1 preempts by recompute: the work done for the victim is thrown away).
+//! KV_CACHE_THRASHING: the KV cache ran out and the scheduler preempts running requests
+//! (V1 preempts by recompute: the work done for the victim is thrown away). Recurring
+//! preemption is the signal, not the sampled KV % (see [`super::kv_exhausted`]).
 
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
 
 pub const RULE: Rule = Rule {
     id: "KV_CACHE_THRASHING",
-    title: "KV cache thrashing: saturated cache, requests preempted and recomputed",
+    title: "KV cache thrashing: cache exhausted, requests preempted and recomputed",
     check,
     needs_latency: false,
     runs_last: false,
@@ -16,32 +17,47 @@ fn check(ctx: &Context) -> Verdict {
     let sat = ctx.threshold("kv_saturated_pct");
     let kv_max = s.kv_max_pct.unwrap_or(0.0);
     let preempt = s.preemptions.unwrap_or(0.0);
-    if kv_max < sat {
-        return Verdict::RuledOut(format!("KV usage peaked at {kv_max:.1}% (< {sat}%)"));
-    }
     if preempt < 1.0 {
         return Verdict::RuledOut(format!(
-            "KV reached {kv_max:.1}% but no request was preempted"
+            "no request was preempted (KV peaked at {kv_max:.1}%)"
         ));
     }
-    let sat_share = ctx.phase_share("SATURATED");
-    let peak = s.preemptions_peak_per_s.unwrap_or(0.0);
-    let burst = ctx.threshold("preemption_burst_per_s").max(0.001);
-    let score = 0.55 + 0.25 * (sat_share / 0.3).min(1.0) + 0.2 * (peak / (5.0 * burst)).min(1.0);
+    let window = ctx.threshold("preemption_window_s");
+    let burst = ctx.threshold("preemption_burst_count").max(1.0);
+    let in_window = s.preemptions_window_max.unwrap_or(0.0);
+    let sustained = super::kv_exhausted(ctx);
+    let score = if sustained {
+        0.6 + 0.2 * (s.preempting_s / 60.0).min(1.0) + 0.15 * (in_window / (3.0 * burst)).min(1.0)
+    } else {
+        // Isolated preemptions: the cache ran out for a moment.
+        0.3
+    };
     let bursts = ctx.events_named("PREEMPTION_BURST");
     let sats = ctx.events_named("KV_SATURATION");
     let mut evidence = vec![
+        ev("preemptions", preempt),
+        ev("seconds with preemption in the trailing window", s.preempting_s)
+            .threshold(ctx.threshold("finding_min_s"))
+            .window(Context::window_of(&bursts)),
+        ev(&format!("preemptions within {window:.0} s (max)"), in_window).threshold(burst),
         ev("kv_cache_usage_pct (max)", kv_max)
             .threshold(sat)
             .window(Context::window_of(&sats)),
         ev("time SATURATED (s)", ctx.phase_seconds("SATURATED")),
-        ev("preemptions", preempt),
-        ev("preemptions_per_s (peak)", peak)
-            .threshold(burst)
-            .window(Context::window_of(&bursts)),
     ];
     if let Some(w) = s.waiting_max {
         evidence.push(ev("requests_waiting (max)", w));
+    }
+    let mut counter = Vec::new();
+    if kv_max < sat {
+        counter.push(format!(
+            "sampled KV usage peaked at {kv_max:.1}% (< {sat}%): vLLM V1 measures usage after the preempted request's blocks are freed, so a thrashing cache often reads 85–92%"
+        ));
+    }
+    if !sustained {
+        counter.push(format!(
+            "only {preempt:.0} preemption(s), not sustained: the cache ran out briefly"
+        ));
     }
     let mut recs = Vec::new();
     if let Some((seqs, tokens)) = super::safe_max_num_seqs(ctx) {
@@ -55,13 +71,16 @@ fn check(ctx: &Context) -> Verdict {
             "lower peak concurrency: more requests wait in the queue instead of being preempted and recomputed",
         ));
     }
-    let gmu = ctx.facts.gpu_memory_utilization;
-    recs.push(rec(
-        "--gpu-memory-utilization",
-        gmu.map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
-        "a larger share of GPU memory for the KV cache means more blocks, so long contexts fit without preemption",
-        "less headroom for activations and other processes on the GPU; raise in small steps and watch for OOM at start-up",
-    ));
+    // Raising is the only direction that helps; at 0.95 there is nothing left to give.
+    match ctx.facts.gpu_memory_utilization {
+        Some(g) if g >= 0.95 => {}
+        gmu => recs.push(rec(
+            "--gpu-memory-utilization",
+            gmu.map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
+            "a larger share of GPU memory for the KV cache means more blocks, so long contexts fit without preemption",
+            "less headroom for activations and other processes on the GPU; raise in small steps and watch for OOM at start-up",
+        )),
+    }
     recs.push(rec(
         "--kv-cache-dtype",
         Some("fp8".into()),
@@ -75,13 +94,14 @@ fn check(ctx: &Context) -> Verdict {
         "more GPUs per replica and inter-GPU communication per step",
     ));
     Verdict::Found {
+        sustained_s: Some(s.preempting_s.max(ctx.phase_seconds("SATURATED"))),
         score,
         summary: format!(
-            "KV cache saturated ({kv_max:.1}% peak, {:.0} s SATURATED) and {preempt:.0} preemptions (peak {peak:.1}/s): requests are evicted and recomputed",
-            ctx.phase_seconds("SATURATED")
+            "{preempt:.0} preemptions (up to {in_window:.0} within {window:.0} s, preempting for {:.0} s) with KV at up to {kv_max:.1}%: the KV cache ran out, requests are evicted and recomputed",
+            s.preempting_s
         ),
         evidence,
-        counter_evidence: vec![],
+        counter_evidence: counter,
         recommendations: recs,
     }
 }

@@ -23,8 +23,10 @@ fn check(ctx: &Context) -> Verdict {
     if waiting < 1.0 {
         return Verdict::RuledOut("KV ran hot but no request had to wait".into());
     }
-    if preempt >= 1.0 {
-        return Verdict::RuledOut("preemptions present: KV_CACHE_THRASHING covers this".into());
+    if super::kv_exhausted(ctx) {
+        return Verdict::RuledOut(
+            "sustained preemption: KV_CACHE_THRASHING covers this".into(),
+        );
     }
     let mut recs = vec![rec(
         "--gpu-memory-utilization",
@@ -48,6 +50,9 @@ fn check(ctx: &Context) -> Verdict {
         "longer requests are rejected",
     ));
     Verdict::Found {
+        sustained_s: Some(
+            ctx.phase_seconds("SATURATED") + ctx.phase_seconds("KV_PRESSURE_RISING"),
+        ),
         score: 0.45 + 0.25 * ((p95 - rising) / (100.0 - rising)).clamp(0.0, 1.0),
         summary: format!(
             "KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"

@@ -26,6 +26,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     let idle_min = s.idle_kv_min_pct.unwrap_or(0.0);
     Verdict::Found {
+        sustained_s: Some(ctx.phase_seconds("IDLE")),
         score: 0.65 + 0.3 * (idle_max / 20.0).min(1.0),
         summary: format!(
             "with nothing running, KV usage stayed between {idle_min:.1}% and {idle_max:.1}% ({} idle samples)",

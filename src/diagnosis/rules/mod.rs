@@ -34,6 +34,17 @@ pub const RULES: &[Rule] = &[
     healthy::RULE,
 ];
 
+/// Whether the KV cache ran out in a sustained way. vLLM V1 preempts only when a running
+/// request cannot get a block, so recurring preemptions (at least
+/// `preemption_burst_count`, with preemption in the trailing window for at least
+/// `finding_min_s`) mean exhaustion whatever the sampled KV % reads: V1 measures usage
+/// after the victim's blocks are freed, so a thrashing server often reads 85–92 %.
+pub(crate) fn kv_exhausted(ctx: &super::Context) -> bool {
+    let s = ctx.server;
+    s.preemptions.unwrap_or(0.0) >= ctx.threshold("preemption_burst_count")
+        && s.preempting_s >= ctx.threshold("finding_min_s")
+}
+
 /// Safe `--max-num-seqs` for the observed tokens held per running sequence: 90 % of the
 /// KV capacity divided by the median tokens a running request held.
 pub(crate) fn safe_max_num_seqs(ctx: &super::Context) -> Option<(u64, f64)> {

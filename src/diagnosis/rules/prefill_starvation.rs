@@ -57,6 +57,12 @@ fn check(ctx: &Context) -> Verdict {
         "each step takes longer, so inter-token latency rises for running requests",
     ));
     Verdict::Found {
+        sustained_s: Some(
+            ctx.episodes("PREFILL_PRESSURE")
+                .iter()
+                .filter_map(|e| e.duration_sec)
+                .sum(),
+        ),
         score,
         summary: format!(
             "{} prefill-pressure period(s) with {} TTFT spike(s) while median ITL p95 stayed {itl:.3} s",

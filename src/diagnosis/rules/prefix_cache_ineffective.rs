@@ -32,6 +32,7 @@ fn check(ctx: &Context) -> Verdict {
         return Verdict::RuledOut(format!("hit rate {hit:.1}%"));
     }
     Verdict::Found {
+        sustained_s: None,
         score: 0.4 + 0.2 * (1.0 - hit / MAX_HIT_RATE_PCT),
         summary: format!("{tps:.0} prompt tokens/s looked up in the prefix cache, {hit:.1}% hit"),
         evidence: vec![

@@ -22,14 +22,15 @@ fn check(ctx: &Context) -> Verdict {
             share * 100.0
         ));
     }
-    if s.stalled_s >= super::stuck_engine::MIN_STALL_S {
+    if s.stalled_s >= ctx.threshold("stall_min_s") {
         return Verdict::RuledOut(
-            "the engine stopped generating: STUCK_ENGINE explains the queue".into(),
+            "the engine stopped making progress: STUCK_ENGINE explains the queue".into(),
         );
     }
-    if kv_max >= ctx.threshold("kv_saturated_pct") && s.preemptions.unwrap_or(0.0) >= 1.0 {
+    if super::kv_exhausted(ctx) {
         return Verdict::RuledOut(
-            "the queue follows KV saturation and preemption (KV_CACHE_THRASHING)".into(),
+            "the queue follows sustained preemption: the KV cache ran out (KV_CACHE_THRASHING)"
+                .into(),
         );
     }
     let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
@@ -77,6 +78,7 @@ fn check(ctx: &Context) -> Verdict {
         "rejected requests under overload",
     ));
     Verdict::Found {
+        sustained_s: Some(ctx.phase_seconds("QUEUE_PRESSURE")),
         score,
         summary: format!(
             "queue pressure {:.0}% of the time, up to {waiting:.0} requests waiting with running at {running_max:.0} and KV at most {kv_max:.0}%",

@@ -18,6 +18,7 @@ fn check(ctx: &Context) -> Verdict {
     let gaps = ctx.events_named("SCRAPE_GAP");
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
     Verdict::Found {
+        sustained_s: None,
         score: 0.75,
         summary: format!(
             "{} restart(s); /metrics unavailable for {downtime:.0} s",

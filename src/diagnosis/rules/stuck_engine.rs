@@ -1,45 +1,73 @@
-//! STUCK_ENGINE: requests are running and waiting but nothing is generated — the engine
-//! core hangs while /metrics (served by the API server) still answers.
+//! STUCK_ENGINE: an engine had running or waiting requests and moved none of its progress
+//! counters (ENGINE_STALLED). vLLM V1's API server keeps answering `/metrics` while the
+//! engine core hangs, with every engine series frozen at its last value — running and
+//! waiting then read whatever they read at the hang, so the rule does not look at them.
 
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
 
-/// Seconds without generation, with work present, that make an engine stuck.
-pub(crate) const MIN_STALL_S: f64 = 10.0;
-
 pub const RULE: Rule = Rule {
     id: "STUCK_ENGINE",
-    title: "Engine stuck: work present, no tokens generated",
+    title: "Engine stuck: work present, no progress",
     check,
     needs_latency: false,
     runs_last: false,
 };
 
+/// Seconds of stall from which the score is high (a hung engine core does not recover by
+/// itself; 10 s is far beyond any single vLLM step).
+const HIGH_FROM_S: f64 = 10.0;
+
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    if s.stalled_s < MIN_STALL_S {
+    let min = ctx.threshold("stall_min_s");
+    let episodes = ctx.episodes("ENGINE_STALLED");
+    if s.stalled_s < min || episodes.is_empty() {
         return Verdict::RuledOut(format!(
-            "generation never stopped with work present for ≥ {MIN_STALL_S} s"
+            "progress counters never stood still for ≥ {min} s with work present"
         ));
     }
+    let longest = episodes
+        .iter()
+        .filter_map(|e| e.duration_sec)
+        .fold(0.0, f64::max);
+    // A hung engine serves nobody: from HIGH_FROM_S it outranks every load finding
+    // (0.88, up to 0.98 after a minute); shorter stalls are medium at most.
+    let score = if s.stalled_s >= HIGH_FROM_S {
+        0.88 + 0.1 * ((s.stalled_s - HIGH_FROM_S) / 50.0).min(1.0)
+    } else {
+        0.45 + 0.2 * (s.stalled_s / HIGH_FROM_S)
+    };
+    let running = s.stall_running_max.unwrap_or(0.0);
+    let waiting = s.stall_waiting_max.unwrap_or(0.0);
+    let window = Context::window_of(&episodes);
+    let mut evidence = vec![
+        ev("seconds with work present and no progress (ENGINE_STALLED)", s.stalled_s)
+            .threshold(min)
+            .window(window.clone()),
+        ev("longest stall (s)", longest),
+        ev("ENGINE_STALLED episodes", episodes.len() as f64),
+        ev("requests_running frozen at", running).window(window.clone()),
+        ev("requests_waiting frozen at", waiting).window(window),
+    ];
+    if let Some(kv) = s.stall_kv_max_pct {
+        evidence.push(ev("kv_cache_usage_pct frozen at", kv));
+    }
+    let mut counter = Vec::new();
+    if !ctx.events_named("COUNTER_RESET").is_empty() {
+        counter.push("the server restarted during the session (SERVER_RESTART)".to_string());
+    }
     Verdict::Found {
-        score: 0.92,
+        sustained_s: Some(s.stalled_s),
+        score,
         summary: format!(
-            "for {:.0} s requests were running and waiting (up to {:.0}) while almost no tokens were generated",
-            s.stalled_s,
-            s.waiting_max.unwrap_or(0.0)
+            "for {:.0} s the engine had work ({running:.0} running, {waiting:.0} waiting, as frozen) and moved no counter: prompt and generation tokens, finished requests and engine steps all stood still",
+            s.stalled_s
         ),
-        evidence: vec![
-            ev(
-                "seconds with running > 0, waiting > 0, generation ≈ 0",
-                s.stalled_s,
-            )
-            .threshold(MIN_STALL_S),
-            ev("requests_waiting (max)", s.waiting_max.unwrap_or(0.0)),
-        ],
-        counter_evidence: vec![],
+        evidence,
+        counter_evidence: counter,
         recommendations: vec![
             rec(
-                "restart the engine now; collect engine-core logs and a stack dump (py-spy) first",
+                "restart the engine now; collect engine-core logs and a stack dump (py-spy dump --pid <EngineCore pid>) first",
                 None,
                 "a hung engine core does not recover by itself while the API server keeps accepting requests",
                 "in-flight requests are lost",
@@ -47,7 +75,7 @@ fn check(ctx: &Context) -> Verdict {
             rec(
                 "make liveness checks test generation progress (rate of vllm:generation_tokens_total with running > 0), not only /health",
                 None,
-                "/health and /metrics kept answering during the hang",
+                "/metrics kept answering with frozen values during the hang",
                 "none",
             ),
         ],

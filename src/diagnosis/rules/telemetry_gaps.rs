@@ -26,6 +26,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     let reasons: Vec<String> = gaps.iter().filter_map(|e| e.reason.clone()).collect();
     Verdict::Found {
+        sustained_s: Some(s.no_data_s),
         score,
         summary: format!(
             "{} gap(s), {} failed scrape(s) ({:.0}% of samples)",
