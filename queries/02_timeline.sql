@@ -24,16 +24,39 @@
 --                         server keeps answering /metrics with every engine series frozen
 --                         when the engine core hangs
 CREATE TABLE timeline AS
-WITH base AS (
+WITH counted AS (
+  -- An interval quantile from fewer than ${quantile_min_count} observations is replaced by
+  -- what the buckets prove (the lower edge of the bucket holding the p95 rank): one
+  -- 1.01 s TTFT in the (1, 2.5] bucket reads as p95 2.4 s but proves only "> 1 s". These
+  -- drive spikes, TTFT_ELEVATED and prefill pressure. Sessions without counts keep their
+  -- values.
+  SELECT
+    u.*,
+    CASE WHEN COALESCE(ttft_count, ${quantile_min_count}) >= ${quantile_min_count}
+         THEN ttft_p95_s ELSE ttft_p95_floor_s END AS ttft_p95_counted_s,
+    CASE WHEN COALESCE(e2e_count, ${quantile_min_count}) >= ${quantile_min_count}
+         THEN e2e_p95_s ELSE e2e_p95_floor_s END AS e2e_p95_counted_s
+  FROM units u
+),
+base AS (
   -- One window pass per server: the trailing baselines (window w) and the whole-server
   -- statistics (window whole: same partitioning and order, so DataFusion evaluates both
   -- in one stage; an unbounded frame is computed once per server).
   SELECT
     u.*,
-    rolling_median(ttft_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS ttft_p95_baseline_s,
-    rolling_median(e2e_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
+    rolling_median(ttft_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS ttft_p95_baseline_s,
+    rolling_median(e2e_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
     rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
+    -- Generation per running request: what each engine step delivers, whatever the batch
+    -- size (a 5x slower step with a batch grown 5x keeps gen_tps but not this).
+    rolling_median(gen_tps / NULLIF(running, 0), t_rel_sec, ${baseline_window_s}) OVER w
+      AS gen_per_running_baseline,
+    -- Every gauge as in the previous sample: vLLM V1's hung engine core publishes nothing,
+    -- so its gauges freeze too; an engine that is alive but schedules nothing (its KV
+    -- cache held by leaked blocks) still moves waiting.
+    COALESCE(running = LAG(running) OVER w AND waiting = LAG(waiting) OVER w
+             AND kv_max_pct = LAG(kv_max_pct) OVER w, false) AS gauges_same,
     -- Preemptions counted over the trailing window (a count over time, not per sample).
     rolling_sum(preemptions_per_s * interval_s, t_rel_sec, ${preemption_window_s}) OVER w
       AS preemptions_recent,
@@ -51,7 +74,7 @@ WITH base AS (
       WHEN kv_max_pct >= ${kv_rising_pct} THEN 'KV_PRESSURE_RISING'
       ELSE 'HEALTHY'
     END AS raw_phase
-  FROM units u
+  FROM counted u
   WINDOW
     w AS (PARTITION BY server ORDER BY ts),
     whole AS (PARTITION BY server ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
@@ -61,7 +84,7 @@ spikes AS (
     *,
     -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
     -- event (13_transient_events.sql) both use it.
-    COALESCE(ttft_p95_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
+    COALESCE(ttft_p95_counted_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
       AS ttft_spike
   FROM base
 ),
@@ -77,7 +100,7 @@ raw_conditions AS (
       COALESCE(running_peak > 0 AND running >= ${high_running_share} * running_peak
         AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median, false)
     END AS raw_high_prompt_ingestion,
-    CASE WHEN NOT scrape_ok THEN NULL ELSE COALESCE(ttft_p95_s >= ${ttft_elevated_s}, false) END
+    CASE WHEN NOT scrape_ok THEN NULL ELSE COALESCE(ttft_p95_counted_s >= ${ttft_elevated_s}, false) END
       AS raw_ttft_elevated,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       COALESCE(waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}, false)
@@ -93,11 +116,13 @@ smoothed AS (
     debounce(raw_ttft_elevated, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_ttft_elevated,
     debounce(raw_queue_delay, t_rel_sec, ${debounce_s}, ${debounce_min_samples}) OVER w AS d_queue_delay,
     sustained(frozen, t_rel_sec, ${stall_min_s}, 1) OVER w AS d_engine_stalled,
-    -- Decode throughput drop (DECODE_THROUGHPUT_DROP, 04_transient_flags.sql): sustained
-    -- in time, never on frozen telemetry (no progress at all is a stall, not slower steps).
+    -- Decode throughput drop (DECODE_THROUGHPUT_DROP, 04_transient_flags.sql): generation
+    -- per running request at or below ${decode_drop_share} x its rolling median while the
+    -- batch holds (each step got slower), sustained in time, never on frozen telemetry
+    -- (no progress at all is a stall, not slower steps).
     sustained(COALESCE(gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
-      AND gen_tps <= ${decode_drop_share} * gen_tps_baseline
       AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
+      AND gen_tps / running <= ${decode_drop_share} * gen_per_running_baseline
       AND NOT frozen, false),
       t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
   FROM raw_conditions

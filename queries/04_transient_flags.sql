@@ -3,10 +3,11 @@
 --   TTFT_SPIKE / E2E_LATENCY_SPIKE  p95 >= ${spike_factor} x its rolling
 --                                   ${baseline_window_s} s median (and above a floor)
 --   KV_SATURATION                   KV usage crosses ${kv_saturated_pct} %
---   DECODE_THROUGHPUT_DROP          generation tokens/s <= ${decode_drop_share} x its rolling
---                                   median while running stays >= ${decode_drop_running_share}
---                                   x its rolling median, for ${decode_drop_min_s} s; never
---                                   on frozen telemetry (02_timeline.sql: decode_drop)
+--   DECODE_THROUGHPUT_DROP          generation per running request <= ${decode_drop_share} x
+--                                   its rolling median while running stays >=
+--                                   ${decode_drop_running_share} x its rolling median, for
+--                                   ${decode_drop_min_s} s; never on frozen telemetry
+--                                   (02_timeline.sql: decode_drop)
 --   PREEMPTION_BURST                >= ${preemption_burst_count} preemptions within
 --                                   ${preemption_window_s} s
 --
@@ -18,7 +19,7 @@ WITH p AS (
   SELECT
     *,
     ttft_spike AS is_ttft_spike,
-    COALESCE(e2e_p95_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s}), false) AS is_e2e_spike,
+    COALESCE(e2e_p95_counted_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s}), false) AS is_e2e_spike,
     COALESCE(kv_max_pct >= ${kv_saturated_pct}, false) AS is_kv_saturated,
     COALESCE(scrape_ok AND decode_drop, false) AS is_decode_drop,
     COALESCE(preemptions_recent >= ${preemption_burst_count} - 1e-9, false) AS is_preemption_burst

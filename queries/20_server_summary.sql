@@ -36,13 +36,22 @@ SELECT
   MAX(prompt_len_p95) AS prompt_len_p95_max,
   AVG(gpu_util_pct) AS gpu_util_avg_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
-  -- zero on a healthy server.
-  MAX(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_max_pct,
-  MIN(CASE WHEN phase = 'IDLE' THEN kv_pct END) AS idle_kv_min_pct,
-  SUM(CASE WHEN phase = 'IDLE' THEN 1 ELSE 0 END) AS idle_samples,
+  -- zero on a healthy server. Judged on samples that are idle themselves (raw_phase),
+  -- not the debounced phase: a 1-2 s burst inside an idle stretch is not idle KV. The
+  -- median, because one snapshot taken between a request's end and its blocks' release
+  -- can read high.
+  MAX(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_max_pct,
+  MIN(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_min_pct,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_median_pct,
+  SUM(CASE WHEN raw_phase = 'IDLE' THEN 1 ELSE 0 END) AS idle_samples,
+  SUM(CASE WHEN raw_phase = 'IDLE' THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS idle_s,
   -- ENGINE_STALLED time (frozen progress with work present) and the gauges at the
   -- freeze.
   SUM(CASE WHEN engine_stalled THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS stalled_s,
+  -- ...of which with every gauge frozen too: the engine core hung (not merely unable to
+  -- schedule).
+  SUM(CASE WHEN engine_stalled AND gauges_same THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS hung_s,
+  SUM(CASE WHEN prefill_pressure THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS prefill_pressure_s,
   MAX(CASE WHEN engine_stalled THEN running END) AS stall_running_max,
   MAX(CASE WHEN engine_stalled THEN waiting END) AS stall_waiting_max,
   MAX(CASE WHEN engine_stalled THEN kv_max_pct END) AS stall_kv_max_pct,
@@ -52,6 +61,22 @@ SELECT
   MAX(preemptions_recent) AS preemptions_window_max,
   SUM(CASE WHEN decode_drop THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS decode_drop_s,
   SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,
+  -- The KV-exhaustion window (preemption in the trailing window, or KV saturated): its
+  -- span and the KV share each running request held there (episode-local advice).
+  MIN(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN ts END) AS exhausted_start_ts,
+  MAX(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN ts END) AS exhausted_end_ts,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN (preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AND running > 0 THEN kv_pct / running END)
+    AS exhausted_kv_pct_per_running_median,
+  -- The queue window (QUEUE_PRESSURE): why the queue grew. Running pinned at its peak
+  -- with KV to spare is the sequence limit; KV near full or preemption is capacity.
+  MIN(CASE WHEN phase = 'QUEUE_PRESSURE' THEN ts END) AS queue_start_ts,
+  MAX(CASE WHEN phase = 'QUEUE_PRESSURE' THEN ts END) AS queue_end_ts,
+  -- (at its peak: within 10 %, as requests finish and start between scrapes)
+  AVG(CASE WHEN phase = 'QUEUE_PRESSURE' THEN CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END END)
+    AS queue_running_at_peak_share,
+  MAX(CASE WHEN phase = 'QUEUE_PRESSURE' THEN running END) AS queue_running_max,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_pct END) AS queue_kv_p95_pct,
+  MAX(CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_max_pct END) AS queue_kv_max_pct,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_max,
   percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median

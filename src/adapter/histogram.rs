@@ -109,6 +109,24 @@ impl Histogram {
         (self.count > 0.0 && self.sum.is_finite()).then(|| self.sum / self.count)
     }
 
+    /// What the buckets prove about the q-quantile: the lower edge of the bucket that holds
+    /// its rank (0 for the first bucket, the last finite bound for `+Inf`). With a handful
+    /// of observations this, not the interpolation, is the honest estimate: one 1.01 s
+    /// TTFT in the (1, 2.5] bucket proves "more than 1 s", while `histogram_quantile`
+    /// reads p95 as 2.4 s.
+    pub fn quantile_floor(&self, q: f64) -> Option<f64> {
+        let last = self.buckets.last()?;
+        if last.0 != f64::INFINITY || !(0.0..=1.0).contains(&q) || last.1 <= 0.0 {
+            return None;
+        }
+        let rank = q * last.1;
+        let idx = self.buckets.iter().position(|b| b.1 >= rank)?;
+        Some(match idx {
+            0 => 0.0,
+            i => self.buckets.get(i - 1)?.0,
+        })
+    }
+
     /// `histogram_quantile(q)`. None when there are no observations or no `+Inf` bucket.
     pub fn quantile(&self, q: f64) -> Option<(f64, Clamp)> {
         let last = self.buckets.last()?;
@@ -167,6 +185,20 @@ mod tests {
         assert_eq!(x.quantile(0.5), Some((1.0, Clamp::Lower)));
         assert_eq!(x.quantile(0.75), Some((1.5, Clamp::None)));
         assert_eq!(x.quantile(0.25), Some((0.5, Clamp::Lower)));
+    }
+
+    #[test]
+    fn quantile_floor_is_what_the_buckets_prove() {
+        // One observation of 1.01 s in vLLM's TTFT buckets (…, 1, 2.5, …).
+        let one = h(&[(0.5, 0.0), (1.0, 0.0), (2.5, 1.0), (f64::INFINITY, 1.0)]);
+        assert!((one.quantile(0.95).unwrap().0 - 2.425).abs() < 1e-9);
+        assert_eq!(one.quantile_floor(0.95), Some(1.0));
+        let inf = h(&[(1.0, 0.0), (2.0, 0.0), (f64::INFINITY, 2.0)]);
+        assert_eq!(inf.quantile_floor(0.95), Some(2.0));
+        assert_eq!(
+            h(&[(1.0, 3.0), (f64::INFINITY, 3.0)]).quantile_floor(0.5),
+            Some(0.0)
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! fraction becomes a 0–100 percentage here and nowhere else.
 
 pub mod histogram;
+pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -570,6 +571,13 @@ pub fn read(exp: &Exposition) -> Reading {
 pub struct ServerFacts {
     pub server: String,
     pub engine_kind: String,
+    /// vLLM release line (`0.29`): stated with `--vllm-version`, else inferred from the
+    /// `cache_config_info` label set ([`version`]); absent when neither says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm_version: Option<String>,
+    /// Where `vllm_version` came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm_version_source: Option<String>,
     pub model_names: BTreeSet<String>,
     pub engines: BTreeSet<String>,
     pub cache_config: Vec<BTreeMap<String, String>>,
@@ -739,11 +747,13 @@ impl Normalizer {
                 ttft_p50_s: q(Hist::Ttft, 0.5, "ttft_p50_s"),
                 ttft_p95_s: q(Hist::Ttft, 0.95, "ttft_p95_s"),
                 ttft_p99_s: q(Hist::Ttft, 0.99, "ttft_p99_s"),
+                ttft_p95_floor_s: deltas.get(&Hist::Ttft).and_then(|d| d.quantile_floor(0.95)),
                 ttft_mean_s: None,
                 ttft_count: None,
                 e2e_p50_s: q(Hist::E2e, 0.5, "e2e_p50_s"),
                 e2e_p95_s: q(Hist::E2e, 0.95, "e2e_p95_s"),
                 e2e_p99_s: q(Hist::E2e, 0.99, "e2e_p99_s"),
+                e2e_p95_floor_s: deltas.get(&Hist::E2e).and_then(|d| d.quantile_floor(0.95)),
                 e2e_count: None,
                 itl_p50_s: q(Hist::Itl, 0.5, "itl_p50_s"),
                 itl_p95_s: q(Hist::Itl, 0.95, "itl_p95_s"),
@@ -757,9 +767,8 @@ impl Normalizer {
                 prompt_len_p95: q(Hist::PromptLen, 0.95, "prompt_len_p95"),
                 gpu_util_pct: reading.gpu_util_pct,
                 gpu_mem_used_pct: reading.gpu_mem_used_pct,
-                engine_steps_per_s: interval_s.and_then(|dt| {
-                    deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)
-                }),
+                engine_steps_per_s: interval_s
+                    .and_then(|dt| deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)),
                 process_start_time_s: reading.process_start_time_s,
                 quantile_flags: None,
             };

@@ -81,9 +81,16 @@ pub struct ServerSummary {
     pub gpu_util_avg_pct: Option<f64>,
     pub idle_kv_max_pct: Option<f64>,
     pub idle_kv_min_pct: Option<f64>,
+    pub idle_kv_median_pct: Option<f64>,
     pub idle_samples: u64,
+    /// Seconds of samples that were idle themselves (not debounced).
+    pub idle_s: f64,
     /// Seconds of ENGINE_STALLED (frozen progress with work present).
     pub stalled_s: f64,
+    /// Seconds of ENGINE_STALLED with every gauge frozen too (the engine core hung).
+    pub hung_s: f64,
+    /// Seconds of PREFILL_PRESSURE.
+    pub prefill_pressure_s: f64,
     /// Gauges while stalled (as frozen at the hang).
     pub stall_running_max: Option<f64>,
     pub stall_waiting_max: Option<f64>,
@@ -98,6 +105,18 @@ pub struct ServerSummary {
     /// `phases`, whose shares are of observed time.
     pub no_data_s: f64,
     pub counter_resets: u64,
+    /// The KV-exhaustion window (preemption or saturation), RFC 3339.
+    pub exhausted_start: Option<String>,
+    pub exhausted_end: Option<String>,
+    /// Median KV % per running request inside that window.
+    pub exhausted_kv_pct_per_running_median: Option<f64>,
+    /// The QUEUE_PRESSURE window, RFC 3339, and what running and KV did there.
+    pub queue_start: Option<String>,
+    pub queue_end: Option<String>,
+    pub queue_running_at_peak_share: Option<f64>,
+    pub queue_running_max: Option<f64>,
+    pub queue_kv_p95_pct: Option<f64>,
+    pub queue_kv_max_pct: Option<f64>,
     pub kv_pct_per_running_max: Option<f64>,
     pub kv_pct_per_running_median: Option<f64>,
     pub episodes: BTreeMap<String, EpisodeStats>,
@@ -212,8 +231,12 @@ pub(super) fn build(
                 gpu_util_avg_pct: f("gpu_util_avg_pct"),
                 idle_kv_max_pct: f("idle_kv_max_pct"),
                 idle_kv_min_pct: f("idle_kv_min_pct"),
+                idle_kv_median_pct: f("idle_kv_median_pct"),
                 idle_samples: f("idle_samples").unwrap_or(0.0) as u64,
+                idle_s: f("idle_s").unwrap_or(0.0),
                 stalled_s: f("stalled_s").unwrap_or(0.0),
+                hung_s: f("hung_s").unwrap_or(0.0),
+                prefill_pressure_s: f("prefill_pressure_s").unwrap_or(0.0),
                 stall_running_max: f("stall_running_max"),
                 stall_waiting_max: f("stall_waiting_max"),
                 stall_kv_max_pct: f("stall_kv_max_pct"),
@@ -221,6 +244,16 @@ pub(super) fn build(
                 preemptions_window_max: f("preemptions_window_max"),
                 decode_drop_s: f("decode_drop_s").unwrap_or(0.0),
                 counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
+                exhausted_start: c.ts_us("exhausted_start_ts", i).map(crate::record::rfc3339),
+                exhausted_end: c.ts_us("exhausted_end_ts", i).map(crate::record::rfc3339),
+                exhausted_kv_pct_per_running_median: c
+                    .f64("exhausted_kv_pct_per_running_median", i),
+                queue_start: c.ts_us("queue_start_ts", i).map(crate::record::rfc3339),
+                queue_end: c.ts_us("queue_end_ts", i).map(crate::record::rfc3339),
+                queue_running_at_peak_share: f("queue_running_at_peak_share"),
+                queue_running_max: f("queue_running_max"),
+                queue_kv_p95_pct: f("queue_kv_p95_pct"),
+                queue_kv_max_pct: f("queue_kv_max_pct"),
                 kv_pct_per_running_max: f("kv_pct_per_running_max"),
                 kv_pct_per_running_median: f("kv_pct_per_running_median"),
                 ..Default::default()

@@ -43,6 +43,10 @@ thresholds! {
     queue_min_waiting: 1.0;
     /// Generation tokens/s below which a server with nothing running or waiting is IDLE.
     idle_tokens_per_s: 0.5;
+    /// KV usage (%) an idle server may show (median over idle samples) before KV_LEAK:
+    /// vLLM counts only blocks held by live requests (evictable prefix-cache blocks are
+    /// free), so an idle server reads ~0 %.
+    idle_kv_pct: 2.0;
     /// Seconds a phase or condition must hold before it replaces the previous one
     /// (debounce; each sample stands for the interval since the previous one).
     debounce_s: 3.0;
@@ -58,6 +62,11 @@ thresholds! {
     ttft_elevated_s: 2.0;
     /// A TTFT/E2E p95 this many times its rolling median is a spike.
     spike_factor: 3.0;
+    /// Observations an interval quantile needs before its interpolated value is evidence
+    /// (spikes, TTFT_ELEVATED, prefill pressure); below it, the lower edge of the bucket
+    /// holding the quantile is used (what the buckets prove): with one or two requests in
+    /// an interval, vLLM's coarse buckets make p95 an interpolation artefact.
+    quantile_min_count: 3.0;
     /// Smallest TTFT p95 (s) that can count as a spike (ignores 20 ms → 70 ms jitter).
     ttft_spike_min_s: 0.5;
     /// Smallest E2E p95 (s) that can count as a spike.
@@ -96,6 +105,11 @@ thresholds! {
     /// Seconds a trouble must be sustained before a finding can be medium or high (no
     /// verdict from one or two scrapes); severity then grows with duration and magnitude.
     finding_min_s: 10.0;
+    /// Prompt tokens/s looked up in the prefix cache from which its hit rate matters
+    /// (PREFIX_CACHE_INEFFECTIVE; a small chat load is ~1000 tokens/s).
+    prefix_min_prompt_tokens_per_s: 500.0;
+    /// Prefix-cache hit rate (%) below which the cache is ineffective.
+    prefix_hit_rate_low_pct: 10.0;
     /// A sample interval this many times the session's median interval is a SCRAPE_GAP.
     scrape_gap_factor: 2.5;
     /// Shortest condition episode (s).

@@ -274,7 +274,11 @@ fn times(t: &Float64Array, n: usize) -> Vec<Option<f64>> {
 
 /// The kernel behind `rearm`, public for tests: fires where the flag holds and held on
 /// no row in the `quiet_s` seconds before.
-pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[Option<f64>], quiet_s: f64) -> BooleanArray {
+pub fn rearm(
+    flags: impl Iterator<Item = Option<bool>>,
+    t: &[Option<f64>],
+    quiet_s: f64,
+) -> BooleanArray {
     // Time of the last row where the flag held.
     let mut last: Option<f64> = None;
     flags
@@ -313,7 +317,12 @@ fn run_seconds(t: &[Option<f64>], i: usize, j: usize) -> f64 {
 }
 
 /// The kernel behind `sustained`, public for tests.
-pub fn sustained(active: &[Option<bool>], t: &[Option<f64>], min_s: f64, min_rows: usize) -> Vec<Option<bool>> {
+pub fn sustained(
+    active: &[Option<bool>],
+    t: &[Option<f64>],
+    min_s: f64,
+    min_rows: usize,
+) -> Vec<Option<bool>> {
     let n = active.len();
     let mut out: Vec<Option<bool>> = active.iter().map(|a| a.map(|_| false)).collect();
     let mut i = 0;
@@ -342,14 +351,25 @@ pub fn rolling_sum(v: &[Option<f64>], t: &[Option<f64>], window: f64) -> Vec<Opt
     let n = v.len().min(t.len());
     let mut out = Vec::with_capacity(n);
     let (mut lo, mut sum) = (0usize, 0.0f64);
-    let val = |k: usize| v.get(k).copied().flatten().filter(|x| x.is_finite()).unwrap_or(0.0);
+    let val = |k: usize| {
+        v.get(k)
+            .copied()
+            .flatten()
+            .filter(|x| x.is_finite())
+            .unwrap_or(0.0)
+    };
     for i in 0..n {
         sum += val(i);
         let Some(ti) = t.get(i).copied().flatten() else {
             out.push(None);
             continue;
         };
-        while lo < i && t.get(lo).copied().flatten().is_none_or(|tl| tl <= ti - window) {
+        while lo < i
+            && t.get(lo)
+                .copied()
+                .flatten()
+                .is_none_or(|tl| tl <= ti - window)
+        {
             sum -= val(lo);
             lo += 1;
         }
@@ -622,7 +642,9 @@ impl PartitionEvaluator for DebounceEval {
             return Ok(Arc::new(BooleanArray::from(debounce(&raw, &t, min))));
         }
         let Some(labels) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
-            return exec_err!("debounce(label, t, min_s, min_samples) expects a Utf8 or Boolean label");
+            return exec_err!(
+                "debounce(label, t, min_s, min_samples) expects a Utf8 or Boolean label"
+            );
         };
         let raw: Vec<Option<&str>> = (0..num_rows)
             .map(|i| labels.is_valid(i).then(|| labels.value(i)))
@@ -639,7 +661,11 @@ pub struct Stable {
 }
 
 /// The kernel behind `debounce`, public for tests.
-pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[Option<f64>], min: Stable) -> Vec<Option<T>> {
+pub fn debounce<T: Copy + PartialEq>(
+    raw: &[Option<T>],
+    t: &[Option<f64>],
+    min: Stable,
+) -> Vec<Option<T>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut stable: Option<T> = None;
     let mut i = 0;
@@ -679,7 +705,10 @@ mod tests {
             .map(|s| Some(*s))
             .collect();
         let t: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i))).collect();
-        let two = Stable { seconds: 2.0, rows: 1 };
+        let two = Stable {
+            seconds: 2.0,
+            rows: 1,
+        };
         let out = debounce(&raw, &t, two);
         assert_eq!(
             out,
@@ -696,7 +725,10 @@ mod tests {
         );
         // A short first run stays as it is.
         let raw = vec![Some("B"), Some("A"), Some("A")];
-        assert_eq!(debounce(&raw, &t, two), vec![Some("B"), Some("A"), Some("A")]);
+        assert_eq!(
+            debounce(&raw, &t, two),
+            vec![Some("B"), Some("A"), Some("A")]
+        );
         assert_eq!(debounce(&[None, Some("A")], &t, two), vec![None, Some("A")]);
         // Nothing is carried across a gap: the short run after it keeps its own label.
         let raw = vec![Some("A"), Some("A"), Some("A"), None, Some("B")];
@@ -715,12 +747,24 @@ mod tests {
             let t: Vec<Option<f64>> = (0..n).map(|i| Some(i as f64 * step)).collect();
             let label = |lo: f64, hi: f64| -> Vec<Option<&str>> {
                 t.iter()
-                    .map(|x| Some(if x.unwrap() >= lo && x.unwrap() < hi { "B" } else { "A" }))
+                    .map(|x| {
+                        Some(if x.unwrap() >= lo && x.unwrap() < hi {
+                            "B"
+                        } else {
+                            "A"
+                        })
+                    })
                     .collect()
             };
-            let min = Stable { seconds: 3.0, rows: 1 };
+            let min = Stable {
+                seconds: 3.0,
+                rows: 1,
+            };
             let blip = debounce(&label(6.0, 8.0), &t, min);
-            assert!(blip.iter().all(|l| *l == Some("A")), "step {step}: {blip:?}");
+            assert!(
+                blip.iter().all(|l| *l == Some("A")),
+                "step {step}: {blip:?}"
+            );
             let run = debounce(&label(6.0, 10.0), &t, min);
             let b_time = run.iter().filter(|l| **l == Some("B")).count() as f64 * step;
             assert_eq!(b_time, 4.0, "step {step}");
@@ -728,7 +772,14 @@ mod tests {
         // The floor in rows: one 5 s sample is not enough when two rows are required.
         let t: Vec<Option<f64>> = (0..5).map(|i| Some(f64::from(i) * 5.0)).collect();
         let raw = vec![Some("A"), Some("A"), Some("B"), Some("A"), Some("A")];
-        let out = debounce(&raw, &t, Stable { seconds: 3.0, rows: 2 });
+        let out = debounce(
+            &raw,
+            &t,
+            Stable {
+                seconds: 3.0,
+                rows: 2,
+            },
+        );
         assert!(out.iter().all(|l| *l == Some("A")));
     }
 
@@ -763,16 +814,25 @@ mod tests {
         // One 5 s sample is 5 s of trouble.
         let t5: Vec<Option<f64>> = (0..3).map(|i| Some(f64::from(i) * 5.0)).collect();
         assert_eq!(sustained(&on(&[0, 1, 0]), &t5, 5.0, 1), on(&[0, 1, 0]));
-        assert_eq!(sustained(&[None, Some(true)], &t5, 0.0, 1), vec![None, Some(true)]);
+        assert_eq!(
+            sustained(&[None, Some(true)], &t5, 0.0, 1),
+            vec![None, Some(true)]
+        );
     }
 
     #[test]
     fn rolling_sum_counts_a_trailing_time_window() {
-        let t: Vec<Option<f64>> = [0.0, 1.0, 2.0, 10.0, 10.5].iter().map(|x| Some(*x)).collect();
+        let t: Vec<Option<f64>> = [0.0, 1.0, 2.0, 10.0, 10.5]
+            .iter()
+            .map(|x| Some(*x))
+            .collect();
         let v = vec![Some(1.0), None, Some(2.0), Some(4.0), Some(1.0)];
         // (t-10, t]: at t=10 the row at 0 has left.
         let got = rolling_sum(&v, &t, 10.0);
-        assert_eq!(got, vec![Some(1.0), Some(1.0), Some(3.0), Some(6.0), Some(7.0)]);
+        assert_eq!(
+            got,
+            vec![Some(1.0), Some(1.0), Some(3.0), Some(6.0), Some(7.0)]
+        );
     }
 
     #[test]

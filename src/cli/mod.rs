@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use kvscope::adapter::version::VllmVersion;
 use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis;
 use kvscope::present;
@@ -92,6 +93,14 @@ struct RecordArgs {
     /// the session can then be replayed (`kvscope replay`) or re-normalized later.
     #[arg(long)]
     raw: bool,
+    /// The servers' vLLM release (e.g. 0.29.0), recorded in metadata.json; otherwise
+    /// inferred from the `vllm:cache_config_info` label set where it identifies one.
+    #[arg(long, value_parser = parse_vllm_version)]
+    vllm_version: Option<VllmVersion>,
+}
+
+fn parse_vllm_version(s: &str) -> Result<VllmVersion, String> {
+    VllmVersion::parse(s).ok_or_else(|| format!("`{s}` is not a vLLM version (e.g. 0.29.0)"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,6 +187,10 @@ struct DoctorArgs {
     fail_on: Option<FailOn>,
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The servers' vLLM release (e.g. 0.26.0): advice then names only flags it accepts
+    /// (wins over what metadata.json says).
+    #[arg(long, value_parser = parse_vllm_version)]
+    vllm_version: Option<VllmVersion>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -467,6 +480,7 @@ async fn cmd_record(a: RecordArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_kind: "scrape".into(),
         raw: a.raw,
+        vllm_version: a.vllm_version,
     };
     let outcome = record::record(cfg, shutdown_signal()).await?;
     eprintln!(
@@ -584,9 +598,16 @@ async fn find_sessions(args: &[String]) -> anyhow::Result<Vec<Location>> {
     Ok(out)
 }
 
-async fn doctor_one(loc: &Location, th: &Thresholds) -> anyhow::Result<diagnosis::Report> {
+async fn doctor_one(
+    loc: &Location,
+    th: &Thresholds,
+    version: Option<VllmVersion>,
+) -> anyhow::Result<diagnosis::Report> {
     let analysis = analysis::analyze_and_write_location(loc, None, th).await?;
-    let meta = loc.read_metadata().await?;
+    let mut meta = loc.read_metadata().await?;
+    if let (Some(v), Some(m)) = (version, meta.as_mut()) {
+        m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");
+    }
     let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
     loc.write(store::DOCTOR_JSON, serde_json::to_vec_pretty(&report)?)
         .await?;
@@ -625,7 +646,7 @@ async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
                 let th = &th;
                 let pb = &pb;
                 async move {
-                    let r = doctor_one(&loc, th).await;
+                    let r = doctor_one(&loc, th, a.vllm_version).await;
                     pb.inc(1);
                     (i, loc, r)
                 }
@@ -886,12 +907,13 @@ async fn cmd_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         progress: true,
         source_kind: "simulator".into(),
         raw: false,
+        vllm_version: None,
     };
     let outcome = record::record(cfg, shutdown_signal()).await?;
     server.abort();
     let dir = outcome.dir;
     let th = Thresholds::default();
-    let report = doctor_one(&Location::Local(dir.clone()), &th).await?;
+    let report = doctor_one(&Location::Local(dir.clone()), &th, None).await?;
     let events = store::events::read_events(&dir.join(store::EVENTS_JSONL))?;
     let color = present::use_color();
     println!("\n=== Timeline ===\n");

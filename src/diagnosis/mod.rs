@@ -6,6 +6,7 @@
 //! recommendations, or the reason it was ruled out. Ranking, severity and the data-quality
 //! adjustment of confidence happen here, once, for every rule.
 
+pub mod flags;
 pub mod rules;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,12 @@ pub struct Recommendation {
     /// Suggested value, computed from the session where one applies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// For a flag: its value on the server (from `cache_config_info`), or "unknown".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// For a flag: the vLLM releases that accept it ([`flags`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_by: Option<String>,
     pub reason: String,
     pub tradeoff: String,
 }
@@ -85,17 +92,36 @@ pub enum Verdict {
 /// Facts about the server from metadata (cache config).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServerFacts {
+    /// KV blocks of one engine (vLLM's `cache_config_info` shows the sum over
+    /// data-parallel engines; divided here).
     pub num_gpu_blocks: Option<f64>,
     pub block_size: Option<f64>,
     pub gpu_memory_utilization: Option<f64>,
     pub prefix_caching: Option<bool>,
+    /// `cache_dtype` (what `--kv-cache-dtype` set).
+    pub cache_dtype: Option<String>,
+    /// Set when the KV size does not come from `--gpu-memory-utilization`
+    /// (`--num-gpu-blocks-override` or `--kv-cache-memory-bytes`).
+    pub kv_size_fixed_by: Option<String>,
     pub engines: usize,
+    /// The server's vLLM release, stated or inferred from `cache_config_info`.
+    pub vllm_version: Option<crate::adapter::version::VllmVersion>,
 }
 
 impl ServerFacts {
     /// KV capacity in tokens per engine.
     pub fn kv_capacity_tokens(&self) -> Option<f64> {
         Some(self.num_gpu_blocks? * self.block_size?)
+    }
+
+    /// The server's current value of a flag, where `/metrics` shows it.
+    pub fn current(&self, flag: &str) -> Option<String> {
+        match flag {
+            "--gpu-memory-utilization" => self.gpu_memory_utilization.map(|g| format!("{g}")),
+            "--kv-cache-dtype" => self.cache_dtype.clone(),
+            "--enable-prefix-caching" => self.prefix_caching.map(|p| p.to_string()),
+            _ => None,
+        }
     }
 
     /// Reads the server's cache config from `metadata.json`.
@@ -114,23 +140,36 @@ impl ServerFacts {
             .get("cache_config")
             .and_then(|c| c.as_array())
             .and_then(|a| a.first());
-        let num = |k: &str| {
+        let text = |k: &str| {
             cfg.and_then(|c| c.get(k))
                 .and_then(|v| v.as_str())
-                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| !v.is_empty() && *v != "None")
+        };
+        let num = |k: &str| text(k).and_then(|v| v.parse::<f64>().ok());
+        let engines = s
+            .get("engines")
+            .and_then(|e| e.as_array())
+            .map_or(1, |a| a.len().max(1));
+        let kv_size_fixed_by = if num("num_gpu_blocks_override").is_some() {
+            Some("--num-gpu-blocks-override".to_string())
+        } else if num("kv_cache_memory_bytes").is_some_and(|b| b > 0.0) {
+            Some("--kv-cache-memory-bytes".to_string())
+        } else {
+            None
         };
         Self {
-            num_gpu_blocks: num("num_gpu_blocks"),
+            // The sum over data-parallel engines (flag reference): per engine here.
+            num_gpu_blocks: num("num_gpu_blocks").map(|b| b / engines as f64),
             block_size: num("block_size"),
             gpu_memory_utilization: num("gpu_memory_utilization"),
-            prefix_caching: cfg
-                .and_then(|c| c.get("enable_prefix_caching"))
+            prefix_caching: text("enable_prefix_caching").map(|v| v.eq_ignore_ascii_case("true")),
+            cache_dtype: text("cache_dtype").map(str::to_string),
+            kv_size_fixed_by,
+            engines,
+            vllm_version: s
+                .get("vllm_version")
                 .and_then(|v| v.as_str())
-                .map(|v| v.eq_ignore_ascii_case("true")),
-            engines: s
-                .get("engines")
-                .and_then(|e| e.as_array())
-                .map_or(1, |a| a.len().max(1)),
+                .and_then(crate::adapter::version::VllmVersion::parse),
         }
     }
 }
@@ -174,12 +213,20 @@ impl Context<'_> {
             .filter(|e| e.kind == "condition_episode" && e.condition.as_deref() == Some(condition))
             .collect()
     }
-    /// `first … last` time window of some events.
+    /// `first … last` time window of some events (an episode's own end where it has
+    /// one); a single instant is given as one time, never as `t … t`.
     pub fn window_of(events: &[&Event]) -> Option<String> {
         let first = events.first()?;
-        let last = events.last()?;
-        let end = last.end_time.clone().unwrap_or_else(|| last.ts.clone());
-        Some(format!("{} … {}", first.ts, end))
+        let start = first.start_time.clone().unwrap_or_else(|| first.ts.clone());
+        let end = events
+            .iter()
+            .map(|e| e.end_time.clone().unwrap_or_else(|| e.ts.clone()))
+            .max()?;
+        Some(if end == start {
+            start
+        } else {
+            format!("{start} … {end}")
+        })
     }
 }
 
@@ -478,7 +525,37 @@ pub(crate) fn rec(
     Recommendation {
         action: action.to_string(),
         value,
+        current: None,
+        accepted_by: None,
         reason: reason.to_string(),
         tradeoff: tradeoff.to_string(),
     }
+}
+
+/// A `vllm serve` flag recommendation, or None when it cannot help: the server's release
+/// does not accept the flag, or the flag already has that value. States the current
+/// value ("unknown" where `/metrics` does not show it) and the releases that accept it.
+pub(crate) fn flag_rec(
+    ctx: &Context,
+    flag: &str,
+    value: Option<String>,
+    reason: &str,
+    tradeoff: &str,
+) -> Option<Recommendation> {
+    let Some(spec) = flags::lookup(flag) else {
+        debug_assert!(false, "{flag} is not in the flag table");
+        return None;
+    };
+    if ctx.facts.vllm_version.is_some_and(|v| !spec.accepts(v)) {
+        return None;
+    }
+    let current = ctx.facts.current(flag);
+    if current.is_some() && current == value {
+        return None;
+    }
+    Some(Recommendation {
+        current: Some(current.unwrap_or_else(|| "unknown".into())),
+        accepted_by: Some(spec.accepted_by()),
+        ..rec(flag, value, reason, tradeoff)
+    })
 }

@@ -86,6 +86,8 @@ pub struct RecordConfig {
     pub source_kind: String,
     /// Also keep every raw page (`raw_pages.jsonl.gz` in the session).
     pub raw: bool,
+    /// The servers' vLLM release as the user states it (`--vllm-version`).
+    pub vllm_version: Option<crate::adapter::version::VllmVersion>,
 }
 
 /// Builds a session id `YYYYMMDD-HHMMSS-<label>` with the label reduced to safe characters
@@ -129,6 +131,7 @@ pub fn rfc3339(ts_us: i64) -> String {
 /// The path every page takes from text to stored rows.
 pub struct Pipeline {
     raw: Option<RawWriter>,
+    stated_version: Option<crate::adapter::version::VllmVersion>,
     normalizer: Normalizer,
     writer: SessionWriter,
     facts: BTreeMap<String, ServerFacts>,
@@ -149,12 +152,18 @@ impl Pipeline {
     pub fn new(writer: SessionWriter) -> Self {
         Self {
             raw: None,
+            stated_version: None,
             normalizer: Normalizer::new(),
             writer,
             facts: BTreeMap::new(),
             t0_us: None,
             last: BTreeMap::new(),
         }
+    }
+
+    /// The servers' vLLM release as stated by the user (wins over inference).
+    pub fn state_vllm_version(&mut self, v: crate::adapter::version::VllmVersion) {
+        self.stated_version = Some(v);
     }
 
     /// Also keeps every page as it came (`record --raw`).
@@ -227,6 +236,19 @@ impl Pipeline {
         if !reading.cache_config.is_empty() {
             facts.cache_config = reading.cache_config.clone();
             facts.kv_capacity_tokens = reading.kv_capacity_tokens();
+        }
+        let (version, source) = match self.stated_version {
+            Some(v) => (Some(v), "stated (--vllm-version)"),
+            None => (
+                reading.cache_config.first().and_then(|c| {
+                    adapter::version::from_cache_config_labels(c.keys().map(String::as_str))
+                }),
+                "inferred from the vllm:cache_config_info label set",
+            ),
+        };
+        if let Some(v) = version {
+            facts.vllm_version = Some(v.to_string());
+            facts.vllm_version_source = Some(source.to_string());
         }
         facts
             .unknown_vllm_metrics
@@ -379,6 +401,9 @@ pub async fn record(
     let mut pipe = Pipeline::new(writer);
     if cfg.raw {
         pipe.keep_raw()?;
+    }
+    if let Some(v) = cfg.vllm_version {
+        pipe.state_vllm_version(v);
     }
     // Per target: the last page time a simulator or replay reported, and how far its clock
     // is from ours (failed scrapes are stamped on the same clock as the pages around them).

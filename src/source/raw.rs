@@ -159,7 +159,11 @@ pub fn pages_file(path: &Path) -> Result<PathBuf, RawError> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
-    for name in [RAW_PAGES, "metrics_scrapes.jsonl.gz", "metrics_scrapes.jsonl"] {
+    for name in [
+        RAW_PAGES,
+        "metrics_scrapes.jsonl.gz",
+        "metrics_scrapes.jsonl",
+    ] {
         let p = path.join(name);
         if p.is_file() {
             return Ok(p);
@@ -195,7 +199,10 @@ mod tests {
         let path = dir.path().join(RAW_PAGES);
         let pages = read_pages(&path).unwrap();
         assert_eq!(pages.len(), 3);
-        assert_eq!(pages[2].text.as_deref(), Some("vllm:num_requests_running 2\n"));
+        assert_eq!(
+            pages[2].text.as_deref(),
+            Some("vllm:num_requests_running 2\n")
+        );
         assert!(pages[0].ok());
         // Cut inside the last member: the first two pages are still read.
         let bytes = std::fs::read(&path).unwrap();

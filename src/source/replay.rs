@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::scrape::SIM_TIME_HEADER;
 use super::raw::RawPage;
+use super::scrape::SIM_TIME_HEADER;
 
 /// Errors starting a replay.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +60,19 @@ impl Replay {
             _ => true,
         });
         if pages.is_empty() {
-            let which = chosen.map(|c| format!(" for server {c}")).unwrap_or_default();
+            let which = chosen
+                .map(|c| format!(" for server {c}"))
+                .unwrap_or_default();
             return Err(ReplayError::Empty(which));
         }
         pages.sort_by(|a, b| a.ts.total_cmp(&b.ts));
         Ok(Self {
             pages,
-            speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
             looped,
         })
     }

@@ -135,7 +135,8 @@ pub async fn export_session(
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(err)?;
         let batch = add_columns(&batch, &session_id, &models).map_err(|e| invalid(session, e))?;
-        let keys = file_names(&batch, partition_by, &session_id).map_err(|e| invalid(session, e))?;
+        let keys =
+            file_names(&batch, partition_by, &session_id).map_err(|e| invalid(session, e))?;
         let mut start = 0;
         while start < batch.num_rows() {
             let key = keys.get(start).cloned().unwrap_or_default();
@@ -207,7 +208,11 @@ fn file_names(
             let file = if by_server {
                 format!("part-{session_id}.parquet")
             } else {
-                let s = if server.is_valid(i) { server.value(i) } else { "" };
+                let s = if server.is_valid(i) {
+                    server.value(i)
+                } else {
+                    ""
+                };
                 format!(
                     "part-{session_id}-{}.parquet",
                     utf8_percent_encode(s, PARTITION_VALUE)

@@ -142,6 +142,17 @@ pub struct RowCounts {
 }
 
 impl Metadata {
+    /// Sets every server's `vllm_version` (and where it came from), e.g. as stated by the
+    /// user for a session recorded without it.
+    pub fn state_vllm_version(&mut self, version: &str, source: &str) {
+        for s in &mut self.servers {
+            if let Some(o) = s.as_object_mut() {
+                o.insert("vllm_version".into(), version.into());
+                o.insert("vllm_version_source".into(), source.into());
+            }
+        }
+    }
+
     /// A fresh metadata record for a new session.
     pub fn new(
         session_id: &str,

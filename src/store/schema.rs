@@ -181,11 +181,13 @@ sample_columns! {
     ttft_p50_s: OptF64, "s", "Time to first token, median over the interval (histogram_quantile on bucket deltas).";
     ttft_p95_s: OptF64, "s", "Time to first token, p95 over the interval.";
     ttft_p99_s: OptF64, "s", "Time to first token, p99 over the interval.";
+    ttft_p95_floor_s: OptF64, "s", "Lower edge of the bucket holding the interval's TTFT p95 rank: what the buckets prove when an interval has few observations (schema 2).";
     ttft_mean_s: OptF64, "s", "Time to first token, mean over the interval.";
     ttft_count: OptI64, "requests", "First tokens observed in the interval.";
     e2e_p50_s: OptF64, "s", "End-to-end request latency, median over the interval.";
     e2e_p95_s: OptF64, "s", "End-to-end request latency, p95 over the interval.";
     e2e_p99_s: OptF64, "s", "End-to-end request latency, p99 over the interval.";
+    e2e_p95_floor_s: OptF64, "s", "Lower edge of the bucket holding the interval's E2E p95 rank (schema 2).";
     e2e_count: OptI64, "requests", "Requests finished in the interval (e2e observations).";
     itl_p50_s: OptF64, "s", "Inter-token latency, median over the interval.";
     itl_p95_s: OptF64, "s", "Inter-token latency, p95 over the interval.";

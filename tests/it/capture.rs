@@ -4,9 +4,10 @@
 //! replay`) and records it (`kvscope record`) at 0.5, 1, 2 and 5 s, concurrently; each
 //! recording must read the same at every interval.
 //!
-//! Phases are scored on samples at least 2 s after a scenario boundary (the first scrapes
-//! of a scenario still show the previous one's load, capture README); a scenario is
-//! diagnosed on its own by analysing the samples of its window.
+//! Phases are scored on samples at least 2 s (and one interval) after a scenario boundary
+//! (the first scrapes of a scenario still show the previous one's load, capture README)
+//! and not in the recording's last two intervals; a scenario is diagnosed on its own by
+//! analysing the samples of its window.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,7 +65,8 @@ fn spawn_replay(pages: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    // Loading and decompressing the capture takes a moment in a debug build.
+    for _ in 0..1000 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
@@ -77,8 +79,14 @@ fn spawn_replay(pages: &Path) -> (Child, String) {
 fn spawn_record(url: &str, interval_s: f64, span_s: f64, out: &Path) -> Child {
     Command::new(bin())
         .args(["record", "--server", url])
-        .args(["--interval", &format!("{}ms", (interval_s / SPEED * 1000.0).round())])
-        .args(["--duration", &format!("{}ms", (span_s / SPEED * 1000.0).round())])
+        .args([
+            "--interval",
+            &format!("{}ms", (interval_s / SPEED * 1000.0).round()),
+        ])
+        .args([
+            "--duration",
+            &format!("{}ms", (span_s / SPEED * 1000.0).round()),
+        ])
         .arg("--out")
         .arg(out)
         .stdout(Stdio::piped())
@@ -185,12 +193,18 @@ fn real_capture_reads_the_same_at_every_interval() {
                 "kv_saturation" => &["SATURATED", "QUEUE_PRESSURE", "KV_PRESSURE_RISING"],
                 _ => &[],
             };
+            // Within one interval of a boundary the reading may differ (the issue's
+            // tolerance): at least SETTLE_S and one interval after a scenario starts,
+            // and not in the last two intervals of the recording, whose phase run is
+            // still open when the data ends.
+            let settle = SETTLE_S.max(*interval);
+            let last = a.series.iter().map(|p| p.ts).max().unwrap_or(0) as f64 / 1e6;
             let scored: Vec<_> = a
                 .series
                 .iter()
                 .filter(|p| {
                     let t = p.ts as f64 / 1e6;
-                    t >= start + SETTLE_S && t <= end
+                    t >= start + settle && t <= end && t <= last - 2.0 * interval
                 })
                 .collect();
             if !expected.is_empty() && !scored.is_empty() {
@@ -209,11 +223,18 @@ fn real_capture_reads_the_same_at_every_interval() {
                 }
             }
             let r = diagnose_window(dir, start + SETTLE_S, end);
-            let top = r.hypotheses.first().map(|h| h.id.clone()).unwrap_or_default();
+            let top = r
+                .hypotheses
+                .first()
+                .map(|h| h.id.clone())
+                .unwrap_or_default();
             let loud = medium_or_high(&r);
             match name.as_str() {
                 "kv_saturation" => {
-                    if !matches!(top.as_str(), "KV_CACHE_THRASHING" | "KV_CAPACITY_UNDERSIZED") {
+                    if !matches!(
+                        top.as_str(),
+                        "KV_CACHE_THRASHING" | "KV_CAPACITY_UNDERSIZED"
+                    ) {
                         problems.push(format!("{interval} s, {name}: top {top}, {loud:?}"));
                     }
                     // 1,024 blocks × 16 = 16,384 tokens; each request holds its 1,500
@@ -313,18 +334,27 @@ fn frozen_engine_in_a_real_capture_is_stuck_engine() {
             .iter()
             .map(|h| (h.id.as_str(), h.severity.as_str()))
             .collect();
-        assert_eq!(ids.first().map(|x| *x), Some(("STUCK_ENGINE", "high")), "{interval} s: {ids:?}");
+        assert_eq!(
+            ids.first().map(|x| *x),
+            Some(("STUCK_ENGINE", "high")),
+            "{interval} s: {ids:?}"
+        );
         assert!(
             !ids.iter().any(|x| x.0 == "DECODE_THROUGHPUT_COLLAPSE"),
             "{interval} s: {ids:?}"
         );
         let stuck = &r.hypotheses[0];
         let frozen_s = stuck.evidence[0].observed.as_f64().unwrap();
-        assert!((15.0..=25.0).contains(&frozen_s), "{interval} s: stalled {frozen_s} s");
+        assert!(
+            (15.0..=25.0).contains(&frozen_s),
+            "{interval} s: stalled {frozen_s} s"
+        );
         let events = store::events::read_events(&dir.join(store::EVENTS_JSONL)).unwrap();
         let episode = events
             .iter()
-            .find(|e| e.condition.as_deref() == Some("ENGINE_STALLED") && e.kind == "condition_episode")
+            .find(|e| {
+                e.condition.as_deref() == Some("ENGINE_STALLED") && e.kind == "condition_episode"
+            })
             .expect("ENGINE_STALLED episode");
         assert!(episode.duration_sec.unwrap() >= 15.0, "{episode:?}");
     }
@@ -360,12 +390,19 @@ fn outage_in_a_real_capture_is_no_data_then_restart() {
         .lines()
         .find(|l| l.contains("→ NO_DATA"))
         .unwrap_or_else(|| panic!("no NO_DATA segment:\n{text}"));
-    assert!(line.contains("connection refused") || line.contains("HTTP status 503"), "{line}");
+    assert!(
+        line.contains("connection refused") || line.contains("HTTP status 503"),
+        "{line}"
+    );
     assert!(text.lines().any(|l| l.contains("NO_DATA →")), "{text}");
     let summary: kvscope::analysis::Summary =
         serde_json::from_slice(&std::fs::read(dir.join(store::SUMMARY_JSON)).unwrap()).unwrap();
     let s = &summary.servers[0];
-    assert!((25.0..=35.0).contains(&s.no_data_s), "no_data_s {}", s.no_data_s);
+    assert!(
+        (25.0..=35.0).contains(&s.no_data_s),
+        "no_data_s {}",
+        s.no_data_s
+    );
     assert!(!s.phases.contains_key("NO_DATA"));
     let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
     let r: Report = serde_json::from_slice(&o.stdout).unwrap();
@@ -384,7 +421,16 @@ fn record_raw_keeps_every_page_and_replays() {
     let (mut replay, url) = spawn_replay(&pages);
     let out = tmp.path().join("raw-session");
     let o = Command::new(bin())
-        .args(["record", "--server", &url, "--raw", "--interval", "100ms", "--duration", "2500ms"])
+        .args([
+            "record",
+            "--server",
+            &url,
+            "--raw",
+            "--interval",
+            "100ms",
+            "--duration",
+            "2500ms",
+        ])
         .arg("--out")
         .arg(&out)
         .output()

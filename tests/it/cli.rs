@@ -375,7 +375,16 @@ fn record_every_scenario_over_http() {
                 "healthy" => preempt == 0 && waiting_max == 0 && gen_total > 1000,
                 "queue-pressure" => waiting_max > 100 && kv_max < 95.0,
                 "kv-saturation" | "mixed-incident" => kv_max >= 95.0 && preempt > 5,
-                "stuck-engine" => waiting_max > 50,
+                // vLLM V1: a hung engine core freezes every engine series.
+                "stuck-engine" => {
+                    let tail: Vec<_> = rows.iter().rev().take(20).collect();
+                    gen_total > 0
+                        && tail.windows(2).all(|w| {
+                            w[0].generation_tokens_total == w[1].generation_tokens_total
+                                && w[0].requests_running == w[1].requests_running
+                        })
+                        && tail.iter().any(|r| r.requests_running.unwrap_or(0) > 0)
+                }
                 "restart" => {
                     rows.iter().any(|r| !r.scrape_ok) && rows.iter().any(|r| r.counter_reset)
                 }
@@ -423,4 +432,53 @@ fn record_over_http(name: &str) -> Vec<kvscope::store::schema::Sample> {
     let span = rows.last().unwrap().t_rel_sec - rows[0].t_rel_sec;
     assert!(span > 45.0, "{name}: simulated span {span}");
     rows
+}
+
+#[test]
+fn record_wait_starts_while_the_server_is_down() {
+    // The recording starts while nothing listens; the server comes up 1.5 s later. The
+    // outage is recorded (NO_DATA), then the server's samples.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let url = format!("http://127.0.0.1:{port}");
+    let rec = std::process::Command::new(crate::common::bin())
+        .args(["record", "--server", &url, "--wait", "--interval", "200ms"])
+        .args(["--duration", "4s", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let mut sim = std::process::Command::new(crate::common::bin())
+        .args(["simulate", "--scenario", "healthy", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = rec.wait_with_output().unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = kvscope::store::read_samples_jsonl(&out.join("samples.jsonl")).unwrap();
+    let first_ok = rows
+        .iter()
+        .position(|r| r.scrape_ok)
+        .expect("server came up");
+    assert!(
+        first_ok >= 3,
+        "{first_ok} failed scrapes before the server answered"
+    );
+    assert!(rows[..first_ok].iter().all(|r| !r.scrape_ok));
+    assert!(
+        rows.windows(2).all(|w| w[0].ts < w[1].ts),
+        "timestamps go forward"
+    );
+    let t = kvscope(["timeline", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(text.contains("NO_DATA →"), "{text}");
 }

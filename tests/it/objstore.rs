@@ -259,7 +259,10 @@ fn export_writes_a_hive_dataset_locally_and_to_s3() {
         .map(|k| (k.key.clone(), k.value.clone().unwrap_or_default()))
         .collect();
     assert!(
-        kv.contains(&("schema_version".into(), "1".into())),
+        kv.contains(&(
+            "schema_version".into(),
+            kvscope::store::schema::SCHEMA_VERSION.to_string()
+        )),
         "{kv:?}"
     );
     let names: Vec<String> = md

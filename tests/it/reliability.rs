@@ -353,7 +353,10 @@ fn bad_sessions_give_clear_errors() {
     let meta = std::fs::read_to_string(&meta_path).unwrap();
     std::fs::write(
         &meta_path,
-        meta.replace("\"schema_version\": 1", "\"schema_version\": 99"),
+        meta.replace(
+            &format!("\"schema_version\": {}", store::schema::SCHEMA_VERSION),
+            "\"schema_version\": 99",
+        ),
     )
     .unwrap();
     let o = kvscope([std::ffi::OsStr::new("analyze"), dir.as_os_str()]);

@@ -118,9 +118,16 @@ fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<String>)>, String) 
     .unwrap();
     let meta = store::read_metadata(&dir).unwrap();
     let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
-    let top = r.hypotheses.first().map(|h| h.id.clone()).unwrap_or_default();
+    let top = r
+        .hypotheses
+        .first()
+        .map(|h| h.id.clone())
+        .unwrap_or_default();
     (
-        a.series.iter().map(|p| (p.t_rel_sec, p.phase.clone())).collect(),
+        a.series
+            .iter()
+            .map(|p| (p.t_rel_sec, p.phase.clone()))
+            .collect(),
         top,
     )
 }
@@ -131,7 +138,12 @@ fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<String>)>, String) 
 #[test]
 fn same_phases_and_findings_at_every_interval() {
     let mut problems = Vec::new();
-    for name in ["mixed-incident", "queue-pressure", "engine-stall", "restart"] {
+    for name in [
+        "mixed-incident",
+        "queue-pressure",
+        "engine-stall",
+        "restart",
+    ] {
         let (fine, fine_top) = phases_at(name, 0.5);
         let boundaries = |s: &[(f64, Option<String>)]| -> Vec<f64> {
             s.windows(2)
@@ -143,7 +155,9 @@ fn same_phases_and_findings_at_every_interval() {
         for interval in [1.0, 2.0, 5.0] {
             let (coarse, top) = phases_at(name, interval);
             if top != fine_top {
-                problems.push(format!("{name}: top {top} at {interval} s, {fine_top} at 0.5 s"));
+                problems.push(format!(
+                    "{name}: top {top} at {interval} s, {fine_top} at 0.5 s"
+                ));
             }
             let coarse_b = boundaries(&coarse);
             let near = |t: f64| {
@@ -247,4 +261,120 @@ fn gpu_telemetry_splits_kv_compute_and_outside_gpu() {
     assert_eq!(kind("prefill-burst", 97.0).as_deref(), Some("compute"));
     assert_eq!(kind("ttft-spike", 30.0).as_deref(), Some("outside_gpu"));
     assert_eq!(kind("healthy", 40.0), None);
+}
+
+/// Every `vllm serve` flag the doctor recommends, in every scenario (1, 2 and 4 engines),
+/// exists in each release it claims to work with (the flag reference read from vLLM's
+/// sources, `tests/fixtures/vllm-serve-flags.json`), and its value passes that release's
+/// type, choices and range checks.
+#[test]
+fn every_recommended_flag_and_value_is_accepted_by_vllm() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vllm-serve-flags.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let versions: Vec<String> = doc["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for engines in [1usize, 2, 4] {
+        for name in scenario::NAMES {
+            let sc = scenario::scenario(name).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("s");
+            let run = kvscope::sim::OfflineRun {
+                scenario: sc,
+                seed: 1,
+                engines,
+                interval_s: 1.0,
+                seconds: None,
+                epoch_unix: 1_800_000_000.0,
+                server: "sim:8000".into(),
+            };
+            kvscope::sim::record_offline(&run, &dir, "t").unwrap();
+            let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+            let meta = store::read_metadata(&dir).unwrap();
+            let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+            for h in &r.hypotheses {
+                for rec in h
+                    .recommendations
+                    .iter()
+                    .filter(|r| r.action.starts_with("--"))
+                {
+                    checked += 1;
+                    let flag = rec.action.split_whitespace().next().unwrap();
+                    let Some(spec) = kvscope::diagnosis::flags::lookup(flag) else {
+                        problems.push(format!("{name}/{engines}: {flag} not in the flag table"));
+                        continue;
+                    };
+                    if rec.accepted_by.is_none() || rec.current.is_none() {
+                        problems.push(format!(
+                            "{name}/{engines}: {flag} lacks current/accepted_by"
+                        ));
+                    }
+                    for v in &versions {
+                        let minor: u32 = v.split('.').nth(1).unwrap().parse().unwrap();
+                        let claimed =
+                            spec.accepts(kvscope::adapter::version::VllmVersion { minor });
+                        let info = doc["flags"][flag].get(v);
+                        if claimed != info.is_some() {
+                            problems.push(format!(
+                                "{name}/{engines}: {flag} in {v}: table says {claimed}"
+                            ));
+                        }
+                        let (Some(info), Some(value)) = (info, rec.value.as_deref()) else {
+                            continue;
+                        };
+                        if let Some(choices) = info.get("choices").and_then(|c| c.as_array())
+                            && !choices.iter().any(|c| c.as_str() == Some(value))
+                        {
+                            problems.push(format!(
+                                "{name}/{engines}: {flag} {value} not a choice in {v}"
+                            ));
+                        }
+                        let c = &info["constraints"];
+                        let num = value.parse::<f64>();
+                        if c.is_object() {
+                            let Ok(x) = num else {
+                                problems
+                                    .push(format!("{name}/{engines}: {flag} {value} not a number"));
+                                continue;
+                            };
+                            let bound = |k: &str| c.get(k).and_then(|b| b.as_f64());
+                            let ok = bound("ge").is_none_or(|b| x >= b)
+                                && bound("gt").is_none_or(|b| x > b)
+                                && bound("le").is_none_or(|b| x <= b)
+                                && bound("lt").is_none_or(|b| x < b);
+                            if !ok {
+                                problems.push(format!(
+                                    "{name}/{engines}: {flag} {value} breaks {c} in {v}"
+                                ));
+                            }
+                        }
+                        if info.get("type").and_then(|t| t.as_str()) == Some("int")
+                            && value.parse::<i64>().is_err()
+                        {
+                            problems
+                                .push(format!("{name}/{engines}: {flag} {value} is not an int"));
+                        }
+                    }
+                    if flag == "--gpu-memory-utilization" {
+                        let cur: Option<f64> = rec.current.as_deref().and_then(|c| c.parse().ok());
+                        let new: f64 = rec.value.as_deref().unwrap().parse().unwrap();
+                        if cur.is_some_and(|c| new <= c) {
+                            problems.push(format!(
+                                "{name}/{engines}: gpu-memory-utilization {new} not above {cur:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} flag recommendations checked");
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }

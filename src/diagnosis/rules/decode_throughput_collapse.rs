@@ -16,16 +16,16 @@ fn check(ctx: &Context) -> Verdict {
     let drops = ctx.events_named("DECODE_THROUGHPUT_DROP");
     if drops.is_empty() {
         return Verdict::RuledOut(
-            "generation tokens/s never fell below half its rolling baseline with running steady"
+            "generation per running request never fell to half its rolling baseline (with the batch steady) for the minimum time"
                 .into(),
         );
     }
     if s.stalled_s >= ctx.threshold("stall_min_s") && s.decode_drop_s < s.stalled_s {
         return Verdict::RuledOut("progress stopped entirely: STUCK_ENGINE".into());
     }
-    if ctx.phase_share("SATURATED") > 0.2 {
+    if super::kv_exhausted(ctx) {
         return Verdict::RuledOut(
-            "throughput fell during KV saturation (preemption): KV_CACHE_THRASHING".into(),
+            "throughput fell while the KV cache ran out (preemption and recompute): KV_CACHE_THRASHING".into(),
         );
     }
     let first = drops

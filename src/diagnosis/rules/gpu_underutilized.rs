@@ -26,7 +26,8 @@ fn check(ctx: &Context) -> Verdict {
     }
     Verdict::Found {
         sustained_s: None,
-        score: 0.3,
+        // Spare capacity is a cost note, not an incident.
+        score: 0.12,
         summary: format!(
             "idle {:.0}% of the time, {running:.1} requests running on average, nothing queued",
             idle * 100.0

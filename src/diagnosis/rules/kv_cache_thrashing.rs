@@ -2,7 +2,7 @@
 //! (V1 preempts by recompute: the work done for the victim is thrown away). Recurring
 //! preemption is the signal, not the sampled KV % (see [`super::kv_exhausted`]).
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
 
 pub const RULE: Rule = Rule {
     id: "KV_CACHE_THRASHING",
@@ -32,17 +32,26 @@ fn check(ctx: &Context) -> Verdict {
         // Isolated preemptions: the cache ran out for a moment.
         0.3
     };
-    let bursts = ctx.events_named("PREEMPTION_BURST");
-    let sats = ctx.events_named("KV_SATURATION");
+    let span = match (&s.exhausted_start, &s.exhausted_end) {
+        (Some(a), Some(b)) => Some(format!("{a} … {b}")),
+        _ => None,
+    };
     let mut evidence = vec![
         ev("preemptions", preempt),
-        ev("seconds with preemption in the trailing window", s.preempting_s)
-            .threshold(ctx.threshold("finding_min_s"))
-            .window(Context::window_of(&bursts)),
-        ev(&format!("preemptions within {window:.0} s (max)"), in_window).threshold(burst),
+        ev(
+            "seconds with preemption in the trailing window",
+            s.preempting_s,
+        )
+        .threshold(ctx.threshold("finding_min_s"))
+        .window(span.clone()),
+        ev(
+            &format!("preemptions within {window:.0} s (max)"),
+            in_window,
+        )
+        .threshold(burst),
         ev("kv_cache_usage_pct (max)", kv_max)
             .threshold(sat)
-            .window(Context::window_of(&sats)),
+            .window(span),
         ev("time SATURATED (s)", ctx.phase_seconds("SATURATED")),
     ];
     if let Some(w) = s.waiting_max {
@@ -60,39 +69,19 @@ fn check(ctx: &Context) -> Verdict {
         ));
     }
     let mut recs = Vec::new();
-    if let Some((seqs, tokens)) = super::safe_max_num_seqs(ctx) {
-        recs.push(rec(
+    if let Some((seqs, tokens, window)) = super::safe_max_num_seqs(ctx) {
+        recs.extend(flag_rec(
+            ctx,
             "--max-num-seqs",
             Some(seqs.to_string()),
             &format!(
-                "running requests held ~{tokens:.0} tokens each (median); {seqs} of them fill 90% of the {:.0}-token KV cache, so the scheduler stops admitting before it has to preempt",
+                "~{tokens:.0} tokens held per running request (median) {window}; {seqs} of them fill 90% of one engine's {:.0}-token KV cache, so the scheduler stops admitting before it has to preempt",
                 ctx.facts.kv_capacity_tokens().unwrap_or(0.0)
             ),
             "lower peak concurrency: more requests wait in the queue instead of being preempted and recomputed",
         ));
     }
-    // Raising is the only direction that helps; at 0.95 there is nothing left to give.
-    match ctx.facts.gpu_memory_utilization {
-        Some(g) if g >= 0.95 => {}
-        gmu => recs.push(rec(
-            "--gpu-memory-utilization",
-            gmu.map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
-            "a larger share of GPU memory for the KV cache means more blocks, so long contexts fit without preemption",
-            "less headroom for activations and other processes on the GPU; raise in small steps and watch for OOM at start-up",
-        )),
-    }
-    recs.push(rec(
-        "--kv-cache-dtype",
-        Some("fp8".into()),
-        "an fp8 KV cache holds about twice the tokens in the same memory",
-        "small accuracy cost on some models; check your evals",
-    ));
-    recs.push(rec(
-        "--tensor-parallel-size",
-        None,
-        "sharding the model over more GPUs frees memory per GPU for KV blocks",
-        "more GPUs per replica and inter-GPU communication per step",
-    ));
+    recs.extend(super::kv_memory_recs(ctx));
     Verdict::Found {
         sustained_s: Some(s.preempting_s.max(ctx.phase_seconds("SATURATED"))),
         score,

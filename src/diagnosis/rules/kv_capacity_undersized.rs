@@ -1,7 +1,7 @@
 //! KV_CAPACITY_UNDERSIZED: the KV cache runs hot and requests wait for it, even without
 //! a preemption storm — contexts are too long for the cache.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev};
 
 pub const RULE: Rule = Rule {
     id: "KV_CAPACITY_UNDERSIZED",
@@ -24,35 +24,12 @@ fn check(ctx: &Context) -> Verdict {
         return Verdict::RuledOut("KV ran hot but no request had to wait".into());
     }
     if super::kv_exhausted(ctx) {
-        return Verdict::RuledOut(
-            "sustained preemption: KV_CACHE_THRASHING covers this".into(),
-        );
+        return Verdict::RuledOut("sustained preemption: KV_CACHE_THRASHING covers this".into());
     }
-    let mut recs = vec![rec(
-        "--gpu-memory-utilization",
-        ctx.facts
-            .gpu_memory_utilization
-            .map(|g| format!("{:.2}", (g + 0.05).min(0.95))),
-        "more GPU memory for KV blocks raises concurrency before requests queue for blocks",
-        "less headroom for activations; raise in small steps",
-    )];
-    recs.push(rec(
-        "--kv-cache-dtype",
-        Some("fp8".into()),
-        "fp8 KV roughly doubles the tokens the cache holds",
-        "small accuracy cost on some models",
-    ));
-    recs.push(rec(
-        "--max-model-len",
-        s.prompt_len_p95_max
-            .map(|p| format!("{:.0}", (p * 2.0).max(1024.0))),
-        "a shorter maximum context lets the engine plan for the lengths actually served",
-        "longer requests are rejected",
-    ));
+    // Not --max-model-len: it caps what one request may use, it adds no capacity.
+    let recs = super::kv_memory_recs(ctx);
     Verdict::Found {
-        sustained_s: Some(
-            ctx.phase_seconds("SATURATED") + ctx.phase_seconds("KV_PRESSURE_RISING"),
-        ),
+        sustained_s: Some(ctx.phase_seconds("SATURATED") + ctx.phase_seconds("KV_PRESSURE_RISING")),
         score: 0.45 + 0.25 * ((p95 - rising) / (100.0 - rising)).clamp(0.0, 1.0),
         summary: format!(
             "KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"

@@ -4,9 +4,6 @@
 
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
 
-/// KV usage (%) an idle server may show without suspicion.
-const IDLE_KV_PCT: f64 = 2.0;
-
 pub const RULE: Rule = Rule {
     id: "KV_LEAK",
     title: "KV blocks not freed: usage does not return to zero when idle",
@@ -17,25 +14,30 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    if s.idle_samples < 3 {
+    let limit = ctx.threshold("idle_kv_pct");
+    if s.idle_samples < 2 {
         return Verdict::RuledOut("the server was never idle long enough to check".into());
     }
-    let idle_max = s.idle_kv_max_pct.unwrap_or(0.0);
-    if idle_max < IDLE_KV_PCT {
-        return Verdict::RuledOut(format!("KV usage returned to {idle_max:.1}% when idle"));
+    let median = s.idle_kv_median_pct.unwrap_or(0.0);
+    if median < limit {
+        return Verdict::RuledOut(format!(
+            "KV usage returned to {median:.1}% (median) when idle"
+        ));
     }
     let idle_min = s.idle_kv_min_pct.unwrap_or(0.0);
+    let idle_max = s.idle_kv_max_pct.unwrap_or(0.0);
     Verdict::Found {
-        sustained_s: Some(ctx.phase_seconds("IDLE")),
-        score: 0.65 + 0.3 * (idle_max / 20.0).min(1.0),
+        sustained_s: Some(s.idle_s),
+        score: 0.65 + 0.3 * (median / 20.0).min(1.0),
         summary: format!(
-            "with nothing running, KV usage stayed between {idle_min:.1}% and {idle_max:.1}% ({} idle samples)",
-            s.idle_samples
+            "with nothing running or waiting, KV usage stayed at {median:.1}% (median; {idle_min:.1}–{idle_max:.1}%) over {:.0} s",
+            s.idle_s
         ),
         evidence: vec![
-            ev("kv_cache_usage_pct while IDLE (max)", idle_max).threshold(IDLE_KV_PCT),
-            ev("kv_cache_usage_pct while IDLE (min)", idle_min),
-            ev("idle samples", s.idle_samples as f64),
+            ev("kv_cache_usage_pct while idle (median)", median).threshold(limit),
+            ev("kv_cache_usage_pct while idle (min)", idle_min),
+            ev("kv_cache_usage_pct while idle (max)", idle_max),
+            ev("idle seconds", s.idle_s),
         ],
         counter_evidence: vec![],
         recommendations: vec![

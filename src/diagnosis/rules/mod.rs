@@ -45,18 +45,81 @@ pub(crate) fn kv_exhausted(ctx: &super::Context) -> bool {
         && s.preempting_s >= ctx.threshold("finding_min_s")
 }
 
-/// Safe `--max-num-seqs` for the observed tokens held per running sequence: 90 % of the
-/// KV capacity divided by the median tokens a running request held.
-pub(crate) fn safe_max_num_seqs(ctx: &super::Context) -> Option<(u64, f64)> {
+/// Advice for a KV cache too small for the load: more memory for blocks
+/// (`--gpu-memory-utilization`, never lower), fp8 blocks, more tensor parallelism — each
+/// only where it can act on this server.
+pub(crate) fn kv_memory_recs(ctx: &super::Context) -> Vec<super::Recommendation> {
+    use super::{flag_rec, rec};
+    let mut recs = Vec::new();
+    match (&ctx.facts.kv_size_fixed_by, ctx.facts.gpu_memory_utilization) {
+        // The block count does not follow --gpu-memory-utilization on this server.
+        (Some(fixed), _) => recs.push(rec(
+            &format!("raise {fixed} (it sets the KV size; --gpu-memory-utilization does not apply)"),
+            None,
+            "more KV blocks let long contexts fit without preemption",
+            "more GPU memory for the cache; check it fits at start-up",
+        )),
+        // Only raising helps, and 0.95 leaves little for activations.
+        (None, Some(g)) if g >= 0.95 => {}
+        (None, g) => recs.extend(flag_rec(
+            ctx,
+            "--gpu-memory-utilization",
+            Some(format!("{:.2}", (g.unwrap_or(0.92) + 0.05).min(0.95))),
+            "a larger share of GPU memory for the KV cache means more blocks, so long contexts fit without preemption",
+            "less headroom for activations and other processes on the GPU; raise in small steps and watch for OOM at start-up",
+        )),
+    }
+    // fp8 only where the cache is still 16-bit (or unknown).
+    if ctx
+        .facts
+        .cache_dtype
+        .as_deref()
+        .is_none_or(|d| matches!(d, "auto" | "bfloat16" | "float16"))
+    {
+        recs.extend(flag_rec(
+            ctx,
+            "--kv-cache-dtype",
+            Some("fp8".into()),
+            "an fp8 KV cache holds about twice the tokens in the same memory",
+            "small accuracy cost on some models; check your evals",
+        ));
+    }
+    recs.extend(flag_rec(
+        ctx,
+        "--tensor-parallel-size",
+        None,
+        "sharding the model over more GPUs frees memory per GPU for KV blocks",
+        "more GPUs per replica and inter-GPU communication per step",
+    ));
+    recs
+}
+
+/// Safe `--max-num-seqs` (per engine: the flag is per engine) for the tokens a running
+/// request held where the KV cache ran out: 90 % of one engine's KV capacity over the
+/// median tokens per running request in the exhaustion window (the whole session when
+/// there is none). Returns (value, tokens per request, window text).
+pub(crate) fn safe_max_num_seqs(ctx: &super::Context) -> Option<(u64, f64, String)> {
+    let s = ctx.server;
     let capacity = ctx.facts.kv_capacity_tokens()?;
-    let pct_per_seq = ctx.server.kv_pct_per_running_median?;
+    let (pct_per_seq, window) = match (
+        s.exhausted_kv_pct_per_running_median,
+        &s.exhausted_start,
+        &s.exhausted_end,
+    ) {
+        (Some(p), Some(a), Some(b)) => (p, format!("during {a} … {b}")),
+        _ => (s.kv_pct_per_running_median?, "over the session".to_string()),
+    };
     if pct_per_seq <= 0.0 {
         return None;
     }
-    let tokens_per_seq = pct_per_seq / 100.0 * capacity;
+    // KV % is the engines' average and running their sum: per engine, a request holds
+    // engines × (KV % / running) of its engine's cache.
+    let engines = s.engines.max(1) as f64;
+    let tokens_per_seq = pct_per_seq * engines / 100.0 * capacity;
     Some((
         ((0.9 * capacity) / tokens_per_seq).floor().max(1.0) as u64,
         tokens_per_seq,
+        window,
     ))
 }
 

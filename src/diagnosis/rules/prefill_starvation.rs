@@ -1,7 +1,7 @@
 //! PREFILL_STARVATION: long-prompt surges fill the step's token budget with prefill
 //! chunks; new requests wait behind them, so TTFT jumps while decode (ITL) keeps going.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
 
 pub const RULE: Rule = Rule {
     id: "PREFILL_STARVATION",
@@ -35,34 +35,34 @@ fn check(ctx: &Context) -> Verdict {
         0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
     let itl = s.itl_p95_median_s.unwrap_or(0.0);
     let mut recs = Vec::new();
+    // The current budget is not on /metrics; vLLM's serve default is 8192 on ≥ 70 GiB
+    // GPUs (16384 on ≥ 160 GiB from 0.28) and 2048 below, so the proposal is at least
+    // 16384 — a raise wherever the default is in force — and fits the longest prompts.
     let budget = s
         .prompt_len_p95_max
-        .map(|p| p.clamp(2048.0, 16384.0).log2().ceil().exp2());
-    recs.push(rec(
+        .unwrap_or(0.0)
+        .clamp(16384.0, 65536.0)
+        .log2()
+        .ceil()
+        .exp2();
+    recs.extend(flag_rec(
+        ctx,
         "--long-prefill-token-threshold",
         s.prompt_len_p95_max.map(|p| format!("{:.0}", (p / 4.0).max(512.0))),
         "caps how many tokens one long prompt may prefill per step, so short requests are scheduled alongside it",
         "the long prompt's own TTFT grows",
     ));
-    recs.push(rec(
-        "--max-num-partial-prefills",
-        Some("2".into()),
-        "lets a short prompt prefill concurrently with a long one instead of queueing behind it",
-        "slightly more scheduling overhead per step",
-    ));
-    recs.push(rec(
+    // Not `--max-num-partial-prefills`: vLLM 0.26 refuses to start with any value but 1
+    // and 0.27+ no longer has the flag (flag reference, shared/reference).
+    recs.extend(flag_rec(
+        ctx,
         "--max-num-batched-tokens",
-        budget.map(|b| format!("{b:.0}")),
-        "a larger step budget clears prefill surges faster (lower TTFT)",
+        Some(format!("{budget:.0}")),
+        "a larger step budget clears prefill surges faster (lower TTFT); the serve default is 2048 (A100, < 70 GiB), 8192 (≥ 70 GiB) or 16384 (≥ 160 GiB, 0.28+)",
         "each step takes longer, so inter-token latency rises for running requests",
     ));
     Verdict::Found {
-        sustained_s: Some(
-            ctx.episodes("PREFILL_PRESSURE")
-                .iter()
-                .filter_map(|e| e.duration_sec)
-                .sum(),
-        ),
+        sustained_s: Some(s.prefill_pressure_s),
         score,
         summary: format!(
             "{} prefill-pressure period(s) with {} TTFT spike(s) while median ITL p95 stayed {itl:.3} s",
@@ -71,7 +71,7 @@ fn check(ctx: &Context) -> Verdict {
         ),
         evidence: vec![
             ev("PREFILL_PRESSURE starts", changes.len() as f64)
-                .window(Context::window_of(&changes)),
+                .window(Context::window_of(&ctx.episodes("PREFILL_PRESSURE"))),
             ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0))
                 .baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
             ev("itl_p95_s (median)", itl),

@@ -1,12 +1,9 @@
 //! PREFIX_CACHE_INEFFECTIVE: prefix caching is on and many prompt tokens are looked up,
-//! yet almost none hit — prompts differ at the start.
+//! yet almost none hit — prompts differ at the start. Unique prompts are normal for many
+//! workloads, so this is information only unless prefill held first tokens back
+//! (PREFILL_PRESSURE sustained for `finding_min_s`): hits relieve prefill, not queueing.
 
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
-
-/// Prompt tokens/s from which lookups are "high" (a small chat load is ~1000 tok/s).
-const MIN_PROMPT_TPS: f64 = 500.0;
-/// Hit rate (%) below which the cache is ineffective.
-const MAX_HIT_RATE_PCT: f64 = 10.0;
 
 pub const RULE: Rule = Rule {
     id: "PREFIX_CACHE_INEFFECTIVE",
@@ -24,22 +21,38 @@ fn check(ctx: &Context) -> Verdict {
     let Some(hit) = s.prefix_cache_hit_rate_pct else {
         return Verdict::RuledOut("no prefix-cache counters".into());
     };
+    let min_tps = ctx.threshold("prefix_min_prompt_tokens_per_s");
+    let max_hit = ctx.threshold("prefix_hit_rate_low_pct");
     let tps = s.prompt_tokens_per_s_avg.unwrap_or(0.0);
-    if tps < MIN_PROMPT_TPS {
+    if tps < min_tps {
         return Verdict::RuledOut(format!("only {tps:.0} prompt tokens/s looked up"));
     }
-    if hit >= MAX_HIT_RATE_PCT {
+    if hit >= max_hit {
         return Verdict::RuledOut(format!("hit rate {hit:.1}%"));
+    }
+    // Cache hits only relieve prefill: the finding matters when prefill was the
+    // bottleneck for a while (PREFILL_PRESSURE), not when TTFT grew from queueing.
+    let suffers = s.prefill_pressure_s >= ctx.threshold("finding_min_s");
+    let mut counter = Vec::new();
+    if !suffers {
+        counter.push(format!(
+            "prefill was never the bottleneck for long (PREFILL_PRESSURE {:.0} s): information only",
+            s.prefill_pressure_s
+        ));
     }
     Verdict::Found {
         sustained_s: None,
-        score: 0.4 + 0.2 * (1.0 - hit / MAX_HIT_RATE_PCT),
+        score: if suffers {
+            0.4 + 0.2 * (1.0 - hit / max_hit)
+        } else {
+            0.15
+        },
         summary: format!("{tps:.0} prompt tokens/s looked up in the prefix cache, {hit:.1}% hit"),
         evidence: vec![
-            ev("prefix_cache_hit_rate_pct", hit).threshold(MAX_HIT_RATE_PCT),
-            ev("prompt_tokens_per_s (avg)", tps).threshold(MIN_PROMPT_TPS),
+            ev("prefix_cache_hit_rate_pct", hit).threshold(max_hit),
+            ev("prompt_tokens_per_s (avg)", tps).threshold(min_tps),
         ],
-        counter_evidence: vec![],
+        counter_evidence: counter,
         recommendations: vec![
             rec(
                 "put shared content first in prompts (system prompt, tools, documents) and anything per-request (timestamps, user ids) after it",

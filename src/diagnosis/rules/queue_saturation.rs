@@ -1,7 +1,13 @@
-//! QUEUE_SATURATION: requests arrive faster than the engine finishes them; the waiting
-//! queue grows while the KV cache still has room (the batch limit, not memory, binds).
+//! QUEUE_SATURATION: requests arrive faster than the engine finishes them and the waiting
+//! queue grows. The finding says why, because the fixes differ:
+//! - sequence limit: running pinned at its peak (`--max-num-seqs`) while the KV cache has
+//!   room — the only case where raising `--max-num-seqs` helps;
+//! - KV capacity: the cache ran out (sustained preemption: KV_CACHE_THRASHING) or sits
+//!   near full — more sequences would only preempt;
+//! - prefill / token budget: the queue builds during prefill surges;
+//! - otherwise the replica is simply too small for the arrival rate.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
 
 pub const RULE: Rule = Rule {
     id: "QUEUE_SATURATION",
@@ -10,6 +16,15 @@ pub const RULE: Rule = Rule {
     needs_latency: false,
     runs_last: false,
 };
+
+/// Share of queue-pressure time with running at its peak from which running is pinned at
+/// the sequence limit.
+const PINNED_SHARE: f64 = 0.8;
+
+/// Smallest token budget of any `vllm serve` default (A100 / < 70 GiB GPUs: 2048): a
+/// `--max-num-seqs` above it needs `--max-num-batched-tokens` raised too, or vLLM refuses
+/// to start (`max_num_batched_tokens must be ≥ max_num_seqs`).
+const SMALLEST_DEFAULT_TOKEN_BUDGET: f64 = 2048.0;
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
@@ -39,28 +54,69 @@ fn check(ctx: &Context) -> Verdict {
         score *= 0.6;
         counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
     }
-    if ctx
+    let prefill = ctx
         .events
         .iter()
-        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
-    {
+        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"));
+    if prefill {
         score *= 0.6;
         counter.push(
             "the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string(),
         );
     }
-    let episodes = ctx.episodes("QUEUE_DELAY");
-    let running_max = s.running_max.unwrap_or(0.0);
-    let kv_p95 = s.kv_p95_pct.unwrap_or(0.0).max(1.0);
+    let running = s.queue_running_max.or(s.running_max).unwrap_or(0.0);
+    let pinned = s.queue_running_at_peak_share.unwrap_or(0.0);
+    let queue_kv = s.queue_kv_max_pct.unwrap_or(kv_max);
+    let rising = ctx.threshold("kv_rising_pct");
+    let window = match (&s.queue_start, &s.queue_end) {
+        (Some(a), Some(b)) => Some(format!("{a} … {b}")),
+        _ => None,
+    };
+    let cause = if queue_kv >= rising {
+        "KV capacity: the cache was near full while requests waited"
+    } else if pinned >= PINNED_SHARE && running > 0.0 {
+        "sequence limit: running stayed pinned at its peak while the KV cache had room"
+    } else if prefill {
+        "prefill: the queue grew during prefill surges (token budget)"
+    } else {
+        "arrival rate above what the replica finishes"
+    };
     let mut recs = Vec::new();
-    if kv_p95 < 70.0 && running_max > 0.0 {
-        let seqs = (running_max * (0.85 * 100.0 / kv_p95).min(2.0)).floor();
-        recs.push(rec(
+    if cause.starts_with("sequence limit") {
+        // Per engine: running is summed over data-parallel engines, KV averaged.
+        let engines = s.engines.max(1) as f64;
+        let per_engine = running / engines;
+        let kv_per_seq = s.queue_kv_p95_pct.unwrap_or(queue_kv).max(1.0) / per_engine.max(1.0);
+        let fill = (90.0 / kv_per_seq).floor();
+        // At most double in one step: more sequences also mean longer steps.
+        let seqs = fill.min(2.0 * per_engine).max(per_engine + 1.0);
+        let sizing = if seqs < fill {
+            format!(
+                "{fill:.0} would fill about 90% of the cache; {seqs:.0} doubles the limit in one step"
+            )
+        } else {
+            format!("{seqs:.0} sequences fill about 90% of the cache")
+        };
+        recs.extend(flag_rec(
+            ctx,
             "--max-num-seqs",
             Some(format!("{seqs:.0}")),
-            &format!("running plateaued at {running_max:.0} while KV p95 was only {kv_p95:.0}%: the sequence limit, not memory, is the bottleneck"),
+            &format!(
+                "running stayed at {per_engine:.0} per engine for {:.0}% of the queueing time while KV was at most {queue_kv:.0}% ({:.2}% per sequence): the sequence limit, not memory, binds; {sizing}",
+                pinned * 100.0,
+                kv_per_seq
+            ),
             "more concurrent sequences raise per-token latency (ITL) a little",
         ));
+        if seqs > SMALLEST_DEFAULT_TOKEN_BUDGET {
+            recs.extend(flag_rec(
+                ctx,
+                "--max-num-batched-tokens",
+                Some(format!("{seqs:.0}")),
+                "vLLM refuses to start when max_num_batched_tokens < max_num_seqs",
+                "larger steps",
+            ));
+        }
     }
     recs.push(rec(
         "scale out (more replicas / data-parallel engines)",
@@ -71,17 +127,18 @@ fn check(ctx: &Context) -> Verdict {
         "arrivals exceed what one replica finishes; the backlog only grows",
         "more GPUs",
     ));
-    recs.push(rec(
-        "--max-num-queued-reqs (vLLM ≥ 0.32)",
-        Some(format!("{:.0}", (running_max * 2.0).max(8.0))),
-        "bound the queue so clients get a fast rejection to retry elsewhere instead of an ever-growing TTFT",
+    recs.extend(flag_rec(
+        ctx,
+        "--max-num-queued-reqs",
+        Some(format!("{:.0}", (running * 2.0).max(8.0))),
+        "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT",
         "rejected requests under overload",
     ));
     Verdict::Found {
         sustained_s: Some(ctx.phase_seconds("QUEUE_PRESSURE")),
         score,
         summary: format!(
-            "queue pressure {:.0}% of the time, up to {waiting:.0} requests waiting with running at {running_max:.0} and KV at most {kv_max:.0}%",
+            "queue pressure {:.0}% of the time, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
             share * 100.0
         ),
         evidence: vec![
@@ -89,10 +146,17 @@ fn check(ctx: &Context) -> Verdict {
                 "time QUEUE_PRESSURE (s)",
                 ctx.phase_seconds("QUEUE_PRESSURE"),
             )
-            .window(Context::window_of(&episodes)),
+            .window(window.clone()),
             ev("requests_waiting (max)", waiting).threshold(ctx.threshold("queue_min_waiting")),
-            ev("requests_running (max)", running_max),
-            ev("kv_cache_usage_pct (max)", kv_max),
+            ev("requests_running while queueing (max)", running).window(window.clone()),
+            ev(
+                "share of queueing time with running within 10% of its peak",
+                pinned,
+            )
+            .threshold(PINNED_SHARE),
+            ev("kv_cache_usage_pct while queueing (max)", queue_kv)
+                .threshold(rising)
+                .window(window),
         ],
         counter_evidence: counter,
         recommendations: recs,

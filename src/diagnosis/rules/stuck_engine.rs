@@ -30,10 +30,22 @@ fn check(ctx: &Context) -> Verdict {
         .iter()
         .filter_map(|e| e.duration_sec)
         .fold(0.0, f64::max);
+    // Hung (every gauge frozen too: the engine core publishes nothing) or alive but
+    // scheduling nothing (waiting or KV still move: e.g. every block held by a leak).
+    let kv = s.stall_kv_max_pct.unwrap_or(0.0);
+    // Nothing running yet the cache (near) full: KV counts only live requests' blocks, so
+    // the blocks are held by something else (a leak) and nothing can be admitted — the
+    // engine is blocked, not hung, even if the gauges stand still.
+    let held_without_requests =
+        s.stall_running_max.unwrap_or(0.0) == 0.0 && kv >= ctx.threshold("kv_rising_pct");
+    let hung = s.hung_s >= min && !held_without_requests;
     // A hung engine serves nobody: from HIGH_FROM_S it outranks every load finding
-    // (0.88, up to 0.98 after a minute); shorter stalls are medium at most.
-    let score = if s.stalled_s >= HIGH_FROM_S {
-        0.88 + 0.1 * ((s.stalled_s - HIGH_FROM_S) / 50.0).min(1.0)
+    // (0.96, up to 0.99 after a minute); shorter stalls are medium at most. An engine
+    // that is alive but blocked is medium: its cause (a full cache) ranks above it.
+    let score = if !hung {
+        0.6
+    } else if s.stalled_s >= HIGH_FROM_S {
+        0.96 + 0.03 * ((s.stalled_s - HIGH_FROM_S) / 50.0).min(1.0)
     } else {
         0.45 + 0.2 * (s.stalled_s / HIGH_FROM_S)
     };
@@ -41,9 +53,12 @@ fn check(ctx: &Context) -> Verdict {
     let waiting = s.stall_waiting_max.unwrap_or(0.0);
     let window = Context::window_of(&episodes);
     let mut evidence = vec![
-        ev("seconds with work present and no progress (ENGINE_STALLED)", s.stalled_s)
-            .threshold(min)
-            .window(window.clone()),
+        ev(
+            "seconds with work present and no progress (ENGINE_STALLED)",
+            s.stalled_s,
+        )
+        .threshold(min)
+        .window(window.clone()),
         ev("longest stall (s)", longest),
         ev("ENGINE_STALLED episodes", episodes.len() as f64),
         ev("requests_running frozen at", running).window(window.clone()),
@@ -53,6 +68,12 @@ fn check(ctx: &Context) -> Verdict {
         evidence.push(ev("kv_cache_usage_pct frozen at", kv));
     }
     let mut counter = Vec::new();
+    if !hung {
+        counter.push(format!(
+            "the engine is alive (its queue and KV gauges kept changing) but scheduled nothing, with KV at up to {kv:.0}%: something other than running requests holds the cache (see KV_LEAK / KV_CACHE_THRASHING)"
+        ));
+    }
+    evidence.push(ev("seconds with every gauge frozen as well (hung)", s.hung_s).threshold(min));
     if !ctx.events_named("COUNTER_RESET").is_empty() {
         counter.push("the server restarted during the session (SERVER_RESTART)".to_string());
     }

@@ -2,7 +2,7 @@
 //! the scheduler (API server, tokenization, network), since queueing and prefill did not
 //! change.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
 
 pub const RULE: Rule = Rule {
     id: "TTFT_INSTABILITY",
@@ -35,6 +35,19 @@ fn check(ctx: &Context) -> Verdict {
     }
     let worst = spikes.iter().filter_map(|e| e.value).fold(0.0, f64::max);
     let base = spikes.first().and_then(|e| e.baseline).unwrap_or(0.0);
+    let mut recs = vec![rec(
+        "check the API server process: CPU saturation, GC pauses, tokenizer time",
+        None,
+        "TTFT counts from front-end arrival; the engine's queue and prefill did not change, so the delay is before the engine",
+        "none",
+    )];
+    recs.extend(flag_rec(
+        ctx,
+        "--api-server-count",
+        Some("2".into()),
+        "more API server processes spread tokenization and detokenization",
+        "Prometheus multiprocess mode: _created series and python_* metrics disappear",
+    ));
     Verdict::Found {
         sustained_s: None,
         // One spike is low; repeated spikes make the instability.
@@ -51,19 +64,6 @@ fn check(ctx: &Context) -> Verdict {
             ev("share of time saturated or queueing", loaded),
         ],
         counter_evidence: vec![],
-        recommendations: vec![
-            rec(
-                "check the API server process: CPU saturation, GC pauses, tokenizer time",
-                None,
-                "TTFT counts from front-end arrival; the engine's queue and prefill did not change, so the delay is before the engine",
-                "none",
-            ),
-            rec(
-                "--api-server-count",
-                Some("2".into()),
-                "more API server processes spread tokenization and detokenization",
-                "Prometheus multiprocess mode: _created series and python_* metrics disappear",
-            ),
-        ],
+        recommendations: recs,
     }
 }
