@@ -15,5 +15,8 @@ echo "== cargo test"
 cargo test --locked
 
 echo "== interop (pyarrow, pandas, Polars, DuckDB)"
-cargo build --locked --quiet
+# The binary `cargo test` built for the integration tests (CARGO_BIN_EXE_kvscope). A
+# separate `cargo build` would resolve features without the dev-dependencies and build
+# the whole stack a second time (~20 min cold on 2 cores).
+test -x "$CARGO_TARGET_DIR/debug/kvscope"
 KVSCOPE_BIN="$CARGO_TARGET_DIR/debug/kvscope" "$VENV/bin/python" -m pytest -q tests/interop

@@ -354,18 +354,15 @@ impl Reading {
         missing
     }
 
-    /// `num_gpu_blocks × block_size` summed over engines, from `cache_config_info`.
+    /// KV capacity of the server in tokens: `num_gpu_blocks × block_size` from
+    /// `cache_config_info`. vLLM reports `num_gpu_blocks` already summed over its
+    /// data-parallel engines on every engine's label set (flag reference §3), so one
+    /// label set is the whole server.
     pub fn kv_capacity_tokens(&self) -> Option<f64> {
-        let per: Vec<f64> = self
-            .cache_config
-            .iter()
-            .filter_map(|c| {
-                let blocks = c.get("num_gpu_blocks")?.parse::<f64>().ok()?;
-                let bs = c.get("block_size")?.parse::<f64>().ok()?;
-                Some(blocks * bs)
-            })
-            .collect();
-        (!per.is_empty()).then(|| per.iter().sum())
+        let c = self.cache_config.first()?;
+        let blocks = c.get("num_gpu_blocks")?.parse::<f64>().ok()?;
+        let bs = c.get("block_size")?.parse::<f64>().ok()?;
+        Some(blocks * bs)
     }
 }
 

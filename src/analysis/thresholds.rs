@@ -102,6 +102,9 @@ thresholds! {
     /// ENGINE_STALLED. vLLM V1's engine steps take milliseconds to ~1 s (a long prefill
     /// chunk), and every step moves a counter; 5 s without one is a hang.
     stall_min_s: 5.0;
+    /// Observed seconds (successful scrapes) below which a server without findings is
+    /// INDETERMINATE rather than HEALTHY: too little telemetry to call it healthy.
+    min_observed_s: 30.0;
     /// Seconds a trouble must be sustained before a finding can be medium or high (no
     /// verdict from one or two scrapes); severity then grows with duration and magnitude.
     finding_min_s: 10.0;

@@ -259,7 +259,12 @@ pub struct DataQuality {
 pub struct Report {
     pub schema_version: u32,
     pub session_id: Option<String>,
-    /// One line: the top finding, or that nothing is wrong.
+    /// What the report concludes: `findings` (something medium or worse, or low/info
+    /// notes), `healthy`, `indeterminate` (too little telemetry to tell) or `no_data`
+    /// (no successful scrape).
+    #[serde(default)]
+    pub status: String,
+    /// One line: the top finding, that nothing is wrong, or why nothing can be said.
     pub verdict: String,
     /// The worst severity found (`high`, `medium`, `low`, `info`).
     pub severity: String,
@@ -465,14 +470,55 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         .max_by_key(|s| severity_rank(s))
         .unwrap_or("info")
         .to_string();
-    let verdict = match found.first() {
-        Some(f) if f.id == "HEALTHY" => format!("{}: {}", f.server, f.summary),
-        Some(f) => format!("{} on {}: {}", f.id, f.server, f.summary),
-        None => "no data to diagnose".into(),
+    let observed = |s: &ServerSummary| -> f64 { s.phases.values().map(|p| p.seconds).sum() };
+    let min_observed = summary
+        .thresholds
+        .get("min_observed_s")
+        .copied()
+        .unwrap_or(0.0);
+    let loud = found
+        .iter()
+        .any(|f| matches!(f.severity.as_str(), "high" | "medium"));
+    let thin: Vec<&ServerSummary> = summary
+        .servers
+        .iter()
+        .filter(|s| observed(s) < min_observed)
+        .collect();
+    let (status, verdict) = match found.first() {
+        _ if summary.servers.iter().all(|s| observed(s) <= 0.0) => (
+            "no_data",
+            "NO_DATA: no successful scrape to diagnose".to_string(),
+        ),
+        Some(f) if loud => (
+            "findings",
+            format!("{} on {}: {}", f.id, f.server, f.summary),
+        ),
+        _ if !thin.is_empty() => (
+            "indeterminate",
+            format!(
+                "INDETERMINATE: only {} of telemetry on {} (< {min_observed} s) and nothing of medium or high severity in it: too little to call healthy",
+                thin.iter()
+                    .map(|s| format!("{:.0} s", observed(s)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                thin.iter()
+                    .map(|s| s.server.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Some(f) if f.id == "HEALTHY" => ("healthy", format!("{}: {}", f.server, f.summary)),
+        Some(f) => (
+            "findings",
+            format!("{} on {}: {}", f.id, f.server, f.summary),
+        ),
+        None => ("indeterminate", "INDETERMINATE: nothing to judge".into()),
     };
+    let status = status.to_string();
     Report {
         schema_version: crate::store::schema::SCHEMA_VERSION,
         session_id: summary.session_id.clone(),
+        status,
         verdict,
         severity: worst,
         hypotheses: found,

@@ -20,10 +20,16 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
     let mut out = String::new();
     let top = report.hypotheses.first();
     let sev = top.map(|f| f.severity.as_str()).unwrap_or("info");
+    // Too little data, or none: say so instead of a severity.
+    let tag = match report.status.as_str() {
+        "indeterminate" => "INDETERMINATE".to_string(),
+        "no_data" => "NO_DATA".to_string(),
+        _ => sev.to_uppercase(),
+    };
     let _ = writeln!(
         out,
         "{} {}",
-        paint(&format!("[{}]", sev.to_uppercase()), sev_color(sev), color),
+        paint(&format!("[{tag}]"), sev_color(sev), color),
         paint(&report.verdict, "1", color)
     );
     let shown: Vec<_> = report

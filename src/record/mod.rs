@@ -354,12 +354,11 @@ pub async fn record(
     // Start-up check: every server must answer with vLLM metrics. With --wait the
     // recording starts at once and a server that is down is recorded as NO_DATA until it
     // answers (an outage is part of the incident).
-    while !cfg.wait {
-        let mut problem = None;
+    if !cfg.wait {
         for t in &cfg.targets {
             match scrape::scrape(&client, &t.url, cfg.bearer.as_deref(), cfg.timeout).await {
                 Err(e) => {
-                    problem = Some(RecordError::Unreachable {
+                    return Err(RecordError::Unreachable {
                         url: t.redacted_url(),
                         reason: e.to_string(),
                     });
@@ -374,10 +373,6 @@ pub async fn record(
                     }
                 }
             }
-        }
-        match problem {
-            None => break,
-            Some(p) => return Err(p),
         }
     }
 

@@ -372,12 +372,19 @@ pub fn render(engines: &[Engine], model: &str) -> String {
         o.buf,
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge"
     );
+    // As vLLM 0.26 writes it: every CacheConfig field as a label (sorted here as on a real
+    // page), once per engine, with `num_gpu_blocks` the sum over data-parallel engines
+    // (vllm/v1/engine/core_client.py) while `kv_cache_size_tokens` is per engine.
+    let total_blocks: u64 = engines
+        .iter()
+        .map(|e| u64::from(e.cfg.num_gpu_blocks))
+        .sum();
     for (i, e) in engines.iter().enumerate() {
         let c = &e.cfg;
         let tokens = c.num_gpu_blocks as u64 * c.block_size as u64;
         let _ = writeln!(
             o.buf,
-            "vllm:cache_config_info{{block_size=\"{}\",cache_dtype=\"auto\",calculate_kv_scales=\"False\",enable_prefix_caching=\"{}\",engine=\"{i}\",gpu_memory_utilization=\"{}\",is_attention_free=\"False\",kv_cache_max_concurrency=\"{}\",kv_cache_size_tokens=\"{tokens}\",num_cpu_blocks=\"None\",num_gpu_blocks=\"{}\",num_gpu_blocks_override=\"None\",prefix_caching_hash_algo=\"sha256\",sliding_window=\"None\"}} 1.0",
+            "vllm:cache_config_info{{_block_size_resolved=\"True\",block_size=\"{}\",cache_dtype=\"auto\",calculate_kv_scales=\"False\",enable_prefix_caching=\"{}\",engine=\"{i}\",gpu_memory_utilization=\"{}\",is_attention_free=\"False\",kv_cache_dtype_skip_layers=\"[]\",kv_cache_max_concurrency=\"{}\",kv_cache_memory_bytes=\"None\",kv_cache_size_tokens=\"{tokens}\",kv_offloading_backend=\"native\",kv_offloading_size=\"None\",kv_sharing_fast_prefill=\"False\",mamba_block_size=\"None\",mamba_cache_dtype=\"auto\",mamba_cache_mode=\"none\",mamba_page_size_padded=\"None\",mamba_ssm_cache_dtype=\"auto\",num_cpu_blocks=\"None\",num_gpu_blocks=\"{total_blocks}\",num_gpu_blocks_override=\"None\",prefix_caching_hash_algo=\"sha256\",prefix_match_unit=\"None\",skip_page_size_padded=\"None\",sliding_window=\"None\",user_specified_block_size=\"True\",user_specified_mamba_block_size=\"False\"}} 1.0",
             c.block_size,
             if c.enable_prefix_caching {
                 "True"
@@ -386,7 +393,6 @@ pub fn render(engines: &[Engine], model: &str) -> String {
             },
             c.gpu_memory_utilization,
             go_float(tokens as f64 / c.max_model_len.max(1) as f64),
-            c.num_gpu_blocks,
         );
     }
     o.buf

@@ -378,3 +378,106 @@ fn every_recommended_flag_and_value_is_accepted_by_vllm() {
     assert!(checked > 20, "only {checked} flag recommendations checked");
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
+
+fn record_engines(
+    name: &str,
+    engines: usize,
+    scale_rate: bool,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let mut sc = scenario::scenario(name).unwrap();
+    if scale_rate {
+        for s in &mut sc.segments {
+            s.rate_per_s *= engines as f64;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let run = kvscope::sim::OfflineRun {
+        scenario: sc,
+        seed: 1,
+        engines,
+        interval_s: 1.0,
+        seconds: None,
+        epoch_unix: 1_800_000_000.0,
+        server: "sim:8000".into(),
+    };
+    kvscope::sim::record_offline(&run, &dir, "t").unwrap();
+    (tmp, dir)
+}
+
+/// vLLM's flags are per engine, and `cache_config_info` shows `num_gpu_blocks` summed over
+/// data-parallel engines: with 4 engines each carrying the single-engine load, the
+/// `--max-num-seqs` advice stays the single engine's (not 4×) and names one engine's cache.
+#[test]
+fn data_parallel_advice_is_per_engine() {
+    let advice = |engines: usize| -> (f64, String) {
+        let (_tmp, dir) = record_engines("kv-saturation", engines, true);
+        let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+        let meta = store::read_metadata(&dir).unwrap();
+        let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+        assert_eq!(
+            r.hypotheses[0].id, "KV_CACHE_THRASHING",
+            "{engines} engines"
+        );
+        let rec = r.hypotheses[0]
+            .recommendations
+            .iter()
+            .find(|x| x.action == "--max-num-seqs")
+            .expect("max-num-seqs advice");
+        (
+            rec.value.as_deref().unwrap().parse().unwrap(),
+            rec.reason.clone(),
+        )
+    };
+    let (one, _) = advice(1);
+    let (four, reason) = advice(4);
+    assert!(
+        four >= 0.6 * one && four <= 1.6 * one,
+        "per engine: 1 engine → {one}, 4 engines → {four}"
+    );
+    // 2,048 blocks × 16 tokens per engine.
+    assert!(
+        reason.contains("one engine's 32768-token KV cache"),
+        "{reason}"
+    );
+}
+
+/// One frozen engine of two: the sum over engines still moves, but the server is
+/// ENGINE_STALLED because each engine is judged before summing.
+#[test]
+fn one_frozen_engine_of_two_is_a_stall() {
+    let (_tmp, dir) = record_engines("healthy", 2, true);
+    let mut rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+    let frozen_at = rows
+        .iter()
+        .find(|r| r.engine == "1" && r.t_rel_sec >= 30.0)
+        .cloned()
+        .unwrap();
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.engine == "1" && r.t_rel_sec > 30.0 && r.t_rel_sec <= 50.0)
+    {
+        // What a hung engine core publishes: its last values, no progress.
+        r.requests_running = frozen_at.requests_running.max(Some(1));
+        r.requests_waiting = frozen_at.requests_waiting;
+        r.kv_cache_usage_pct = frozen_at.kv_cache_usage_pct;
+        r.generation_tokens_per_s = Some(0.0);
+        r.prompt_tokens_per_s = Some(0.0);
+        r.requests_finished_per_s = Some(0.0);
+        r.engine_steps_per_s = Some(0.0);
+    }
+    let a = block_on(analysis::analyze_rows(rows, &Thresholds::default())).unwrap();
+    let s = &a.summary.servers[0];
+    assert!(
+        (18.0..=21.0).contains(&s.stalled_s),
+        "stalled {} s",
+        s.stalled_s
+    );
+    let r = diagnosis::diagnose(&a.summary, &a.events, None);
+    assert_eq!(
+        r.hypotheses[0].id,
+        "STUCK_ENGINE",
+        "{:?}",
+        r.hypotheses.iter().map(|h| &h.id).collect::<Vec<_>>()
+    );
+}

@@ -21,6 +21,13 @@ fn check(ctx: &Context) -> Verdict {
         ));
     }
     let s = ctx.server;
+    let observed: f64 = s.phases.values().map(|p| p.seconds).sum();
+    let min = ctx.threshold("min_observed_s");
+    if observed < min {
+        return Verdict::RuledOut(format!(
+            "only {observed:.0} s of telemetry (< {min} s): too little to call it healthy (INDETERMINATE)"
+        ));
+    }
     Verdict::Found {
         sustained_s: None,
         score: 0.1,
