@@ -59,6 +59,8 @@ SELECT
   SUM(CASE WHEN preemptions_recent >= 1 THEN COALESCE(interval_s, interval_median_s) ELSE 0 END)
     AS preempting_s,
   MAX(preemptions_recent) AS preemptions_window_max,
+  SUM(CASE WHEN scrape_ok THEN abandoned ELSE 0 END) AS requests_abandoned,
+  MAX(abandoned_recent) AS abandoned_window_max,
   SUM(CASE WHEN decode_drop THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS decode_drop_s,
   SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,
   -- The KV-exhaustion window (preemption in the trailing window, or KV saturated): its

@@ -97,6 +97,11 @@ pub struct ServerSummary {
     pub stall_kv_max_pct: Option<f64>,
     /// Seconds with at least one preemption in the trailing `preemption_window_s`.
     pub preempting_s: f64,
+    /// Requests that left without finishing (lower bound: −Δ(running + waiting) −
+    /// finished per interval, or counted aborts where larger).
+    pub requests_abandoned: Option<f64>,
+    /// Most of them within one `abort_window_s`.
+    pub abandoned_window_max: Option<f64>,
     /// Seconds of sustained decode-throughput drop (DECODE_THROUGHPUT_DROP).
     pub decode_drop_s: f64,
     /// Most preemptions seen within one `preemption_window_s`.
@@ -243,6 +248,8 @@ pub(super) fn build(
                 preempting_s: f("preempting_s").unwrap_or(0.0),
                 preemptions_window_max: f("preemptions_window_max"),
                 decode_drop_s: f("decode_drop_s").unwrap_or(0.0),
+                requests_abandoned: f("requests_abandoned"),
+                abandoned_window_max: f("abandoned_window_max"),
                 counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
                 exhausted_start: c.ts_us("exhausted_start_ts", i).map(crate::record::rfc3339),
                 exhausted_end: c.ts_us("exhausted_end_ts", i).map(crate::record::rfc3339),

@@ -97,6 +97,11 @@ thresholds! {
     /// preempts only when a running request cannot get a KV block, so recurring
     /// preemptions mean the cache ran out, whatever the sampled KV % reads.
     preemption_burst_count: 3.0;
+    /// Trailing window (s) over which requests that left without finishing are counted.
+    abort_window_s: 10.0;
+    /// Requests leaving without finishing within `abort_window_s` that make a
+    /// CLIENT_ABORT_SURGE (clients disconnecting: vLLM aborts their requests).
+    abort_surge_count: 10.0;
     /// Seconds without any progress (prompt and generation tokens, finished requests and
     /// engine steps all frozen) while requests are running or waiting that make
     /// ENGINE_STALLED. vLLM V1's engine steps take milliseconds to ~1 s (a long prefill

@@ -184,6 +184,30 @@ fn real_capture_reads_the_same_at_every_interval() {
             samples as f64 >= 0.8 * 300.0 / interval,
             "{interval} s: only {samples} samples recorded"
         );
+        // Client aborts: the driver cancels queue_pressure's 64 running and 192 waiting
+        // requests when the scenario ends (capture README); vLLM 0.26 counts none of them
+        // in request_success_total, yet they must show as a surge right after the end.
+        let (_, _, qp_end) = scenarios()
+            .into_iter()
+            .find(|s| s.0 == "queue_pressure")
+            .unwrap();
+        let surge = a.events.iter().find(|e| {
+            e.event.as_deref() == Some("CLIENT_ABORT_SURGE")
+                && chrono::DateTime::parse_from_rfc3339(&e.ts).is_ok_and(|t| {
+                    let t = t.timestamp_micros() as f64 / 1e6;
+                    t >= qp_end && t <= qp_end + interval + 3.0
+                })
+        });
+        // The event fires where the surge starts; the window maximum measures it. The 64
+        // running requests had first tokens, so the first-token book sees them at any
+        // interval; the 192 queued ones are seen only where completions in the same
+        // interval do not mask them (the count is a lower bound).
+        let most = a.summary.servers[0].abandoned_window_max.unwrap_or(0.0);
+        if surge.is_none() || most < 60.0 {
+            problems.push(format!(
+                "{interval} s: CLIENT_ABORT_SURGE after queue_pressure {surge:?}, at most {most} within 10 s"
+            ));
+        }
         for (name, start, end) in scenarios() {
             // Expected phases per scenario (capture README); bursty ones are not scored.
             let expected: &[&str] = match name.as_str() {

@@ -1,6 +1,7 @@
 //! One file per doctor hypothesis; [`RULES`] lists them once. A test fails when a file
 //! here is not registered.
 
+mod client_aborts;
 mod decode_throughput_collapse;
 mod gpu_underutilized;
 mod healthy;
@@ -27,6 +28,7 @@ pub const RULES: &[Rule] = &[
     ttft_instability::RULE,
     prefix_cache_ineffective::RULE,
     kv_leak::RULE,
+    client_aborts::RULE,
     stuck_engine::RULE,
     gpu_underutilized::RULE,
     server_restart::RULE,

@@ -1,0 +1,111 @@
+//! CLIENT_ABORTS: clients gave up. A client that disconnects makes vLLM abort its request,
+//! and vLLM 0.26 counts such requests nowhere (`request_success_total{finished_reason=
+//! "abort"}` stays 0) — they simply vanish from running and waiting. Requests leave the
+//! engine only by finishing or by being aborted, so the requests that left without
+//! finishing are the aborts (a lower bound; see 02_timeline.sql). What the on-call engineer
+//! needs is how many, when, and what first tokens and the queue looked like then.
+
+use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+
+pub const RULE: Rule = Rule {
+    id: "CLIENT_ABORTS",
+    title: "Clients gave up: requests aborted before they finished",
+    check,
+    needs_latency: false,
+    runs_last: false,
+};
+
+fn check(ctx: &Context) -> Verdict {
+    let s = ctx.server;
+    let surges = ctx.events_named("CLIENT_ABORT_SURGE");
+    let total = s.requests_abandoned.unwrap_or(0.0);
+    let min = ctx.threshold("abort_surge_count");
+    if surges.is_empty() {
+        return Verdict::RuledOut(format!(
+            "no surge of requests leaving without finishing ({total:.0} in all, never ≥ {min:.0} within {:.0} s)",
+            ctx.threshold("abort_window_s")
+        ));
+    }
+    let peak = s.abandoned_window_max.unwrap_or(0.0);
+    let at = |e: &crate::store::events::Event, k: &str| {
+        e.evidence
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    // What clients saw at the worst surge.
+    let worst = surges
+        .iter()
+        .copied()
+        .max_by(|a, b| a.value.unwrap_or(0.0).total_cmp(&b.value.unwrap_or(0.0)));
+    let (ttft, queue_wait, waiting) = worst
+        .map(|e| {
+            (
+                at(e, "ttft_p95_s"),
+                at(e, "queue_time_mean_s"),
+                at(e, "requests_waiting"),
+            )
+        })
+        .unwrap_or_default();
+    let finished = s.requests_finished.unwrap_or(0.0);
+    let share = total / (total + finished).max(1.0);
+    let score = 0.4 + 0.3 * (share / 0.3).min(1.0) + 0.1 * (surges.len() as f64 / 3.0).min(1.0);
+    let mut evidence = vec![
+        ev("requests that left without finishing", total),
+        ev("share of requests that left without finishing", share),
+        ev("most within one window", peak)
+            .threshold(min)
+            .window(Context::window_of(&surges)),
+        ev("CLIENT_ABORT_SURGE events", surges.len() as f64),
+    ];
+    let when = worst.map(|e| e.ts.clone());
+    if let Some(w) = waiting {
+        evidence.push(ev("requests_waiting at the worst surge", w).window(when.clone()));
+    }
+    if let Some(t) = ttft {
+        evidence.push(ev("ttft_p95_s at the worst surge", t).window(when.clone()));
+    }
+    if let Some(q) = queue_wait {
+        evidence.push(ev("queue_time_mean_s at the worst surge", q).window(when));
+    }
+    let seen = match (ttft, waiting) {
+        (Some(t), Some(w)) => format!(" while TTFT p95 was {t:.2} s with {w:.0} waiting"),
+        (None, Some(w)) => format!(" with {w:.0} waiting"),
+        _ => String::new(),
+    };
+    // --max-num-queued-reqs exists from vLLM 0.29 (flag table).
+    let queue_flag = crate::diagnosis::flags::lookup("--max-num-queued-reqs");
+    let bound_queue = match (ctx.facts.vllm_version, queue_flag) {
+        (Some(v), Some(f)) if !f.accepts(v) => format!(
+            "shed load upstream (a gateway queue or rate limit) so clients get a fast rejection instead of a long wait; vLLM {v} has no queue bound (--max-num-queued-reqs needs 0.29+)"
+        ),
+        _ => "bound the queue (--max-num-queued-reqs, vLLM ≥ 0.29) or shed load upstream so clients get a fast rejection instead of a long wait".to_string(),
+    };
+    Verdict::Found {
+        sustained_s: None,
+        score,
+        summary: format!(
+            "{total:.0} requests ({:.0}% of those that left) were abandoned before finishing, up to {peak:.0} within {:.0} s{seen}: clients disconnected and vLLM aborted them",
+            share * 100.0,
+            ctx.threshold("abort_window_s")
+        ),
+        evidence,
+        counter_evidence: vec![
+            "a load generator or batch job stopping also cancels its in-flight requests".into(),
+        ],
+        recommendations: vec![
+            rec(
+                "check client and gateway timeouts against the TTFT and queue time at the surge",
+                None,
+                "clients that time out before their first token waste the prefill done for them and retry into the same queue",
+                "none",
+            ),
+            rec(
+                &bound_queue,
+                None,
+                "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks",
+                "rejected requests under overload",
+            ),
+        ],
+    }
+}
