@@ -280,3 +280,43 @@ fn chunked_analysis_equals_whole_session_analysis() {
     assert_same(&whole, &chunked);
     assert_same(&whole, &one_worker);
 }
+
+/// One slow request in an otherwise quiet interval: vLLM's TTFT buckets put a 1.01 s first
+/// token in (1, 2.5], which `histogram_quantile` reads as p95 2.43 s. With fewer than
+/// `quantile_min_count` observations the analysis uses what the buckets prove (> 1 s), so
+/// no TTFT_ELEVATED and no spike — at a 1 s or a 5 s interval.
+#[test]
+fn a_one_request_interval_never_makes_ttft_elevated() {
+    for interval in [1.0, 5.0] {
+        let (_tmp, dir) = crate::common::record_scenario_at("healthy", 1, interval, |_| {});
+        let mut rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+        let n = rows.len();
+        for r in rows.iter_mut().skip(n / 2).take(3) {
+            r.ttft_count = Some(1);
+            r.ttft_p95_s = Some(2.425);
+            r.ttft_p95_floor_s = Some(1.0);
+        }
+        let a = block_on(kvscope::analysis::analyze_rows(
+            rows.clone(),
+            &Thresholds::default(),
+        ))
+        .unwrap();
+        let hit = |a: &kvscope::analysis::Analysis| {
+            a.events.iter().any(|e| {
+                e.condition.as_deref() == Some("TTFT_ELEVATED")
+                    || e.event.as_deref() == Some("TTFT_SPIKE")
+            })
+        };
+        assert!(!hit(&a), "{interval} s: one request made TTFT evidence");
+        // With enough observations the same p95 is evidence.
+        for r in rows.iter_mut().skip(n / 2).take(3) {
+            r.ttft_count = Some(20);
+        }
+        let a = block_on(kvscope::analysis::analyze_rows(
+            rows,
+            &Thresholds::default(),
+        ))
+        .unwrap();
+        assert!(hit(&a), "{interval} s: 20 requests at 2.4 s are evidence");
+    }
+}
