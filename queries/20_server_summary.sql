@@ -59,6 +59,9 @@ SELECT
   SUM(CASE WHEN preemptions_recent >= 1 THEN COALESCE(interval_s, interval_median_s) ELSE 0 END)
     AS preempting_s,
   MAX(preemptions_recent) AS preemptions_window_max,
+  -- Requests waiting while the KV cache ran hot: waiting for capacity.
+  SUM(CASE WHEN waiting >= ${queue_min_waiting} AND kv_max_pct >= ${kv_rising_pct}
+           THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS kv_wait_s,
   SUM(CASE WHEN scrape_ok THEN abandoned ELSE 0 END) AS requests_abandoned,
   MAX(abandoned_recent) AS abandoned_window_max,
   SUM(CASE WHEN decode_drop THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS decode_drop_s,

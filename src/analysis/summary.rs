@@ -104,6 +104,8 @@ pub struct ServerSummary {
     pub abandoned_window_max: Option<f64>,
     /// Seconds of sustained decode-throughput drop (DECODE_THROUGHPUT_DROP).
     pub decode_drop_s: f64,
+    /// Seconds with requests waiting while KV was at or above `kv_rising_pct`.
+    pub kv_wait_s: f64,
     /// Most preemptions seen within one `preemption_window_s`.
     pub preemptions_window_max: Option<f64>,
     /// Seconds nobody observed (failed scrapes, long gaps): NO_DATA, kept apart from
@@ -247,6 +249,7 @@ pub(super) fn build(
                 stall_kv_max_pct: f("stall_kv_max_pct"),
                 preempting_s: f("preempting_s").unwrap_or(0.0),
                 preemptions_window_max: f("preemptions_window_max"),
+                kv_wait_s: f("kv_wait_s").unwrap_or(0.0),
                 decode_drop_s: f("decode_drop_s").unwrap_or(0.0),
                 requests_abandoned: f("requests_abandoned"),
                 abandoned_window_max: f("abandoned_window_max"),

@@ -110,6 +110,17 @@ thresholds! {
     /// Observed seconds (successful scrapes) below which a server without findings is
     /// INDETERMINATE rather than HEALTHY: too little telemetry to call it healthy.
     min_observed_s: 30.0;
+    /// Seconds of stall from which STUCK_ENGINE is high and outranks every load finding
+    /// (far beyond any single vLLM step).
+    stall_high_s: 10.0;
+    /// Share of queue-pressure time with running within 10 % of its peak from which the
+    /// queue is blamed on the sequence limit (`--max-num-seqs`).
+    queue_pinned_share: 0.8;
+    /// GPU utilization (%) from which a troubled server is compute-bound.
+    gpu_busy_pct: 85.0;
+    /// GPU utilization (%) below which a troubled server waits on something outside the
+    /// GPU (CPU, tokenization, network).
+    gpu_idle_pct: 50.0;
     /// Seconds a trouble must be sustained before a finding can be medium or high (no
     /// verdict from one or two scrapes); severity then grows with duration and magnitude.
     finding_min_s: 10.0;

@@ -185,9 +185,17 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// A threshold in force for this analysis.
+    /// A threshold in force for this analysis. Every name a rule asks for exists in
+    /// [`crate::analysis::Thresholds`] (a test reads the rules' sources to check); a
+    /// summary from an older KVScope lacking one falls back to today's default.
     pub fn threshold(&self, name: &str) -> f64 {
-        self.thresholds.get(name).copied().unwrap_or(0.0)
+        self.thresholds.get(name).copied().unwrap_or_else(|| {
+            crate::analysis::Thresholds::default()
+                .entries()
+                .into_iter()
+                .find(|(n, _, _)| *n == name)
+                .map_or(f64::NAN, |(_, v, _)| v)
+        })
     }
     /// Share of known time in `phase` (0–1).
     pub fn phase_share(&self, phase: &str) -> f64 {
@@ -287,11 +295,6 @@ pub struct Bottleneck {
     pub reason: String,
 }
 
-/// GPU utilization (%) from which the GPU counts as busy (compute-bound).
-const GPU_BUSY_PCT: f64 = 85.0;
-/// GPU utilization (%) below which a slow server is waiting on something else.
-const GPU_IDLE_PCT: f64 = 50.0;
-
 /// Classifies a server's bottleneck; None without GPU telemetry or without trouble.
 pub fn bottleneck(
     s: &ServerSummary,
@@ -303,6 +306,8 @@ pub fn bottleneck(
         s.kv_p95_pct.unwrap_or(0.0) >= t("kv_rising_pct") || s.preemptions.unwrap_or(0.0) >= 1.0;
     let slow = s.waiting_max.unwrap_or(0.0) >= t("queue_min_waiting")
         || s.ttft_p95_max_s.unwrap_or(0.0) >= t("ttft_elevated_s");
+    // "Compute" and "outside the GPU" need trouble (waiting or slow first tokens): a busy
+    // GPU that serves its load is not a bottleneck.
     let (kind, reason) = if kv_bound {
         (
             "kv_memory",
@@ -312,15 +317,15 @@ pub fn bottleneck(
                 s.preemptions.unwrap_or(0.0)
             ),
         )
-    } else if gpu >= GPU_BUSY_PCT {
+    } else if slow && gpu >= t("gpu_busy_pct") {
         (
             "compute",
             format!(
-                "GPU {gpu:.0}% busy with KV at most {:.0}%: steps are compute-bound",
+                "requests wait or TTFT is high with the GPU {gpu:.0}% busy and KV at most {:.0}%: steps are compute-bound",
                 s.kv_max_pct.unwrap_or(0.0)
             ),
         )
-    } else if slow && gpu < GPU_IDLE_PCT {
+    } else if slow && gpu < t("gpu_idle_pct") {
         (
             "outside_gpu",
             format!(

@@ -284,7 +284,8 @@ fn chunked_analysis_equals_whole_session_analysis() {
 /// One slow request in an otherwise quiet interval: vLLM's TTFT buckets put a 1.01 s first
 /// token in (1, 2.5], which `histogram_quantile` reads as p95 2.43 s. With fewer than
 /// `quantile_min_count` observations the analysis uses what the buckets prove (> 1 s), so
-/// no TTFT_ELEVATED and no spike — at a 1 s or a 5 s interval.
+/// no TTFT_ELEVATED (≥ 2 s) — at a 1 s or a 5 s interval. (Against a 50 ms baseline a
+/// proven 1 s is still a TTFT_SPIKE, and rightly so.)
 #[test]
 fn a_one_request_interval_never_makes_ttft_elevated() {
     for interval in [1.0, 5.0] {
@@ -302,10 +303,9 @@ fn a_one_request_interval_never_makes_ttft_elevated() {
         ))
         .unwrap();
         let hit = |a: &kvscope::analysis::Analysis| {
-            a.events.iter().any(|e| {
-                e.condition.as_deref() == Some("TTFT_ELEVATED")
-                    || e.event.as_deref() == Some("TTFT_SPIKE")
-            })
+            a.events
+                .iter()
+                .any(|e| e.condition.as_deref() == Some("TTFT_ELEVATED"))
         };
         assert!(!hit(&a), "{interval} s: one request made TTFT evidence");
         // With enough observations the same p95 is evidence.

@@ -20,8 +20,12 @@ fn check(ctx: &Context) -> Verdict {
     if p95 < rising {
         return Verdict::RuledOut(format!("KV p95 {p95:.1}% is below {rising}%"));
     }
-    if waiting < 1.0 {
-        return Verdict::RuledOut("KV ran hot but no request had to wait".into());
+    let min = ctx.threshold("finding_min_s");
+    if waiting < 1.0 || s.kv_wait_s < min {
+        return Verdict::RuledOut(format!(
+            "requests waited while KV ran hot for only {:.0} s (< {min} s)",
+            s.kv_wait_s
+        ));
     }
     if super::kv_exhausted(ctx) {
         return Verdict::RuledOut("sustained preemption: KV_CACHE_THRASHING covers this".into());

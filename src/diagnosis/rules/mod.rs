@@ -128,6 +128,43 @@ pub(crate) fn safe_max_num_seqs(ctx: &super::Context) -> Option<(u64, f64, Strin
 #[cfg(test)]
 mod tests {
     #[test]
+    fn every_threshold_a_rule_reads_exists() {
+        let names: Vec<&str> = crate::analysis::Thresholds::default()
+            .entries()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diagnosis");
+        let mut files = vec![root.join("mod.rs")];
+        for e in std::fs::read_dir(root.join("rules")).unwrap().flatten() {
+            files.push(e.path());
+        }
+        let mut seen = 0;
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for part in text.split("threshold(\"").skip(1) {
+                let name = part.split('"').next().unwrap();
+                assert!(
+                    names.contains(&name),
+                    "{}: unknown threshold {name}",
+                    f.display()
+                );
+                seen += 1;
+            }
+            // The bottleneck split's local `t("…")` helper.
+            for part in text.split(" t(\"").skip(1) {
+                let name = part.split('"').next().unwrap();
+                assert!(
+                    names.contains(&name),
+                    "{}: unknown threshold {name}",
+                    f.display()
+                );
+            }
+        }
+        assert!(seen > 20, "only {seen} threshold reads found");
+    }
+
+    #[test]
     fn every_rule_file_is_registered() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diagnosis/rules");
         let files: Vec<String> = std::fs::read_dir(dir)

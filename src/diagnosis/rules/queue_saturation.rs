@@ -17,10 +17,6 @@ pub const RULE: Rule = Rule {
     runs_last: false,
 };
 
-/// Share of queue-pressure time with running at its peak from which running is pinned at
-/// the sequence limit.
-const PINNED_SHARE: f64 = 0.8;
-
 /// Smallest token budget of any `vllm serve` default (A100 / < 70 GiB GPUs: 2048): a
 /// `--max-num-seqs` above it needs `--max-num-batched-tokens` raised too, or vLLM refuses
 /// to start (`max_num_batched_tokens must be ≥ max_num_seqs`).
@@ -66,6 +62,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     let running = s.queue_running_max.or(s.running_max).unwrap_or(0.0);
     let pinned = s.queue_running_at_peak_share.unwrap_or(0.0);
+    let pinned_share = ctx.threshold("queue_pinned_share");
     let queue_kv = s.queue_kv_max_pct.unwrap_or(kv_max);
     let rising = ctx.threshold("kv_rising_pct");
     let window = match (&s.queue_start, &s.queue_end) {
@@ -74,7 +71,7 @@ fn check(ctx: &Context) -> Verdict {
     };
     let cause = if queue_kv >= rising {
         "KV capacity: the cache was near full while requests waited"
-    } else if pinned >= PINNED_SHARE && running > 0.0 {
+    } else if pinned >= pinned_share && running > 0.0 {
         "sequence limit: running stayed pinned at its peak while the KV cache had room"
     } else if prefill {
         "prefill: the queue grew during prefill surges (token budget)"
@@ -153,7 +150,7 @@ fn check(ctx: &Context) -> Verdict {
                 "share of queueing time with running within 10% of its peak",
                 pinned,
             )
-            .threshold(PINNED_SHARE),
+            .threshold(pinned_share),
             ev("kv_cache_usage_pct while queueing (max)", queue_kv)
                 .threshold(rising)
                 .window(window),

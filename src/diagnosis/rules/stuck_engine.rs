@@ -13,10 +13,6 @@ pub const RULE: Rule = Rule {
     runs_last: false,
 };
 
-/// Seconds of stall from which the score is high (a hung engine core does not recover by
-/// itself; 10 s is far beyond any single vLLM step).
-const HIGH_FROM_S: f64 = 10.0;
-
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let min = ctx.threshold("stall_min_s");
@@ -39,15 +35,16 @@ fn check(ctx: &Context) -> Verdict {
     let held_without_requests =
         s.stall_running_max.unwrap_or(0.0) == 0.0 && kv >= ctx.threshold("kv_rising_pct");
     let hung = s.hung_s >= min && !held_without_requests;
-    // A hung engine serves nobody: from HIGH_FROM_S it outranks every load finding
+    let high_from = ctx.threshold("stall_high_s");
+    // A hung engine serves nobody: from `stall_high_s` it outranks every load finding
     // (0.96, up to 0.99 after a minute); shorter stalls are medium at most. An engine
     // that is alive but blocked is medium: its cause (a full cache) ranks above it.
     let score = if !hung {
         0.6
-    } else if s.stalled_s >= HIGH_FROM_S {
-        0.96 + 0.03 * ((s.stalled_s - HIGH_FROM_S) / 50.0).min(1.0)
+    } else if s.stalled_s >= high_from {
+        0.96 + 0.03 * ((s.stalled_s - high_from) / 50.0).min(1.0)
     } else {
-        0.45 + 0.2 * (s.stalled_s / HIGH_FROM_S)
+        0.45 + 0.2 * (s.stalled_s / high_from)
     };
     let running = s.stall_running_max.unwrap_or(0.0);
     let waiting = s.stall_waiting_max.unwrap_or(0.0);
