@@ -31,7 +31,7 @@ WITH p AS (
 )
 SELECT
   server, ts, t_rel_sec, running, waiting, kv_max_pct, preemptions_per_s, preemptions_recent,
-  abandoned_recent, queue_time_mean_s,
+  abandoned_recent, queue_time_mean_s, ttft_count,
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_baseline,
   rearm(is_ttft_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_ttft_spike,
   rearm(is_e2e_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_e2e_spike,

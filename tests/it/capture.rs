@@ -181,6 +181,15 @@ fn real_capture_reads_the_same_at_every_interval() {
     let mut problems = Vec::new();
     let mut tops: Vec<(String, Vec<String>)> = Vec::new();
     for (interval, dir) in intervals.iter().zip(&dirs) {
+        // The capture came from vLLM 0.26.0 (manifest): its cache_config_info label set
+        // must identify that release.
+        let meta = store::read_metadata(dir).unwrap().unwrap();
+        let version = meta.servers[0].get("vllm_version").and_then(|v| v.as_str());
+        if version != Some("0.26") {
+            problems.push(format!(
+                "{interval} s: vllm_version {version:?}, expected 0.26"
+            ));
+        }
         let a = block_on(analysis::analyze_dir_with(
             dir,
             &Thresholds::default(),

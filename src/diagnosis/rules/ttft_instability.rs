@@ -61,6 +61,15 @@ fn check(ctx: &Context) -> Verdict {
                 .baseline(base)
                 .window(Context::window_of(&spikes)),
             ev("TTFT_SPIKE events", spikes.len() as f64),
+            ev(
+                "first tokens behind the worst spike's p95",
+                spikes
+                    .iter()
+                    .max_by(|a, b| a.value.unwrap_or(0.0).total_cmp(&b.value.unwrap_or(0.0)))
+                    .and_then(|e| e.evidence.as_ref()?.get("first_tokens")?.as_f64())
+                    .unwrap_or(f64::NAN),
+            )
+            .threshold(ctx.threshold("quantile_min_count")),
             ev("share of time saturated or queueing", loaded),
         ],
         counter_evidence: vec![],
