@@ -144,7 +144,8 @@ struct SimpleEval {
 
 impl PartitionEvaluator for SimpleEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
-        if self.name == "rolling_median" {
+        if matches!(self.name, "rolling_median" | "rolling_sum") {
+            // (value, t, window_s): a trailing time window over a float series.
             let (Some(v), Some(t)) = (
                 values
                     .first()
@@ -153,23 +154,15 @@ impl PartitionEvaluator for SimpleEval {
                     .get(1)
                     .and_then(|a| a.as_primitive_opt::<Float64Type>()),
             ) else {
-                return exec_err!("rolling_median(value, t, window_s) expects Float64 arguments");
+                return exec_err!(
+                    "{}(value, t, window_s) expects Float64 arguments",
+                    self.name
+                );
             };
             let window = constant_f64(values.get(2))?;
-            return Ok(Arc::new(rolling_median(v, t, window, num_rows)));
-        }
-        if self.name == "rolling_sum" {
-            let (Some(v), Some(t)) = (
-                values
-                    .first()
-                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
-                values
-                    .get(1)
-                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
-            ) else {
-                return exec_err!("rolling_sum(value, t, window_s) expects Float64 arguments");
-            };
-            let window = constant_f64(values.get(2))?;
+            if self.name == "rolling_median" {
+                return Ok(Arc::new(rolling_median(v, t, window, num_rows)));
+            }
             let v: Vec<Option<f64>> = (0..num_rows)
                 .map(|i| v.is_valid(i).then(|| v.value(i)))
                 .collect();

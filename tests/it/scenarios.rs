@@ -13,12 +13,10 @@ use crate::common::{block_on, record_scenario};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
-fn check(name: &str, seed: u64) -> Vec<String> {
-    let sc = scenario::scenario(name).unwrap();
-    let truth = &sc.truth;
-    let (_tmp, dir) = record_scenario(name, seed);
+/// Analyses a recorded session with its phase series and diagnoses it.
+fn analyze_and_diagnose(dir: &std::path::Path) -> (analysis::Analysis, diagnosis::Report) {
     let a = block_on(analysis::analyze_dir_with(
-        &dir,
+        dir,
         &Thresholds::default(),
         AnalyzeOptions {
             series: true,
@@ -26,8 +24,16 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         },
     ))
     .unwrap();
-    let meta = store::read_metadata(&dir).unwrap();
+    let meta = store::read_metadata(dir).unwrap();
     let report = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+    (a, report)
+}
+
+fn check(name: &str, seed: u64) -> Vec<String> {
+    let sc = scenario::scenario(name).unwrap();
+    let truth = &sc.truth;
+    let (_tmp, dir) = record_scenario(name, seed);
+    let (a, report) = analyze_and_diagnose(&dir);
     let mut problems = Vec::new();
     let top = report
         .hypotheses
@@ -107,17 +113,7 @@ fn every_scenario_matches_its_ground_truth() {
 /// Phases of a scenario recorded every `interval` s, and the doctor's top finding.
 fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<String>)>, String) {
     let (_tmp, dir) = crate::common::record_scenario_at(name, 1, interval, |_| {});
-    let a = block_on(analysis::analyze_dir_with(
-        &dir,
-        &Thresholds::default(),
-        AnalyzeOptions {
-            series: true,
-            ..Default::default()
-        },
-    ))
-    .unwrap();
-    let meta = store::read_metadata(&dir).unwrap();
-    let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+    let (a, r) = analyze_and_diagnose(&dir);
     let top = r
         .hypotheses
         .first()
@@ -283,19 +279,7 @@ fn every_recommended_flag_and_value_is_accepted_by_vllm() {
     let mut checked = 0;
     for engines in [1usize, 2, 4] {
         for name in scenario::NAMES {
-            let sc = scenario::scenario(name).unwrap();
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("s");
-            let run = kvscope::sim::OfflineRun {
-                scenario: sc,
-                seed: 1,
-                engines,
-                interval_s: 1.0,
-                seconds: None,
-                epoch_unix: 1_800_000_000.0,
-                server: "sim:8000".into(),
-            };
-            kvscope::sim::record_offline(&run, &dir, "t").unwrap();
+            let (_tmp, dir) = record_engines(name, engines, false);
             let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
             let meta = store::read_metadata(&dir).unwrap();
             let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
