@@ -121,6 +121,12 @@ thresholds! {
     /// GPU utilization (%) below which a troubled server waits on something outside the
     /// GPU (CPU, tokenization, network).
     gpu_idle_pct: 50.0;
+    /// Doctor scores (0–1) from which a finding is high...
+    severity_high_score: 0.7;
+    /// ...medium...
+    severity_medium_score: 0.4;
+    /// ...or low (below: info).
+    severity_low_score: 0.2;
     /// Seconds a trouble must be sustained before a finding can be medium or high (no
     /// verdict from one or two scrapes); severity then grows with duration and magnitude.
     finding_min_s: 10.0;

@@ -189,13 +189,7 @@ impl Context<'_> {
     /// [`crate::analysis::Thresholds`] (a test reads the rules' sources to check); a
     /// summary from an older KVScope lacking one falls back to today's default.
     pub fn threshold(&self, name: &str) -> f64 {
-        self.thresholds.get(name).copied().unwrap_or_else(|| {
-            crate::analysis::Thresholds::default()
-                .entries()
-                .into_iter()
-                .find(|(n, _, _)| *n == name)
-                .map_or(f64::NAN, |(_, v, _)| v)
-        })
+        threshold_in(self.thresholds, name)
     }
     /// Share of known time in `phase` (0–1).
     pub fn phase_share(&self, phase: &str) -> f64 {
@@ -343,16 +337,25 @@ pub fn bottleneck(
     })
 }
 
-/// Scores from here up are medium or high.
-const LOW_BELOW: f64 = 0.4;
+/// A threshold from the map in force, else today's default (summaries written by an
+/// older KVScope may lack newer names).
+fn threshold_in(t: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    t.get(name).copied().unwrap_or_else(|| {
+        crate::analysis::Thresholds::default()
+            .entries()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map_or(f64::NAN, |(_, v, _)| v)
+    })
+}
 
-/// Severity from score.
-pub fn severity(score: f64) -> &'static str {
-    if score >= 0.7 {
+/// Severity from score, with the cutoffs in force (`severity_*_score`).
+pub fn severity(score: f64, t: &std::collections::BTreeMap<String, f64>) -> &'static str {
+    if score >= threshold_in(t, "severity_high_score") {
         "high"
-    } else if score >= LOW_BELOW {
+    } else if score >= threshold_in(t, "severity_medium_score") {
         "medium"
-    } else if score >= 0.2 {
+    } else if score >= threshold_in(t, "severity_low_score") {
         "low"
     } else {
         "info"
@@ -423,11 +426,12 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                 } => {
                     let mut score = score.clamp(0.0, 1.0);
                     let min_s = ctx.threshold("finding_min_s");
+                    let medium = ctx.threshold("severity_medium_score");
                     if let Some(d) = sustained_s
                         && d < min_s
-                        && score >= LOW_BELOW
+                        && score >= medium
                     {
-                        score = LOW_BELOW - 0.01;
+                        score = medium - 0.01;
                         counter_evidence.push(format!(
                             "sustained only {d:.1} s (a medium or high finding needs ≥ {min_s} s)"
                         ));
@@ -443,7 +447,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                         server: server.server.clone(),
                         rank: 0,
                         score: crate::analysis::round3(score),
-                        severity: severity(score).to_string(),
+                        severity: severity(score, &summary.thresholds).to_string(),
                         confidence: crate::analysis::round3(confidence),
                         summary: text,
                         evidence,

@@ -14,10 +14,10 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let worst = ctx.worst_other_score;
-    if matches!(severity(worst), "high" | "medium") {
+    if matches!(severity(worst, ctx.thresholds), "high" | "medium") {
         return Verdict::RuledOut(format!(
             "a {} finding (score {worst:.2}) was made",
-            severity(worst)
+            severity(worst, ctx.thresholds)
         ));
     }
     let s = ctx.server;
