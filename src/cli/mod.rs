@@ -176,8 +176,8 @@ struct DoctorArgs {
     #[arg(required = true)]
     sessions: Vec<String>,
     /// Sessions diagnosed concurrently (default: number of CPUs).
-    #[arg(long, short = 'j')]
-    jobs: Option<usize>,
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: Option<u16>,
     #[arg(long)]
     verbose: bool,
     #[arg(long)]
@@ -214,15 +214,15 @@ struct SimulateArgs {
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: String,
     /// Simulated seconds per wall second.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     speed: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Data-parallel engines behind the endpoint.
-    #[arg(long, default_value_t = 1)]
-    engines: usize,
+    /// Data-parallel engines behind the endpoint (1–64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    engines: u16,
     /// KV blocks per engine (overrides the scenario).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=100_000_000))]
     num_gpu_blocks: Option<u32>,
     /// Print the scenario's ground truth and exit.
     #[arg(long)]
@@ -234,18 +234,18 @@ struct SimulateArgs {
     #[arg(long)]
     record_to: Option<PathBuf>,
     /// Simulated seconds for --record-to (default: the scenario's length).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_seconds)]
     seconds: Option<f64>,
-    /// Scrape interval for --record-to, simulated seconds.
-    #[arg(long, default_value_t = 1.0)]
+    /// Scrape interval for --record-to, simulated seconds (0.01–3600).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_interval_s)]
     interval: f64,
     /// With --record-to: the server label written into the session.
     #[arg(long, default_value = "sim:8000")]
     server_name: String,
     /// With --record-to: write a synthetic fleet of N servers (core columns, 1 Hz,
     /// --seconds long) for scale tests instead of running the scheduler model.
-    #[arg(long)]
-    fleet: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    fleet: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -266,7 +266,7 @@ struct DashboardArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     timeout: Duration,
     /// Seconds of history kept and analysed.
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = 300.0, value_parser = parse_seconds)]
     window: f64,
     /// Print one text snapshot and exit (no terminal needed).
     #[arg(long)]
@@ -281,10 +281,10 @@ struct DemoArgs {
     #[arg(long, default_value = "mixed-incident")]
     scenario: String,
     /// Simulated seconds to record (default: the scenario's length).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_seconds)]
     seconds: Option<f64>,
     /// Simulated seconds per wall second.
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 6.0, value_parser = parse_speed)]
     speed: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -293,7 +293,10 @@ struct DemoArgs {
     out: Option<PathBuf>,
 }
 
-/// Parses `90`, `90s`, `500ms`, `5m`, `1h`.
+/// Longest duration any flag takes: a year.
+const MAX_DURATION_S: f64 = 366.0 * 86_400.0;
+
+/// Parses `90`, `90s`, `500ms`, `5m`, `1h`: positive, finite, at most a year.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -311,10 +314,36 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .trim()
         .parse()
         .map_err(|_| format!("`{s}` is not a duration (try 90s, 500ms, 5m)"))?;
-    if !(v > 0.0 && v.is_finite()) {
+    let secs = v * mult;
+    if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("`{s}` must be positive"));
     }
-    Ok(Duration::from_secs_f64(v * mult))
+    if secs > MAX_DURATION_S {
+        return Err(format!("`{s}` is longer than a year"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// Seconds as a plain number: positive, finite, at most a year.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= MAX_DURATION_S) {
+        return Err(format!("`{s}` must be > 0 and at most a year"));
+    }
+    Ok(v)
+}
+
+/// A scrape interval in seconds: 0.01–3600 (a smaller one would write millions of rows
+/// per simulated minute).
+fn parse_interval_s(s: &str) -> Result<f64, String> {
+    let v = parse_seconds(s)?;
+    if !(0.01..=3600.0).contains(&v) {
+        return Err(format!("`{s}` must be between 0.01 and 3600 s"));
+    }
+    Ok(v)
 }
 
 fn init_logging(level: &str) {
@@ -636,6 +665,7 @@ async fn cmd_doctor(a: DoctorArgs) -> anyhow::Result<ExitCode> {
     let color = present::use_color();
     let jobs = a
         .jobs
+        .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);
     let pb = progress(sessions.len(), "doctor");
@@ -791,6 +821,7 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     if let (Some(dir), Some(n)) = (&a.record_to, a.fleet) {
         let secs = a.seconds.unwrap_or(3600.0).max(1.0) as usize;
+        let n = n as usize;
         let rows = sim::fleet::generate(dir, n, secs, a.seed)?;
         eprintln!("wrote {rows} rows ({n} servers × {secs} s)");
         println!("{}", dir.display());
@@ -800,7 +831,7 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         let run = sim::OfflineRun {
             scenario: sc,
             seed: a.seed,
-            engines: a.engines,
+            engines: usize::from(a.engines),
             interval_s: a.interval,
             seconds: a.seconds,
             epoch_unix: sim::server::unix_now().floor(),
@@ -811,7 +842,7 @@ async fn cmd_simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
         println!("{}", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let sim = sim::Simulation::new(sc, a.seed, a.engines, sim::server::unix_now());
+    let sim = sim::Simulation::new(sc, a.seed, usize::from(a.engines), sim::server::unix_now());
     let server = sim::server::spawn(sim, &a.listen, a.speed).await?;
     eprintln!(
         "simulating `{}` on {}/metrics (speed ×{}); Ctrl-C to stop",

@@ -482,3 +482,130 @@ fn record_wait_starts_while_the_server_is_down() {
     let text = String::from_utf8_lossy(&t.stdout);
     assert!(text.contains("NO_DATA →"), "{text}");
 }
+
+/// Nonsense on the command line is a clear error naming the value, a non-zero exit and
+/// never a panic; output into a closed pipe ends quietly with exit 0.
+#[test]
+fn bad_flag_values_are_clear_errors_never_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("x");
+    let out = out.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--duration",
+                "1e20s",
+            ],
+            "1e20s",
+        ),
+        (
+            &["record", "--server", "http://127.0.0.1:9", "--duration=-5s"],
+            "-5s",
+        ),
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--interval",
+                "0",
+            ],
+            "0",
+        ),
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--interval",
+                "NaN",
+            ],
+            "NaN",
+        ),
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--timeout",
+                "inf",
+            ],
+            "inf",
+        ),
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--vllm-version",
+                "latest",
+            ],
+            "latest",
+        ),
+        (&["demo", "--seconds=-1"], "-1"),
+        (&["demo", "--speed", "0"], "0"),
+        (&["simulate", "--record-to", out, "--interval", "0"], "0"),
+        (
+            &["simulate", "--record-to", out, "--seconds", "1e300"],
+            "1e300",
+        ),
+        (&["simulate", "--engines", "0"], "0"),
+        (&["simulate", "--engines", "100000"], "100000"),
+        (&["simulate", "--speed=-2"], "-2"),
+        (&["simulate", "--num-gpu-blocks", "0"], "0"),
+        (
+            &[
+                "replay",
+                "tests/fixtures/captures/vllm-0.26-h100-scenarios",
+                "--speed",
+                "0",
+            ],
+            "0",
+        ),
+        (&["replay", "/nonexistent/capture"], "/nonexistent/capture"),
+        (
+            &["dashboard", "--server", "http://127.0.0.1:9", "--window=-3"],
+            "-3",
+        ),
+        (&["doctor", "/nonexistent", "--jobs", "0"], "0"),
+        (&["doctor", "/nonexistent", "--vllm-version", "x.y"], "x.y"),
+    ];
+    let mut problems = Vec::new();
+    for (args, named) in cases {
+        let o = std::process::Command::new(crate::common::bin())
+            .args(*args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() || err.contains("panicked") || !err.contains(named) {
+            problems.push(format!("{args:?}: {:?} {err}", o.status.code()));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    // A closed pipe: `kvscope simulate --describe --json | head -c 1` in effect.
+    let mut child = std::process::Command::new(crate::common::bin())
+        .args([
+            "simulate",
+            "--scenario",
+            "mixed-incident",
+            "--describe",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
