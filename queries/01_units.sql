@@ -21,7 +21,7 @@ SELECT
   SUM(prompt_tokens_cached_per_s) AS prompt_cached_tps,
   SUM(generation_tokens_per_s) AS gen_tps,
   SUM(requests_finished_per_s) AS finished_per_s,
-  SUM(requests_aborted_per_s) AS aborted_per_s,
+  SUM(requests_abandoned_per_s) AS abandoned_per_s,
   AVG(prefix_cache_hit_rate_pct) AS prefix_hit_rate_pct,
   MAX(ttft_p50_s) AS ttft_p50_s,
   MAX(ttft_p95_s) AS ttft_p95_s,

@@ -19,7 +19,7 @@ SELECT
   prompt_tokens_cached_per_s AS prompt_cached_tps,
   generation_tokens_per_s AS gen_tps,
   requests_finished_per_s AS finished_per_s,
-  requests_aborted_per_s AS aborted_per_s,
+  requests_abandoned_per_s AS abandoned_per_s,
   prefix_cache_hit_rate_pct AS prefix_hit_rate_pct,
   ttft_p50_s,
   ttft_p95_s,

@@ -38,31 +38,6 @@ WITH counted AS (
          THEN e2e_p95_s ELSE e2e_p95_floor_s END AS e2e_p95_counted_s
   FROM units u
 ),
-books AS (
-  -- Requests that left without finishing, from two books that must balance:
-  --  * everyone: requests leave only by finishing or being aborted (a client
-  --    disconnected), so aborted = arrivals - delta(running + waiting) - finished
-  --    >= -delta(running + waiting) - finished (exact when nothing arrives);
-  --  * decoding: every request that produced a first token (ttft_count counts them,
-  --    arrivals included, at any interval) is running until it finishes, is aborted
-  --    or is preempted back to waiting, so aborted >= first tokens - finished -
-  --    preemptions - delta(running) (up to requests still in prefill).
-  -- vLLM 0.26 counts no abort in request_success_total; where finished_reason="abort"
-  -- is counted, the largest of the three wins.
-  SELECT
-    c.*,
-    GREATEST(
-      COALESCE(aborted_per_s * interval_s, 0),
-      COALESCE(-(COALESCE(running, 0) + COALESCE(waiting, 0)
-                 - LAG(COALESCE(running, 0) + COALESCE(waiting, 0)) OVER w)
-               - COALESCE(finished_per_s * interval_s, 0), 0),
-      COALESCE(CAST(ttft_count AS DOUBLE) - COALESCE(finished_per_s * interval_s, 0)
-               - COALESCE(preemptions_per_s * interval_s, 0)
-               - (COALESCE(running, 0) - LAG(COALESCE(running, 0)) OVER w), 0),
-      0) AS abandoned
-  FROM counted c
-  WINDOW w AS (PARTITION BY server ORDER BY ts)
-),
 base AS (
   -- One window pass per server: the trailing baselines (window w) and the whole-server
   -- statistics (window whole: same partitioning and order, so DataFusion evaluates both
@@ -85,7 +60,10 @@ base AS (
     -- Preemptions counted over the trailing window (a count over time, not per sample).
     rolling_sum(preemptions_per_s * interval_s, t_rel_sec, ${preemption_window_s}) OVER w
       AS preemptions_recent,
-    rolling_sum(CASE WHEN scrape_ok THEN abandoned END, t_rel_sec, ${abort_window_s}) OVER w
+    -- Requests that left without finishing (clients gave up), counted over the window:
+    -- the adapter's balancing books (requests_abandoned_per_s).
+    abandoned_per_s * interval_s AS abandoned,
+    rolling_sum(abandoned_per_s * interval_s, t_rel_sec, ${abort_window_s}) OVER w
       AS abandoned_recent,
     MAX(running) OVER whole AS running_peak,
     median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER whole AS prompt_tps_median,
@@ -101,7 +79,7 @@ base AS (
       WHEN kv_max_pct >= ${kv_rising_pct} THEN 'KV_PRESSURE_RISING'
       ELSE 'HEALTHY'
     END AS raw_phase
-  FROM books u
+  FROM counted u
   WINDOW
     w AS (PARTITION BY server ORDER BY ts),
     whole AS (PARTITION BY server ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)

@@ -62,7 +62,7 @@ SELECT
   -- Requests waiting while the KV cache ran hot: waiting for capacity.
   SUM(CASE WHEN waiting >= ${queue_min_waiting} AND kv_max_pct >= ${kv_rising_pct}
            THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS kv_wait_s,
-  SUM(CASE WHEN scrape_ok THEN abandoned ELSE 0 END) AS requests_abandoned,
+  SUM(COALESCE(abandoned, 0)) AS requests_abandoned,
   MAX(abandoned_recent) AS abandoned_window_max,
   SUM(CASE WHEN decode_drop THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS decode_drop_s,
   SUM(CASE WHEN scrape_ok AND counter_reset THEN 1 ELSE 0 END) AS counter_resets,

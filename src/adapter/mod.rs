@@ -587,6 +587,9 @@ pub struct ServerFacts {
 struct PrevState {
     ts_us: i64,
     process_start_s: Option<f64>,
+    /// Running and waiting at the previous scrape (the abort books).
+    running: Option<f64>,
+    waiting: Option<f64>,
     counters: [Option<f64>; 8],
     hists: BTreeMap<Hist, Histogram>,
 }
@@ -767,6 +770,7 @@ impl Normalizer {
                 engine_steps_per_s: interval_s
                     .and_then(|dt| deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)),
                 process_start_time_s: reading.process_start_time_s,
+                requests_abandoned_per_s: None,
                 quantile_flags: None,
             };
             s.quantile_flags = (!flags.is_empty()).then(|| flags.join(","));
@@ -778,6 +782,13 @@ impl Normalizer {
             s.itl_mean_s = mean(Hist::Itl);
             s.queue_time_mean_s = mean(Hist::Queue);
             s.iteration_tokens_mean = mean(Hist::IterationTokens);
+            s.requests_abandoned_per_s = abandoned_per_s(
+                interval_s.zip(prev),
+                e,
+                &increases,
+                deltas.get(&Hist::Ttft).map(|d| d.count),
+                reset,
+            );
             out.samples.push(s);
 
             self.prev.insert(
@@ -785,6 +796,8 @@ impl Normalizer {
                 PrevState {
                     ts_us,
                     process_start_s: reading.process_start_time_s,
+                    running: e.running,
+                    waiting: e.waiting,
                     counters,
                     hists: e.hists.iter().map(|(h, (x, _))| (*h, x.clone())).collect(),
                 },
@@ -820,6 +833,41 @@ impl Normalizer {
             })
             .collect()
     }
+}
+
+/// Requests that left without finishing, per second, from books that must balance.
+/// vLLM 0.26 counts no abort in `request_success_total`, so:
+/// - everyone: requests leave only by finishing or by being aborted (a client
+///   disconnected), so aborted = arrivals − Δ(running + waiting) − finished ≥
+///   −Δ(running + waiting) − finished (exact when nothing arrives);
+/// - decoding: a request that produced a first token (the TTFT histogram counts them,
+///   arrivals included, at any interval) runs until it finishes, is aborted or is
+///   preempted back to waiting, so aborted ≥ first tokens − finished − preemptions −
+///   Δrunning (up to requests still in prefill).
+///
+/// The largest of the two bounds and the counted `finished_reason="abort"|"error"` wins.
+/// None on a series' first scrape and across a restart (the books start over).
+fn abandoned_per_s(
+    prev: Option<(f64, &PrevState)>,
+    e: &EngineReading,
+    increases: &[Option<f64>; 8],
+    first_tokens: Option<f64>,
+    reset: bool,
+) -> Option<f64> {
+    let (dt, p) = prev?;
+    if reset {
+        return None;
+    }
+    let finished = increases[3].unwrap_or(0.0);
+    let counted = increases[4].unwrap_or(0.0);
+    let n = |r: Option<f64>, w: Option<f64>| r.unwrap_or(0.0) + w.unwrap_or(0.0);
+    let everyone = n(p.running, p.waiting) - n(e.running, e.waiting) - finished;
+    let decoding = first_tokens.map_or(0.0, |f| {
+        f - finished
+            - increases[0].unwrap_or(0.0)
+            - (e.running.unwrap_or(0.0) - p.running.unwrap_or(0.0))
+    });
+    Some(counted.max(everyone).max(decoding).max(0.0) / dt)
 }
 
 fn round(v: f64) -> i64 {

@@ -203,6 +203,7 @@ sample_columns! {
     gpu_mem_used_pct: OptF64, "% (0-100)", "GPU framebuffer used (when a GPU exporter is scraped).";
     engine_steps_per_s: OptF64, "steps/s", "Engine steps per second over the interval (count of vLLM's iteration-tokens histogram); zero with work present means no progress (schema 2).";
     process_start_time_s: OptF64, "s since Unix epoch", "Start time of the process serving /metrics (`process_start_time_seconds`); a change means a restart (schema 2).";
+    requests_abandoned_per_s: OptF64, "requests/s", "Requests that left without finishing over the interval (clients disconnected, vLLM aborted them): the larger of the counted aborts and two balancing lower bounds, −Δ(running + waiting) − finished and first tokens − finished − preemptions − Δrunning (schema 2).";
     quantile_flags: OptStr, "", "Quantiles clamped to the first (`lower`) or last finite (`upper`) bucket, e.g. `ttft_p99_s:upper`.";
 }
 
