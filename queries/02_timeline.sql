@@ -48,10 +48,6 @@ base AS (
     rolling_median(e2e_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
     rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
-    -- Generation per running request: what each engine step delivers, whatever the batch
-    -- size (a 5x slower step with a batch grown 5x keeps gen_tps but not this).
-    rolling_median(gen_tps / NULLIF(running, 0), t_rel_sec, ${baseline_window_s}) OVER w
-      AS gen_per_running_baseline,
     -- Every gauge as in the previous sample: vLLM V1's hung engine core publishes nothing,
     -- so its gauges freeze too; an engine that is alive but schedules nothing (its KV
     -- cache held by leaked blocks) still moves waiting.
@@ -127,7 +123,10 @@ smoothed AS (
     -- (no progress at all is a stall, not slower steps).
     sustained(COALESCE(gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
       AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
-      AND gen_tps / running <= ${decode_drop_share} * gen_per_running_baseline
+      -- generation per running request (what each engine step delivers, whatever the
+      -- batch size: a 5x slower step with a batch grown 5x keeps gen_tps but not this)
+      -- against the baselines' ratio
+      AND gen_tps / running <= ${decode_drop_share} * gen_tps_baseline / NULLIF(running_baseline, 0)
       AND NOT frozen, false),
       t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
   FROM raw_conditions
