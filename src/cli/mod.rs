@@ -420,7 +420,10 @@ fn load_thresholds(config: Option<&Path>) -> anyhow::Result<Thresholds> {
     let Some(path) = config else {
         return Ok(Thresholds::default());
     };
+    // Unknown tables or keys are errors naming them (a misspelt `[threshold]` table
+    // would otherwise silently leave every default in force).
     #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct File {
         #[serde(default)]
         thresholds: Thresholds,
@@ -598,10 +601,13 @@ async fn load_or_analyze_events(
     loc: &Location,
     th: &Thresholds,
 ) -> anyhow::Result<Vec<store::events::Event>> {
+    // Analysed in memory: `timeline` reads a session, it never writes into it.
     if loc.has_samples().await? {
-        return Ok(analysis::analyze_and_write_location(loc, None, th)
-            .await?
-            .events);
+        return Ok(
+            analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default())
+                .await?
+                .events,
+        );
     }
     match loc.read(store::EVENTS_JSONL).await? {
         Some(b) => Ok(store::events::events_from_reader(
@@ -758,10 +764,14 @@ async fn cmd_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let pb = progress(sessions.len(), "export");
     let mut report = ExportReport::default();
     let started = std::time::Instant::now();
+    // A bad session is reported and skipped; the others are still exported (exit 2).
+    let mut failures = 0;
     for loc in &sessions {
-        store::export::export_session(loc, &out, &a.partition_by, &mut report)
-            .await
-            .with_context(|| format!("exporting {loc}"))?;
+        if let Err(e) = store::export::export_session(loc, &out, &a.partition_by, &mut report).await
+        {
+            failures += 1;
+            pb.suspend(|| eprintln!("error: exporting {loc}: {e:#}"));
+        }
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -774,7 +784,11 @@ async fn cmd_export(a: ExportArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     println!("{out}");
-    Ok(ExitCode::SUCCESS)
+    Ok(if failures > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn fleet_json(reports: &[(String, diagnosis::Report)]) -> serde_json::Value {

@@ -465,6 +465,11 @@ fn outage_in_a_real_capture_is_no_data_then_restart() {
         "{line}"
     );
     assert!(text.lines().any(|l| l.contains("NO_DATA →")), "{text}");
+    // `timeline` reads; it writes nothing into the session.
+    assert!(!dir.join(store::SUMMARY_JSON).exists());
+    assert!(!dir.join(store::EVENTS_JSONL).exists());
+    let o = kvscope(["analyze", dir.to_str().unwrap()]);
+    assert!(o.status.success());
     let summary: kvscope::analysis::Summary =
         serde_json::from_slice(&std::fs::read(dir.join(store::SUMMARY_JSON)).unwrap()).unwrap();
     let s = &summary.servers[0];

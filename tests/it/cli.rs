@@ -572,6 +572,15 @@ fn bad_flag_values_are_clear_errors_never_panics() {
         ),
         (&["doctor", "/nonexistent", "--jobs", "0"], "0"),
         (&["doctor", "/nonexistent", "--vllm-version", "x.y"], "x.y"),
+        (
+            &[
+                "analyze",
+                "tests/fixtures/captures",
+                "--config",
+                "tests/fixtures/bad-config.toml",
+            ],
+            "threshold",
+        ),
     ];
     let mut problems = Vec::new();
     for (args, named) in cases {
@@ -608,4 +617,45 @@ fn bad_flag_values_are_clear_errors_never_panics() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+}
+
+/// `export` reports a broken session and still exports the others (exit 2), like
+/// `doctor`.
+#[test]
+fn export_continues_past_a_bad_session() {
+    let (_tmp, good) = record_scenario("healthy", 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("metadata.json"), b"{ not json").unwrap();
+    std::fs::write(broken.join("samples.jsonl"), b"{ nor this\n").unwrap();
+    let lake = tmp.path().join("lake");
+    let o = kvscope([
+        "export",
+        good.to_str().unwrap(),
+        broken.to_str().unwrap(),
+        "--out",
+        lake.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("broken"), "{err}");
+    let files: Vec<_> = walk(&lake)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
