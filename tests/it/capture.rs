@@ -268,7 +268,10 @@ fn real_capture_reads_the_same_at_every_interval() {
                     ));
                 }
             }
-            let r = diagnose_window(dir, start + SETTLE_S, end);
+            // Each sample stands for the interval before it: the window's first sample
+            // must not reach back into the previous scenario (its cancellations).
+            let from = start + SETTLE_S + interval;
+            let r = diagnose_window(dir, from, end);
             let top = r
                 .hypotheses
                 .first()
@@ -290,7 +293,7 @@ fn real_capture_reads_the_same_at_every_interval() {
                     // vLLM V1 samples KV after a victim's blocks are freed, so a
                     // thrashing server often reads 88–92 %: with every sample clamped to
                     // 92 % the recurring preemption still names the exhaustion.
-                    let clamped = diagnose_window_with(dir, start + SETTLE_S, end, |r| {
+                    let clamped = diagnose_window_with(dir, from, end, |r| {
                         r.kv_cache_usage_pct = r.kv_cache_usage_pct.map(|k| k.min(92.0));
                     });
                     let ctop = clamped.hypotheses.first().map(|h| h.id.as_str());
