@@ -100,18 +100,22 @@ const CHANGES: &[(u32, &[&str], &[&str])] = &[
     (33, &["simple_cpu_offload_num_blocks"], &[]),
 ];
 
-/// The label set of each release 0.26–0.33.
-pub fn label_sets() -> Vec<(VllmVersion, BTreeSet<&'static str>)> {
-    let mut cur: BTreeSet<&'static str> = LABELS_0_26.iter().copied().collect();
-    let mut out = vec![(VllmVersion { minor: 26 }, cur.clone())];
-    for (minor, added, removed) in CHANGES {
-        cur.extend(added.iter().copied());
-        for r in *removed {
-            cur.remove(r);
+/// The label set of each release 0.26–0.33 (built once: the recorder asks per scrape).
+pub fn label_sets() -> &'static [(VllmVersion, BTreeSet<&'static str>)] {
+    static SETS: std::sync::OnceLock<Vec<(VllmVersion, BTreeSet<&'static str>)>> =
+        std::sync::OnceLock::new();
+    SETS.get_or_init(|| {
+        let mut cur: BTreeSet<&'static str> = LABELS_0_26.iter().copied().collect();
+        let mut out = vec![(VllmVersion { minor: 26 }, cur.clone())];
+        for (minor, added, removed) in CHANGES {
+            cur.extend(added.iter().copied());
+            for r in *removed {
+                cur.remove(r);
+            }
+            out.push((VllmVersion { minor: *minor }, cur.clone()));
         }
-        out.push((VllmVersion { minor: *minor }, cur.clone()));
-    }
-    out
+        out
+    })
 }
 
 /// The release whose `cache_config_info` has exactly these labels, if one does.
@@ -120,9 +124,9 @@ pub fn from_cache_config_labels<'a>(
 ) -> Option<VllmVersion> {
     let seen: BTreeSet<&str> = labels.into_iter().collect();
     label_sets()
-        .into_iter()
+        .iter()
         .find(|(_, set)| set.len() == seen.len() && set.iter().all(|l| seen.contains(l)))
-        .map(|(v, _)| v)
+        .map(|(v, _)| *v)
 }
 
 #[cfg(test)]
@@ -151,7 +155,7 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap();
         let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
         let sets = label_sets();
-        for (v, set) in &sets {
+        for (v, set) in sets {
             let key = match v.minor {
                 27 => "0.27.1".to_string(),
                 m => format!("0.{m}.0"),
