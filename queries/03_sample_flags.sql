@@ -14,7 +14,7 @@ CREATE TABLE sample_flags AS
 SELECT
   server, ts, t_rel_sec, phase, scrape_ok, scrape_error, counter_reset, interval_s,
   interval_median_s, kv_max_pct, running, waiting, ttft_p95_s, preemptions_per_s, gen_tps,
-  computed_prompt_tps, preemptions_recent, frozen,
+  computed_prompt_tps,
   previous_value(phase) OVER w AS prev_phase,
   LAG(scrape_ok) OVER w AS prev_ok,
   next_time_where(scrape_ok, t_rel_sec) OVER w AS next_ok_t,

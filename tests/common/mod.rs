@@ -61,6 +61,19 @@ pub fn record_scenario_at(
     (tmp, dir)
 }
 
+/// Analyses a session directory with the per-sample phase series, default thresholds.
+pub fn analyze_with_series(dir: &Path) -> kvscope::analysis::Analysis {
+    block_on(kvscope::analysis::analyze_dir_with(
+        dir,
+        &kvscope::analysis::Thresholds::default(),
+        kvscope::analysis::AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        },
+    ))
+    .expect("analysis")
+}
+
 /// Runs a future on a fresh runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_multi_thread()

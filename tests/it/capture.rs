@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use kvscope::analysis::{self, AnalyzeOptions, Thresholds};
+use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis::{self, Report};
 use kvscope::source::raw::{self, RawPage, RawWriter};
 use kvscope::store;
@@ -190,15 +190,7 @@ fn real_capture_reads_the_same_at_every_interval() {
                 "{interval} s: vllm_version {version:?}, expected 0.26"
             ));
         }
-        let a = block_on(analysis::analyze_dir_with(
-            dir,
-            &Thresholds::default(),
-            AnalyzeOptions {
-                series: true,
-                ..Default::default()
-            },
-        ))
-        .unwrap();
+        let a = crate::common::analyze_with_series(dir);
         // A loaded test machine may take a late tick late (the recorder never bunches
         // ticks); the analysis is in seconds, so fewer samples are fine.
         let samples = a.series.len();

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use kvscope::analysis::{self, AnalyzeOptions, Thresholds};
+use kvscope::analysis::{self, Thresholds};
 use kvscope::present::dashboard::render_text;
 use kvscope::present::dashboard::state::{Density, ServerPane, State};
 use kvscope::store;
@@ -47,15 +47,7 @@ fn render_snapshots_compact_and_full() {
 #[test]
 fn dashboard_phases_equal_analyze_phases() {
     let (_tmp, dir) = record_scenario("mixed-incident", 2);
-    let files = block_on(analysis::analyze_dir_with(
-        &dir,
-        &Thresholds::default(),
-        AnalyzeOptions {
-            series: true,
-            ..Default::default()
-        },
-    ))
-    .unwrap();
+    let files = crate::common::analyze_with_series(&dir);
     let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
     let mut pane = ServerPane::new("sim:8000", "");
     for r in rows {

@@ -4,7 +4,7 @@
 //! Tolerances: a phase window passes when the (debounced) phase is observed at least once
 //! inside it; a condition passes when it starts at least once; events by name.
 
-use kvscope::analysis::{self, AnalyzeOptions, Thresholds};
+use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis;
 use kvscope::sim::scenario;
 use kvscope::store;
@@ -15,15 +15,7 @@ const SEEDS: [u64; 3] = [1, 2, 3];
 
 /// Analyses a recorded session with its phase series and diagnoses it.
 fn analyze_and_diagnose(dir: &std::path::Path) -> (analysis::Analysis, diagnosis::Report) {
-    let a = block_on(analysis::analyze_dir_with(
-        dir,
-        &Thresholds::default(),
-        AnalyzeOptions {
-            series: true,
-            ..Default::default()
-        },
-    ))
-    .unwrap();
+    let a = crate::common::analyze_with_series(dir);
     let meta = store::read_metadata(dir).unwrap();
     let report = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
     (a, report)

@@ -5,7 +5,7 @@
 //! finishing are the aborts (a lower bound; see 02_timeline.sql). What the on-call engineer
 //! needs is how many, when, and what first tokens and the queue looked like then.
 
-use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
 
 pub const RULE: Rule = Rule {
     id: "CLIENT_ABORTS",
@@ -73,14 +73,26 @@ fn check(ctx: &Context) -> Verdict {
         (None, Some(w)) => format!(" with {w:.0} waiting"),
         _ => String::new(),
     };
-    // --max-num-queued-reqs exists from vLLM 0.29 (flag table).
-    let queue_flag = crate::diagnosis::flags::lookup("--max-num-queued-reqs");
-    let bound_queue = match (ctx.facts.vllm_version, queue_flag) {
-        (Some(v), Some(f)) if !f.accepts(v) => format!(
-            "shed load upstream (a gateway queue or rate limit) so clients get a fast rejection instead of a long wait; vLLM {v} has no queue bound (--max-num-queued-reqs needs 0.29+)"
-        ),
-        _ => "bound the queue (--max-num-queued-reqs, vLLM ≥ 0.29) or shed load upstream so clients get a fast rejection instead of a long wait".to_string(),
-    };
+    let mut recs = vec![rec(
+        "check client and gateway timeouts against the TTFT and queue time at the surge",
+        None,
+        "clients that time out before their first token waste the prefill done for them and retry into the same queue",
+        "none",
+    )];
+    // A fast rejection instead of a long wait: vLLM's own queue bound where the server's
+    // release has it (flag table), else upstream.
+    let why = "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks";
+    let cost = "rejected requests under overload";
+    recs.push(
+        flag_rec(ctx, "--max-num-queued-reqs", None, why, cost).unwrap_or_else(|| {
+            rec(
+                "shed load upstream (a gateway queue or rate limit): this vLLM release has no queue bound",
+                None,
+                why,
+                cost,
+            )
+        }),
+    );
     Verdict::Found {
         sustained_s: None,
         score,
@@ -93,19 +105,6 @@ fn check(ctx: &Context) -> Verdict {
         counter_evidence: vec![
             "a load generator or batch job stopping also cancels its in-flight requests".into(),
         ],
-        recommendations: vec![
-            rec(
-                "check client and gateway timeouts against the TTFT and queue time at the surge",
-                None,
-                "clients that time out before their first token waste the prefill done for them and retry into the same queue",
-                "none",
-            ),
-            rec(
-                &bound_queue,
-                None,
-                "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks",
-                "rejected requests under overload",
-            ),
-        ],
+        recommendations: recs,
     }
 }
