@@ -58,7 +58,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ours = analysis::analyze_dir(&dir, &Thresholds::default()).await?;
     let saturated = ours.summary.servers[0]
         .phases
-        .get("SATURATED")
+        .get(&kvscope::vocab::Phase::Saturated)
         .map_or(0, |p| p.samples) as i64;
     let col = batches[0]
         .column_by_name("samples_kv_ge_95")

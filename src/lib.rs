@@ -32,3 +32,4 @@ pub mod record;
 pub mod sim;
 pub mod source;
 pub mod store;
+pub mod vocab;

@@ -12,8 +12,6 @@ pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
-
 use crate::source::prom::{Exposition, MetricType, parse_le};
 use crate::store::schema::{HistogramRow, Sample};
 use histogram::{Clamp, Histogram};
@@ -561,26 +559,6 @@ pub fn read(exp: &Exposition) -> Reading {
         out.gpu_mem_used_pct = Some(fb_used / (fb_used + fb_free) * 100.0);
     }
     out
-}
-
-/// Facts about one server gathered while recording, for `metadata.json`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ServerFacts {
-    pub server: String,
-    pub engine_kind: String,
-    /// vLLM release line (`0.29`): stated with `--vllm-version`, else inferred from the
-    /// `cache_config_info` label set ([`version`]); absent when neither says.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vllm_version: Option<String>,
-    /// Where `vllm_version` came from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vllm_version_source: Option<String>,
-    pub model_names: BTreeSet<String>,
-    pub engines: BTreeSet<String>,
-    pub cache_config: Vec<BTreeMap<String, String>>,
-    pub kv_capacity_tokens: Option<f64>,
-    pub unknown_vllm_metrics: BTreeSet<String>,
-    pub skipped_lines: usize,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -29,6 +29,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext, col};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use futures::StreamExt;
 
 use super::{
@@ -39,6 +40,9 @@ use super::{
 /// Samples per chunk (whole servers, so a chunk can be bigger): bounds memory for
 /// fleets and days of data.
 pub const CHUNK_ROWS: usize = 1 << 16;
+
+/// The order samples are streamed to the workers in (and declared to their plans).
+const INPUT_ORDER: [&str; 2] = ["server", "ts"];
 
 /// Chunks analysed at once (each on its own single-partition context).
 fn chunk_workers(opts: AnalyzeOptions) -> usize {
@@ -60,7 +64,10 @@ pub(super) async fn run_catalog(
     // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is evaluated in
     // each worker's context, so that work runs on the workers, not on this reader.
     let df = ctx
-        .sql("SELECT * FROM samples_raw ORDER BY server, ts")
+        .sql(&format!(
+            "SELECT * FROM samples_raw ORDER BY {}",
+            INPUT_ORDER.join(", ")
+        ))
         .await
         .map_err(qerr("read samples"))?;
     let mut input = df.execute_stream().await.map_err(qerr("read samples"))?;
@@ -159,7 +166,10 @@ struct Worker {
     /// Table name → its schema and the rows of the current chunk.
     tables: HashMap<String, (SchemaRef, Rows)>,
     plans: HashMap<&'static str, Arc<dyn ExecutionPlan>>,
-    thresholds: Thresholds,
+    /// Every query a chunk may run, parsed once (thresholds substituted).
+    parsed: HashMap<&'static str, Parsed>,
+    /// View name → the tables it reads.
+    views: HashMap<String, Vec<String>>,
     opts: AnalyzeOptions,
 }
 
@@ -181,14 +191,28 @@ impl Worker {
         // Plans are executed again on later chunks: no state may carry over between
         // executions, and dynamic filters are state `reset_plan_states` keeps.
         cfg = cfg.set_bool("datafusion.optimizer.enable_dynamic_filter_pushdown", false);
+        let mut parsed = HashMap::new();
+        for q in CATALOG.iter().chain([&UNITS_SINGLE_ENGINE]) {
+            parsed.insert(
+                q.name,
+                parse(q.name, &thresholds.substitute(q.name, q.sql)?)?,
+            );
+        }
+        let view = parse("samples view", samples_view)?;
+        let views = view
+            .creates
+            .iter()
+            .map(|v| (v.clone(), view.reads.clone()))
+            .collect();
         let mut worker = Self {
             ctx: super::context_from(cfg),
             tables: HashMap::new(),
             plans: HashMap::new(),
-            thresholds: thresholds.clone(),
+            parsed,
+            views,
             opts,
         };
-        worker.register("samples_raw", &raw, &["server", "ts"])?;
+        worker.register("samples_raw", &raw, &INPUT_ORDER)?;
         worker
             .ctx
             .sql(samples_view)
@@ -204,7 +228,7 @@ impl Worker {
         &mut self,
         name: &str,
         schema: &SchemaRef,
-        order: &[&str],
+        order: &[impl AsRef<str>],
     ) -> Result<(), AnalysisError> {
         let err = |e: DataFusionError| AnalysisError::Query {
             query: "chunk tables",
@@ -223,7 +247,12 @@ impl Worker {
         };
         let table = StreamingTable::try_new(schema.clone(), vec![Arc::new(slot)])
             .map_err(err)?
-            .with_sort_order(order.iter().map(|c| col(*c).sort(true, false)).collect());
+            .with_sort_order(
+                order
+                    .iter()
+                    .map(|c| col(c.as_ref()).sort(true, false))
+                    .collect(),
+            );
         self.ctx
             .register_table(name, Arc::new(table))
             .map_err(err)?;
@@ -288,14 +317,20 @@ impl Worker {
                 .map_err(qerr(q.name))?;
             match q.kind {
                 QueryKind::Table => {
-                    let sql = self.thresholds.substitute(q.name, q.sql)?;
-                    let (name, _) = split_create_table(q, &sql)?;
-                    if !self.tables.contains_key(name) {
-                        self.register(name, &plan.schema(), q.order)?;
+                    let parsed = self.parsed(q.name)?;
+                    let (Some(name), order) = (parsed.creates.clone(), parsed.order.clone()) else {
+                        return Err(not_a_table(q.name));
+                    };
+                    if !self.tables.contains_key(&name) {
+                        self.register(&name, &plan.schema(), &order)?;
                     }
-                    self.fill(name, batches)?;
+                    self.fill(&name, batches)?;
                 }
-                QueryKind::Events => events.extend(batches.iter().flat_map(events_from_batch)),
+                QueryKind::Events => {
+                    for b in &batches {
+                        events.extend(events_from_batch(b)?);
+                    }
+                }
                 _ => {
                     results.insert(q.name, batches);
                 }
@@ -305,12 +340,7 @@ impl Worker {
             // tables in use. (`samples_raw` is read through the `samples` view.)
             let later = queries.get(k + 1..).unwrap_or_default();
             for (name, (_, rows)) in &self.tables {
-                let read_as = if name == "samples_raw" {
-                    "samples"
-                } else {
-                    name
-                };
-                if !later.iter().any(|l| mentions(l.sql, read_as)) {
+                if !later.iter().any(|l| self.reads(l.name, name)) {
                     lock(rows).clear();
                 }
             }
@@ -320,13 +350,111 @@ impl Worker {
     }
 
     async fn plan(&self, q: &Query) -> Result<Arc<dyn ExecutionPlan>, AnalysisError> {
-        let sql = self.thresholds.substitute(q.name, q.sql)?;
-        let select = match q.kind {
-            QueryKind::Table => split_create_table(q, &sql)?.1,
-            _ => sql.as_str(),
-        };
-        let df = self.ctx.sql(select).await.map_err(qerr(q.name))?;
+        let parsed = self.parsed(q.name)?;
+        let state = self.ctx.state();
+        let logical = state
+            .statement_to_plan(parsed.select.clone())
+            .await
+            .map_err(qerr(q.name))?;
+        let df = datafusion::dataframe::DataFrame::new(state, logical);
         df.create_physical_plan().await.map_err(qerr(q.name))
+    }
+
+    fn parsed(&self, query: &'static str) -> Result<&Parsed, AnalysisError> {
+        self.parsed.get(query).ok_or_else(|| AnalysisError::Query {
+            query,
+            source: DataFusionError::Plan("not in the parsed catalog".into()),
+        })
+    }
+
+    /// Whether `query` reads `table`, directly or through a view.
+    fn reads(&self, query: &'static str, table: &str) -> bool {
+        self.parsed.get(query).is_none_or(|p| {
+            p.reads.iter().any(|r| {
+                r == table
+                    || self
+                        .views
+                        .get(r)
+                        .is_some_and(|v| v.iter().any(|t| t == table))
+            })
+        })
+    }
+}
+
+/// What DataFusion's SQL parser says about one statement of the catalog: the runner
+/// takes table names, dependencies and sort orders from here, never from the SQL text.
+#[derive(Debug, Clone)]
+struct Parsed {
+    /// The table a `CREATE TABLE … AS` statement creates.
+    creates: Option<String>,
+    /// The query to plan (a table's `AS` query, else the statement itself).
+    select: DFStatement,
+    /// Tables and views the statement reads (CTE names excluded).
+    reads: Vec<String>,
+    /// The leading plain columns of the final `ORDER BY`: the order the rows come out
+    /// in, declared to DataFusion for the created table so later window queries do not
+    /// sort again.
+    order: Vec<String>,
+}
+
+/// Parses one statement (thresholds already substituted).
+fn parse(query: &'static str, sql: &str) -> Result<Parsed, AnalysisError> {
+    use datafusion::sql::sqlparser::ast::{Expr, OrderByKind, Statement};
+    let fail = |m: String| AnalysisError::Query {
+        query,
+        source: DataFusionError::Plan(m),
+    };
+    let mut statements = DFParser::parse_sql(sql).map_err(|e| AnalysisError::Query {
+        query,
+        source: e.into(),
+    })?;
+    let (Some(statement), true) = (statements.pop_front(), statements.is_empty()) else {
+        return Err(fail("a catalog file holds exactly one statement".into()));
+    };
+    let (refs, _ctes) = datafusion::sql::resolve::resolve_table_references(&statement, true)
+        .map_err(qerr(query))?;
+    let DFStatement::Statement(inner) = statement else {
+        return Err(fail("not a SQL statement".into()));
+    };
+    let (creates, select) = match *inner {
+        Statement::CreateTable(ct) => {
+            let Some(select) = ct.query else {
+                return Err(not_a_table(query));
+            };
+            (Some(ct.name.to_string()), select)
+        }
+        Statement::CreateView(cv) => (Some(cv.name.to_string()), cv.query),
+        Statement::Query(select) => (None, select),
+        other => return Err(fail(format!("unsupported statement: {other}"))),
+    };
+    let order = match select.order_by.as_ref().map(|o| &o.kind) {
+        Some(OrderByKind::Expressions(exprs)) => exprs
+            .iter()
+            .map_while(|e| match &e.expr {
+                Expr::Identifier(id) if e.options.asc != Some(false) => Some(id.value.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Parsed {
+        reads: refs
+            .iter()
+            .map(|r| r.table().to_string())
+            .filter(|t| Some(t) != creates.as_ref())
+            .collect(),
+        creates,
+        select: DFStatement::Statement(Box::new(Statement::Query(select))),
+        order,
+    })
+}
+
+fn not_a_table(query: &'static str) -> AnalysisError {
+    AnalysisError::Query {
+        query,
+        source: DataFusionError::Plan(
+            "a table query must be `CREATE TABLE name AS <query>`".into(),
+        ),
     }
 }
 
@@ -346,45 +474,6 @@ fn chunk_queries(opts: AnalyzeOptions, single_engine: bool) -> Vec<&'static Quer
             }
         })
         .collect()
-}
-
-/// Whether `sql` (comments aside) names `table` as a whole word.
-fn mentions(sql: &str, table: &str) -> bool {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    sql.lines()
-        .map(|l| l.split("--").next().unwrap_or_default())
-        .any(|l| {
-            l.match_indices(table).any(|(i, _)| {
-                let before = l.get(..i).and_then(|p| p.chars().next_back());
-                let after = l.get(i + table.len()..).and_then(|p| p.chars().next());
-                !before.is_some_and(word) && !after.is_some_and(word)
-            })
-        })
-}
-
-/// Splits `CREATE TABLE name AS <select>` into the name and the select.
-fn split_create_table<'a>(q: &Query, sql: &'a str) -> Result<(&'a str, &'a str), AnalysisError> {
-    let bad = || AnalysisError::Query {
-        query: q.name,
-        source: DataFusionError::Plan(
-            "a table query must start with `CREATE TABLE name AS`".into(),
-        ),
-    };
-    let upper = sql.to_ascii_uppercase();
-    let at = upper.find("CREATE TABLE ").ok_or_else(bad)?;
-    let rest = sql.get(at + "CREATE TABLE ".len()..).ok_or_else(bad)?;
-    let (name, select) = rest
-        .trim_start()
-        .split_once(char::is_whitespace)
-        .ok_or_else(bad)?;
-    let select = select.trim_start();
-    let select = select
-        .get(..2)
-        .filter(|k| k.eq_ignore_ascii_case("AS"))
-        .and_then(|_| select.get(2..))
-        .filter(|rest| rest.starts_with(char::is_whitespace))
-        .ok_or_else(bad)?;
-    Ok((name, select))
 }
 
 /// The rows of one chunk table, shared by the worker (which sets them) and the table's
@@ -449,11 +538,54 @@ fn one_row_per_unit(batches: &[RecordBatch]) -> Result<bool, DataFusionError> {
 mod tests {
     use super::*;
 
+    fn parsed(name: &'static str) -> Parsed {
+        let q = CATALOG
+            .iter()
+            .chain([&UNITS_SINGLE_ENGINE])
+            .find(|q| q.name == name)
+            .unwrap();
+        parse(
+            name,
+            &Thresholds::default().substitute(name, q.sql).unwrap(),
+        )
+        .unwrap()
+    }
+
     #[test]
-    fn table_mentions_ignore_comments_and_longer_names() {
-        assert!(mentions("SELECT * FROM units\nWHERE x", "units"));
-        assert!(!mentions("-- reads units\nSELECT 1 FROM timeline", "units"));
-        assert!(!mentions("SELECT units_total FROM t", "units"));
-        assert!(mentions("FROM sample_flags WHERE", "sample_flags"));
+    fn tables_reads_and_orders_come_from_the_parser() {
+        let t = parsed("02_timeline.sql");
+        assert_eq!(t.creates.as_deref(), Some("timeline"));
+        // CTEs (`counted`, `base`, `smoothed`, …) are not tables it reads.
+        assert_eq!(t.reads, ["units"]);
+        assert_eq!(t.order, ["server", "ts"]);
+        let m = parsed("05_condition_marks.sql");
+        assert_eq!(m.creates.as_deref(), Some("condition_marks"));
+        assert_eq!(m.reads, ["sample_flags"]);
+        assert!(
+            m.order.is_empty(),
+            "a UNION without ORDER BY declares no order"
+        );
+        let e = parsed("10_phase_transitions.sql");
+        assert_eq!(e.creates, None);
+        assert_eq!(e.reads, ["sample_flags"]);
+        let bad = parse("x", "CREATE TABLE t (a INT)");
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("CREATE TABLE name AS")
+        );
+        assert!(parse("x", "SELECT 1; SELECT 2").is_err());
+    }
+
+    #[test]
+    fn every_table_query_creates_a_table_later_queries_read() {
+        for q in CATALOG.iter().filter(|q| q.kind == QueryKind::Table) {
+            let name = parsed(q.name).creates.unwrap();
+            assert!(
+                CATALOG.iter().any(|l| parsed(l.name).reads.contains(&name)),
+                "{} creates {name}, which nothing reads",
+                q.name
+            );
+        }
     }
 }

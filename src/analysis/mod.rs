@@ -48,6 +48,13 @@ pub enum AnalysisError {
     Threshold(#[from] thresholds::UnknownThreshold),
     #[error("{0}: the session has no samples")]
     Empty(String),
+    /// The SQL catalog emitted a name the vocabulary lacks (a renamed phase, condition
+    /// or event): a bug, reported rather than silently ignored.
+    #[error("the query catalog emitted {0}")]
+    Vocabulary(#[from] crate::vocab::UnknownName),
+    /// A query result lacks a column the summary reads.
+    #[error("query `{query}` has no column `{column}` (the summary reads it)")]
+    MissingColumn { query: &'static str, column: String },
 }
 
 /// What a catalog query produces.
@@ -71,31 +78,24 @@ pub struct Query {
     pub name: &'static str,
     pub sql: &'static str,
     pub kind: QueryKind,
-    /// For tables: the order their rows are in (the query ends with this `ORDER BY`),
-    /// declared to DataFusion so later window queries do not sort again.
-    pub order: &'static [&'static str],
 }
 
 macro_rules! q {
     ($file:literal, $kind:ident) => {
-        q!($file, $kind, [])
-    };
-    ($file:literal, $kind:ident, [$($col:literal),*]) => {
         Query {
             name: $file,
             sql: include_str!(concat!("../../queries/", $file)),
             kind: QueryKind::$kind,
-            order: &[$($col),*],
         }
     };
 }
 
 /// The catalog, in execution order. Adding a query: one file in `queries/` + one line.
 pub const CATALOG: &[Query] = &[
-    q!("01_units.sql", Table, ["server", "ts"]),
-    q!("02_timeline.sql", Table, ["server", "ts"]),
-    q!("03_sample_flags.sql", Table, ["server", "ts"]),
-    q!("04_transient_flags.sql", Table, ["server", "ts"]),
+    q!("01_units.sql", Table),
+    q!("02_timeline.sql", Table),
+    q!("03_sample_flags.sql", Table),
+    q!("04_transient_flags.sql", Table),
     q!("05_condition_marks.sql", Table),
     q!("10_phase_transitions.sql", Events),
     q!("11_condition_changes.sql", Events),
@@ -110,7 +110,7 @@ pub const CATALOG: &[Query] = &[
 
 /// `units` for sessions with one row per (server, ts), chosen per chunk instead of
 /// `01_units.sql` (whose GROUP BY is then the identity).
-const UNITS_SINGLE_ENGINE: Query = q!("01_units_single_engine.sql", Table, ["server", "ts"]);
+const UNITS_SINGLE_ENGINE: Query = q!("01_units_single_engine.sql", Table);
 
 pub use crate::store::location::SamplesInput;
 
@@ -130,7 +130,7 @@ pub struct PhasePoint {
     pub ts: i64,
     pub t_rel_sec: f64,
     pub scrape_ok: bool,
-    pub phase: Option<String>,
+    pub phase: Option<crate::vocab::Phase>,
     pub kv_max_pct: Option<f64>,
     pub running: Option<f64>,
     pub waiting: Option<f64>,
@@ -376,7 +376,7 @@ async fn analyze_input(
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
     }
-    let series = series_from(&results);
+    let series = series_from(&results)?;
     Ok(Analysis {
         events,
         summary,
@@ -397,7 +397,7 @@ pub async fn analyze_rows(
     };
     let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts).await?;
     let summary = summary::build(&results, &events, thresholds, None)?;
-    let series = series_from(&results);
+    let series = series_from(&results)?;
     Ok(Analysis {
         events,
         summary,
@@ -442,7 +442,9 @@ pub async fn analyze_and_write_location(
     Ok(analysis)
 }
 
-fn series_from(results: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Vec<PhasePoint> {
+fn series_from(
+    results: &BTreeMap<&'static str, Vec<RecordBatch>>,
+) -> Result<Vec<PhasePoint>, AnalysisError> {
     let mut out = Vec::new();
     for b in results.get("23_phase_series.sql").into_iter().flatten() {
         let c = Cols(b);
@@ -452,7 +454,7 @@ fn series_from(results: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Vec<PhaseP
                 ts: c.ts_us("ts", i).unwrap_or(0),
                 t_rel_sec: c.f64("t_rel_sec", i).unwrap_or(0.0),
                 scrape_ok: c.phase_ok(i),
-                phase: c.str("phase", i),
+                phase: c.str("phase", i).map(|p| p.parse()).transpose()?,
                 kv_max_pct: c.f64("kv_max_pct", i),
                 running: c.f64("running", i),
                 waiting: c.f64("waiting", i),
@@ -461,7 +463,7 @@ fn series_from(results: &BTreeMap<&'static str, Vec<RecordBatch>>) -> Vec<PhaseP
             });
         }
     }
-    out
+    Ok(out)
 }
 
 /// Deterministic order: time, server, type, then name.
@@ -555,7 +557,19 @@ impl Cols<'_> {
     }
 }
 
-fn events_from_batch(batch: &RecordBatch) -> Vec<Event> {
+/// A name a query emitted, checked against the vocabulary.
+fn named<T>(v: Option<String>) -> Result<Option<String>, AnalysisError>
+where
+    T: std::str::FromStr<Err = crate::vocab::UnknownName>,
+{
+    if let Some(name) = &v {
+        name.parse::<T>()?;
+    }
+    Ok(v)
+}
+
+fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, AnalysisError> {
+    use crate::vocab::{Condition, EventName, EventType, Phase};
     let c = Cols(batch);
     let schema = batch.schema();
     let evidence_cols: Vec<&str> = schema
@@ -580,27 +594,32 @@ fn events_from_batch(batch: &RecordBatch) -> Vec<Event> {
                     "at": rfc("peak_ts"),
                 })
             });
-            Event {
-                kind: c.str("type", r).unwrap_or_default(),
+            Ok(Event {
+                kind: c
+                    .str("type", r)
+                    .unwrap_or_default()
+                    .parse::<EventType>()?
+                    .as_str()
+                    .to_string(),
                 ts: rfc("ts").unwrap_or_default(),
                 t_rel_sec: round3(c.f64("t_rel_sec", r).unwrap_or(0.0)),
                 server: c.str("server", r).unwrap_or_default(),
-                from: c.str("from_phase", r),
-                to: c.str("to_phase", r),
+                from: named::<Phase>(c.str("from_phase", r))?,
+                to: named::<Phase>(c.str("to_phase", r))?,
                 phase: None,
-                condition: c.str("condition", r),
+                condition: named::<Condition>(c.str("condition", r))?,
                 state: c.str("state", r),
                 start_time: rfc("start_ts"),
                 end_time: rfc("end_ts"),
                 duration_sec: c.f64("duration_sec", r).map(round3),
                 peak_evidence: peak,
-                event: c.str("event", r),
+                event: named::<EventName>(c.str("event", r))?,
                 value: c.f64("value", r).map(round3),
                 baseline: c.f64("baseline", r).map(round3),
                 metric: c.str("metric", r),
                 reason: c.str("reason", r),
                 evidence: (!evidence.is_empty()).then_some(serde_json::Value::Object(evidence)),
-            }
+            })
         })
         .collect()
 }
@@ -612,4 +631,73 @@ pub fn round3(v: f64) -> f64 {
 
 fn round_json(v: f64) -> serde_json::Value {
     serde_json::json!(round3(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{Condition, EventName, EventType, Phase};
+
+    /// Every `queries/*.sql` file is in the catalog (or is the single-engine `units`).
+    #[test]
+    fn every_query_file_is_registered() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("queries");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let mut known: Vec<String> = CATALOG
+            .iter()
+            .chain([&UNITS_SINGLE_ENGINE])
+            .map(|q| q.name.to_string())
+            .collect();
+        known.sort();
+        assert_eq!(files, known);
+    }
+
+    /// The names the catalog can emit are the vocabulary's, and every vocabulary value
+    /// is emitted by some query: a rename on either side fails here.
+    #[test]
+    fn the_catalog_speaks_the_vocabulary() {
+        let mut literals = std::collections::BTreeSet::new();
+        for q in CATALOG.iter().chain([&UNITS_SINGLE_ENGINE]) {
+            for line in q.sql.lines() {
+                let code = line.split("--").next().unwrap_or_default();
+                for (i, part) in code.split('\'').enumerate() {
+                    if i % 2 == 1 {
+                        literals.insert(part.to_string());
+                    }
+                }
+            }
+        }
+        let is_name = |l: &str| {
+            l.len() > 3
+                && l.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && l.starts_with(|c: char| c.is_ascii_uppercase())
+        };
+        let in_vocab = |l: &str| {
+            l.parse::<Phase>().is_ok()
+                || l.parse::<Condition>().is_ok()
+                || l.parse::<EventName>().is_ok()
+        };
+        let unknown: Vec<&String> = literals
+            .iter()
+            .filter(|l| is_name(l) && !in_vocab(l))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "names not in the vocabulary: {unknown:?}"
+        );
+        let names = Phase::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .chain(Condition::ALL.iter().map(|v| v.as_str()))
+            .chain(EventName::ALL.iter().map(|v| v.as_str()))
+            .chain(EventType::ALL.iter().map(|v| v.as_str()));
+        let unused: Vec<&str> = names.filter(|n| !literals.contains(*n)).collect();
+        assert!(unused.is_empty(), "no query emits {unused:?}");
+    }
 }

@@ -11,6 +11,7 @@ use crate::adapter::histogram::Histogram;
 use crate::store::Metadata;
 use crate::store::events::Event;
 use crate::store::schema::SCHEMA_VERSION;
+use crate::vocab::{EventName, EventType, Phase};
 
 /// Time spent in one phase.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -51,7 +52,7 @@ pub struct ServerSummary {
     pub failed_scrapes: u64,
     pub engines: u64,
     pub interval_median_s: Option<f64>,
-    pub phases: BTreeMap<String, PhaseTime>,
+    pub phases: BTreeMap<Phase, PhaseTime>,
     pub kv_avg_pct: Option<f64>,
     pub kv_p95_pct: Option<f64>,
     pub kv_max_pct: Option<f64>,
@@ -178,8 +179,63 @@ const LATENCY: &[(&str, &str)] = &[
     ("request_decode_time_seconds", "decode_time_s"),
 ];
 
+/// The summary queries this module reads.
+pub(super) const SERVER_SUMMARY: &str = "20_server_summary.sql";
+pub(super) const PHASE_TIME: &str = "21_phase_time.sql";
+pub(super) const HISTOGRAM_INCREASE: &str = "22_histogram_increase.sql";
+
 fn r(v: Option<f64>) -> Option<f64> {
     v.map(round3)
+}
+
+/// The columns of one summary query, read by name: a name the query does not produce
+/// is recorded and [`Columns::check`] fails, instead of the field quietly becoming null.
+struct Columns<'a> {
+    cols: Cols<'a>,
+    query: &'static str,
+    missing: std::cell::RefCell<Option<String>>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(batch: &'a RecordBatch, query: &'static str) -> Self {
+        Self {
+            cols: Cols(batch),
+            query,
+            missing: Default::default(),
+        }
+    }
+    fn has(&self, name: &str) -> bool {
+        let ok = self.cols.0.column_by_name(name).is_some();
+        if !ok {
+            self.missing
+                .borrow_mut()
+                .get_or_insert_with(|| name.to_string());
+        }
+        ok
+    }
+    fn f64(&self, name: &str, row: usize) -> Option<f64> {
+        self.has(name).then(|| self.cols.f64(name, row)).flatten()
+    }
+    fn f64_any(&self, name: &str, row: usize) -> Option<f64> {
+        self.has(name)
+            .then(|| self.cols.f64_any(name, row))
+            .flatten()
+    }
+    fn str(&self, name: &str, row: usize) -> Option<String> {
+        self.has(name).then(|| self.cols.str(name, row)).flatten()
+    }
+    fn ts_us(&self, name: &str, row: usize) -> Option<i64> {
+        self.has(name).then(|| self.cols.ts_us(name, row)).flatten()
+    }
+    fn check(self) -> Result<(), AnalysisError> {
+        match self.missing.into_inner() {
+            Some(column) => Err(AnalysisError::MissingColumn {
+                query: self.query,
+                column,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 pub(super) fn build(
@@ -191,8 +247,8 @@ pub(super) fn build(
     let empty = Vec::new();
     let get = |n: &str| results.get(n).unwrap_or(&empty);
     let mut servers: Vec<ServerSummary> = Vec::new();
-    for b in get("20_server_summary.sql") {
-        let c = Cols(b);
+    for b in get(SERVER_SUMMARY) {
+        let c = Columns::new(b, SERVER_SUMMARY);
         for i in 0..b.num_rows() {
             let f = |n: &str| r(c.f64(n, i));
             servers.push(ServerSummary {
@@ -269,16 +325,18 @@ pub(super) fn build(
                 ..Default::default()
             });
         }
+        c.check()?;
     }
-    for b in get("21_phase_time.sql") {
-        let c = Cols(b);
+    for b in get(PHASE_TIME) {
+        let c = Columns::new(b, PHASE_TIME);
         for i in 0..b.num_rows() {
             let (Some(server), Some(phase)) = (c.str("server", i), c.str("phase", i)) else {
                 continue;
             };
+            let phase: Phase = phase.parse().map_err(AnalysisError::Vocabulary)?;
             if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
                 let seconds = c.f64("seconds", i).unwrap_or(0.0);
-                if phase == "NO_DATA" {
+                if phase == Phase::NoData {
                     s.no_data_s = round3(s.no_data_s + seconds);
                     continue;
                 }
@@ -292,6 +350,7 @@ pub(super) fn build(
                 );
             }
         }
+        c.check()?;
     }
     for s in &mut servers {
         let total: f64 = s.phases.values().map(|p| p.seconds).sum();
@@ -305,8 +364,8 @@ pub(super) fn build(
     }
     // Merged histogram deltas → session quantiles.
     let mut hists: BTreeMap<(String, String), Histogram> = BTreeMap::new();
-    for b in get("22_histogram_increase.sql") {
-        let c = Cols(b);
+    for b in get(HISTOGRAM_INCREASE) {
+        let c = Columns::new(b, HISTOGRAM_INCREASE);
         for i in 0..b.num_rows() {
             let (Some(server), Some(metric), Some(le), Some(n)) = (
                 c.str("server", i),
@@ -322,6 +381,7 @@ pub(super) fn build(
                 .buckets
                 .push((le, n));
         }
+        c.check()?;
     }
     let mut seen_metrics: Vec<String> = Vec::new();
     for ((server, metric), mut h) in hists {
@@ -359,7 +419,7 @@ pub(super) fn build(
         };
         let key = match (&e.event, &e.condition) {
             (Some(ev), _) => ev.clone(),
-            (None, Some(cond)) if e.kind == "condition_episode" => {
+            (None, Some(cond)) if e.event_type() == Some(EventType::ConditionEpisode) => {
                 let st = s.episodes.entry(cond.clone()).or_default();
                 let d = e.duration_sec.unwrap_or(0.0);
                 st.count += 1;
@@ -394,11 +454,11 @@ pub(super) fn build(
         failed_scrapes: servers.iter().map(|s| s.failed_scrapes).sum(),
         scrape_gaps: events
             .iter()
-            .filter(|e| e.event.as_deref() == Some("SCRAPE_GAP"))
+            .filter(|e| e.event_name() == Some(EventName::ScrapeGap))
             .count() as u64,
         counter_resets: events
             .iter()
-            .filter(|e| e.event.as_deref() == Some("COUNTER_RESET"))
+            .filter(|e| e.event_name() == Some(EventName::CounterReset))
             .count() as u64,
         missing_histograms: LATENCY
             .iter()

@@ -15,6 +15,7 @@ use crate::analysis::Summary;
 use crate::analysis::summary::ServerSummary;
 use crate::store::Metadata;
 use crate::store::events::Event;
+use crate::vocab::{Condition, EventName, EventType, Hypothesis, Phase, Severity, Status};
 
 /// One piece of evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,12 +52,12 @@ pub struct Recommendation {
 /// A hypothesis that holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    pub id: String,
+    pub id: Hypothesis,
     pub title: String,
     pub server: String,
     pub rank: usize,
     pub score: f64,
-    pub severity: String,
+    pub severity: Severity,
     pub confidence: f64,
     pub summary: String,
     pub evidence: Vec<Evidence>,
@@ -67,7 +68,7 @@ pub struct Finding {
 /// A hypothesis considered and rejected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuledOut {
-    pub id: String,
+    pub id: Hypothesis,
     pub server: String,
     pub reason: String,
 }
@@ -129,27 +130,17 @@ impl ServerFacts {
         let Some(meta) = meta else {
             return Self::default();
         };
-        let Some(s) = meta
-            .servers
-            .iter()
-            .find(|s| s.get("server").and_then(|v| v.as_str()) == Some(server))
-        else {
+        let Some(s) = meta.servers.iter().find(|s| s.server == server) else {
             return Self::default();
         };
-        let cfg = s
-            .get("cache_config")
-            .and_then(|c| c.as_array())
-            .and_then(|a| a.first());
+        let cfg = s.cache_config.first();
         let text = |k: &str| {
             cfg.and_then(|c| c.get(k))
-                .and_then(|v| v.as_str())
+                .map(String::as_str)
                 .filter(|v| !v.is_empty() && *v != "None")
         };
         let num = |k: &str| text(k).and_then(|v| v.parse::<f64>().ok());
-        let engines = s
-            .get("engines")
-            .and_then(|e| e.as_array())
-            .map_or(1, |a| a.len().max(1));
+        let engines = s.engines.len().max(1);
         let kv_size_fixed_by = if num("num_gpu_blocks_override").is_some() {
             Some("--num-gpu-blocks-override".to_string())
         } else if num("kv_cache_memory_bytes").is_some_and(|b| b > 0.0) {
@@ -167,8 +158,8 @@ impl ServerFacts {
             kv_size_fixed_by,
             engines,
             vllm_version: s
-                .get("vllm_version")
-                .and_then(|v| v.as_str())
+                .vllm_version
+                .as_deref()
                 .and_then(crate::adapter::version::VllmVersion::parse),
         }
     }
@@ -192,27 +183,30 @@ impl Context<'_> {
         threshold_in(self.thresholds, name)
     }
     /// Share of known time in `phase` (0–1).
-    pub fn phase_share(&self, phase: &str) -> f64 {
-        self.server.phases.get(phase).map_or(0.0, |p| p.share)
+    pub fn phase_share(&self, phase: Phase) -> f64 {
+        self.server.phases.get(&phase).map_or(0.0, |p| p.share)
     }
     /// Seconds in `phase`.
-    pub fn phase_seconds(&self, phase: &str) -> f64 {
-        self.server.phases.get(phase).map_or(0.0, |p| p.seconds)
+    pub fn phase_seconds(&self, phase: Phase) -> f64 {
+        self.server.phases.get(&phase).map_or(0.0, |p| p.seconds)
     }
     /// Events named `name` (transient/data-quality).
-    pub fn events_named(&self, name: &str) -> Vec<&Event> {
+    pub fn events_named(&self, name: EventName) -> Vec<&Event> {
         self.events
             .iter()
             .copied()
-            .filter(|e| e.event.as_deref() == Some(name))
+            .filter(|e| e.event_name() == Some(name))
             .collect()
     }
     /// Episodes of `condition`.
-    pub fn episodes(&self, condition: &str) -> Vec<&Event> {
+    pub fn episodes(&self, condition: Condition) -> Vec<&Event> {
         self.events
             .iter()
             .copied()
-            .filter(|e| e.kind == "condition_episode" && e.condition.as_deref() == Some(condition))
+            .filter(|e| {
+                e.event_type() == Some(EventType::ConditionEpisode)
+                    && e.condition_name() == Some(condition)
+            })
             .collect()
     }
     /// `first … last` time window of some events (an episode's own end where it has
@@ -234,7 +228,7 @@ impl Context<'_> {
 
 /// A registered rule.
 pub struct Rule {
-    pub id: &'static str,
+    pub id: Hypothesis,
     pub title: &'static str,
     pub check: fn(&Context) -> Verdict,
     /// Whether the rule's evidence depends on latency histograms.
@@ -265,11 +259,11 @@ pub struct Report {
     /// notes), `healthy`, `indeterminate` (too little telemetry to tell) or `no_data`
     /// (no successful scrape).
     #[serde(default)]
-    pub status: String,
+    pub status: Status,
     /// One line: the top finding, that nothing is wrong, or why nothing can be said.
     pub verdict: String,
     /// The worst severity found (`high`, `medium`, `low`, `info`).
-    pub severity: String,
+    pub severity: Severity,
     pub hypotheses: Vec<Finding>,
     pub ruled_out: Vec<RuledOut>,
     /// Where the bottleneck is, per server, when GPU telemetry was recorded.
@@ -295,7 +289,7 @@ pub fn bottleneck(
     thresholds: &std::collections::BTreeMap<String, f64>,
 ) -> Option<Bottleneck> {
     let gpu = s.gpu_util_avg_pct?;
-    let t = |n: &str| thresholds.get(n).copied().unwrap_or(f64::INFINITY);
+    let t = |n: &str| threshold_in(thresholds, n);
     let kv_bound =
         s.kv_p95_pct.unwrap_or(0.0) >= t("kv_rising_pct") || s.preemptions.unwrap_or(0.0) >= 1.0;
     let slow = s.waiting_max.unwrap_or(0.0) >= t("queue_min_waiting")
@@ -350,24 +344,15 @@ fn threshold_in(t: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 
 }
 
 /// Severity from score, with the cutoffs in force (`severity_*_score`).
-pub fn severity(score: f64, t: &std::collections::BTreeMap<String, f64>) -> &'static str {
+pub fn severity(score: f64, t: &std::collections::BTreeMap<String, f64>) -> Severity {
     if score >= threshold_in(t, "severity_high_score") {
-        "high"
+        Severity::High
     } else if score >= threshold_in(t, "severity_medium_score") {
-        "medium"
+        Severity::Medium
     } else if score >= threshold_in(t, "severity_low_score") {
-        "low"
+        Severity::Low
     } else {
-        "info"
-    }
-}
-
-fn severity_rank(s: &str) -> u8 {
-    match s {
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
+        Severity::Info
     }
 }
 
@@ -442,12 +427,12 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                         confidence *= 0.7;
                     }
                     found.push(Finding {
-                        id: rule.id.to_string(),
+                        id: rule.id,
                         title: rule.title.to_string(),
                         server: server.server.clone(),
                         rank: 0,
                         score: crate::analysis::round3(score),
-                        severity: severity(score, &summary.thresholds).to_string(),
+                        severity: severity(score, &summary.thresholds),
                         confidence: crate::analysis::round3(confidence),
                         summary: text,
                         evidence,
@@ -456,7 +441,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                     })
                 }
                 Verdict::RuledOut(reason) => ruled_out.push(RuledOut {
-                    id: rule.id.to_string(),
+                    id: rule.id,
                     server: server.server.clone(),
                     reason,
                 }),
@@ -468,26 +453,23 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
             .partial_cmp(&a.score)
             .unwrap_or(std::cmp::Ordering::Equal)
             .then_with(|| a.server.cmp(&b.server))
-            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.id.as_str().cmp(b.id.as_str()))
     });
     for (i, f) in found.iter_mut().enumerate() {
         f.rank = i + 1;
     }
     let worst = found
         .iter()
-        .map(|f| f.severity.as_str())
-        .max_by_key(|s| severity_rank(s))
-        .unwrap_or("info")
-        .to_string();
+        .map(|f| f.severity)
+        .max_by_key(|s| s.rank())
+        .unwrap_or(Severity::Info);
     let observed = |s: &ServerSummary| -> f64 { s.phases.values().map(|p| p.seconds).sum() };
     let min_observed = summary
         .thresholds
         .get("min_observed_s")
         .copied()
         .unwrap_or(0.0);
-    let loud = found
-        .iter()
-        .any(|f| matches!(f.severity.as_str(), "high" | "medium"));
+    let loud = found.iter().any(|f| f.severity.is_loud());
     let thin: Vec<&ServerSummary> = summary
         .servers
         .iter()
@@ -495,15 +477,15 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         .collect();
     let (status, verdict) = match found.first() {
         _ if summary.servers.iter().all(|s| observed(s) <= 0.0) => (
-            "no_data",
+            Status::NoData,
             "NO_DATA: no successful scrape to diagnose".to_string(),
         ),
         Some(f) if loud => (
-            "findings",
+            Status::Findings,
             format!("{} on {}: {}", f.id, f.server, f.summary),
         ),
         _ if !thin.is_empty() => (
-            "indeterminate",
+            Status::Indeterminate,
             format!(
                 "INDETERMINATE: only {} of telemetry on {} (< {min_observed} s) and nothing of medium or high severity in it: too little to call healthy",
                 thin.iter()
@@ -516,14 +498,18 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
                     .join(", ")
             ),
         ),
-        Some(f) if f.id == "HEALTHY" => ("healthy", format!("{}: {}", f.server, f.summary)),
+        Some(f) if f.id == Hypothesis::Healthy => {
+            (Status::Healthy, format!("{}: {}", f.server, f.summary))
+        }
         Some(f) => (
-            "findings",
+            Status::Findings,
             format!("{} on {}: {}", f.id, f.server, f.summary),
         ),
-        None => ("indeterminate", "INDETERMINATE: nothing to judge".into()),
+        None => (
+            Status::Indeterminate,
+            "INDETERMINATE: nothing to judge".into(),
+        ),
     };
-    let status = status.to_string();
     Report {
         schema_version: crate::store::schema::SCHEMA_VERSION,
         session_id: summary.session_id.clone(),

@@ -4,13 +4,14 @@ use std::fmt::Write;
 
 use super::paint;
 use crate::diagnosis::Report;
+use crate::vocab::{Severity, Status};
 
-fn sev_color(s: &str) -> &'static str {
+fn sev_color(s: Severity) -> &'static str {
     match s {
-        "high" => "1;31",
-        "medium" => "33",
-        "low" => "36",
-        _ => "32",
+        Severity::High => "1;31",
+        Severity::Medium => "33",
+        Severity::Low => "36",
+        Severity::Info => "32",
     }
 }
 
@@ -19,12 +20,11 @@ fn sev_color(s: &str) -> &'static str {
 pub fn render(report: &Report, verbose: bool, color: bool) -> String {
     let mut out = String::new();
     let top = report.hypotheses.first();
-    let sev = top.map(|f| f.severity.as_str()).unwrap_or("info");
+    let sev = top.map_or(Severity::Info, |f| f.severity);
     // Too little data, or none: say so instead of a severity.
-    let tag = match report.status.as_str() {
-        "indeterminate" => "INDETERMINATE".to_string(),
-        "no_data" => "NO_DATA".to_string(),
-        _ => sev.to_uppercase(),
+    let tag = match report.status {
+        Status::Indeterminate | Status::NoData => report.status.as_str().to_uppercase(),
+        Status::Findings | Status::Healthy => sev.as_str().to_uppercase(),
     };
     let _ = writeln!(
         out,
@@ -35,7 +35,7 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
     let shown: Vec<_> = report
         .hypotheses
         .iter()
-        .filter(|f| verbose || f.severity == "high" || f.severity == "medium" || f.rank == 1)
+        .filter(|f| verbose || f.severity.is_loud() || f.rank == 1)
         .take(if verbose { usize::MAX } else { 3 })
         .collect();
     for f in shown {
@@ -43,7 +43,7 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
             out,
             "\n#{} {} — {} ({}, score {:.2}, confidence {:.2})",
             f.rank,
-            paint(&f.id, sev_color(&f.severity), color),
+            paint(f.id.as_str(), sev_color(f.severity), color),
             f.title,
             f.severity,
             f.score,
@@ -137,7 +137,7 @@ pub fn render_fleet(reports: &[(String, &Report)], color: bool) -> String {
         let _ = writeln!(
             out,
             "{:<8} {:<28} {:<22} {:>5.2}  {}",
-            paint(&r.severity, sev_color(&r.severity), color),
+            paint(r.severity.as_str(), sev_color(r.severity), color),
             top.map(|f| f.id.as_str()).unwrap_or("-"),
             top.map(|f| f.server.as_str()).unwrap_or("-"),
             top.map(|f| f.score).unwrap_or(0.0),

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{clock, paint};
 use crate::store::events::Event;
+use crate::vocab::{Condition, EventName, EventType, Phase};
 
 /// Options of the timeline view.
 #[derive(Debug, Clone, Default)]
@@ -42,25 +43,33 @@ pub fn doc<'a>(events: &'a [Event], opts: &TimelineOptions) -> TimelineDoc<'a> {
         data_quality: vec![],
     };
     for e in keep(events, opts) {
-        match e.kind.as_str() {
-            "phase_transition" | "phase" => d.phases.push(e),
-            "condition_episode" => d.episodes.push(e),
-            "data_quality" => d.data_quality.push(e),
-            "condition_change" if !opts.verbose => {}
+        match e.event_type() {
+            Some(EventType::PhaseTransition) => d.phases.push(e),
+            // Legacy sessions wrote a sample's phase as a `phase` record.
+            None if e.kind == LEGACY_PHASE_RECORD => d.phases.push(e),
+            Some(EventType::ConditionEpisode) => d.episodes.push(e),
+            Some(EventType::DataQuality) => d.data_quality.push(e),
+            Some(EventType::ConditionChange) if !opts.verbose => {}
             _ => d.events.push(e),
         }
     }
     d
 }
 
+/// The `type` of a legacy session's per-sample phase record.
+const LEGACY_PHASE_RECORD: &str = "phase";
+
 fn phase_color(p: &str) -> &'static str {
-    match p {
-        "SATURATED" => "1;31",
-        "QUEUE_PRESSURE" | "PREFILL_PRESSURE" => "33",
-        "KV_PRESSURE_RISING" => "35",
-        "HEALTHY" => "32",
-        "NO_DATA" => "7",
-        _ => "2",
+    match p.parse::<Phase>() {
+        Ok(Phase::Saturated) => "1;31",
+        Ok(Phase::QueuePressure) => "33",
+        Ok(Phase::KvPressureRising) => "35",
+        Ok(Phase::Healthy) => "32",
+        Ok(Phase::NoData) => "7",
+        Ok(Phase::Idle) => "2",
+        // PREFILL_PRESSURE: a phase in legacy sessions, a condition now.
+        Err(_) if p.parse::<Condition>() == Ok(Condition::PrefillPressure) => "33",
+        Err(_) => "2",
     }
 }
 
@@ -97,9 +106,9 @@ pub fn render(events: &[Event], opts: &TimelineOptions) -> String {
             paint(to, phase_color(to), c)
         );
         // An outage says why and for how long (its SCRAPE_GAP event).
-        if to == "NO_DATA"
+        if e.to_phase() == Some(Phase::NoData)
             && let Some(gap) = d.data_quality.iter().find(|g| {
-                g.server == e.server && g.ts == e.ts && g.event.as_deref() == Some("SCRAPE_GAP")
+                g.server == e.server && g.ts == e.ts && g.event_name() == Some(EventName::ScrapeGap)
             })
         {
             match gap.value {

@@ -11,10 +11,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::adapter::{self, Normalizer, ServerFacts};
+use crate::adapter::{self, Normalizer};
 use crate::source::prom;
 use crate::source::raw::{RawError, RawPage, RawWriter};
 use crate::source::scrape::{self, ScrapeError};
+use crate::store::ServerMeta;
 use crate::store::schema::Sample;
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo, StoreError};
 
@@ -134,7 +135,7 @@ pub struct Pipeline {
     stated_version: Option<crate::adapter::version::VllmVersion>,
     normalizer: Normalizer,
     writer: SessionWriter,
-    facts: BTreeMap<String, ServerFacts>,
+    facts: BTreeMap<String, ServerMeta>,
     t0_us: Option<i64>,
     last: BTreeMap<String, Vec<Sample>>,
 }
@@ -206,7 +207,7 @@ impl Pipeline {
         let facts = self
             .facts
             .entry(server.to_string())
-            .or_insert_with(|| ServerFacts {
+            .or_insert_with(|| ServerMeta {
                 server: server.to_string(),
                 engine_kind: "vllm".into(),
                 ..Default::default()
@@ -304,11 +305,7 @@ impl Pipeline {
 
     /// Finalizes every file; returns the session directory.
     pub fn finish(mut self, ended_at_us: i64) -> Result<PathBuf, StoreError> {
-        let servers = self
-            .facts
-            .values()
-            .map(|f| serde_json::to_value(f).unwrap_or_default())
-            .collect();
+        let servers = self.facts.values().cloned().collect();
         self.writer.metadata_mut().servers = servers;
         self.writer.finish(&rfc3339(ended_at_us))
     }

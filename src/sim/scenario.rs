@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use super::model::EngineConfig;
+use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
 /// A log-normal length distribution (tokens), clamped to `[min, max]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -66,7 +67,7 @@ impl Segment {
 /// A window in which a phase is expected to be observed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PhaseWindow {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub from_s: f64,
     pub to_s: f64,
 }
@@ -75,17 +76,17 @@ pub struct PhaseWindow {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroundTruth {
     /// The hypothesis id doctor must rank first.
-    pub root_cause: &'static str,
+    pub root_cause: Hypothesis,
     /// Phases that must be observed (after debounce) inside each window.
     pub phases: Vec<PhaseWindow>,
     /// Phases that must never be observed.
-    pub absent_phases: Vec<&'static str>,
+    pub absent_phases: Vec<Phase>,
     /// Conditions that must form at least one episode.
-    pub conditions: Vec<&'static str>,
+    pub conditions: Vec<Condition>,
     /// Transient / data-quality events that must occur at least once.
-    pub events: Vec<&'static str>,
+    pub events: Vec<EventName>,
     /// Events that must not occur.
-    pub absent_events: Vec<&'static str>,
+    pub absent_events: Vec<EventName>,
 }
 
 /// A named workload story.
@@ -139,7 +140,7 @@ pub const NAMES: &[&str] = &[
 const CHAT_PROMPT: LenDist = len(300.0, 0.5, 16, 2000);
 const CHAT_OUTPUT: LenDist = len(150.0, 0.4, 8, 600);
 
-fn truth(root: &'static str) -> GroundTruth {
+fn truth(root: Hypothesis) -> GroundTruth {
     GroundTruth {
         root_cause: root,
         phases: vec![],
@@ -150,7 +151,7 @@ fn truth(root: &'static str) -> GroundTruth {
     }
 }
 
-fn w(phase: &'static str, from_s: f64, to_s: f64) -> PhaseWindow {
+fn w(phase: Phase, from_s: f64, to_s: f64) -> PhaseWindow {
     PhaseWindow {
         phase,
         from_s,
@@ -171,15 +172,19 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             segments: vec![Segment::at(0.0, 0.0, CHAT_PROMPT, CHAT_OUTPUT)],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("IDLE", 0.0, 90.0)],
+                phases: vec![w(Phase::Idle, 0.0, 90.0)],
                 absent_phases: vec![
-                    "SATURATED",
-                    "QUEUE_PRESSURE",
-                    "KV_PRESSURE_RISING",
-                    "HEALTHY",
+                    Phase::Saturated,
+                    Phase::QueuePressure,
+                    Phase::KvPressureRising,
+                    Phase::Healthy,
                 ],
-                absent_events: vec!["KV_SATURATION", "PREEMPTION_BURST", "TTFT_SPIKE"],
-                ..truth("GPU_UNDERUTILIZED")
+                absent_events: vec![
+                    EventName::KvSaturation,
+                    EventName::PreemptionBurst,
+                    EventName::TtftSpike,
+                ],
+                ..truth(Hypothesis::GpuUnderutilized)
             },
         },
         "healthy" => Scenario {
@@ -190,15 +195,15 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             segments: vec![healthy_seg(0.0)],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("HEALTHY", 5.0, 90.0)],
-                absent_phases: vec!["SATURATED", "KV_PRESSURE_RISING"],
+                phases: vec![w(Phase::Healthy, 5.0, 90.0)],
+                absent_phases: vec![Phase::Saturated, Phase::KvPressureRising],
                 absent_events: vec![
-                    "KV_SATURATION",
-                    "PREEMPTION_BURST",
-                    "SCRAPE_GAP",
-                    "COUNTER_RESET",
+                    EventName::KvSaturation,
+                    EventName::PreemptionBurst,
+                    EventName::ScrapeGap,
+                    EventName::CounterReset,
                 ],
-                ..truth("HEALTHY")
+                ..truth(Hypothesis::Healthy)
             },
         },
         "queue-pressure" => Scenario {
@@ -216,11 +221,11 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("QUEUE_PRESSURE", 25.0, 70.0)],
-                absent_phases: vec!["SATURATED"],
-                conditions: vec!["QUEUE_DELAY"],
-                absent_events: vec!["PREEMPTION_BURST", "KV_SATURATION"],
-                ..truth("QUEUE_SATURATION")
+                phases: vec![w(Phase::QueuePressure, 25.0, 70.0)],
+                absent_phases: vec![Phase::Saturated],
+                conditions: vec![Condition::QueueDelay],
+                absent_events: vec![EventName::PreemptionBurst, EventName::KvSaturation],
+                ..truth(Hypothesis::QueueSaturation)
             },
         },
         "kv-saturation" => Scenario {
@@ -242,9 +247,9 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("SATURATED", 30.0, 90.0)],
-                events: vec!["KV_SATURATION", "PREEMPTION_BURST"],
-                ..truth("KV_CACHE_THRASHING")
+                phases: vec![w(Phase::Saturated, 30.0, 90.0)],
+                events: vec![EventName::KvSaturation, EventName::PreemptionBurst],
+                ..truth(Hypothesis::KvCacheThrashing)
             },
         },
         "prefill-burst" => Scenario {
@@ -269,10 +274,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             },
             restart: None,
             truth: GroundTruth {
-                conditions: vec!["PREFILL_PRESSURE"],
-                events: vec!["TTFT_SPIKE"],
-                absent_phases: vec!["SATURATED"],
-                ..truth("PREFILL_STARVATION")
+                conditions: vec![Condition::PrefillPressure],
+                events: vec![EventName::TtftSpike],
+                absent_phases: vec![Phase::Saturated],
+                ..truth(Hypothesis::PrefillStarvation)
             },
         },
         "ttft-spike" => Scenario {
@@ -293,10 +298,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             },
             restart: None,
             truth: GroundTruth {
-                events: vec!["TTFT_SPIKE"],
-                absent_phases: vec!["SATURATED"],
-                absent_events: vec!["PREEMPTION_BURST", "KV_SATURATION"],
-                ..truth("TTFT_INSTABILITY")
+                events: vec![EventName::TtftSpike],
+                absent_phases: vec![Phase::Saturated],
+                absent_events: vec![EventName::PreemptionBurst, EventName::KvSaturation],
+                ..truth(Hypothesis::TtftInstability)
             },
         },
         "decode-collapse" => Scenario {
@@ -313,8 +318,8 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                events: vec!["DECODE_THROUGHPUT_DROP"],
-                ..truth("DECODE_THROUGHPUT_COLLAPSE")
+                events: vec![EventName::DecodeThroughputDrop],
+                ..truth(Hypothesis::DecodeThroughputCollapse)
             },
         },
         "prefix-cache-miss" => Scenario {
@@ -333,9 +338,9 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             }],
             restart: None,
             truth: GroundTruth {
-                absent_phases: vec!["SATURATED"],
-                absent_events: vec!["PREEMPTION_BURST"],
-                ..truth("PREFIX_CACHE_INEFFECTIVE")
+                absent_phases: vec![Phase::Saturated],
+                absent_events: vec![EventName::PreemptionBurst],
+                ..truth(Hypothesis::PrefixCacheIneffective)
             },
         },
         "kv-leak" => Scenario {
@@ -360,8 +365,8 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             },
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("IDLE", 10.0, 90.0)],
-                ..truth("KV_LEAK")
+                phases: vec![w(Phase::Idle, 10.0, 90.0)],
+                ..truth(Hypothesis::KvLeak)
             },
         },
         "stuck-engine" => Scenario {
@@ -378,9 +383,9 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                conditions: vec!["ENGINE_STALLED"],
-                absent_events: vec!["DECODE_THROUGHPUT_DROP"],
-                ..truth("STUCK_ENGINE")
+                conditions: vec![Condition::EngineStalled],
+                absent_events: vec![EventName::DecodeThroughputDrop],
+                ..truth(Hypothesis::StuckEngine)
             },
         },
         "engine-stall" => Scenario {
@@ -398,10 +403,10 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("HEALTHY", 0.0, 29.0)],
-                conditions: vec!["ENGINE_STALLED"],
-                absent_events: vec!["DECODE_THROUGHPUT_DROP"],
-                ..truth("STUCK_ENGINE")
+                phases: vec![w(Phase::Healthy, 0.0, 29.0)],
+                conditions: vec![Condition::EngineStalled],
+                absent_events: vec![EventName::DecodeThroughputDrop],
+                ..truth(Hypothesis::StuckEngine)
             },
         },
         "restart" => Scenario {
@@ -412,8 +417,8 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             segments: vec![healthy_seg(0.0)],
             restart: Some((45.0, 8.0)),
             truth: GroundTruth {
-                events: vec!["SCRAPE_GAP", "COUNTER_RESET"],
-                ..truth("SERVER_RESTART")
+                events: vec![EventName::ScrapeGap, EventName::CounterReset],
+                ..truth(Hypothesis::ServerRestart)
             },
         },
         "mixed-incident" => Scenario {
@@ -436,9 +441,12 @@ pub fn scenario(name: &str) -> Option<Scenario> {
             ],
             restart: None,
             truth: GroundTruth {
-                phases: vec![w("HEALTHY", 0.0, 20.0), w("SATURATED", 25.0, 70.0)],
-                events: vec!["KV_SATURATION", "PREEMPTION_BURST"],
-                ..truth("KV_CACHE_THRASHING")
+                phases: vec![
+                    w(Phase::Healthy, 0.0, 20.0),
+                    w(Phase::Saturated, 25.0, 70.0),
+                ],
+                events: vec![EventName::KvSaturation, EventName::PreemptionBurst],
+                ..truth(Hypothesis::KvCacheThrashing)
             },
         },
         _ => return None,

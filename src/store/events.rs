@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
+use crate::vocab::{Condition, EventName, EventType, Phase};
 
 /// One line of `events.jsonl`. `type` says which optional fields are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,26 @@ pub struct Event {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evidence: Option<serde_json::Value>,
+}
+
+impl Event {
+    /// The line's `type`, when it is one KVScope writes.
+    pub fn event_type(&self) -> Option<EventType> {
+        self.kind.parse().ok()
+    }
+    /// The transient/data-quality event name.
+    pub fn event_name(&self) -> Option<EventName> {
+        self.event.as_deref()?.parse().ok()
+    }
+    /// The condition of a change or episode.
+    pub fn condition_name(&self) -> Option<Condition> {
+        self.condition.as_deref()?.parse().ok()
+    }
+    /// The phase a transition leads to (None for a legacy phase such as the historical
+    /// `PREFILL_PRESSURE`).
+    pub fn to_phase(&self) -> Option<Phase> {
+        self.to.as_deref()?.parse().ok()
+    }
 }
 
 /// Writes events, one per line.

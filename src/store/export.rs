@@ -92,15 +92,10 @@ pub async fn export_session(
     let models: HashMap<String, String> = meta
         .iter()
         .flat_map(|m| m.servers.iter())
-        .filter_map(|s| {
-            let server = s.get("server")?.as_str()?.to_string();
-            let names: Vec<&str> = s
-                .get("model_names")?
-                .as_array()?
-                .iter()
-                .filter_map(|v| v.as_str())
-                .collect();
-            (!names.is_empty()).then(|| (server, names.join(",")))
+        .filter(|s| !s.model_names.is_empty())
+        .map(|s| {
+            let names: Vec<&str> = s.model_names.iter().map(String::as_str).collect();
+            (s.server.clone(), names.join(","))
         })
         .collect();
 

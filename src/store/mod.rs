@@ -111,6 +111,30 @@ pub struct RecorderSettings {
     pub duration_s: Option<f64>,
 }
 
+/// Facts about one server gathered while recording: one entry of `metadata.json`'s
+/// `servers`, written and read back as this type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerMeta {
+    pub server: String,
+    pub engine_kind: String,
+    /// vLLM release line (`0.29`): stated with `--vllm-version`, else inferred from the
+    /// `cache_config_info` label set (`adapter::version`); absent when neither says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm_version: Option<String>,
+    /// Where `vllm_version` came from (`stated`, `inferred from cache_config_info`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vllm_version_source: Option<String>,
+    pub model_names: std::collections::BTreeSet<String>,
+    /// Engine labels (`engine` of data-parallel servers; `""` for one engine).
+    pub engines: std::collections::BTreeSet<String>,
+    /// `cache_config_info` labels as exposed (one map per label set seen).
+    pub cache_config: Vec<std::collections::BTreeMap<String, String>>,
+    pub kv_capacity_tokens: Option<f64>,
+    pub unknown_vllm_metrics: std::collections::BTreeSet<String>,
+    pub skipped_lines: usize,
+}
+
 /// `metadata.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Metadata {
@@ -128,7 +152,7 @@ pub struct Metadata {
     #[serde(default)]
     pub recorder: RecorderSettings,
     #[serde(default)]
-    pub servers: Vec<serde_json::Value>,
+    pub servers: Vec<ServerMeta>,
     #[serde(default)]
     pub row_counts: RowCounts,
     #[serde(default)]
@@ -146,10 +170,8 @@ impl Metadata {
     /// user for a session recorded without it.
     pub fn state_vllm_version(&mut self, version: &str, source: &str) {
         for s in &mut self.servers {
-            if let Some(o) = s.as_object_mut() {
-                o.insert("vllm_version".into(), version.into());
-                o.insert("vllm_version_source".into(), source.into());
-            }
+            s.vllm_version = Some(version.to_string());
+            s.vllm_version_source = Some(source.to_string());
         }
     }
 
@@ -501,5 +523,39 @@ pub fn check_session_dir(dir: &Path) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::NotASession(dir.to_path_buf()))
+    }
+}
+
+#[cfg(test)]
+mod server_meta_tests {
+    use super::*;
+
+    /// `metadata.json` is read back into the same typed record it was written from.
+    #[test]
+    fn server_meta_round_trips_through_metadata_json() {
+        let mut meta = Metadata::new(
+            "s",
+            "2026-01-01T00:00:00Z",
+            SourceInfo::default(),
+            RecorderSettings::default(),
+        );
+        meta.servers.push(ServerMeta {
+            server: "a:8000".into(),
+            engine_kind: "vllm".into(),
+            vllm_version: Some("0.26".into()),
+            vllm_version_source: Some("inferred".into()),
+            model_names: ["m".to_string()].into(),
+            engines: ["0".to_string(), "1".to_string()].into(),
+            cache_config: vec![[("num_gpu_blocks".to_string(), "2048".to_string())].into()],
+            kv_capacity_tokens: Some(16384.0),
+            ..Default::default()
+        });
+        let text = serde_json::to_string(&meta).unwrap();
+        let back: Metadata = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.servers, meta.servers);
+        // A server entry written by an older KVScope (fewer fields) still reads.
+        let old: ServerMeta = serde_json::from_str(r#"{"server":"b","engines":[""]}"#).unwrap();
+        assert_eq!(old.server, "b");
+        assert_eq!(old.engines.len(), 1);
     }
 }

@@ -3,6 +3,7 @@
 use kvscope::analysis::{self, Thresholds};
 use kvscope::present::timeline::{self, TimelineOptions};
 use kvscope::store::{self, events::Event, schema::Sample};
+use kvscope::vocab::Phase;
 use proptest::prelude::*;
 
 use crate::common::{block_on, record_scenario};
@@ -93,7 +94,7 @@ fn core_only_parquet_session() {
     let s = &a.summary.servers[0];
     assert_eq!(s.samples, 120);
     assert!(
-        (s.phases["SATURATED"].seconds - 40.0).abs() <= 1.0,
+        (s.phases[&Phase::Saturated].seconds - 40.0).abs() <= 1.0,
         "{:?}",
         s.phases
     );
@@ -127,7 +128,7 @@ fn thresholds_change_results_and_are_recorded() {
         ..Thresholds::default()
     };
     let a = block_on(analysis::analyze_dir(&dir, &strict)).unwrap();
-    assert!(!a.summary.servers[0].phases.contains_key("SATURATED"));
+    assert!(!a.summary.servers[0].phases.contains_key(&Phase::Saturated));
     assert_eq!(a.summary.thresholds["kv_saturated_pct"], 101.0);
 }
 

@@ -17,6 +17,7 @@ use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis::{self, Report};
 use kvscope::source::raw::{self, RawPage, RawWriter};
 use kvscope::store;
+use kvscope::vocab::Phase;
 
 use crate::common::{bin, block_on, kvscope};
 
@@ -184,7 +185,7 @@ fn real_capture_reads_the_same_at_every_interval() {
         // The capture came from vLLM 0.26.0 (manifest): its cache_config_info label set
         // must identify that release.
         let meta = store::read_metadata(dir).unwrap().unwrap();
-        let version = meta.servers[0].get("vllm_version").and_then(|v| v.as_str());
+        let version = meta.servers[0].vllm_version.as_deref();
         if version != Some("0.26") {
             problems.push(format!(
                 "{interval} s: vllm_version {version:?}, expected 0.26"
@@ -248,11 +249,11 @@ fn real_capture_reads_the_same_at_every_interval() {
             if !expected.is_empty() && !scored.is_empty() {
                 let right = scored
                     .iter()
-                    .filter(|p| p.phase.as_deref().is_some_and(|x| expected.contains(&x)))
+                    .filter(|p| p.phase.is_some_and(|x| expected.contains(&x.as_str())))
                     .count();
                 let share = right as f64 / scored.len() as f64;
                 if share < 0.98 {
-                    let seen: Vec<_> = scored.iter().map(|p| p.phase.clone()).collect();
+                    let seen: Vec<_> = scored.iter().map(|p| p.phase).collect();
                     problems.push(format!(
                         "{interval} s, {name}: {:.1}% of {} samples in {expected:?}: {seen:?}",
                         share * 100.0,
@@ -267,7 +268,7 @@ fn real_capture_reads_the_same_at_every_interval() {
             let top = r
                 .hypotheses
                 .first()
-                .map(|h| h.id.clone())
+                .map(|h| h.id.to_string())
                 .unwrap_or_default();
             let loud = medium_or_high(&r);
             match name.as_str() {
@@ -473,7 +474,7 @@ fn outage_in_a_real_capture_is_no_data_then_restart() {
         "no_data_s {}",
         s.no_data_s
     );
-    assert!(!s.phases.contains_key("NO_DATA"));
+    assert!(!s.phases.contains_key(&Phase::NoData));
     let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
     let r: Report = serde_json::from_slice(&o.stdout).unwrap();
     assert!(

@@ -105,8 +105,8 @@ fn record_fixture_pages_end_to_end() {
     assert!(step.ttft_p95_s.is_some() && step.ttft_count.is_some());
     // Cache config and server facts in metadata.
     let server = &meta.servers[0];
-    assert_eq!(server["cache_config"][0]["num_gpu_blocks"], "1024");
-    assert_eq!(server["kv_capacity_tokens"], 16384.0);
+    assert_eq!(server.cache_config[0]["num_gpu_blocks"], "1024");
+    assert_eq!(server.kv_capacity_tokens, Some(16384.0));
 }
 
 #[test]

@@ -8,6 +8,7 @@ use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis;
 use kvscope::sim::scenario;
 use kvscope::store;
+use kvscope::vocab::Phase;
 
 use crate::common::{block_on, record_scenario};
 
@@ -30,9 +31,9 @@ fn check(name: &str, seed: u64) -> Vec<String> {
     let top = report
         .hypotheses
         .first()
-        .map(|h| h.id.clone())
+        .map(|h| h.id.to_string())
         .unwrap_or_default();
-    if top != truth.root_cause {
+    if top != truth.root_cause.as_str() {
         let ranked: Vec<String> = report
             .hypotheses
             .iter()
@@ -44,9 +45,10 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         ));
     }
     for w in &truth.phases {
-        let seen = a.series.iter().any(|p| {
-            p.t_rel_sec >= w.from_s && p.t_rel_sec <= w.to_s && p.phase.as_deref() == Some(w.phase)
-        });
+        let seen = a
+            .series
+            .iter()
+            .any(|p| p.t_rel_sec >= w.from_s && p.t_rel_sec <= w.to_s && p.phase == Some(w.phase));
         if !seen {
             problems.push(format!(
                 "phase {} not seen in [{}, {}]",
@@ -55,7 +57,7 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         }
     }
     for p in &truth.absent_phases {
-        if a.series.iter().any(|x| x.phase.as_deref() == Some(*p)) {
+        if a.series.iter().any(|x| x.phase == Some(*p)) {
             problems.push(format!("phase {p} should not occur"));
         }
     }
@@ -63,24 +65,24 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         let started = a
             .events
             .iter()
-            .any(|e| e.condition.as_deref() == Some(*c) && e.state.as_deref() == Some("start"));
+            .any(|e| e.condition_name() == Some(*c) && e.state.as_deref() == Some("start"));
         if !started {
             problems.push(format!("condition {c} never started"));
         }
     }
     for e in &truth.events {
-        if !a.events.iter().any(|x| x.event.as_deref() == Some(*e)) {
+        if !a.events.iter().any(|x| x.event_name() == Some(*e)) {
             problems.push(format!("event {e} missing"));
         }
     }
     for e in &truth.absent_events {
-        if a.events.iter().any(|x| x.event.as_deref() == Some(*e)) {
+        if a.events.iter().any(|x| x.event_name() == Some(*e)) {
             problems.push(format!("event {e} should not occur"));
         }
     }
     if matches!(name, "healthy" | "idle") {
         for h in &report.hypotheses {
-            if h.severity == "high" || h.severity == "medium" {
+            if h.severity.is_loud() {
                 problems.push(format!("{name} has a {} finding {}", h.severity, h.id));
             }
         }
@@ -103,19 +105,16 @@ fn every_scenario_matches_its_ground_truth() {
 }
 
 /// Phases of a scenario recorded every `interval` s, and the doctor's top finding.
-fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<String>)>, String) {
+fn phases_at(name: &str, interval: f64) -> (Vec<(f64, Option<Phase>)>, String) {
     let (_tmp, dir) = crate::common::record_scenario_at(name, 1, interval, |_| {});
     let (a, r) = analyze_and_diagnose(&dir);
     let top = r
         .hypotheses
         .first()
-        .map(|h| h.id.clone())
+        .map(|h| h.id.to_string())
         .unwrap_or_default();
     (
-        a.series
-            .iter()
-            .map(|p| (p.t_rel_sec, p.phase.clone()))
-            .collect(),
+        a.series.iter().map(|p| (p.t_rel_sec, p.phase)).collect(),
         top,
     )
 }
@@ -133,7 +132,7 @@ fn same_phases_and_findings_at_every_interval() {
         "restart",
     ] {
         let (fine, fine_top) = phases_at(name, 0.5);
-        let boundaries = |s: &[(f64, Option<String>)]| -> Vec<f64> {
+        let boundaries = |s: &[(f64, Option<Phase>)]| -> Vec<f64> {
             s.windows(2)
                 .filter(|w| w[0].1 != w[1].1)
                 .map(|w| w[1].0)

@@ -4,11 +4,11 @@
 //! engine only by finishing or by being aborted, so the requests that left without
 //! finishing are the aborts (a lower bound; see 02_timeline.sql). What the on-call engineer
 //! needs is how many, when, and what first tokens and the queue looked like then.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
+use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
-    id: "CLIENT_ABORTS",
+    id: Hypothesis::ClientAborts,
     title: "Clients gave up: requests aborted before they finished",
     check,
     needs_latency: false,
@@ -17,7 +17,7 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let surges = ctx.events_named("CLIENT_ABORT_SURGE");
+    let surges = ctx.events_named(EventName::ClientAbortSurge);
     let total = s.requests_abandoned.unwrap_or(0.0);
     let min = ctx.threshold("abort_surge_count");
     if surges.is_empty() {

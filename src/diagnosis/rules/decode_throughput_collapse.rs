@@ -1,10 +1,10 @@
 //! DECODE_THROUGHPUT_COLLAPSE: generation tokens/s falls while the running batch stays
 //! full — each step got slower (compute, throttling, interference), not emptier.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::{Condition, EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
-    id: "DECODE_THROUGHPUT_COLLAPSE",
+    id: Hypothesis::DecodeThroughputCollapse,
     title: "Decode throughput collapsed with the batch still full",
     check,
     needs_latency: false,
@@ -13,7 +13,7 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let drops = ctx.events_named("DECODE_THROUGHPUT_DROP");
+    let drops = ctx.events_named(EventName::DecodeThroughputDrop);
     if drops.is_empty() {
         return Verdict::RuledOut(
             "generation per running request never fell to half its rolling baseline (with the batch steady) for the minimum time"
@@ -48,11 +48,11 @@ fn check(ctx: &Context) -> Verdict {
     let mut score = 0.5
         + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0))
         + 0.15 * (s.decode_drop_s / 60.0).min(1.0);
-    if !ctx.episodes("PREFILL_PRESSURE").is_empty()
+    if !ctx.episodes(Condition::PrefillPressure).is_empty()
         || ctx
             .events
             .iter()
-            .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"))
+            .any(|e| e.condition_name() == Some(Condition::PrefillPressure))
     {
         score *= 0.7;
         counter.push("prefill pressure at the same time: long prompts, not slower steps, may explain the drop".to_string());

@@ -1,10 +1,10 @@
 //! GPU_UNDERUTILIZED: little traffic and an empty queue — nothing is wrong with the
 //! server; the GPU is simply not used much.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "GPU_UNDERUTILIZED",
+    id: Hypothesis::GpuUnderutilized,
     title: "GPU underused: low traffic, nothing wrong with the server",
     check,
     needs_latency: false,
@@ -13,7 +13,7 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let idle = ctx.phase_share("IDLE");
+    let idle = ctx.phase_share(Phase::Idle);
     let running = s.running_avg.unwrap_or(0.0);
     if s.waiting_max.unwrap_or(0.0) > 0.0 {
         return Verdict::RuledOut("requests waited at some point".into());

@@ -1,11 +1,11 @@
 //! HEALTHY: no medium or high finding — the server handled its load. Runs after every
 //! other rule and holds only when none of them scored medium or worse, so "healthy"
 //! never restates another rule's thresholds.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, severity};
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "HEALTHY",
+    id: Hypothesis::Healthy,
     title: "Healthy: load served without pressure",
     check,
     needs_latency: false,
@@ -14,7 +14,7 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let worst = ctx.worst_other_score;
-    if matches!(severity(worst, ctx.thresholds), "high" | "medium") {
+    if severity(worst, ctx.thresholds).is_loud() {
         return Verdict::RuledOut(format!(
             "a {} finding (score {worst:.2}) was made",
             severity(worst, ctx.thresholds)
@@ -39,7 +39,7 @@ fn check(ctx: &Context) -> Verdict {
             s.ttft_p95_median_s.unwrap_or(0.0)
         ),
         evidence: vec![
-            ev("share of time HEALTHY", ctx.phase_share("HEALTHY")),
+            ev("share of time HEALTHY", ctx.phase_share(Phase::Healthy)),
             ev("kv_cache_usage_pct (max)", s.kv_max_pct.unwrap_or(0.0))
                 .threshold(ctx.threshold("kv_saturated_pct")),
         ],

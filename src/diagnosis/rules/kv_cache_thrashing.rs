@@ -1,11 +1,11 @@
 //! KV_CACHE_THRASHING: the KV cache ran out and the scheduler preempts running requests
 //! (V1 preempts by recompute: the work done for the victim is thrown away). Recurring
 //! preemption is the signal, not the sampled KV % (see [`super::kv_exhausted`]).
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "KV_CACHE_THRASHING",
+    id: Hypothesis::KvCacheThrashing,
     title: "KV cache thrashing: cache exhausted, requests preempted and recomputed",
     check,
     needs_latency: false,
@@ -52,7 +52,7 @@ fn check(ctx: &Context) -> Verdict {
         ev("kv_cache_usage_pct (max)", kv_max)
             .threshold(sat)
             .window(span),
-        ev("time SATURATED (s)", ctx.phase_seconds("SATURATED")),
+        ev("time SATURATED (s)", ctx.phase_seconds(Phase::Saturated)),
     ];
     if let Some(w) = s.waiting_max {
         evidence.push(ev("requests_waiting (max)", w));
@@ -83,7 +83,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     recs.extend(super::kv_memory_recs(ctx));
     Verdict::Found {
-        sustained_s: Some(s.preempting_s.max(ctx.phase_seconds("SATURATED"))),
+        sustained_s: Some(s.preempting_s.max(ctx.phase_seconds(Phase::Saturated))),
         score,
         summary: format!(
             "{preempt:.0} preemptions (up to {in_window:.0} within {window:.0} s, preempting for {:.0} s) with KV at up to {kv_max:.1}%: the KV cache ran out, requests are evicted and recomputed",

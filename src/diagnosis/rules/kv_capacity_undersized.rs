@@ -1,10 +1,10 @@
 //! KV_CAPACITY_UNDERSIZED: the KV cache runs hot and requests wait for it, even without
 //! a preemption storm — contexts are too long for the cache.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev};
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "KV_CAPACITY_UNDERSIZED",
+    id: Hypothesis::KvCapacityUndersized,
     title: "KV cache too small for the contexts served",
     check,
     needs_latency: false,
@@ -33,7 +33,9 @@ fn check(ctx: &Context) -> Verdict {
     // Not --max-model-len: it caps what one request may use, it adds no capacity.
     let recs = super::kv_memory_recs(ctx);
     Verdict::Found {
-        sustained_s: Some(ctx.phase_seconds("SATURATED") + ctx.phase_seconds("KV_PRESSURE_RISING")),
+        sustained_s: Some(
+            ctx.phase_seconds(Phase::Saturated) + ctx.phase_seconds(Phase::KvPressureRising),
+        ),
         score: 0.45 + 0.25 * ((p95 - rising) / (100.0 - rising)).clamp(0.0, 1.0),
         summary: format!(
             "KV usage p95 {p95:.1}% with up to {waiting:.0} requests waiting for capacity"

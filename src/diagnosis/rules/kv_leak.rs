@@ -1,11 +1,11 @@
 //! KV_LEAK: KV usage stays above zero while nothing runs. vLLM counts only blocks held by
 //! live requests (evictable prefix-cache blocks count as free), so an idle server must
 //! read ~0 %.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::Hypothesis;
 
 pub const RULE: Rule = Rule {
-    id: "KV_LEAK",
+    id: Hypothesis::KvLeak,
     title: "KV blocks not freed: usage does not return to zero when idle",
     check,
     needs_latency: false,

@@ -177,7 +177,7 @@ mod tests {
         for f in files {
             let id = f.trim_end_matches(".rs").to_uppercase();
             assert!(
-                super::RULES.iter().any(|r| r.id == id),
+                super::RULES.iter().any(|r| r.id.as_str() == id),
                 "{f} is not registered in RULES"
             );
         }

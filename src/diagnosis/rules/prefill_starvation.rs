@@ -1,10 +1,10 @@
 //! PREFILL_STARVATION: long-prompt surges fill the step's token budget with prefill
 //! chunks; new requests wait behind them, so TTFT jumps while decode (ITL) keeps going.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
+use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "PREFILL_STARVATION",
+    id: Hypothesis::PrefillStarvation,
     title: "Prefill starvation: long prompts delay first tokens",
     check,
     needs_latency: true,
@@ -18,17 +18,17 @@ fn check(ctx: &Context) -> Verdict {
         .iter()
         .copied()
         .filter(|e| {
-            e.condition.as_deref() == Some("PREFILL_PRESSURE")
+            e.condition_name() == Some(Condition::PrefillPressure)
                 && e.state.as_deref() == Some("start")
         })
         .collect();
-    let spikes = ctx.events_named("TTFT_SPIKE");
+    let spikes = ctx.events_named(EventName::TtftSpike);
     if changes.is_empty() {
         return Verdict::RuledOut(
             "prefill never dominated the engine's tokens while TTFT spiked".into(),
         );
     }
-    if ctx.phase_share("SATURATED") > 0.2 {
+    if ctx.phase_share(Phase::Saturated) > 0.2 {
         return Verdict::RuledOut("KV saturation, not prefill, dominates the session".into());
     }
     let score =
@@ -70,8 +70,9 @@ fn check(ctx: &Context) -> Verdict {
             spikes.len()
         ),
         evidence: vec![
-            ev("PREFILL_PRESSURE starts", changes.len() as f64)
-                .window(Context::window_of(&ctx.episodes("PREFILL_PRESSURE"))),
+            ev("PREFILL_PRESSURE starts", changes.len() as f64).window(Context::window_of(
+                &ctx.episodes(Condition::PrefillPressure),
+            )),
             ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0))
                 .baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
             ev("itl_p95_s (median)", itl),

@@ -2,11 +2,11 @@
 //! yet almost none hit — prompts differ at the start. Unique prompts are normal for many
 //! workloads, so this is information only unless prefill held first tokens back
 //! (PREFILL_PRESSURE sustained for `finding_min_s`): hits relieve prefill, not queueing.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::Hypothesis;
 
 pub const RULE: Rule = Rule {
-    id: "PREFIX_CACHE_INEFFECTIVE",
+    id: Hypothesis::PrefixCacheIneffective,
     title: "Prefix cache on, but prompts do not share prefixes",
     check,
     needs_latency: false,

@@ -6,11 +6,11 @@
 //!   near full — more sequences would only preempt;
 //! - prefill / token budget: the queue builds during prefill surges;
 //! - otherwise the replica is simply too small for the arrival rate.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
+use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "QUEUE_SATURATION",
+    id: Hypothesis::QueueSaturation,
     title: "Arrivals above service rate: the scheduler queue grows",
     check,
     needs_latency: false,
@@ -24,7 +24,7 @@ const SMALLEST_DEFAULT_TOKEN_BUDGET: f64 = 2048.0;
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let share = ctx.phase_share("QUEUE_PRESSURE");
+    let share = ctx.phase_share(Phase::QueuePressure);
     let waiting = s.waiting_max.unwrap_or(0.0);
     let kv_max = s.kv_max_pct.unwrap_or(0.0);
     if share < 0.1 || waiting < 5.0 {
@@ -46,14 +46,14 @@ fn check(ctx: &Context) -> Verdict {
     }
     let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
     let mut counter = Vec::new();
-    if !ctx.events_named("DECODE_THROUGHPUT_DROP").is_empty() {
+    if !ctx.events_named(EventName::DecodeThroughputDrop).is_empty() {
         score *= 0.6;
         counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
     }
     let prefill = ctx
         .events
         .iter()
-        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"));
+        .any(|e| e.condition_name() == Some(Condition::PrefillPressure));
     if prefill {
         score *= 0.6;
         counter.push(
@@ -132,7 +132,7 @@ fn check(ctx: &Context) -> Verdict {
         "rejected requests under overload",
     ));
     Verdict::Found {
-        sustained_s: Some(ctx.phase_seconds("QUEUE_PRESSURE")),
+        sustained_s: Some(ctx.phase_seconds(Phase::QueuePressure)),
         score,
         summary: format!(
             "queue pressure {:.0}% of the time, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
@@ -141,7 +141,7 @@ fn check(ctx: &Context) -> Verdict {
         evidence: vec![
             ev(
                 "time QUEUE_PRESSURE (s)",
-                ctx.phase_seconds("QUEUE_PRESSURE"),
+                ctx.phase_seconds(Phase::QueuePressure),
             )
             .window(window.clone()),
             ev("requests_waiting (max)", waiting).threshold(ctx.threshold("queue_min_waiting")),

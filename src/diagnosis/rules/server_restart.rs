@@ -1,9 +1,9 @@
 //! SERVER_RESTART: counters went back to zero — the vLLM process restarted.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
-    id: "SERVER_RESTART",
+    id: Hypothesis::ServerRestart,
     title: "Server restarted during the session",
     check,
     needs_latency: false,
@@ -11,11 +11,11 @@ pub const RULE: Rule = Rule {
 };
 
 fn check(ctx: &Context) -> Verdict {
-    let resets = ctx.events_named("COUNTER_RESET");
+    let resets = ctx.events_named(EventName::CounterReset);
     if resets.is_empty() {
         return Verdict::RuledOut("no counter decreased".into());
     }
-    let gaps = ctx.events_named("SCRAPE_GAP");
+    let gaps = ctx.events_named(EventName::ScrapeGap);
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
     Verdict::Found {
         sustained_s: None,

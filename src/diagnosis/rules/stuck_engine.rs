@@ -2,11 +2,11 @@
 //! counters (ENGINE_STALLED). vLLM V1's API server keeps answering `/metrics` while the
 //! engine core hangs, with every engine series frozen at its last value — running and
 //! waiting then read whatever they read at the hang, so the rule does not look at them.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::{Condition, EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
-    id: "STUCK_ENGINE",
+    id: Hypothesis::StuckEngine,
     title: "Engine stuck: work present, no progress",
     check,
     needs_latency: false,
@@ -16,7 +16,7 @@ pub const RULE: Rule = Rule {
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let min = ctx.threshold("stall_min_s");
-    let episodes = ctx.episodes("ENGINE_STALLED");
+    let episodes = ctx.episodes(Condition::EngineStalled);
     if s.stalled_s < min || episodes.is_empty() {
         return Verdict::RuledOut(format!(
             "progress counters never stood still for ≥ {min} s with work present"
@@ -71,7 +71,7 @@ fn check(ctx: &Context) -> Verdict {
         ));
     }
     evidence.push(ev("seconds with every gauge frozen as well (hung)", s.hung_s).threshold(min));
-    if !ctx.events_named("COUNTER_RESET").is_empty() {
+    if !ctx.events_named(EventName::CounterReset).is_empty() {
         counter.push("the server restarted during the session (SERVER_RESTART)".to_string());
     }
     Verdict::Found {

@@ -1,10 +1,10 @@
 //! TELEMETRY_GAPS: scrapes failed or samples are missing; conclusions over those periods
 //! are weaker.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
-    id: "TELEMETRY_GAPS",
+    id: Hypothesis::TelemetryGaps,
     title: "Telemetry gaps: missing samples",
     check,
     needs_latency: false,
@@ -12,7 +12,7 @@ pub const RULE: Rule = Rule {
 };
 
 fn check(ctx: &Context) -> Verdict {
-    let gaps = ctx.events_named("SCRAPE_GAP");
+    let gaps = ctx.events_named(EventName::ScrapeGap);
     let s = ctx.server;
     if gaps.is_empty() && s.failed_scrapes == 0 {
         return Verdict::RuledOut("every scrape succeeded on time".into());
@@ -20,7 +20,7 @@ fn check(ctx: &Context) -> Verdict {
     let share = s.failed_scrapes as f64 / (s.samples.max(1)) as f64;
     let mut score = 0.25 + 0.4 * (share / 0.2).min(1.0);
     let mut counter = Vec::new();
-    if !ctx.events_named("COUNTER_RESET").is_empty() {
+    if !ctx.events_named(EventName::CounterReset).is_empty() {
         score *= 0.6;
         counter.push("a server restart explains the gap (SERVER_RESTART)".to_string());
     }

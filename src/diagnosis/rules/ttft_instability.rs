@@ -1,11 +1,11 @@
 //! TTFT_INSTABILITY: TTFT spikes with no change in engine load — the delay is outside
 //! the scheduler (API server, tokenization, network), since queueing and prefill did not
 //! change.
-
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
+use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
-    id: "TTFT_INSTABILITY",
+    id: Hypothesis::TtftInstability,
     title: "TTFT spikes without a change in load",
     check,
     needs_latency: true,
@@ -13,11 +13,11 @@ pub const RULE: Rule = Rule {
 };
 
 fn check(ctx: &Context) -> Verdict {
-    let spikes = ctx.events_named("TTFT_SPIKE");
+    let spikes = ctx.events_named(EventName::TtftSpike);
     if spikes.is_empty() {
         return Verdict::RuledOut("no TTFT spike against the rolling baseline".into());
     }
-    let loaded = ctx.phase_share("SATURATED") + ctx.phase_share("QUEUE_PRESSURE");
+    let loaded = ctx.phase_share(Phase::Saturated) + ctx.phase_share(Phase::QueuePressure);
     if loaded > 0.1 {
         return Verdict::RuledOut(format!(
             "TTFT spikes come with load: {:.0}% of the time saturated or queueing",
@@ -27,7 +27,7 @@ fn check(ctx: &Context) -> Verdict {
     let prefill = ctx
         .events
         .iter()
-        .any(|e| e.condition.as_deref() == Some("PREFILL_PRESSURE"));
+        .any(|e| e.condition_name() == Some(Condition::PrefillPressure));
     if prefill {
         return Verdict::RuledOut(
             "TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into(),

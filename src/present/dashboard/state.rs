@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use crate::analysis::{Analysis, PhasePoint};
 use crate::store::events::Event;
 use crate::store::schema::Sample;
+use crate::vocab::{Condition, EventType, Phase};
 
 /// Compact fits 80×24; full adds latency, counters and engines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,24 +73,28 @@ impl ServerPane {
     }
 
     /// The current (debounced) phase from the window's analysis.
-    pub fn phase(&self) -> Option<String> {
+    pub fn phase(&self) -> Option<Phase> {
         self.analysis
             .as_ref()?
             .series
             .iter()
             .rev()
-            .find_map(|p| p.phase.clone())
+            .find_map(|p| p.phase)
     }
 
     /// Conditions active at the end of the window.
-    pub fn active_conditions(&self) -> Vec<String> {
+    pub fn active_conditions(&self) -> Vec<Condition> {
         let Some(a) = &self.analysis else {
             return Vec::new();
         };
-        let mut state: std::collections::BTreeMap<String, bool> = Default::default();
-        for e in a.events.iter().filter(|e| e.kind == "condition_change") {
-            if let (Some(c), Some(s)) = (&e.condition, &e.state) {
-                state.insert(c.clone(), s == "start");
+        let mut state: std::collections::BTreeMap<Condition, bool> = Default::default();
+        for e in a
+            .events
+            .iter()
+            .filter(|e| e.event_type() == Some(EventType::ConditionChange))
+        {
+            if let (Some(c), Some(s)) = (e.condition_name(), &e.state) {
+                state.insert(c, s == "start");
             }
         }
         state

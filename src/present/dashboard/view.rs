@@ -12,6 +12,7 @@ use ratatui::widgets::{
 use super::state::{Density, ServerPane, State};
 use crate::analysis::PhasePoint;
 use crate::present::clock;
+use crate::vocab::Phase;
 
 /// Draws the whole dashboard.
 pub fn draw(f: &mut Frame, s: &State) {
@@ -37,15 +38,15 @@ pub fn draw(f: &mut Frame, s: &State) {
     }
 }
 
-fn phase_style(p: &str) -> Style {
+fn phase_style(p: Option<Phase>) -> Style {
     match p {
-        "SATURATED" => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
-        "QUEUE_PRESSURE" => Style::default()
+        Some(Phase::Saturated) => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        Some(Phase::QueuePressure) => Style::default()
             .fg(Color::Yellow)
             .add_modifier(Modifier::BOLD),
-        "KV_PRESSURE_RISING" => Style::default().fg(Color::Magenta),
-        "HEALTHY" => Style::default().fg(Color::Green),
-        _ => Style::default().fg(Color::DarkGray),
+        Some(Phase::KvPressureRising) => Style::default().fg(Color::Magenta),
+        Some(Phase::Healthy) => Style::default().fg(Color::Green),
+        Some(Phase::Idle | Phase::NoData) | None => Style::default().fg(Color::DarkGray),
     }
 }
 
@@ -65,7 +66,7 @@ fn draw_header(f: &mut Frame, area: Rect, s: &State, p: &ServerPane) {
         .first()
         .map(|r| r.model_name.clone())
         .unwrap_or_default();
-    let phase = p.phase().unwrap_or_else(|| "—".into());
+    let phase = p.phase();
     let conds = p.active_conditions();
     let mut line1 = vec![
         Span::styled("KVScope ", Style::default().add_modifier(Modifier::BOLD)),
@@ -88,11 +89,18 @@ fn draw_header(f: &mut Frame, area: Rect, s: &State, p: &ServerPane) {
     }
     let mut line2 = vec![
         Span::raw("phase "),
-        Span::styled(phase.clone(), phase_style(&phase)),
+        Span::styled(phase.map_or("—", Phase::as_str), phase_style(phase)),
     ];
     if !conds.is_empty() {
         line2.push(Span::styled(
-            format!("  [{}]", conds.join(", ")),
+            format!(
+                "  [{}]",
+                conds
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Style::default().fg(Color::Yellow),
         ));
     }
