@@ -180,8 +180,11 @@ vocabulary! {
 }
 
 vocabulary! {
-    /// A finding's severity, from its score and the `severity_*_score` cutoffs.
+    /// A finding's severity, from its score and the `severity_*_score` cutoffs. (An old
+    /// `doctor.json` without one reads as `info`.)
+    #[derive(Default)]
     Severity, "severity" {
+        #[default]
         Info = "info",
         Low = "low",
         Medium = "medium",
@@ -206,25 +209,15 @@ impl Severity {
 }
 
 vocabulary! {
-    /// `status` of `doctor.json`.
+    /// `status` of `doctor.json`. (An old `doctor.json` without one reads as
+    /// `indeterminate`.)
+    #[derive(Default)]
     Status, "status" {
         Findings = "findings",
         Healthy = "healthy",
+        #[default]
         Indeterminate = "indeterminate",
         NoData = "no_data",
-    }
-}
-
-/// What an old `doctor.json` without these fields is read as.
-impl Default for Severity {
-    fn default() -> Self {
-        Self::Info
-    }
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Self::Indeterminate
     }
 }
 

@@ -404,10 +404,7 @@ fn parse(query: &'static str, sql: &str) -> Result<Parsed, AnalysisError> {
         query,
         source: DataFusionError::Plan(m),
     };
-    let mut statements = DFParser::parse_sql(sql).map_err(|e| AnalysisError::Query {
-        query,
-        source: e.into(),
-    })?;
+    let mut statements = DFParser::parse_sql(sql).map_err(qerr(query))?;
     let (Some(statement), true) = (statements.pop_front(), statements.is_empty()) else {
         return Err(fail("a catalog file holds exactly one statement".into()));
     };

@@ -799,7 +799,7 @@ fn fleet_json(reports: &[(String, diagnosis::Report)]) -> serde_json::Value {
             serde_json::json!({
                 "session": d,
                 "severity": r.severity,
-                "top": top.map(|f| f.id.clone()),
+                "top": top.map(|f| f.id),
                 "server": top.map(|f| f.server.clone()),
                 "score": top.map(|f| f.score),
                 "verdict": r.verdict,

@@ -58,15 +58,12 @@ fn dashboard_phases_equal_analyze_phases() {
         &Thresholds::default(),
     ))
     .unwrap();
-    let a: Vec<_> = files.series.iter().map(|p| p.phase.clone()).collect();
-    let b: Vec<_> = live.series.iter().map(|p| p.phase.clone()).collect();
+    let a: Vec<_> = files.series.iter().map(|p| p.phase).collect();
+    let b: Vec<_> = live.series.iter().map(|p| p.phase).collect();
     assert_eq!(a.len(), 91);
     assert_eq!(a, b);
     pane.analysis = Some(live);
-    assert_eq!(
-        pane.phase(),
-        files.series.last().and_then(|p| p.phase.clone())
-    );
+    assert_eq!(pane.phase(), files.series.last().and_then(|p| p.phase));
 }
 
 #[test]
