@@ -26,6 +26,7 @@
 
 pub mod adapter;
 pub mod analysis;
+pub mod cli;
 pub mod diagnosis;
 pub mod present;
 pub mod record;

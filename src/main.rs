@@ -4,8 +4,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     quiet_on_broken_pipe();
-    let cli = kvscope_cli::Cli::parse();
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kvscope_cli::run(cli)));
+    let cli = kvscope::cli::Cli::parse();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kvscope::cli::run(cli)));
     match run {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
@@ -38,6 +38,3 @@ fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
         .unwrap_or("");
     msg.contains("failed printing to stdout") && msg.contains("Broken pipe")
 }
-
-#[path = "cli/mod.rs"]
-mod kvscope_cli;

@@ -571,6 +571,28 @@ fn bad_flag_values_are_clear_errors_never_panics() {
             "-3",
         ),
         (&["doctor", "/nonexistent", "--jobs", "0"], "0"),
+        (
+            &[
+                "dashboard",
+                "--server",
+                "http://127.0.0.1:9",
+                "--interval",
+                "2 fortnights",
+            ],
+            "2 fortnights",
+        ),
+        (
+            &[
+                "record",
+                "--server",
+                "http://127.0.0.1:9",
+                "--duration",
+                "400days",
+            ],
+            "400days",
+        ),
+        (&["verify", "s3://bucket/session"], "object storage"),
+        (&["repair", "s3://bucket/session"], "object storage"),
         (&["doctor", "/nonexistent", "--vllm-version", "x.y"], "x.y"),
         (
             &[

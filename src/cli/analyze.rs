@@ -1,0 +1,63 @@
+//! `kvscope analyze`: run the SQL catalog over a session; write summary.json and
+//! events.jsonl next to it (or to `--out`).
+
+use std::process::ExitCode;
+
+use super::common::ThresholdArgs;
+use crate::analysis::{self, Analysis};
+use crate::store::location::Location;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Session directory, file:// or s3:// URL.
+    pub session: String,
+    /// Where summary.json and events.jsonl go (default: next to the session).
+    #[arg(long)]
+    pub out: Option<String>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// Print summary.json to stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let (analysis, written_to) = execute(&a).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&analysis.summary)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &analysis.summary.servers {
+        let phases: Vec<String> = s
+            .phases
+            .iter()
+            .map(|(p, t)| format!("{p} {:.0}%", t.share * 100.0))
+            .collect();
+        println!(
+            "{}: {:.0} s, {} samples; KV avg {:.1}% max {:.1}%; waiting max {:.0}; {:.0} gen tok/s avg; {:.0} preemptions",
+            s.server,
+            s.duration_s,
+            s.samples,
+            s.kv_avg_pct.unwrap_or(0.0),
+            s.kv_max_pct.unwrap_or(0.0),
+            s.waiting_max.unwrap_or(0.0),
+            s.generation_tokens_per_s_avg.unwrap_or(0.0),
+            s.preemptions.unwrap_or(0.0)
+        );
+        println!("  phases: {}", phases.join(", "));
+    }
+    println!(
+        "{} events; wrote {written_to}/summary.json and events.jsonl",
+        analysis.events.len(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Analyses and writes; returns the analysis and where it was written.
+pub async fn execute(a: &Args) -> anyhow::Result<(Analysis, Location)> {
+    let th = a.thresholds.load()?;
+    let loc = Location::parse(&a.session)?;
+    let out = a.out.as_deref().map(Location::parse).transpose()?;
+    let analysis = analysis::analyze_and_write_location(&loc, out.as_ref(), &th).await?;
+    Ok((analysis, out.unwrap_or(loc)))
+}

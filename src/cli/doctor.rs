@@ -1,0 +1,189 @@
+//! `kvscope doctor`: diagnose sessions (one, or a fleet concurrently); writes doctor.json
+//! into each. One failing session is reported and does not stop the others.
+
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+use futures::StreamExt as _;
+
+use super::common::{self, ThresholdArgs, parse_vllm_version};
+use crate::adapter::version::VllmVersion;
+use crate::analysis::{self, Thresholds};
+use crate::diagnosis::{self, Report};
+use crate::present;
+use crate::store::{self, location::Location};
+use crate::vocab::Severity;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FailOn {
+    High,
+    Medium,
+}
+
+impl FailOn {
+    fn severity(self) -> Severity {
+        match self {
+            Self::High => Severity::High,
+            Self::Medium => Severity::Medium,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Session directories or s3:// prefixes, or directories/prefixes holding sessions.
+    #[arg(required = true)]
+    pub sessions: Vec<String>,
+    /// Sessions diagnosed concurrently (default: number of CPUs).
+    #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    #[arg(long)]
+    pub verbose: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 1 when a finding of this severity or worse exists.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<FailOn>,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// The servers' vLLM release (e.g. 0.26.0): advice then names only flags it accepts
+    /// (wins over what metadata.json says).
+    #[arg(long, value_parser = parse_vllm_version)]
+    pub vllm_version: Option<VllmVersion>,
+}
+
+/// Reports of the sessions that could be diagnosed, in argument order, and the errors
+/// of those that could not.
+#[derive(Default)]
+pub struct Outcome {
+    pub reports: Vec<(String, Report)>,
+    pub failures: Vec<(String, anyhow::Error)>,
+}
+
+impl Outcome {
+    /// 2 when nothing could be diagnosed; 1 when `fail_on` is reached; 2 when some
+    /// session failed; else 0.
+    pub fn exit_code(&self, fail_on: Option<FailOn>) -> ExitCode {
+        let worst = self.reports.iter().map(|(_, r)| r.severity.rank()).max();
+        if !self.failures.is_empty() && self.reports.is_empty() {
+            ExitCode::from(2)
+        } else if fail_on.is_some_and(|f| worst.is_some_and(|w| w >= f.severity().rank())) {
+            ExitCode::from(1)
+        } else if !self.failures.is_empty() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let th = a.thresholds.load()?;
+    let sessions = common::find_sessions(&a.sessions).await?;
+    let jobs = a
+        .jobs
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let o = execute(&sessions, &th, a.vllm_version, jobs).await;
+    for (loc, e) in &o.failures {
+        eprintln!("error: {loc}: {e:#}");
+    }
+    print(&o, &a)?;
+    Ok(o.exit_code(a.fail_on))
+}
+
+/// Diagnoses `sessions`, `jobs` at a time.
+pub async fn execute(
+    sessions: &[Location],
+    th: &Thresholds,
+    version: Option<VllmVersion>,
+    jobs: usize,
+) -> Outcome {
+    let pb = common::progress(sessions.len(), "doctor");
+    let mut done: Vec<(usize, Location, anyhow::Result<Report>)> =
+        futures::stream::iter(sessions.iter().cloned().enumerate())
+            .map(|(i, loc)| {
+                let pb = &pb;
+                async move {
+                    let r = doctor_one(&loc, th, version).await;
+                    pb.inc(1);
+                    (i, loc, r)
+                }
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+    pb.finish_and_clear();
+    done.sort_by_key(|(i, _, _)| *i);
+    let mut o = Outcome::default();
+    for (_, loc, r) in done {
+        match r {
+            Ok(r) => o.reports.push((loc.to_string(), r)),
+            Err(e) => o.failures.push((loc.to_string(), e)),
+        }
+    }
+    o
+}
+
+/// Analyses one session, diagnoses it and writes its doctor.json.
+pub async fn doctor_one(
+    loc: &Location,
+    th: &Thresholds,
+    version: Option<VllmVersion>,
+) -> anyhow::Result<Report> {
+    let analysis = analysis::analyze_and_write_location(loc, None, th).await?;
+    let mut meta = loc.read_metadata().await?;
+    if let (Some(v), Some(m)) = (version, meta.as_mut()) {
+        m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");
+    }
+    let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+    loc.write(store::DOCTOR_JSON, serde_json::to_vec_pretty(&report)?)
+        .await?;
+    Ok(report)
+}
+
+fn print(o: &Outcome, a: &Args) -> anyhow::Result<()> {
+    let color = present::use_color();
+    let reports = &o.reports;
+    if a.json {
+        if let [(_, one)] = reports.as_slice() {
+            println!("{}", serde_json::to_string_pretty(one)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&fleet_json(reports))?);
+        }
+    } else if let [(_, one)] = reports.as_slice() {
+        print!("{}", present::doctor::render(one, a.verbose, color));
+    } else {
+        let view: Vec<(String, &Report)> = reports.iter().map(|(d, r)| (d.clone(), r)).collect();
+        print!("{}", present::doctor::render_fleet(&view, color));
+        if a.verbose {
+            for (dir, r) in reports {
+                println!("\n== {dir}");
+                print!("{}", present::doctor::render(r, true, color));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fleet_json(reports: &[(String, Report)]) -> serde_json::Value {
+    let mut rows: Vec<serde_json::Value> = reports
+        .iter()
+        .map(|(d, r)| {
+            let top = r.hypotheses.first();
+            serde_json::json!({
+                "session": d,
+                "severity": r.severity,
+                "top": top.map(|f| f.id),
+                "server": top.map(|f| f.server.clone()),
+                "score": top.map(|f| f.score),
+                "verdict": r.verdict,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        let s = |v: &serde_json::Value| v.get("score").and_then(|x| x.as_f64()).unwrap_or(0.0);
+        s(b).partial_cmp(&s(a)).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    serde_json::json!({ "fleet": rows })
+}
