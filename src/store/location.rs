@@ -1,6 +1,11 @@
 //! Where a session lives: a local directory, a `file://` URL, or a prefix in an object
 //! store (`s3://bucket/prefix/session`).
 //!
+//! Both go through `object_store`: a local directory through its local backend
+//! (`LocalFileSystem`, whose puts are atomic: staged, then renamed), S3 through
+//! `AmazonS3`. What counts as a session and which samples file wins is
+//! [`super::layout`]'s, for both.
+//!
 //! S3 credentials and endpoint come from the standard AWS environment
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
 //! `AWS_ALLOW_HTTP`, …) through `object_store`'s `AmazonS3Builder::from_env`. DataFusion
@@ -15,14 +20,14 @@ use bytes::Bytes;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 use url::Url;
 
-use super::{
-    METADATA_FILE, SAMPLES_CSV, SAMPLES_JSONL, SAMPLES_PARQUET, SAMPLES_PARTS_DIR, StoreError,
-};
+use super::layout::{self, Listing, SamplesSource};
+use super::{METADATA_FILE, StoreError};
 
 /// Files above this size are uploaded in parts.
 const MULTIPART_THRESHOLD: u64 = 8 * 1024 * 1024;
@@ -203,84 +208,127 @@ impl Location {
         }
     }
 
-    /// The session's samples, in order of preference: complete Parquet (a `samples/`
-    /// directory of parts, or `samples.parquet` with its footer), else `samples.jsonl`
-    /// (legacy sessions, or a recorder that died before writing the footer; `kvscope
-    /// repair` rewrites the Parquet), else `metrics.csv`.
-    pub async fn samples_input(&self) -> Result<SamplesInput, StoreError> {
-        let named = |f: &str| PathBuf::from(self.file_url(f));
+    /// The object-store view of this location: S3 as configured, a local directory
+    /// through `object_store`'s local backend.
+    pub fn objects(&self) -> Result<ObjectLocation, StoreError> {
         match self {
-            Location::Local(dir) => {
-                super::check_session_dir(dir)?;
-                let pq = dir.join(SAMPLES_PARQUET);
-                if dir.join(SAMPLES_PARTS_DIR).is_dir() {
-                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARTS_DIR)));
+            Location::Object(o) => Ok(o.clone()),
+            Location::Local(p) => {
+                let abs = resolve(p).map_err(|e| StoreError::io(p, e))?;
+                let prefix =
+                    ObjectPath::from_absolute_path(&abs).map_err(|e| StoreError::Invalid {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })?;
+                Ok(ObjectLocation {
+                    store: Arc::new(LocalFileSystem::new()),
+                    base: Url::parse("file:///").map_err(|e| StoreError::Invalid {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    })?,
+                    prefix,
+                })
+            }
+        }
+    }
+
+    /// What the session directory (prefix) holds directly: one listing.
+    pub async fn listing(&self) -> Result<Listing, StoreError> {
+        let o = self.objects()?;
+        let listed = match o.store.list_with_delimiter(Some(&o.prefix)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Listing::default()),
+            Err(e) => return Err(os_err(&self.file_url(""), e)),
+        };
+        let last = |p: &ObjectPath| p.filename().unwrap_or_default().to_string();
+        Ok(Listing {
+            files: listed.objects.iter().map(|m| last(&m.location)).collect(),
+            dirs: listed.common_prefixes.iter().map(last).collect(),
+        })
+    }
+
+    /// The session's samples, in [`SamplesSource::PREFERENCE`] order: complete Parquet
+    /// (parts, or `samples.parquet` with its footer), else `samples.jsonl`, else
+    /// `metrics.csv`.
+    pub async fn samples_input(&self) -> Result<SamplesInput, StoreError> {
+        if let Location::Local(dir) = self {
+            super::check_session_dir(dir)?;
+        }
+        let listing = self.listing().await?;
+        let named = |f: &str| PathBuf::from(self.file_url(f));
+        for source in listing.samples() {
+            match source {
+                SamplesSource::Parts => {
+                    return Ok(SamplesInput::Parquet(self.file_url(source.name())));
                 }
-                if pq.exists() && super::parquet_is_valid(&pq) {
-                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARQUET)));
-                }
-                if pq.exists() {
+                SamplesSource::Parquet => {
+                    if self.parquet_footer_ok(source.name()).await? {
+                        return Ok(SamplesInput::Parquet(self.file_url(source.name())));
+                    }
                     tracing::warn!(
-                        "{}: no footer (recorder crashed?); reading samples.jsonl",
-                        pq.display()
+                        "{}: no footer (recorder crashed?); reading the next samples file",
+                        self.file_url(source.name())
                     );
                 }
-            }
-            Location::Object(_) => {
-                if self.exists(SAMPLES_PARQUET).await? {
-                    return Ok(SamplesInput::Parquet(self.file_url(SAMPLES_PARQUET)));
+                SamplesSource::Jsonl => {
+                    if let Some(b) = self.read(source.name()).await? {
+                        let rows = super::samples_jsonl_from_reader(&b[..], &named(source.name()))?;
+                        return Ok(SamplesInput::Rows(rows));
+                    }
+                }
+                SamplesSource::Csv => {
+                    if let Some(b) = self.read(source.name()).await? {
+                        let rows = super::samples_csv_from_reader(&b[..], &named(source.name()))?;
+                        return Ok(SamplesInput::Rows(rows));
+                    }
                 }
             }
-        }
-        if let Some(b) = self.read(SAMPLES_JSONL).await? {
-            let rows = super::samples_jsonl_from_reader(&b[..], &named(SAMPLES_JSONL))?;
-            return Ok(SamplesInput::Rows(rows));
-        }
-        if let Some(b) = self.read(SAMPLES_CSV).await? {
-            let rows = super::samples_csv_from_reader(&b[..], &named(SAMPLES_CSV))?;
-            return Ok(SamplesInput::Rows(rows));
         }
         Err(StoreError::NotASession(PathBuf::from(self.to_string())))
     }
 
-    /// Whether the session has samples of any kind (without reading them).
-    pub async fn has_samples(&self) -> Result<bool, StoreError> {
-        if self
-            .as_local()
-            .is_some_and(|d| d.join(SAMPLES_PARTS_DIR).is_dir())
-        {
-            return Ok(true);
+    /// Whether a Parquet file ends with a footer (what a crashed writer lacks): its last
+    /// 8 bytes are the footer length and `PAR1`, and the length fits in the file.
+    async fn parquet_footer_ok(&self, name: &str) -> Result<bool, StoreError> {
+        let o = self.objects()?;
+        let key = o.key(name);
+        let url = self.file_url(name);
+        let meta = o.store.head(&key).await.map_err(|e| os_err(&url, e))?;
+        if meta.size < 12 {
+            return Ok(false);
         }
-        for f in [SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV] {
-            if self.exists(f).await? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let tail = o
+            .store
+            .get_range(&key, meta.size - 8..meta.size)
+            .await
+            .map_err(|e| os_err(&url, e))?;
+        let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        Ok(&tail[4..8] == b"PAR1" && len + 12 <= meta.size)
     }
 
-    /// Whether a file of the session exists. On a store this lists the prefix (one
+    /// Whether the session has samples of any kind (without reading them).
+    pub async fn has_samples(&self) -> Result<bool, StoreError> {
+        Ok(self.listing().await?.samples().next().is_some())
+    }
+
+    /// Whether a file (or directory) of the session exists. Lists the parent (one
     /// request) rather than HEAD-ing the key: S3-compatible servers disagree on what a
     /// HEAD of a missing key under a missing "directory" returns.
     pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
-        match self {
-            Location::Local(p) => Ok(p.join(name).exists()),
-            Location::Object(o) => {
-                let key = o.key(name);
-                let parent: ObjectPath = key
-                    .as_ref()
-                    .rsplit_once('/')
-                    .map(|(d, _)| ObjectPath::from(d))
-                    .unwrap_or_default();
-                let listing = o
-                    .store
-                    .list_with_delimiter(Some(&parent))
-                    .await
-                    .map_err(|e| os_err(&o.url_of(name), e))?;
-                Ok(listing.objects.iter().any(|m| m.location == key)
-                    || listing.common_prefixes.contains(&key))
-            }
-        }
+        let o = self.objects()?;
+        let key = o.key(name);
+        let parent: ObjectPath = key
+            .as_ref()
+            .rsplit_once('/')
+            .map(|(d, _)| ObjectPath::from(d))
+            .unwrap_or_default();
+        let listing = match o.store.list_with_delimiter(Some(&parent)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(os_err(&self.file_url(name), e)),
+        };
+        Ok(listing.objects.iter().any(|m| m.location == key)
+            || listing.common_prefixes.contains(&key))
     }
 
     /// Checks that the location can be reached with the configured credentials.
@@ -298,50 +346,31 @@ impl Location {
 
     /// Reads a whole file; `None` when it does not exist.
     pub async fn read(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
-        match self {
-            Location::Local(p) => {
-                let path = p.join(name);
-                match std::fs::read(&path) {
-                    Ok(b) => Ok(Some(Bytes::from(b))),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(StoreError::io(&path, e)),
-                }
-            }
-            Location::Object(o) => {
-                let url = o.url_of(name);
-                match o.store.get(&o.key(name)).await {
-                    Ok(r) => r.bytes().await.map(Some).map_err(|e| os_err(&url, e)),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(e) => Err(os_err(&url, e)),
-                }
-            }
+        let o = self.objects()?;
+        let url = self.file_url(name);
+        match o.store.get(&o.key(name)).await {
+            Ok(r) => r.bytes().await.map(Some).map_err(|e| os_err(&url, e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(os_err(&url, e)),
         }
     }
 
-    /// Writes a whole file (atomically for local files: temp file + rename).
+    /// Writes a whole file, atomically (a local put is staged, then renamed; an S3 put
+    /// appears whole), in parts above 8 MiB.
     pub async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        match self {
-            Location::Local(p) => {
-                let path = p.join(name);
-                let dir = path.parent().unwrap_or(p);
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-                let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
-                let tmp = dir.join(format!(".{}.tmp", file.unwrap_or_default()));
-                std::fs::write(&tmp, bytes).map_err(|e| StoreError::io(&tmp, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))
-            }
-            Location::Object(o) if bytes.len() as u64 <= MULTIPART_THRESHOLD => o
+        let o = self.objects()?;
+        let url = self.file_url(name);
+        if bytes.len() as u64 <= MULTIPART_THRESHOLD {
+            return o
                 .store
                 .put(&o.key(name), PutPayload::from(bytes))
                 .await
                 .map(|_| ())
-                .map_err(|e| os_err(&o.url_of(name), e)),
-            Location::Object(o) => {
-                let (mut w, url) = o.multipart(name).await?;
-                w.put(Bytes::from(bytes));
-                w.finish().await.map(|_| ()).map_err(|e| os_err(&url, e))
-            }
+                .map_err(|e| os_err(&url, e));
         }
+        let mut w = o.multipart(name).await?;
+        w.put(Bytes::from(bytes));
+        w.finish().await.map(|_| ()).map_err(|e| os_err(&url, e))
     }
 
     /// Uploads every file of local directory `dir` (recursively) below this location,
@@ -366,107 +395,101 @@ impl Location {
         let size = std::fs::metadata(path)
             .map_err(|e| StoreError::io(path, e))?
             .len();
-        match self {
-            Location::Local(p) => {
-                let dest = p.join(name);
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| StoreError::io(parent, e))?;
-                }
-                std::fs::copy(path, &dest).map_err(|e| StoreError::io(&dest, e))
-            }
-            Location::Object(_) if size <= MULTIPART_THRESHOLD => {
-                let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
-                self.write(name, bytes).await?;
-                Ok(size)
-            }
-            Location::Object(o) => {
-                let (mut w, url) = o.multipart(name).await?;
-                let mut file = tokio::fs::File::open(path)
-                    .await
-                    .map_err(|e| StoreError::io(path, e))?;
-                let mut buf = vec![0u8; PART_SIZE];
-                loop {
-                    let n = file
-                        .read(&mut buf)
-                        .await
-                        .map_err(|e| StoreError::io(path, e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    w.wait_for_capacity(4).await.map_err(|e| os_err(&url, e))?;
-                    w.write(buf.get(..n).unwrap_or_default());
-                }
-                w.finish().await.map_err(|e| os_err(&url, e))?;
-                Ok(size)
-            }
+        if size <= MULTIPART_THRESHOLD {
+            let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+            self.write(name, bytes).await?;
+            return Ok(size);
         }
+        let o = self.objects()?;
+        let url = self.file_url(name);
+        let mut w = o.multipart(name).await?;
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        let mut buf = vec![0u8; PART_SIZE];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| StoreError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            w.wait_for_capacity(4).await.map_err(|e| os_err(&url, e))?;
+            w.write(buf.get(..n).unwrap_or_default());
+        }
+        w.finish().await.map_err(|e| os_err(&url, e))?;
+        Ok(size)
     }
 
     /// Sessions at or below this location: directories (prefixes) holding
-    /// metadata.json or samples. Sorted, deduplicated.
+    /// metadata.json or samples ([`layout::session_of_key`]). Sorted, deduplicated.
     pub async fn find_sessions(&self) -> Result<Vec<Location>, StoreError> {
-        const MARKERS: [&str; 4] = [METADATA_FILE, SAMPLES_PARQUET, SAMPLES_JSONL, SAMPLES_CSV];
-        match self {
-            Location::Local(p) => {
-                let mut out = Vec::new();
-                find_local_sessions(p, &mut out, 0)?;
-                out.sort();
-                Ok(out.into_iter().map(Location::Local).collect())
-            }
-            Location::Object(o) => {
-                let prefix = (!o.prefix.as_ref().is_empty()).then_some(&o.prefix);
-                let metas: Vec<_> = o
-                    .store
-                    .list(prefix)
-                    .try_collect()
-                    .await
-                    .map_err(|e| os_err(&o.url_of(""), e))?;
-                let mut dirs: Vec<String> = metas
-                    .iter()
-                    .filter_map(|m| {
-                        let key = m.location.as_ref();
-                        let (dir, file) = key.rsplit_once('/').unwrap_or(("", key));
-                        // `samples/part-*.parquet`: the session is the parent of `samples`.
-                        let dir = if let Some(d) = dir.strip_suffix(SAMPLES_PARTS_DIR)
-                            && (d.is_empty() || d.ends_with('/'))
-                            && file.ends_with(".parquet")
-                        {
-                            d.trim_end_matches('/')
-                        } else if MARKERS.contains(&file) {
-                            dir
-                        } else {
-                            return None;
-                        };
-                        Some(dir.to_string())
-                    })
-                    .collect();
-                dirs.sort();
-                dirs.dedup();
-                Ok(dirs
-                    .into_iter()
-                    .map(|d| {
-                        Location::Object(ObjectLocation {
-                            store: o.store.clone(),
-                            base: o.base.clone(),
-                            prefix: ObjectPath::from(d.as_str()),
-                        })
-                    })
-                    .collect())
+        if let Location::Local(p) = self
+            && !p.is_dir()
+        {
+            return Err(StoreError::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such session or directory"),
+            ));
+        }
+        let o = self.objects()?;
+        let prefix = (!o.prefix.as_ref().is_empty()).then_some(&o.prefix);
+        let metas: Vec<_> = o
+            .store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(|e| os_err(&self.file_url(""), e))?;
+        let mut dirs: Vec<String> = metas
+            .iter()
+            .filter_map(|m| layout::session_of_key(m.location.as_ref()).map(str::to_string))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // A session's own sub-directories (`samples/`) are not sessions of their own.
+        let mut sessions: Vec<String> = Vec::new();
+        for d in dirs {
+            if !sessions.iter().any(|s| d.starts_with(&format!("{s}/"))) {
+                sessions.push(d);
             }
         }
+        Ok(sessions
+            .into_iter()
+            .map(|d| match self {
+                // Below the directory given, spelled as given (relative stays relative).
+                Location::Local(p) => {
+                    let rel = d.strip_prefix(o.prefix.as_ref()).unwrap_or(&d);
+                    Location::Local(rel.split('/').filter(|s| !s.is_empty()).fold(
+                        p.clone(),
+                        |acc, seg| {
+                            acc.join(
+                                percent_encoding::percent_decode_str(seg)
+                                    .decode_utf8_lossy()
+                                    .as_ref(),
+                            )
+                        },
+                    ))
+                }
+                Location::Object(o) => Location::Object(ObjectLocation {
+                    store: o.store.clone(),
+                    base: o.base.clone(),
+                    prefix: ObjectPath::from(d.as_str()),
+                }),
+            })
+            .collect())
     }
 }
 
 impl ObjectLocation {
     /// A multipart upload of `name` (parts of [`PART_SIZE`]) and the object's URL.
-    async fn multipart(&self, name: &str) -> Result<(WriteMultipart, String), StoreError> {
-        let url = self.url_of(name);
+    async fn multipart(&self, name: &str) -> Result<WriteMultipart, StoreError> {
         let upload = self
             .store
             .put_multipart(&self.key(name))
             .await
-            .map_err(|e| os_err(&url, e))?;
-        Ok((WriteMultipart::new_with_chunk_size(upload, PART_SIZE), url))
+            .map_err(|e| os_err(&self.url_of(name), e))?;
+        Ok(WriteMultipart::new_with_chunk_size(upload, PART_SIZE))
     }
 
     /// The key of `name` below the prefix, taken literally (a Hive partition value such
@@ -502,6 +525,37 @@ impl ObjectLocation {
     }
 }
 
+/// An absolute path without `.`/`..` (what `object_store` keys need), for directories
+/// that may not exist yet: `..` is resolved lexically, then the deepest existing
+/// ancestor is canonicalized (symlinks).
+fn resolve(p: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let mut abs = PathBuf::new();
+    for c in std::path::absolute(p)?.components() {
+        match c {
+            Component::ParentDir => {
+                abs.pop();
+            }
+            Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
+    let mut missing = Vec::new();
+    let mut cur = abs.as_path();
+    loop {
+        match std::fs::canonicalize(cur) {
+            Ok(base) => return Ok(missing.iter().rev().fold(base, |acc, m| acc.join(m))),
+            Err(_) => match (cur.parent(), cur.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name.to_os_string());
+                    cur = parent;
+                }
+                _ => return Ok(abs),
+            },
+        }
+    }
+}
+
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), StoreError> {
     for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
         let entry = entry.map_err(|e| StoreError::io(dir, e))?;
@@ -516,33 +570,6 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), 
         } else if let Ok(rel) = path.strip_prefix(root) {
             out.push(rel.to_path_buf());
         }
-    }
-    Ok(())
-}
-
-/// Depth-limited walk: a session directory is not searched further.
-fn find_local_sessions(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<(), StoreError> {
-    if super::check_session_dir(dir).is_ok() {
-        out.push(dir.to_path_buf());
-        return Ok(());
-    }
-    if !dir.is_dir() {
-        return Err(StoreError::io(
-            dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such session or directory"),
-        ));
-    }
-    if depth >= 4 {
-        return Ok(());
-    }
-    let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| StoreError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    subs.sort();
-    for s in subs {
-        find_local_sessions(&s, out, depth + 1)?;
     }
     Ok(())
 }
@@ -572,5 +599,54 @@ mod tests {
         assert_eq!(s3.child("s1").to_string(), "s3://bucket/a/b/s1");
         assert_eq!(s3.child("s1").name(), "s1");
         assert!(s3.is_remote());
+    }
+
+    /// A local directory goes through object_store's local backend: reads, atomic
+    /// writes, listings and session discovery, with `..` and not-yet-existing paths.
+    #[test]
+    fn local_sessions_through_the_object_store_api() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("lake");
+            let a = Location::Local(root.join("x/../s1"));
+            assert_eq!(a.read(METADATA_FILE).await.unwrap(), None);
+            a.write(METADATA_FILE, b"{}".to_vec()).await.unwrap();
+            a.write("samples/part-00000.parquet", b"x".to_vec())
+                .await
+                .unwrap();
+            Location::Local(root.join("deep/s 2"))
+                .write(layout::SAMPLES_JSONL, b"".to_vec())
+                .await
+                .unwrap();
+            assert!(root.join("s1/metadata.json").is_file());
+            assert_eq!(
+                a.read(METADATA_FILE).await.unwrap().as_deref(),
+                Some(&b"{}"[..])
+            );
+            let l = a.listing().await.unwrap();
+            assert_eq!(l.files, [METADATA_FILE]);
+            assert_eq!(l.dirs, [layout::SAMPLES_PARTS_DIR]);
+            assert!(a.exists(layout::SAMPLES_PARTS_DIR).await.unwrap());
+            assert!(!a.exists(layout::SAMPLES_CSV).await.unwrap());
+            let found: Vec<String> = Location::Local(root.clone())
+                .find_sessions()
+                .await
+                .unwrap()
+                .iter()
+                .map(|l| l.to_string())
+                .collect();
+            let spell = |p: &str| root.join(p).display().to_string();
+            assert_eq!(found, [spell("deep/s 2"), spell("s1")]);
+            // No temp files left behind by the atomic writes.
+            let names: Vec<_> = std::fs::read_dir(root.join("s1"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+        });
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod events;
 pub mod export;
+pub mod layout;
 pub mod location;
 pub mod schema;
 pub mod verify;
@@ -27,15 +28,10 @@ use schema::{
     COLUMNS, HistogramRow, SCHEMA_VERSION, Sample, histograms_to_batch, samples_to_batch,
 };
 
-pub const METADATA_FILE: &str = "metadata.json";
-pub const SAMPLES_PARQUET: &str = "samples.parquet";
-pub const SAMPLES_PARTS_DIR: &str = "samples";
-pub const SAMPLES_CSV: &str = "metrics.csv";
-pub const SAMPLES_JSONL: &str = "samples.jsonl";
-pub const HISTOGRAMS_PARQUET: &str = "histograms.parquet";
-pub const EVENTS_JSONL: &str = "events.jsonl";
-pub const SUMMARY_JSON: &str = "summary.json";
-pub const DOCTOR_JSON: &str = "doctor.json";
+pub use layout::{
+    DOCTOR_JSON, EVENTS_JSONL, HISTOGRAMS_PARQUET, METADATA_FILE, SAMPLES_CSV, SAMPLES_JSONL,
+    SAMPLES_PARQUET, SAMPLES_PARTS_DIR, SUMMARY_JSON,
+};
 
 /// Rows per Parquet row group: bounds the recorder's memory on hour-long sessions.
 pub const ROW_GROUP_ROWS: usize = 8192;
@@ -510,16 +506,17 @@ pub fn check_session_dir(dir: &Path) -> Result<(), StoreError> {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such session directory"),
         });
     }
-    let any = [
-        METADATA_FILE,
-        SAMPLES_PARQUET,
-        SAMPLES_JSONL,
-        SAMPLES_CSV,
-        SAMPLES_PARTS_DIR,
-    ]
-    .iter()
-    .any(|f| dir.join(f).exists());
-    if any {
+    let mut listing = layout::Listing::default();
+    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() {
+            listing.dirs.push(name);
+        } else {
+            listing.files.push(name);
+        }
+    }
+    if listing.is_session() {
         Ok(())
     } else {
         Err(StoreError::NotASession(dir.to_path_buf()))
