@@ -142,6 +142,50 @@ pub(super) async fn run_catalog(
     Ok((events, results))
 }
 
+/// Analyses a moving window of samples again and again with the catalog planned once:
+/// the dashboard's live analysis. Each call runs the same physical plans over the
+/// window's rows (one server's, or several), so a tick costs the execution only.
+pub struct WindowAnalyzer {
+    worker: Worker,
+    thresholds: Thresholds,
+}
+
+impl WindowAnalyzer {
+    pub async fn new(thresholds: &Thresholds) -> Result<Self, AnalysisError> {
+        // The view over in-memory rows is the same whatever the rows: register it once
+        // over an empty window to learn the raw schema and the view's SQL.
+        let ctx = super::context();
+        let view = super::register_session(&ctx, &super::SamplesInput::Rows(vec![]), None).await?;
+        let raw = crate::store::schema::samples_to_batch(&[]).schema();
+        let opts = AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        };
+        Ok(Self {
+            worker: Worker::new(raw, &view, CHUNK_ROWS, thresholds, opts).await?,
+            thresholds: thresholds.clone(),
+        })
+    }
+
+    /// Events, summary and per-sample phases of `rows` (any order).
+    pub async fn analyze(
+        &mut self,
+        rows: &[crate::store::schema::Sample],
+    ) -> Result<super::Analysis, AnalysisError> {
+        let mut rows = rows.to_vec();
+        rows.sort_by(|a, b| (&a.server, a.ts).cmp(&(&b.server, b.ts)));
+        let batch = crate::store::schema::samples_to_batch(&rows);
+        let (events, results) = self.worker.run(vec![batch]).await?;
+        let summary = super::summary::build(&results, &events, &self.thresholds, None)?;
+        let series = super::series_from(&results)?;
+        Ok(super::Analysis {
+            events,
+            summary,
+            series,
+        })
+    }
+}
+
 /// Rows where a server's run starts inside the batch (not row 0: that server may
 /// continue from the previous batch).
 fn server_starts(batch: &RecordBatch) -> Result<Vec<usize>, DataFusionError> {

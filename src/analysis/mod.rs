@@ -113,6 +113,7 @@ pub const CATALOG: &[Query] = &[
 const UNITS_SINGLE_ENGINE: Query = q!("01_units_single_engine.sql", Table);
 
 pub use crate::store::location::SamplesInput;
+pub use chunks::WindowAnalyzer;
 
 /// The result of analysing a session.
 #[derive(Debug, Clone)]

@@ -129,13 +129,19 @@ pub fn rfc3339(ts_us: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The path every page takes from text to stored rows.
+/// The path every page takes from text to normalized rows — and, while a session is
+/// attached, into its files. `record` attaches one for the whole run; the dashboard runs
+/// the same pipeline in memory and attaches a session while `r` is on, so its window and
+/// its recordings hold the very same rows.
 pub struct Pipeline {
     raw: Option<RawWriter>,
     stated_version: Option<crate::adapter::version::VllmVersion>,
     normalizer: Normalizer,
-    writer: SessionWriter,
+    writer: Option<SessionWriter>,
+    /// First timestamp of the attached session (its `t_rel_sec` origin).
+    writer_t0_us: Option<i64>,
     facts: BTreeMap<String, ServerMeta>,
+    /// First timestamp of the stream: relative time is measured from here.
     t0_us: Option<i64>,
     last: BTreeMap<String, Vec<Sample>>,
 }
@@ -143,23 +149,79 @@ pub struct Pipeline {
 /// What one ingested page produced.
 #[derive(Debug, Clone, Default)]
 pub struct Ingested {
-    pub rows: usize,
+    /// The page's rows (one per engine and model; failed-scrape rows for a bad page).
+    pub samples: Vec<Sample>,
     pub skipped_lines: usize,
     /// Set when the page was not usable vLLM metrics.
     pub not_vllm: Option<String>,
 }
 
 impl Pipeline {
+    /// A pipeline writing into `writer` from its first page.
     pub fn new(writer: SessionWriter) -> Self {
+        let mut p = Self::in_memory();
+        p.writer = Some(writer);
+        p
+    }
+
+    /// A pipeline that only normalizes (the dashboard between recordings).
+    pub fn in_memory() -> Self {
         Self {
             raw: None,
             stated_version: None,
             normalizer: Normalizer::new(),
-            writer,
+            writer: None,
+            writer_t0_us: None,
             facts: BTreeMap::new(),
             t0_us: None,
             last: BTreeMap::new(),
         }
+    }
+
+    /// Starts writing into `writer` from the next page on.
+    pub fn attach(&mut self, writer: SessionWriter) {
+        self.writer = Some(writer);
+        self.writer_t0_us = None;
+    }
+
+    /// Finalizes the attached session, if any; the pipeline keeps normalizing.
+    pub fn detach(&mut self, ended_at_us: i64) -> Result<Option<PathBuf>, StoreError> {
+        let Some(mut w) = self.writer.take() else {
+            return Ok(None);
+        };
+        self.raw = None;
+        w.metadata_mut().servers = self.facts.values().cloned().collect();
+        w.finish(&rfc3339(ended_at_us)).map(Some)
+    }
+
+    pub fn is_writing(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// Appends rows to the attached session, with `t_rel_sec` from its own start.
+    fn store(
+        &mut self,
+        samples: &[Sample],
+        hists: &[crate::store::schema::HistogramRow],
+    ) -> Result<(), StoreError> {
+        let Some(w) = &mut self.writer else {
+            return Ok(());
+        };
+        let Some(first) = samples.first().map(|r| r.ts) else {
+            return w.append(samples, hists);
+        };
+        let t0 = *self.writer_t0_us.get_or_insert(first);
+        if Some(t0) == self.t0_us {
+            return w.append(samples, hists);
+        }
+        let shifted: Vec<Sample> = samples
+            .iter()
+            .map(|r| Sample {
+                t_rel_sec: (r.ts - t0) as f64 / 1e6,
+                ..r.clone()
+            })
+            .collect();
+        w.append(&shifted, hists)
     }
 
     /// The servers' vLLM release as stated by the user (wins over inference).
@@ -167,9 +229,11 @@ impl Pipeline {
         self.stated_version = Some(v);
     }
 
-    /// Also keeps every page as it came (`record --raw`).
+    /// Also keeps every page as it came (`record --raw`) in the attached session.
     pub fn keep_raw(&mut self) -> Result<(), StoreError> {
-        self.raw = Some(RawWriter::create(self.writer.dir()).map_err(raw_err)?);
+        if let Some(w) = &self.writer {
+            self.raw = Some(RawWriter::create(w.dir()).map_err(raw_err)?);
+        }
         Ok(())
     }
 
@@ -223,9 +287,9 @@ impl Pipeline {
         if reading.engines.is_empty() {
             let missing = reading.missing_required().join(", ");
             let reason = format!("not vLLM metrics (missing {missing})");
-            self.ingest_failure(server, ts_us, scrape_ms, &reason)?;
+            let samples = self.ingest_failure(server, ts_us, scrape_ms, &reason)?;
             return Ok(Ingested {
-                rows: 0,
+                samples,
                 skipped_lines: exp.skipped.len(),
                 not_vllm: Some(reason),
             });
@@ -258,11 +322,10 @@ impl Pipeline {
         let out = self
             .normalizer
             .normalize(server, ts_us, t_rel, scrape_ms, &reading);
-        self.writer.append(&out.samples, &out.histograms)?;
-        let rows = out.samples.len();
-        self.last.insert(server.to_string(), out.samples);
+        self.store(&out.samples, &out.histograms)?;
+        self.last.insert(server.to_string(), out.samples.clone());
         Ok(Ingested {
-            rows,
+            samples: out.samples,
             skipped_lines: exp.skipped.len(),
             not_vllm: None,
         })
@@ -275,7 +338,7 @@ impl Pipeline {
         ts_us: i64,
         scrape_ms: Option<f64>,
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Sample>, StoreError> {
         if self.raw.is_some() {
             self.append_raw(RawPage {
                 ts: ts_us as f64 / 1e6,
@@ -289,9 +352,9 @@ impl Pipeline {
         for r in &mut rows {
             r.scrape_error = Some(reason.to_string());
         }
-        self.writer.append(&rows, &[])?;
-        self.last.insert(server.to_string(), rows);
-        Ok(())
+        self.store(&rows, &[])?;
+        self.last.insert(server.to_string(), rows.clone());
+        Ok(rows)
     }
 
     /// The rows of the latest page of each server (for progress displays).
@@ -299,15 +362,18 @@ impl Pipeline {
         &self.last
     }
 
-    pub fn dir(&self) -> &Path {
-        self.writer.dir()
+    /// The attached session's directory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.writer.as_ref().map(SessionWriter::dir)
     }
 
     /// Finalizes every file; returns the session directory.
     pub fn finish(mut self, ended_at_us: i64) -> Result<PathBuf, StoreError> {
-        let servers = self.facts.values().cloned().collect();
-        self.writer.metadata_mut().servers = servers;
-        self.writer.finish(&rfc3339(ended_at_us))
+        self.detach(ended_at_us)?
+            .ok_or_else(|| StoreError::Invalid {
+                path: PathBuf::new(),
+                message: "no session attached to finish".into(),
+            })
     }
 }
 
@@ -324,6 +390,123 @@ fn raw_err(e: RawError) -> StoreError {
             message,
         },
         RawError::Invalid { path, message } => StoreError::Invalid { path, message },
+    }
+}
+
+/// One target's result in a scrape round, stamped on the target's page clock.
+#[derive(Debug, Clone)]
+pub enum Scraped {
+    Page {
+        server: String,
+        ts_us: i64,
+        scrape_ms: Option<f64>,
+        text: String,
+    },
+    Failure {
+        server: String,
+        ts_us: i64,
+        scrape_ms: Option<f64>,
+        reason: String,
+    },
+}
+
+/// What one round of scrapes produced.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Scrapes attempted.
+    pub attempted: u64,
+    /// New pages and failures (a replayed page already seen is left out).
+    pub scraped: Vec<Scraped>,
+}
+
+/// Scrapes every target concurrently, one round per call, and keeps each target's
+/// clock: a simulator or replay reports its page time (`x-kvscope-sim-time`), and a
+/// failed scrape of such a target is stamped on the same clock as the pages around it,
+/// so a sped-up source never mixes wall and page time. Used by `record` and the
+/// dashboard alike.
+pub struct Scraper {
+    client: reqwest::Client,
+    targets: Vec<Target>,
+    bearer: Option<String>,
+    timeout: Duration,
+    /// Per target: the last page time reported, and how far that clock is from ours.
+    clocks: Vec<(Option<i64>, i64)>,
+}
+
+impl Scraper {
+    pub fn new(
+        client: reqwest::Client,
+        targets: Vec<Target>,
+        bearer: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            clocks: vec![(None, 0); targets.len()],
+            client,
+            targets,
+            bearer,
+            timeout,
+        }
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// Scrapes every target once.
+    pub async fn round(&mut self) -> Round {
+        let tick_us = now_us();
+        let results =
+            futures::future::join_all(self.targets.iter().map(|t| {
+                scrape::scrape(&self.client, &t.url, self.bearer.as_deref(), self.timeout)
+            }))
+            .await;
+        let mut round = Round::default();
+        for ((t, res), clock) in self.targets.iter().zip(results).zip(self.clocks.iter_mut()) {
+            round.attempted += 1;
+            let server = t.label.clone();
+            match res {
+                Ok(page) => {
+                    let ts_us = match page.sim_time {
+                        Some(sim) => {
+                            let ts = (sim * 1e6).round() as i64;
+                            clock.1 = ts - tick_us;
+                            // A replay answering with the page already recorded: nothing new.
+                            if clock.0.is_some_and(|last| ts <= last) {
+                                continue;
+                            }
+                            clock.0 = Some(ts);
+                            ts
+                        }
+                        None => tick_us,
+                    };
+                    round.scraped.push(Scraped::Page {
+                        server,
+                        ts_us,
+                        scrape_ms: Some(page.elapsed.as_secs_f64() * 1e3),
+                        text: page.body,
+                    });
+                }
+                Err(e) => {
+                    let scrape_ms = match &e {
+                        ScrapeError::Timeout(d) => Some(d.as_secs_f64() * 1e3),
+                        _ => None,
+                    };
+                    let ts_us = tick_us + clock.1;
+                    if clock.0.is_some_and(|last| ts_us <= last) {
+                        continue;
+                    }
+                    clock.0 = clock.0.map(|_| ts_us);
+                    round.scraped.push(Scraped::Failure {
+                        server,
+                        ts_us,
+                        scrape_ms,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        round
     }
 }
 
@@ -397,9 +580,7 @@ pub async fn record(
     if let Some(v) = cfg.vllm_version {
         pipe.state_vllm_version(v);
     }
-    // Per target: the last page time a simulator or replay reported, and how far its clock
-    // is from ours (failed scrapes are stamped on the same clock as the pages around them).
-    let mut clocks: Vec<(Option<i64>, i64)> = vec![(None, 0); cfg.targets.len()];
+    let mut scraper = Scraper::new(client, cfg.targets.clone(), cfg.bearer.clone(), cfg.timeout);
     let mut ticker = tokio::time::interval(cfg.interval);
     // A late tick is taken late, once: ticks are never bunched to catch up.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -416,50 +597,31 @@ pub async fn record(
         if cfg.duration.is_some_and(|d| began.elapsed() >= d) {
             break;
         }
-        let tick_us = now_us();
-        let results = futures::future::join_all(cfg.targets.iter().map(|t| {
-            let client = &client;
-            let bearer = cfg.bearer.as_deref();
-            async move { (t, scrape::scrape(client, &t.url, bearer, cfg.timeout).await) }
-        }))
-        .await;
-        for ((t, res), clock) in results.into_iter().zip(clocks.iter_mut()) {
-            scrapes += 1;
-            match res {
-                Ok(page) => {
-                    let ts = match page.sim_time {
-                        Some(sim) => {
-                            let ts = (sim * 1e6).round() as i64;
-                            clock.1 = ts - tick_us;
-                            // A replay answering with the page already recorded: nothing new.
-                            if clock.0.is_some_and(|last| ts <= last) {
-                                continue;
-                            }
-                            clock.0 = Some(ts);
-                            ts
-                        }
-                        None => tick_us,
-                    };
-                    let ms = page.elapsed.as_secs_f64() * 1e3;
-                    let got = pipe.ingest_text(&t.label, ts, Some(ms), &page.body)?;
+        let round = scraper.round().await;
+        scrapes += round.attempted;
+        for s in round.scraped {
+            match s {
+                Scraped::Page {
+                    server,
+                    ts_us,
+                    scrape_ms,
+                    text,
+                } => {
+                    let got = pipe.ingest_text(&server, ts_us, scrape_ms, &text)?;
                     if let Some(reason) = got.not_vllm {
                         failed += 1;
-                        tracing::warn!("{}: {reason}", t.label);
+                        tracing::warn!("{server}: {reason}");
                     }
                 }
-                Err(e) => {
+                Scraped::Failure {
+                    server,
+                    ts_us,
+                    scrape_ms,
+                    reason,
+                } => {
                     failed += 1;
-                    tracing::warn!("{}: scrape failed: {e}", t.label);
-                    let ms = match &e {
-                        ScrapeError::Timeout(d) => Some(d.as_secs_f64() * 1e3),
-                        _ => None,
-                    };
-                    let ts = tick_us + clock.1;
-                    if clock.0.is_some_and(|last| ts <= last) {
-                        continue;
-                    }
-                    clock.0 = clock.0.map(|_| ts);
-                    pipe.ingest_failure(&t.label, ts, ms, &e.to_string())?;
+                    tracing::warn!("{server}: scrape failed: {reason}");
+                    pipe.ingest_failure(&server, ts_us, scrape_ms, &reason)?;
                 }
             }
         }

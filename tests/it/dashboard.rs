@@ -113,3 +113,66 @@ fn once_against_the_simulator() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--once"));
 }
+
+/// The dashboard runs `record`'s pipeline: driven well past its window against the
+/// simulator while recording with `r`, its relative time keeps running from the start,
+/// its live (plans-made-once) analysis of the window gives the same phases as `analyze`
+/// of the same rows, and the recorded files hold exactly the rows it showed.
+#[test]
+fn dashboard_past_its_window_matches_analyze_and_its_recording() {
+    use kvscope::present::dashboard::{DashboardConfig, Live};
+    use kvscope::record::Target;
+    let (mut sim, url) = crate::common::spawn_simulator("mixed-incident", 30.0);
+    let tmp = tempfile::tempdir().unwrap();
+    let window_s = 40.0;
+    let cfg = DashboardConfig {
+        targets: vec![Target::parse(&url).unwrap()],
+        interval: std::time::Duration::from_millis(100),
+        timeout: std::time::Duration::from_secs(2),
+        density: Density::Compact,
+        window_s,
+        sessions_dir: tmp.path().to_path_buf(),
+        bearer: None,
+    };
+    let (pane, dir) = block_on(async {
+        let mut live = Live::new(cfg).await.unwrap();
+        live.toggle_recording().unwrap();
+        // ~3 simulated seconds per round: 60 rounds are ~180 s, past the 40 s window.
+        for _ in 0..60 {
+            live.round().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let dir = live.finish().unwrap().expect("a recording was running");
+        (live.state.panes[0].clone(), dir)
+    });
+    let _ = sim.kill();
+    let _ = sim.wait();
+    let rows: Vec<_> = pane.rows.iter().cloned().collect();
+    let first = rows.first().unwrap();
+    let last = rows.last().unwrap();
+    // Relative time from the start, not from the window's edge.
+    assert!(first.t_rel_sec > 60.0, "t_rel {}", first.t_rel_sec);
+    assert!(
+        (last.t_rel_sec - first.t_rel_sec) <= window_s + 1e-6,
+        "window {} … {}",
+        first.t_rel_sec,
+        last.t_rel_sec
+    );
+    let live = pane.analysis.as_ref().expect("analysed");
+    let batch = block_on(analysis::analyze_rows(rows.clone(), &Thresholds::default())).unwrap();
+    let phases =
+        |a: &analysis::Analysis| a.series.iter().map(|p| (p.ts, p.phase)).collect::<Vec<_>>();
+    assert!(live.series.len() >= 10, "{} points", live.series.len());
+    assert_eq!(phases(live), phases(&batch));
+    assert_eq!(live.summary.servers, batch.summary.servers);
+    // The recording holds the window's rows, identical (same pipeline, same t0).
+    let recorded = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+    let in_window: Vec<_> = recorded
+        .iter()
+        .filter(|r| r.ts >= first.ts)
+        .cloned()
+        .collect();
+    assert_eq!(in_window, rows);
+    let from_files = block_on(analysis::analyze_rows(in_window, &Thresholds::default())).unwrap();
+    assert_eq!(phases(&from_files), phases(live));
+}

@@ -1,10 +1,15 @@
 //! `kvscope dashboard`: a live terminal view of vLLM servers.
 //!
 //! Pieces kept apart (after bottom and tokio-console): [`state`] (what is known),
-//! [`view`] (pure drawing), the event loop here (one [`Ev`] enum through one
-//! `tokio::select!`) and a terminal guard that restores the screen on drop and on panic.
-//! Scrapes go through the same parser, adapter and analysis SQL as `record`/`analyze`;
-//! `r` records the same stream through the same [`Pipeline`], so the files are identical.
+//! [`view`] (pure drawing), [`Live`] (the work) and the UI loop here.
+//!
+//! One recording pipeline: [`Live`] scrapes with `record`'s [`Scraper`] and normalizes
+//! with `record`'s [`Pipeline`]; `r` attaches a session to that same pipeline, so the
+//! window and the files hold the very same rows. Relative time runs from the
+//! dashboard's start (the pipeline's), never from the window's edge. Each pane's window
+//! is analysed by a [`WindowAnalyzer`] (the SQL catalog planned once, executed per
+//! tick). Scraping and analysis run on their own task; the UI task only draws the
+//! latest snapshot and answers keys, so a key never waits for a scrape.
 
 pub mod state;
 pub mod view;
@@ -17,10 +22,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{self, Event as CtEvent, KeyCode, KeyEventKind};
 
-use crate::adapter::{self, Normalizer};
-use crate::analysis::{self, Thresholds};
-use crate::record::{Pipeline, Target, now_us, session_id};
-use crate::source::{prom, scrape};
+use crate::analysis::{Thresholds, WindowAnalyzer};
+use crate::record::{Pipeline, Scraped, Scraper, Target, now_us, session_id};
+use crate::source::scrape;
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
 use state::{Density, ServerPane, State};
 
@@ -35,6 +39,10 @@ pub enum DashboardError {
     Scrape(#[from] scrape::ScrapeError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Analysis(#[from] crate::analysis::AnalysisError),
+    #[error("the dashboard's worker stopped: {0}")]
+    Worker(String),
 }
 
 /// Dashboard settings.
@@ -51,105 +59,78 @@ pub struct DashboardConfig {
     pub bearer: Option<String>,
 }
 
-/// Scrapes, normalizes and analyses; owns the optional recording.
+/// Scrapes, normalizes and analyses through the recorder's pipeline; owns the optional
+/// recording.
 pub struct Live {
     cfg: DashboardConfig,
-    client: reqwest::Client,
-    normalizers: Vec<Normalizer>,
-    recording: Option<Pipeline>,
-    thresholds: Thresholds,
+    scraper: Scraper,
+    pipe: Pipeline,
+    analyzers: Vec<WindowAnalyzer>,
     pub state: State,
 }
 
 impl Live {
-    pub fn new(cfg: DashboardConfig) -> Result<Self, DashboardError> {
+    pub async fn new(cfg: DashboardConfig) -> Result<Self, DashboardError> {
         let client = scrape::client(cfg.timeout)?;
         let panes = cfg
             .targets
             .iter()
             .map(|t| ServerPane::new(&t.label, &t.redacted_url()))
             .collect();
+        let thresholds = Thresholds::default();
+        let mut analyzers = Vec::new();
+        for _ in &cfg.targets {
+            analyzers.push(WindowAnalyzer::new(&thresholds).await?);
+        }
         Ok(Self {
-            normalizers: cfg.targets.iter().map(|_| Normalizer::new()).collect(),
+            scraper: Scraper::new(client, cfg.targets.clone(), cfg.bearer.clone(), cfg.timeout),
+            pipe: Pipeline::in_memory(),
+            analyzers,
             state: State::new(panes, cfg.density),
-            client,
-            recording: None,
-            thresholds: Thresholds::default(),
             cfg,
         })
     }
 
-    /// One scrape of every server, then the window analysis of each.
+    /// One scrape of every server through the pipeline, then the window analysis of each.
     pub async fn round(&mut self) -> Result<(), DashboardError> {
-        let tick = now_us();
-        let results = futures::future::join_all(self.cfg.targets.iter().map(|t| {
-            scrape::scrape(
-                &self.client,
-                &t.url,
-                self.cfg.bearer.as_deref(),
-                self.cfg.timeout,
-            )
-        }))
-        .await;
-        let t0 = self
-            .state
-            .panes
-            .iter()
-            .flat_map(|p| p.rows.front())
-            .map(|r| r.ts)
-            .min()
-            .unwrap_or(tick);
-        for (i, res) in results.into_iter().enumerate() {
-            let (Some(t), Some(n), Some(pane)) = (
-                self.cfg.targets.get(i),
-                self.normalizers.get_mut(i),
-                self.state.panes.get_mut(i),
-            ) else {
-                continue;
+        let round = self.scraper.round().await;
+        for s in round.scraped {
+            let (server, rows) = match s {
+                Scraped::Page {
+                    server,
+                    ts_us,
+                    scrape_ms,
+                    text,
+                } => {
+                    let got = self.pipe.ingest_text(&server, ts_us, scrape_ms, &text)?;
+                    (server, got.samples)
+                }
+                Scraped::Failure {
+                    server,
+                    ts_us,
+                    scrape_ms,
+                    reason,
+                } => {
+                    let rows = self
+                        .pipe
+                        .ingest_failure(&server, ts_us, scrape_ms, &reason)?;
+                    (server, rows)
+                }
             };
-            match res {
-                Ok(page) => {
-                    let ts = page.sim_time.map(|s| (s * 1e6) as i64).unwrap_or(tick);
-                    let ms = page.elapsed.as_secs_f64() * 1e3;
-                    let reading = adapter::read(&prom::parse(&page.body));
-                    let t_rel = (ts - t0) as f64 / 1e6;
-                    let rows = if reading.engines.is_empty() {
-                        let mut rows = n.failed(&t.label, ts, t_rel, Some(ms));
-                        for r in &mut rows {
-                            r.scrape_error = Some("not vLLM metrics".into());
-                        }
-                        rows
-                    } else {
-                        n.normalize(&t.label, ts, t_rel, Some(ms), &reading).samples
-                    };
-                    pane.push(rows, self.cfg.window_s);
-                    if let Some(p) = &mut self.recording {
-                        p.ingest_text(&t.label, ts, Some(ms), &page.body)?;
-                    }
-                }
-                Err(e) => {
-                    let mut rows = n.failed(&t.label, tick, (tick - t0) as f64 / 1e6, None);
-                    for r in &mut rows {
-                        r.scrape_error = Some(e.to_string());
-                    }
-                    pane.push(rows, self.cfg.window_s);
-                    if let Some(p) = &mut self.recording {
-                        p.ingest_failure(&t.label, tick, None, &e.to_string())?;
-                    }
-                }
+            if let Some(pane) = self.state.panes.iter_mut().find(|p| p.label == server) {
+                pane.push(rows, self.cfg.window_s);
             }
         }
-        for pane in &mut self.state.panes {
+        for (pane, analyzer) in self.state.panes.iter_mut().zip(&mut self.analyzers) {
             let rows: Vec<_> = pane.rows.iter().cloned().collect();
-            pane.analysis = analysis::analyze_rows(rows, &self.thresholds).await.ok();
+            pane.analysis = analyzer.analyze(&rows).await.ok();
         }
         Ok(())
     }
 
     /// Starts or stops recording (key `r`).
     pub fn toggle_recording(&mut self) -> Result<(), DashboardError> {
-        if let Some(p) = self.recording.take() {
-            let dir = p.finish(now_us())?;
+        if let Some(dir) = self.pipe.detach(now_us())? {
             self.state.recording = None;
             self.state.status = Some(format!("saved {}", dir.display()));
             return Ok(());
@@ -177,7 +158,7 @@ impl Live {
                 duration_s: None,
             },
         );
-        self.recording = Some(Pipeline::new(SessionWriter::create(&dir, meta)?));
+        self.pipe.attach(SessionWriter::create(&dir, meta)?);
         self.state.recording = Some(dir.display().to_string());
         self.state.status = None;
         Ok(())
@@ -185,10 +166,7 @@ impl Live {
 
     /// Finalizes a recording in progress.
     pub fn finish(&mut self) -> Result<Option<PathBuf>, DashboardError> {
-        match self.recording.take() {
-            Some(p) => Ok(Some(p.finish(now_us())?)),
-            None => Ok(None),
-        }
+        Ok(self.pipe.detach(now_us())?)
     }
 }
 
@@ -216,17 +194,24 @@ pub async fn once(cfg: DashboardConfig) -> Result<String, DashboardError> {
         Density::Full => (120, 40),
     };
     let interval = cfg.interval;
-    let mut live = Live::new(cfg)?;
+    let mut live = Live::new(cfg).await?;
     live.round().await?;
     tokio::time::sleep(interval).await;
     live.round().await?;
     Ok(render_text(&live.state, w, h))
 }
 
-/// Everything the event loop reacts to.
+/// What the UI asks of the worker.
+#[derive(Debug)]
+enum Command {
+    ToggleRecording,
+    Pause(bool),
+    Quit,
+}
+
+/// Everything the UI loop reacts to.
 #[derive(Debug)]
 enum Ev {
-    Tick,
     Key(KeyCode),
     Redraw,
 }
@@ -240,66 +225,111 @@ impl Drop for TermGuard {
     }
 }
 
+/// The worker: scrapes on the interval, analyses, publishes snapshots; answers commands.
+/// Returns the session directory of a recording still running at quit.
+async fn work(
+    mut live: Live,
+    interval: Duration,
+    snapshots: tokio::sync::watch::Sender<State>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
+) -> Result<Option<PathBuf>, DashboardError> {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut paused = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if paused {
+                    continue;
+                }
+                if let Err(e) = live.round().await {
+                    live.state.status = Some(e.to_string());
+                }
+            }
+            cmd = commands.recv() => match cmd {
+                Some(Command::ToggleRecording) => {
+                    if let Err(e) = live.toggle_recording() {
+                        live.state.status = Some(e.to_string());
+                    }
+                }
+                Some(Command::Pause(p)) => paused = p,
+                Some(Command::Quit) | None => break,
+            },
+        }
+        snapshots.send_replace(live.state.clone());
+    }
+    live.finish()
+}
+
 /// Runs the full-screen dashboard until `q`.
 pub async fn run(cfg: DashboardConfig) -> Result<Option<PathBuf>, DashboardError> {
     if !std::io::stdout().is_terminal() {
         return Err(DashboardError::NotATerminal);
     }
     let interval = cfg.interval;
-    let mut live = Live::new(cfg)?;
+    let live = Live::new(cfg).await?;
+    let mut ui = live.state.clone();
+    let (snap_tx, mut snap_rx) = tokio::sync::watch::channel(ui.clone());
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = tokio::spawn(work(live, interval, snap_tx, cmd_rx));
     let mut terminal = ratatui::init();
     let _guard = TermGuard;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (key_tx, mut key_rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
-    let keys_tx = tx.clone();
     std::thread::spawn(move || {
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            if event::poll(Duration::from_millis(100)).unwrap_or(false) {
+            if event::poll(Duration::from_millis(50)).unwrap_or(false) {
                 let ev = match event::read() {
                     Ok(CtEvent::Key(k)) if k.kind == KeyEventKind::Press => Ev::Key(k.code),
                     Ok(CtEvent::Resize(..)) => Ev::Redraw,
                     _ => continue,
                 };
-                if keys_tx.send(ev).is_err() {
+                if key_tx.send(ev).is_err() {
                     break;
                 }
             }
         }
     });
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let send = |c: Command| {
+        let _ = cmd_tx.send(c);
+    };
     let result = loop {
-        let ev = tokio::select! {
-            _ = ticker.tick() => Ev::Tick,
-            Some(ev) = rx.recv() => ev,
-        };
-        match ev {
-            Ev::Tick if !live.state.paused => {
-                if let Err(e) = live.round().await {
-                    live.state.status = Some(e.to_string());
+        tokio::select! {
+            changed = snap_rx.changed() => {
+                if changed.is_err() {
+                    break Ok(()); // the worker ended
                 }
+                // The worker's panes, status and recording; the UI's own selection,
+                // density, help and pause.
+                let snap = snap_rx.borrow_and_update().clone();
+                ui.panes = snap.panes;
+                ui.status = snap.status;
+                ui.recording = snap.recording;
             }
-            Ev::Tick | Ev::Redraw => {}
-            Ev::Key(KeyCode::Char('q') | KeyCode::Esc) => break Ok(()),
-            Ev::Key(KeyCode::Char('p')) => live.state.paused = !live.state.paused,
-            Ev::Key(KeyCode::Char('d')) => live.state.toggle_density(),
-            Ev::Key(KeyCode::Char('?')) => live.state.help = !live.state.help,
-            Ev::Key(KeyCode::Right | KeyCode::Tab) => live.state.next(),
-            Ev::Key(KeyCode::Left | KeyCode::BackTab) => live.state.prev(),
-            Ev::Key(KeyCode::Char('r')) => {
-                if let Err(e) = live.toggle_recording() {
-                    live.state.status = Some(e.to_string());
+            Some(ev) = key_rx.recv() => match ev {
+                Ev::Redraw => {}
+                Ev::Key(KeyCode::Char('q') | KeyCode::Esc) => break Ok(()),
+                Ev::Key(KeyCode::Char('p')) => {
+                    ui.paused = !ui.paused;
+                    send(Command::Pause(ui.paused));
                 }
-            }
-            Ev::Key(_) => {}
+                Ev::Key(KeyCode::Char('d')) => ui.toggle_density(),
+                Ev::Key(KeyCode::Char('?')) => ui.help = !ui.help,
+                Ev::Key(KeyCode::Right | KeyCode::Tab) => ui.next(),
+                Ev::Key(KeyCode::Left | KeyCode::BackTab) => ui.prev(),
+                Ev::Key(KeyCode::Char('r')) => send(Command::ToggleRecording),
+                Ev::Key(_) => {}
+            },
         }
-        if let Err(e) = terminal.draw(|f| view::draw(f, &live.state)) {
+        if let Err(e) = terminal.draw(|f| view::draw(f, &ui)) {
             break Err(DashboardError::Terminal(e));
         }
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    drop(tx);
-    let saved = live.finish()?;
+    send(Command::Quit);
+    let saved = worker
+        .await
+        .map_err(|e| DashboardError::Worker(e.to_string()))??;
     result.map(|_| saved)
 }

@@ -114,8 +114,10 @@ impl ServerPane {
             .rev()
             .filter(|e| {
                 matches!(
-                    e.kind.as_str(),
-                    "phase_transition" | "transient" | "data_quality"
+                    e.event_type(),
+                    Some(
+                        EventType::PhaseTransition | EventType::Transient | EventType::DataQuality
+                    )
                 )
             })
             .take(n)
