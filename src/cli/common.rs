@@ -35,16 +35,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Seconds as a plain number: positive, finite, at most a year.
-pub fn parse_seconds(s: &str) -> Result<f64, String> {
+/// A number in `(0, max]` (so never NaN or infinite); `what` names it in errors.
+fn positive(s: &str, what: &str, max: f64, max_text: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !(v > 0.0 && v <= MAX_DURATION_S) {
-        return Err(format!("`{s}` must be > 0 and at most a year"));
+        .map_err(|_| format!("`{s}` is not {what}"))?;
+    if !(v > 0.0 && v <= max) {
+        return Err(format!("`{s}` must be > 0 and {max_text}"));
     }
     Ok(v)
+}
+
+/// Seconds as a plain number: positive, finite, at most a year.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    positive(s, "a number of seconds", MAX_DURATION_S, "at most a year")
 }
 
 /// A scrape interval in seconds: 0.01–3600 (a smaller one would write millions of rows
@@ -59,14 +64,7 @@ pub fn parse_interval_s(s: &str) -> Result<f64, String> {
 
 /// A positive, finite speed factor (at most 10,000).
 pub fn parse_speed(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))?;
-    if !(v > 0.0 && v <= 10_000.0) {
-        return Err(format!("`{s}` must be > 0 and ≤ 10000"));
-    }
-    Ok(v)
+    positive(s, "a number", 10_000.0, "≤ 10000")
 }
 
 pub fn parse_vllm_version(s: &str) -> Result<VllmVersion, String> {

@@ -152,8 +152,9 @@ pub struct Ingested {
     /// The page's rows (one per engine and model; failed-scrape rows for a bad page).
     pub samples: Vec<Sample>,
     pub skipped_lines: usize,
-    /// Set when the page was not usable vLLM metrics.
-    pub not_vllm: Option<String>,
+    /// Why there are only failed-scrape rows: the scrape failed, or the page was not
+    /// usable vLLM metrics.
+    pub failure: Option<String>,
 }
 
 impl Pipeline {
@@ -291,7 +292,7 @@ impl Pipeline {
             return Ok(Ingested {
                 samples,
                 skipped_lines: exp.skipped.len(),
-                not_vllm: Some(reason),
+                failure: Some(reason),
             });
         }
         for e in &reading.engines {
@@ -327,8 +328,39 @@ impl Pipeline {
         Ok(Ingested {
             samples: out.samples,
             skipped_lines: exp.skipped.len(),
-            not_vllm: None,
+            failure: None,
         })
+    }
+
+    /// One result of a [`Scraper`] round.
+    pub fn ingest(&mut self, scraped: Scraped) -> Result<(String, Ingested), StoreError> {
+        match scraped {
+            Scraped::Page {
+                server,
+                ts_us,
+                scrape_ms,
+                text,
+            } => {
+                let got = self.ingest_text(&server, ts_us, scrape_ms, &text)?;
+                Ok((server, got))
+            }
+            Scraped::Failure {
+                server,
+                ts_us,
+                scrape_ms,
+                reason,
+            } => {
+                let samples = self.ingest_failure(&server, ts_us, scrape_ms, &reason)?;
+                Ok((
+                    server,
+                    Ingested {
+                        samples,
+                        skipped_lines: 0,
+                        failure: Some(format!("scrape failed: {reason}")),
+                    },
+                ))
+            }
+        }
     }
 
     /// Stores a failed scrape of `server` (rows with `scrape_ok = false` and the reason).
@@ -600,29 +632,10 @@ pub async fn record(
         let round = scraper.round().await;
         scrapes += round.attempted;
         for s in round.scraped {
-            match s {
-                Scraped::Page {
-                    server,
-                    ts_us,
-                    scrape_ms,
-                    text,
-                } => {
-                    let got = pipe.ingest_text(&server, ts_us, scrape_ms, &text)?;
-                    if let Some(reason) = got.not_vllm {
-                        failed += 1;
-                        tracing::warn!("{server}: {reason}");
-                    }
-                }
-                Scraped::Failure {
-                    server,
-                    ts_us,
-                    scrape_ms,
-                    reason,
-                } => {
-                    failed += 1;
-                    tracing::warn!("{server}: scrape failed: {reason}");
-                    pipe.ingest_failure(&server, ts_us, scrape_ms, &reason)?;
-                }
+            let (server, got) = pipe.ingest(s)?;
+            if let Some(reason) = got.failure {
+                failed += 1;
+                tracing::warn!("{server}: {reason}");
             }
         }
         if tty {

@@ -23,7 +23,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{self, Event as CtEvent, KeyCode, KeyEventKind};
 
 use crate::analysis::{Thresholds, WindowAnalyzer};
-use crate::record::{Pipeline, Scraped, Scraper, Target, now_us, session_id};
+use crate::record::{Pipeline, Scraper, Target, now_us, session_id};
 use crate::source::scrape;
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
 use state::{Density, ServerPane, State};
@@ -95,28 +95,8 @@ impl Live {
     pub async fn round(&mut self) -> Result<(), DashboardError> {
         let round = self.scraper.round().await;
         for s in round.scraped {
-            let (server, rows) = match s {
-                Scraped::Page {
-                    server,
-                    ts_us,
-                    scrape_ms,
-                    text,
-                } => {
-                    let got = self.pipe.ingest_text(&server, ts_us, scrape_ms, &text)?;
-                    (server, got.samples)
-                }
-                Scraped::Failure {
-                    server,
-                    ts_us,
-                    scrape_ms,
-                    reason,
-                } => {
-                    let rows = self
-                        .pipe
-                        .ingest_failure(&server, ts_us, scrape_ms, &reason)?;
-                    (server, rows)
-                }
-            };
+            let (server, got) = self.pipe.ingest(s)?;
+            let rows = got.samples;
             if let Some(pane) = self.state.panes.iter_mut().find(|p| p.label == server) {
                 pane.push(rows, self.cfg.window_s);
             }
