@@ -28,6 +28,7 @@ pub mod adapter;
 pub mod analysis;
 pub mod cli;
 pub mod diagnosis;
+pub mod import;
 pub mod present;
 pub mod record;
 pub mod sim;

@@ -15,6 +15,8 @@
 //!   equal to analyze's.
 //! - `objstore`: sessions on a real S3-compatible server (s3s-fs on 127.0.0.1): record
 //!   upload, analyze/doctor/timeline from the store, batch doctor, multipart, export.
+//! - `import`: a real Prometheus (Debian's package) scraping the simulator, imported and
+//!   compared with a direct recording; real and synthetic vLLM logs.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -30,6 +32,8 @@ mod cli;
 mod dashboard;
 #[path = "it/fixtures.rs"]
 mod fixtures;
+#[path = "it/import.rs"]
+mod import;
 #[path = "it/objstore.rs"]
 mod objstore;
 #[path = "it/reliability.rs"]

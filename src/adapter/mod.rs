@@ -8,6 +8,7 @@
 //! fraction becomes a 0–100 percentage here and nowhere else.
 
 pub mod histogram;
+pub mod log;
 pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -256,6 +257,17 @@ pub const METRICS: &[Alias] = &[
 
 /// Metric-name prefixes under which vLLM families appear.
 const PREFIXES: &[&str] = &["vllm:", "ray_vllm:"];
+
+/// A PromQL regex for the names of every vLLM series the adapter can read (for
+/// importing from Prometheus).
+pub const PROMQL_VLLM_NAMES: &str = "vllm:.+|ray_vllm:.+";
+
+/// The same plus the server's process metrics the adapter reads (restarts).
+pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_seconds";
+
+/// The gauge every vLLM release exposes (its presence at a step means the server was
+/// scraped then).
+pub const CORE_GAUGE: &str = "num_requests_running";
 
 /// The families whose absence means "not a vLLM endpoint".
 pub const REQUIRED_FOR_VLLM: &[&str] = &[

@@ -47,6 +47,34 @@ fn positive(s: &str, what: &str, max: f64, max_text: &str) -> Result<f64, String
     Ok(v)
 }
 
+/// A point in time as Unix seconds: RFC 3339, Unix seconds, `now`, or a duration
+/// before now (`1h`, `30m`).
+pub fn parse_time(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let now = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+    if t == "now" {
+        return Ok(now);
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.timestamp_micros() as f64 / 1e6);
+    }
+    if let Ok(v) = t.parse::<f64>() {
+        // Unix seconds from 2000 to 2100; anything else is a mistake.
+        if (946_684_800.0..4_102_444_800.0).contains(&v) {
+            return Ok(v);
+        }
+        return Err(format!(
+            "`{s}` is not a time (RFC 3339, Unix seconds since 2000, `now`, or a duration before now such as 1h)"
+        ));
+    }
+    let ago = humantime::parse_duration(t.trim_start_matches('-'))
+        .map_err(|_| format!("`{s}` is not a time (RFC 3339, Unix seconds, `now`, or a duration before now such as 1h)"))?;
+    if ago.as_secs_f64() > MAX_DURATION_S {
+        return Err(format!("`{s}` is more than a year ago"));
+    }
+    Ok(now - ago.as_secs_f64())
+}
+
 /// Seconds as a plain number: positive, finite, at most a year.
 pub fn parse_seconds(s: &str) -> Result<f64, String> {
     positive(s, "a number of seconds", MAX_DURATION_S, "at most a year")

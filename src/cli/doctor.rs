@@ -32,8 +32,20 @@ impl FailOn {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Session directories or s3:// prefixes, or directories/prefixes holding sessions.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "prometheus")]
     pub sessions: Vec<String>,
+    /// Diagnose from Prometheus history instead: its base URL (imported into a session
+    /// first, kept under results/sessions/ or --import-to).
+    #[arg(long)]
+    pub prometheus: Option<String>,
+    /// With --prometheus: how far back from now (e.g. 10m, 1h).
+    #[arg(long, default_value = "1h", value_parser = super::common::parse_duration)]
+    pub since: std::time::Duration,
+    #[command(flatten)]
+    pub prom: super::import::PromSource,
+    /// With --prometheus: the session directory to import into.
+    #[arg(long)]
+    pub import_to: Option<std::path::PathBuf>,
     /// Sessions diagnosed concurrently (default: number of CPUs).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
@@ -79,7 +91,15 @@ impl Outcome {
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let th = a.thresholds.load()?;
-    let sessions = common::find_sessions(&a.sessions).await?;
+    let mut sessions = common::find_sessions(&a.sessions).await?;
+    if let Some(url) = &a.prometheus {
+        let end = chrono::Utc::now().timestamp_micros() as f64 / 1e6;
+        let start = end - a.since.as_secs_f64();
+        let o =
+            super::import::import_prometheus(url, start, end, &a.prom, a.import_to.clone()).await?;
+        eprintln!("session: {}", o.dir.display());
+        sessions.push(Location::Local(o.dir));
+    }
     let jobs = a
         .jobs
         .map(usize::from)

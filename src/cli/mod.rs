@@ -8,6 +8,7 @@ mod dashboard;
 mod demo;
 mod doctor;
 mod export;
+pub(crate) mod import;
 mod record;
 mod replay;
 mod simulate;
@@ -53,6 +54,9 @@ enum Command {
     Export(export::Args),
     /// Check a session's files and say what is wrong (exit 1 on any error).
     Verify(verify::VerifyArgs),
+    /// Turn Prometheus history or a vLLM server log into a session.
+    #[command(subcommand)]
+    Import(import::Args),
 }
 
 fn init_logging(level: &str) {
@@ -88,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => rt.block_on(export::run(a)),
         Command::Replay(a) => rt.block_on(replay::run(a)),
         Command::Verify(a) => verify::verify(a),
+        Command::Import(a) => rt.block_on(import::run(a)),
         Command::Repair(a) => verify::repair(a),
     }
 }

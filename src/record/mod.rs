@@ -597,6 +597,7 @@ pub async fn record(
             urls: cfg.targets.iter().map(Target::redacted_url).collect(),
             scenario: None,
             seed: None,
+            ..Default::default()
         },
         RecorderSettings {
             interval_s: cfg.interval.as_secs_f64(),

@@ -234,6 +234,7 @@ pub fn record_offline(
             urls: vec![],
             scenario: Some(run.scenario.name.to_string()),
             seed: Some(run.seed),
+            ..Default::default()
         },
         RecorderSettings {
             interval_s: run.interval_s,

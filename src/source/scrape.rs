@@ -112,6 +112,19 @@ fn classify(e: reqwest::Error, timeout: Duration) -> ScrapeError {
     }
 }
 
+/// A reqwest error in words, with its cause chain (reqwest's own text is often just
+/// "error sending request"), credentials removed.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    redact(&text)
+}
+
 /// Removes `user:password@` from any URL inside `s`.
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -88,15 +88,27 @@ impl StoreError {
 
 /// Where samples came from.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(default)]
 pub struct SourceInfo {
-    /// `scrape`, `simulator`, `prometheus-import` or `legacy`.
+    /// `scrape`, `simulator`, `prometheus-import`, `vllm-log` or `legacy`.
     pub kind: String,
-    #[serde(default)]
+    /// Where from, credentials removed (servers, a Prometheus, log files).
     pub urls: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Imports: the selector used (`prometheus-import`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Imports: the window asked for, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<String>,
+    /// Imports: what the data cannot show (e.g. a log has no latency quantiles).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Recorder settings.

@@ -131,6 +131,7 @@ impl Live {
                 urls: self.cfg.targets.iter().map(Target::redacted_url).collect(),
                 scenario: None,
                 seed: None,
+                ..Default::default()
             },
             RecorderSettings {
                 interval_s: self.cfg.interval.as_secs_f64(),

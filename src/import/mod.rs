@@ -1,0 +1,21 @@
+//! Import stage: telemetry nobody recorded becomes a normal session, so `analyze`,
+//! `timeline`, `doctor`, `export` and the dashboard's definitions apply unchanged.
+//! [`prometheus`] reads Prometheus history through its query API and replays it through
+//! the recorder's pipeline; [`vllm_log`] turns vLLM's periodic stats log lines into a
+//! coarse session.
+
+pub mod prometheus;
+pub mod vllm_log;
+
+/// Errors of an import. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Prometheus(crate::source::promapi::PromApiError),
+    #[error("{0}")]
+    Empty(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(crate::store::StoreError),
+}

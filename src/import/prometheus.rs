@@ -1,0 +1,426 @@
+//! `kvscope import prometheus`: a window of Prometheus history becomes a session.
+//!
+//! Every vLLM series of each server is read through `query_range` at the step Prometheus
+//! scraped at (detected from the raw samples, or `--step`), per server and in time chunks
+//! small enough for Prometheus's 11,000-points-per-series limit and for bounded memory.
+//! Each step's values are laid out as the `/metrics` page the server showed then (series
+//! names and labels as stored, `# TYPE` from the name's suffix) and go through the same
+//! [`Pipeline`] as a live recording: the adapter's aliases, reset-aware rates and
+//! interval quantiles from bucket deltas are the recorder's own. A step where the server
+//! has no sample (down, or its series went stale) is a failed scrape — `NO_DATA` —
+//! never interpolated.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::adapter;
+use crate::record::{Pipeline, rfc3339};
+use crate::source::promapi::{self, MAX_POINTS_PER_SERIES, PromApiError, Prometheus, Series};
+use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo, StoreError};
+
+use super::ImportError;
+
+/// Points fetched per request at most (series × steps): bounds memory per chunk.
+const POINTS_PER_REQUEST: u64 = 400_000;
+
+/// What an import needs.
+#[derive(Debug, Clone)]
+pub struct PromImportConfig {
+    /// Prometheus base URL (credentials allowed, never stored).
+    pub url: String,
+    pub bearer: Option<String>,
+    /// The window, Unix seconds.
+    pub start: f64,
+    pub end: f64,
+    /// The user's selector (`{job="vllm"}`), may be empty.
+    pub matchers: String,
+    /// Seconds between points; None: the scrape interval Prometheus used.
+    pub step: Option<f64>,
+    /// The label that names a server (`instance`, or e.g. `pod`).
+    pub server_label: String,
+    pub out_dir: PathBuf,
+    pub session_id: String,
+    pub timeout: Duration,
+}
+
+/// How an import went.
+#[derive(Debug, Clone)]
+pub struct PromImportOutcome {
+    pub dir: PathBuf,
+    pub servers: Vec<String>,
+    pub step_s: f64,
+    /// Steps written (all servers).
+    pub steps: u64,
+    /// Steps without a sample (NO_DATA).
+    pub no_data_steps: u64,
+    pub requests: u64,
+}
+
+/// Imports the window into a new session at `cfg.out_dir`.
+pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportError> {
+    if !(cfg.end > cfg.start) {
+        return Err(ImportError::Invalid(format!(
+            "the window is empty: end ({}) is not after start ({})",
+            rfc3339((cfg.end * 1e6) as i64),
+            rfc3339((cfg.start * 1e6) as i64)
+        )));
+    }
+    let prom = Prometheus::new(&cfg.url, cfg.bearer.clone(), cfg.timeout)?;
+    let discover = promapi::selector(adapter::PROMQL_VLLM_NAMES, &cfg.matchers, &[]);
+    let label_sets = prom.series(&discover, cfg.start, cfg.end).await?;
+    let window = || {
+        format!(
+            "between {} and {}",
+            rfc3339((cfg.start * 1e6) as i64),
+            rfc3339((cfg.end * 1e6) as i64)
+        )
+    };
+    if label_sets.is_empty() {
+        return Err(ImportError::Empty(format!(
+            "no vLLM series for {} {} at {}",
+            if cfg.matchers.trim().is_empty() {
+                "{}"
+            } else {
+                cfg.matchers.trim()
+            },
+            window(),
+            prom.url()
+        )));
+    }
+    let mut servers: BTreeMap<String, u64> = BTreeMap::new();
+    for ls in &label_sets {
+        match ls.get(&cfg.server_label) {
+            Some(s) => *servers.entry(s.clone()).or_default() += 1,
+            None => {
+                return Err(ImportError::Invalid(format!(
+                    "series {} has no `{}` label to name its server; choose one with --server-label (labels: {})",
+                    ls.get("__name__").map_or("?", String::as_str),
+                    cfg.server_label,
+                    ls.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let first = servers.keys().next().cloned().unwrap_or_default();
+    let step = match cfg.step {
+        Some(s) => s,
+        None => detect_step(&prom, cfg, &first).await?,
+    };
+    let meta = Metadata::new(
+        &cfg.session_id,
+        &rfc3339((cfg.start * 1e6) as i64),
+        SourceInfo {
+            kind: "prometheus-import".into(),
+            urls: vec![prom.url()],
+            query: Some(discover.clone()),
+            window_start: Some(rfc3339((cfg.start * 1e6) as i64)),
+            window_end: Some(rfc3339((cfg.end * 1e6) as i64)),
+            ..Default::default()
+        },
+        RecorderSettings {
+            interval_s: step,
+            timeout_s: cfg.timeout.as_secs_f64(),
+            duration_s: Some(cfg.end - cfg.start),
+        },
+    );
+    let mut pipe = Pipeline::new(SessionWriter::create(&cfg.out_dir, meta)?);
+    let mut out = PromImportOutcome {
+        dir: cfg.out_dir.clone(),
+        servers: servers.keys().cloned().collect(),
+        step_s: step,
+        steps: 0,
+        no_data_steps: 0,
+        requests: 0,
+    };
+    let total_steps = ((cfg.end - cfg.start) / step).floor() as u64 + 1;
+    for (server, n_series) in &servers {
+        let per_chunk =
+            (POINTS_PER_REQUEST / (*n_series).max(1)).clamp(1, MAX_POINTS_PER_SERIES - 1);
+        let query = promapi::selector(
+            adapter::PROMQL_ALL_NAMES,
+            &cfg.matchers,
+            &[(cfg.server_label.as_str(), server.as_str())],
+        );
+        let mut k0 = 0u64;
+        while k0 < total_steps {
+            let k1 = (k0 + per_chunk).min(total_steps) - 1;
+            let (cs, ce) = (cfg.start + k0 as f64 * step, cfg.start + k1 as f64 * step);
+            let series = prom.query_range(&query, cs, ce, step).await?;
+            out.requests += 1;
+            let chunk = Chunk::new(&series, cs, step, (k1 - k0 + 1) as usize, &cfg.server_label);
+            for (i, page) in chunk.pages().enumerate() {
+                let ts_us = ((cs + i as f64 * step) * 1e6).round() as i64;
+                out.steps += 1;
+                match page {
+                    Some(text) => {
+                        pipe.ingest_text(server, ts_us, None, &text)?;
+                    }
+                    None => {
+                        out.no_data_steps += 1;
+                        pipe.ingest_failure(
+                            server,
+                            ts_us,
+                            None,
+                            "no sample in Prometheus at this step (target down, or its series went stale)",
+                        )?;
+                    }
+                }
+            }
+            k0 = k1 + 1;
+        }
+    }
+    pipe.finish((cfg.end * 1e6) as i64)?;
+    Ok(out)
+}
+
+/// The scrape interval Prometheus used: the median gap between raw samples of the
+/// server's core gauge in the last ten minutes of the window (or its first ten).
+async fn detect_step(
+    prom: &Prometheus,
+    cfg: &PromImportConfig,
+    server: &str,
+) -> Result<f64, ImportError> {
+    let span = (cfg.end - cfg.start).clamp(1.0, 600.0);
+    let sel = promapi::selector(
+        &format!("vllm:{}", adapter::CORE_GAUGE),
+        &cfg.matchers,
+        &[(cfg.server_label.as_str(), server)],
+    );
+    let query = format!("{sel}[{}ms]", (span * 1000.0).round() as i64);
+    for at in [cfg.end, (cfg.start + span).min(cfg.end)] {
+        let series = prom.raw_range(&query, at).await?;
+        let mut gaps: Vec<f64> = series
+            .iter()
+            .flat_map(|s| s.values.windows(2).map(|w| w[1].0 - w[0].0))
+            .filter(|g| *g > 0.0)
+            .collect();
+        if gaps.is_empty() {
+            continue;
+        }
+        gaps.sort_by(f64::total_cmp);
+        let median = gaps[gaps.len() / 2];
+        // Millisecond resolution, as Prometheus stores time.
+        return Ok((median * 1000.0).round().max(1.0) / 1000.0);
+    }
+    Err(ImportError::Invalid(format!(
+        "cannot tell the scrape interval of {server} (fewer than two raw samples near either end of the window); give --step"
+    )))
+}
+
+/// How a series name lays out in an exposition page.
+#[derive(Debug, Clone)]
+struct Layout {
+    family: String,
+    kind: &'static str,
+    /// `name{labels} ` without the value.
+    prefix: String,
+    core: bool,
+}
+
+/// One query_range result, by step.
+struct Chunk {
+    layouts: Vec<Layout>,
+    /// Per step: (layout index, value text), in family order.
+    steps: Vec<Vec<(usize, String)>>,
+}
+
+impl Chunk {
+    fn new(series: &[Series], start: f64, step: f64, n_steps: usize, server_label: &str) -> Self {
+        let names: HashSet<&str> = series.iter().map(Series::name).collect();
+        let mut layouts: Vec<Layout> = series
+            .iter()
+            .map(|s| layout(s, &names, server_label))
+            .collect();
+        // Order series by family so each page groups a family's samples under one TYPE.
+        let mut order: Vec<usize> = (0..layouts.len()).collect();
+        order.sort_by(|a, b| layouts[*a].family.cmp(&layouts[*b].family));
+        let mut steps: Vec<Vec<(usize, String)>> = vec![Vec::new(); n_steps];
+        for &i in &order {
+            if layouts[i].kind == "skip" {
+                continue;
+            }
+            for (t, v) in &series[i].values {
+                let k = ((t - start) / step).round();
+                if k >= 0.0 && (k as usize) < n_steps {
+                    steps[k as usize].push((i, v.clone()));
+                }
+            }
+        }
+        layouts.shrink_to_fit();
+        Self { layouts, steps }
+    }
+
+    /// Each step's page, or None where the server has no core sample.
+    fn pages(&self) -> impl Iterator<Item = Option<String>> + '_ {
+        self.steps.iter().map(|entries| {
+            if !entries.iter().any(|(i, _)| self.layouts[*i].core) {
+                return None;
+            }
+            let mut text = String::with_capacity(entries.len() * 96);
+            let mut last_family: Option<&str> = None;
+            for (i, v) in entries {
+                let l = &self.layouts[*i];
+                if last_family != Some(l.family.as_str()) {
+                    let _ = writeln!(text, "# TYPE {} {}", l.family, l.kind);
+                    last_family = Some(l.family.as_str());
+                }
+                text.push_str(&l.prefix);
+                text.push_str(v);
+                text.push('\n');
+            }
+            Some(text)
+        })
+    }
+}
+
+/// Family and type from the series name (Prometheus keeps no TYPE with the data):
+/// `X_bucket` with `le` and its `X_sum`/`X_count` are histogram X, `X_total` is counter
+/// X, anything else a gauge; `_created` series are left out.
+fn layout(s: &Series, names: &HashSet<&str>, server_label: &str) -> Layout {
+    let name = s.name();
+    let hist_base = ["_bucket", "_sum", "_count"].iter().find_map(|suf| {
+        let base = name.strip_suffix(suf)?;
+        names
+            .contains(format!("{base}_bucket").as_str())
+            .then_some(base)
+    });
+    let (family, kind) = if name.ends_with("_created") {
+        (name.to_string(), "skip")
+    } else if let Some(base) = hist_base {
+        (base.to_string(), "histogram")
+    } else if let Some(base) = name.strip_suffix("_total") {
+        (base.to_string(), "counter")
+    } else {
+        (name.to_string(), "gauge")
+    };
+    let labels: Vec<String> = s
+        .metric
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str() != "__name__" && k.as_str() != server_label && k.as_str() != "job"
+        })
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{}}} ", labels.join(","))
+    };
+    let core = name
+        .rsplit_once(':')
+        .is_some_and(|(_, bare)| bare == adapter::CORE_GAUGE);
+    Layout {
+        family,
+        kind,
+        prefix,
+        core,
+    }
+}
+
+impl From<PromApiError> for ImportError {
+    fn from(e: PromApiError) -> Self {
+        ImportError::Prometheus(e)
+    }
+}
+
+impl From<StoreError> for ImportError {
+    fn from(e: StoreError) -> Self {
+        ImportError::Store(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(name: &str, labels: &[(&str, &str)], values: &[(f64, &str)]) -> Series {
+        let mut metric: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        metric.insert("__name__".into(), name.into());
+        metric.insert("instance".into(), "a:8000".into());
+        Series {
+            metric,
+            values: values.iter().map(|(t, v)| (*t, v.to_string())).collect(),
+        }
+    }
+
+    /// A Prometheus 3.x result (float `le`) lays out as pages the adapter reads: a
+    /// missing core sample is a NO_DATA step; histograms regain their TYPE.
+    #[test]
+    fn steps_become_pages_the_adapter_reads() {
+        let l = [("model_name", "m"), ("engine", "0")];
+        let all = vec![
+            series(
+                "vllm:num_requests_running",
+                &l,
+                &[(100.0, "3"), (102.0, "4")],
+            ),
+            series(
+                "vllm:kv_cache_usage_perc",
+                &l,
+                &[(100.0, "0.5"), (102.0, "0.6")],
+            ),
+            series(
+                "vllm:prompt_tokens_total",
+                &l,
+                &[(100.0, "10"), (102.0, "30")],
+            ),
+            series(
+                "vllm:time_to_first_token_seconds_bucket",
+                &[("model_name", "m"), ("engine", "0"), ("le", "1.0")],
+                &[(100.0, "2"), (102.0, "5")],
+            ),
+            series(
+                "vllm:time_to_first_token_seconds_bucket",
+                &[("model_name", "m"), ("engine", "0"), ("le", "+Inf")],
+                &[(100.0, "2"), (102.0, "6")],
+            ),
+            series(
+                "vllm:time_to_first_token_seconds_count",
+                &l,
+                &[(100.0, "2"), (102.0, "6")],
+            ),
+            series(
+                "vllm:time_to_first_token_seconds_sum",
+                &l,
+                &[(100.0, "1"), (102.0, "4")],
+            ),
+        ];
+        let chunk = Chunk::new(&all, 100.0, 1.0, 3, "instance");
+        let pages: Vec<Option<String>> = chunk.pages().collect();
+        assert!(pages[1].is_none(), "no sample at 101 s: NO_DATA");
+        let p0 = pages[0].as_deref().unwrap();
+        assert!(
+            p0.contains("# TYPE vllm:time_to_first_token_seconds histogram"),
+            "{p0}"
+        );
+        assert!(p0.contains("# TYPE vllm:prompt_tokens counter"), "{p0}");
+        assert!(!p0.contains("instance="), "{p0}");
+        let mut norm = adapter::Normalizer::new();
+        let mut rows = Vec::new();
+        for (k, page) in [(0usize, p0), (2, pages[2].as_deref().unwrap())] {
+            let exp = crate::source::prom::parse(page);
+            assert!(exp.skipped.is_empty(), "{:?}", exp.skipped);
+            let r = adapter::read(&exp);
+            assert_eq!(r.engines.len(), 1);
+            let ts = (100 + k as i64) * 1_000_000;
+            rows.extend(norm.normalize("a:8000", ts, k as f64, None, &r).samples);
+        }
+        assert_eq!(rows[0].requests_running, Some(3));
+        assert_eq!(rows[1].kv_cache_usage_pct, Some(60.0));
+        // 20 prompt tokens over the 2 s between the two pages.
+        assert_eq!(rows[1].prompt_tokens_per_s, Some(10.0));
+        // 4 first tokens in the interval, from the float-`le` buckets.
+        assert_eq!(rows[1].ttft_count, Some(4));
+    }
+}

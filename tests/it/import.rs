@@ -1,0 +1,420 @@
+//! Import: Prometheus history and vLLM server logs become sessions.
+//!
+//! The Prometheus test runs a real Prometheus (Debian's package; `scripts/test.sh`
+//! installs it) on 127.0.0.1 scraping `kvscope simulate` every second into a temporary
+//! TSDB, while `kvscope record` records the same simulator directly; the imported window
+//! must read like the direct recording.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kvscope::analysis::{Analysis, PhasePoint};
+use kvscope::store;
+
+use crate::common::{analyze_with_series, bin, kvscope, spawn_simulator};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn prometheus_binary() -> String {
+    for p in ["/usr/bin/prometheus", "/usr/local/bin/prometheus"] {
+        if std::path::Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("Prometheus is not installed (scripts/test.sh installs Debian's `prometheus`)");
+}
+
+/// Starts Prometheus on a free loopback port scraping `targets` every second.
+fn spawn_prometheus(dir: &std::path::Path, targets: &[&str]) -> (Killed, String) {
+    let port = free_port();
+    let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vllm\n    static_configs:\n      - targets: [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(prometheus_binary())
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
+fn phase_at(series: &[PhasePoint], ts: i64, tol_us: i64) -> Option<&PhasePoint> {
+    series
+        .iter()
+        .filter(|p| (p.ts - ts).abs() <= tol_us)
+        .min_by_key(|p| (p.ts - ts).abs())
+}
+
+fn boundaries(a: &Analysis) -> Vec<i64> {
+    a.series
+        .windows(2)
+        .filter(|w| w[0].phase != w[1].phase)
+        .map(|w| w[1].ts)
+        .collect()
+}
+
+#[test]
+fn prometheus_history_reads_like_a_direct_recording() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sim, url) = spawn_simulator("kv-saturation", 1.0);
+    let _sim = Killed(sim);
+    std::thread::sleep(Duration::from_millis(500));
+    let target = url.trim_start_matches("http://").to_string();
+    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[&target]);
+    let direct = tmp.path().join("direct");
+    let rec = Command::new(bin())
+        .args([
+            "record",
+            "--server",
+            &url,
+            "--interval",
+            "1s",
+            "--duration",
+            "55s",
+            "--out",
+        ])
+        .arg(&direct)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = rec.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let recorded = analyze_with_series(&direct);
+    let first = recorded.series.first().unwrap().ts as f64 / 1e6;
+    let last = recorded.series.last().unwrap().ts as f64 / 1e6;
+    // The window both saw, a little inside the recording.
+    let (start, end) = (first + 3.0, last - 1.0);
+    let imported_dir = tmp.path().join("imported");
+    let o = kvscope([
+        "import",
+        "prometheus",
+        "--url",
+        &prom_url,
+        "--start",
+        &format!("{start:.3}"),
+        "--end",
+        &format!("{end:.3}"),
+        "--match",
+        r#"{job="vllm"}"#,
+        "--out",
+        imported_dir.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("of 1 s"),
+        "step detected from the 1 s scrapes: {err}"
+    );
+    let meta = store::read_metadata(&imported_dir).unwrap().unwrap();
+    assert_eq!(meta.source.kind, "prometheus-import");
+    assert_eq!(meta.source.urls, [prom_url.clone()]);
+    assert_eq!(meta.recorder.interval_s, 1.0);
+    let imported = analyze_with_series(&imported_dir);
+    // Same phases, except within one step of a phase boundary of either.
+    let (b_rec, b_imp) = (boundaries(&recorded), boundaries(&imported));
+    let near = |ts: i64| {
+        b_rec
+            .iter()
+            .chain(&b_imp)
+            .any(|b| (b - ts).abs() <= 1_600_000)
+    };
+    let (mut compared, mut differ) = (0, Vec::new());
+    for p in &imported.series {
+        // The first seconds of the import lack a previous step for rates.
+        if p.ts as f64 / 1e6 < start + 3.0 || near(p.ts) {
+            continue;
+        }
+        let Some(r) = phase_at(&recorded.series, p.ts, 600_000) else {
+            continue;
+        };
+        compared += 1;
+        if r.phase != p.phase {
+            differ.push(format!("t={}: {:?} vs {:?}", p.t_rel_sec, p.phase, r.phase));
+        }
+    }
+    assert!(compared >= 25, "only {compared} samples compared");
+    assert!(
+        differ.is_empty(),
+        "{} of {compared} differ: {differ:?}",
+        differ.len()
+    );
+    // Same top finding.
+    let top = |dir: &std::path::Path| {
+        let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["hypotheses"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (t_rec, t_imp) = (top(&direct), top(&imported_dir));
+    assert_eq!(t_imp, t_rec);
+    assert_eq!(t_imp, "KV_CACHE_THRASHING");
+    // Counter totals within one step's increase at the import's last step.
+    let rows = store::read_samples_jsonl(&imported_dir.join(store::SAMPLES_JSONL)).unwrap();
+    let rec_rows = store::read_samples_jsonl(&direct.join(store::SAMPLES_JSONL)).unwrap();
+    let last_imp = rows.iter().rev().find(|r| r.scrape_ok).unwrap();
+    let near_rec = rec_rows
+        .iter()
+        .filter(|r| r.scrape_ok)
+        .min_by_key(|r| (r.ts - last_imp.ts).abs())
+        .unwrap();
+    let max_step = rec_rows
+        .windows(2)
+        .filter_map(|w| Some(w[1].generation_tokens_total? - w[0].generation_tokens_total?))
+        .max()
+        .unwrap();
+    let diff = (last_imp.generation_tokens_total.unwrap()
+        - near_rec.generation_tokens_total.unwrap())
+    .abs();
+    assert!(
+        diff <= max_step,
+        "generation tokens differ by {diff} (one step: ≤ {max_step})"
+    );
+
+    // doctor --prometheus: the same top finding straight from Prometheus.
+    let o = kvscope([
+        "doctor",
+        "--prometheus",
+        &prom_url,
+        "--since",
+        "40s",
+        "--json",
+        "--import-to",
+        tmp.path().join("doctor-import").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hypotheses"][0]["id"], "KV_CACHE_THRASHING");
+
+    // Clear errors: an empty selection, a rejected query, nothing listening.
+    let o = kvscope([
+        "import",
+        "prometheus",
+        "--url",
+        &prom_url,
+        "--start",
+        "1h",
+        "--match",
+        r#"{job="nope"}"#,
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(r#"no vLLM series for {job="nope"} between"#),
+        "{err}"
+    );
+    let o = kvscope([
+        "import",
+        "prometheus",
+        "--url",
+        &prom_url,
+        "--start",
+        "1h",
+        "--match",
+        "{job=}",
+        "--out",
+        tmp.path().join("y").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("rejected the query") && err.contains("bad_data"),
+        "{err}"
+    );
+    let o = kvscope([
+        "import",
+        "prometheus",
+        "--url",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "--start",
+        "1h",
+        "--out",
+        tmp.path().join("z").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("cannot reach Prometheus"),
+        "{err}"
+    );
+}
+
+const CAPTURE_LOG: &str = "tests/fixtures/captures/vllm-0.26-h100-scenarios/vllm_server.log.gz";
+
+/// The real vLLM 0.26 log of the capture: a coarse session whose peak matches the log's
+/// own numbers, and a doctor that knows quantiles are absent.
+#[test]
+fn a_real_vllm_log_becomes_a_coarse_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("log");
+    let o = kvscope([
+        "import",
+        "vllm-log",
+        CAPTURE_LOG,
+        "--year",
+        "2026",
+        "--server",
+        "h100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("imported 29 stats line(s) of 1 engine(s) at a 10 s interval"),
+        "{err}"
+    );
+    let meta = store::read_metadata(&out).unwrap().unwrap();
+    assert_eq!(meta.source.kind, "vllm-log");
+    assert!(
+        meta.source
+            .notes
+            .iter()
+            .any(|n| n.contains("latency quantiles"))
+    );
+    assert_eq!(meta.servers[0].vllm_version.as_deref(), Some("0.26"));
+    assert_eq!(
+        meta.servers[0]
+            .model_names
+            .iter()
+            .next()
+            .map(String::as_str),
+        Some("/tmp/model")
+    );
+    let a = analyze_with_series(&out);
+    let s = &a.summary.servers[0];
+    // From the log: "Running: 64 reqs, Waiting: 192 reqs, GPU KV cache usage: 31.3%" at 13:08:52.
+    assert_eq!(s.waiting_max, Some(192.0));
+    assert!(s.kv_max_pct.unwrap() >= 31.3);
+    assert!(
+        a.summary
+            .data_quality
+            .missing_histograms
+            .contains(&"ttft_s".to_string())
+    );
+    let first = a.series.first().unwrap();
+    assert_eq!(
+        kvscope::record::rfc3339(first.ts),
+        "2026-11-23T13:08:12.000Z"
+    );
+    let o = kvscope(["doctor", out.to_str().unwrap()]);
+    assert!(
+        o.status.success() || o.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Older and newer wordings, written from vLLM's format strings: V0 (`Pending`, swap
+/// space), and a data-parallel V1 server naming its device, whose silent stretch after a
+/// zero-throughput line is idle (vLLM logs idle intervals at DEBUG).
+#[test]
+fn v0_and_data_parallel_logs_import() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v0 = tmp.path().join("v0.log");
+    let mut text = String::new();
+    for i in 0..12 {
+        let s = i * 5;
+        text.push_str(&format!(
+            "INFO 05-14 10:00:{s:02} metrics.py:341] Avg prompt throughput: {}.0 tokens/s, Avg generation throughput: 45.3 tokens/s, Running: {} reqs, Swapped: 0 reqs, Pending: {} reqs, GPU KV cache usage: {}.5%, CPU KV cache usage: 0.0%.\n",
+            100 + i, 8 + i, i, 50 + 4 * i
+        ));
+    }
+    std::fs::write(&v0, text).unwrap();
+    let out = tmp.path().join("v0");
+    let o = kvscope([
+        "import",
+        "vllm-log",
+        v0.to_str().unwrap(),
+        "--year",
+        "2025",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert_eq!(rows.len(), 12);
+    assert_eq!(rows[11].requests_waiting, Some(11));
+    assert_eq!(rows[11].kv_cache_usage_pct, Some(94.5));
+    assert_eq!(rows[1].interval_s, Some(5.0));
+
+    let dp = tmp.path().join("dp.log");
+    let mut text = String::new();
+    for (t, busy) in [(0, true), (10, true), (20, false), (80, true)] {
+        for e in 0..2 {
+            let (tp, run) = if busy { (500.0, 4) } else { (0.0, 0) };
+            text.push_str(&format!(
+                "(APIServer pid=1) INFO 02-01 08:{:02}:{:02} [loggers.py:123] Engine {e:03}: Avg prompt throughput: {tp:.1} tokens/s, Avg generation throughput: {tp:.1} tokens/s, Running: {run} reqs, Waiting: 0 reqs, XPU KV cache usage: {}.0%, Prefix cache hit rate: 10.0%\n",
+                t / 60, t % 60, if busy { 40 } else { 0 }
+            ));
+        }
+    }
+    std::fs::write(&dp, text).unwrap();
+    let out = tmp.path().join("dp");
+    let o = kvscope([
+        "import",
+        "vllm-log",
+        dp.to_str().unwrap(),
+        "--year",
+        "2025",
+        "--utc-offset",
+        "-5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // 20 s → 80 s silent after a zero line: 5 idle rows per engine filled at 10 s.
+    assert!(
+        err.contains("of 2 engine(s) at a 10 s interval (10 idle row(s) filled)"),
+        "{err}"
+    );
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert_eq!(rows.len(), 18);
+    assert_eq!(
+        kvscope::record::rfc3339(rows[0].ts),
+        "2025-02-01T13:00:00.000Z"
+    );
+    let filled = rows
+        .iter()
+        .find(|r| r.t_rel_sec == 50.0 && r.engine == "1")
+        .unwrap();
+    assert_eq!(
+        (filled.requests_running, filled.generation_tokens_per_s),
+        (Some(0), Some(0.0))
+    );
+    let a = analyze_with_series(&out);
+    assert!(
+        a.summary.servers[0]
+            .phases
+            .contains_key(&kvscope::vocab::Phase::Idle)
+    );
+}
