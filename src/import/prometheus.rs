@@ -60,7 +60,7 @@ pub struct PromImportOutcome {
 
 /// Imports the window into a new session at `cfg.out_dir`.
 pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportError> {
-    if !(cfg.end > cfg.start) {
+    if cfg.end.partial_cmp(&cfg.start) != Some(std::cmp::Ordering::Greater) {
         return Err(ImportError::Invalid(format!(
             "the window is empty: end ({}) is not after start ({})",
             rfc3339((cfg.end * 1e6) as i64),
