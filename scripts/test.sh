@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# The one test command: installs what the tests need (a Python venv with pyarrow,
-# pandas, Polars, DuckDB, pytest), then runs every Rust test and the interop tests.
+# The one test command: installs what the tests need (Debian's prometheus for the
+# import tests; a Python venv with pyarrow, pandas, Polars, DuckDB, pytest), then runs
+# every Rust test and the interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kvscope-target}"
 VENV="${KVSCOPE_VENV:-$HOME/.cache/kvscope-venv}"
+
+if ! command -v prometheus >/dev/null; then
+  echo "== installing Debian's prometheus (import tests)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"

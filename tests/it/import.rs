@@ -135,7 +135,7 @@ fn prometheus_history_reads_like_a_direct_recording() {
     );
     let meta = store::read_metadata(&imported_dir).unwrap().unwrap();
     assert_eq!(meta.source.kind, "prometheus-import");
-    assert_eq!(meta.source.urls, [prom_url.clone()]);
+    assert_eq!(meta.source.urls, std::slice::from_ref(&prom_url));
     assert_eq!(meta.recorder.interval_s, 1.0);
     let imported = analyze_with_series(&imported_dir);
     // Same phases, except within one step of a phase boundary of either.
