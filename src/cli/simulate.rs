@@ -44,6 +44,9 @@ pub struct Args {
     /// Scrape interval for --record-to, simulated seconds (0.01–3600).
     #[arg(long, default_value_t = 1.0, value_parser = parse_interval_s)]
     pub interval: f64,
+    /// With --record-to: also keep every page (raw_pages.jsonl.gz), as `record --raw`.
+    #[arg(long)]
+    pub raw: bool,
     /// With --record-to: the server label written into the session.
     #[arg(long, default_value = "sim:8000")]
     pub server_name: String,
@@ -95,6 +98,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             seconds: a.seconds,
             epoch_unix: sim::server::unix_now().floor(),
             server: a.server_name.clone(),
+            raw: a.raw,
         };
         let id = record::session_id(chrono::Utc::now(), &format!("sim-{}", a.scenario));
         let out = sim::record_offline(&run, dir, &id)?;

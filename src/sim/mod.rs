@@ -215,6 +215,8 @@ pub struct OfflineRun {
     pub epoch_unix: f64,
     /// Server label written into the `server` column.
     pub server: String,
+    /// Also keep every page (`raw_pages.jsonl.gz`), as `record --raw` does.
+    pub raw: bool,
 }
 
 /// Records a scenario into `dir` without HTTP or wall-clock waiting: the simulation is
@@ -244,6 +246,9 @@ pub fn record_offline(
     );
     let writer = SessionWriter::create(dir, meta)?;
     let mut pipe = Pipeline::new(writer);
+    if run.raw {
+        pipe.keep_raw()?;
+    }
     let mut sim = Simulation::new(run.scenario.clone(), run.seed, run.engines, run.epoch_unix);
     let steps = (seconds / run.interval_s).floor() as u64;
     for k in 0..=steps {

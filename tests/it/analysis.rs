@@ -242,6 +242,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
         seconds: None,
         epoch_unix: 1_800_000_000.0,
         server: "dp:8000".into(),
+        raw: false,
     };
     kvscope::sim::record_offline(&off, &dp, "dp").unwrap();
     let whole = run(&dp, usize::MAX);
@@ -267,6 +268,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
             seconds: Some(240.0),
             epoch_unix: 1_800_000_000.0,
             server: format!("{name}:8000"),
+            raw: false,
         };
         kvscope::sim::record_offline(&off, &dir, name).unwrap();
         jsonl.push_str(&std::fs::read_to_string(dir.join("samples.jsonl")).unwrap());

@@ -375,6 +375,7 @@ fn record_engines(
         seconds: None,
         epoch_unix: 1_800_000_000.0,
         server: "sim:8000".into(),
+        raw: false,
     };
     kvscope::sim::record_offline(&run, &dir, "t").unwrap();
     (tmp, dir)
