@@ -302,8 +302,11 @@ impl Location {
             .get_range(&key, meta.size - 8..meta.size)
             .await
             .map_err(|e| os_err(&url, e))?;
-        let len = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
-        Ok(&tail[4..8] == b"PAR1" && len + 12 <= meta.size)
+        let Some(&[a, b, c, d, ref magic @ ..]) = tail.get(..8) else {
+            return Ok(false);
+        };
+        let len = u64::from(u32::from_le_bytes([a, b, c, d]));
+        Ok(magic == b"PAR1" && len + 12 <= meta.size)
     }
 
     /// Whether the session has samples of any kind (without reading them).

@@ -87,7 +87,23 @@ fn prometheus_history_reads_like_a_direct_recording() {
     let _sim = Killed(sim);
     std::thread::sleep(Duration::from_millis(500));
     let target = url.trim_start_matches("http://").to_string();
-    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[&target]);
+    // A second target: the real vLLM 0.26 capture replayed live.
+    let replay_port = free_port();
+    let replay = Command::new(bin())
+        .args([
+            "replay",
+            "tests/fixtures/captures/vllm-0.26-h100-scenarios",
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{replay_port}"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _replay = Killed(replay);
+    let replay_target = format!("127.0.0.1:{replay_port}");
+    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[&target, &replay_target]);
     let direct = tmp.path().join("direct");
     let rec = Command::new(bin())
         .args([
@@ -137,7 +153,18 @@ fn prometheus_history_reads_like_a_direct_recording() {
     assert_eq!(meta.source.kind, "prometheus-import");
     assert_eq!(meta.source.urls, std::slice::from_ref(&prom_url));
     assert_eq!(meta.recorder.interval_s, 1.0);
-    let imported = analyze_with_series(&imported_dir);
+    // Both servers, kept apart; the replayed capture's release read from its
+    // cache_config_info as stored by Prometheus.
+    let names: Vec<&str> = meta.servers.iter().map(|s| s.server.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let real = meta
+        .servers
+        .iter()
+        .find(|s| s.server == replay_target)
+        .unwrap();
+    assert_eq!(real.vllm_version.as_deref(), Some("0.26"));
+    let mut imported = analyze_with_series(&imported_dir);
+    imported.series.retain(|p| p.server == target);
     // Same phases, except within one step of a phase boundary of either.
     let (b_rec, b_imp) = (boundaries(&recorded), boundaries(&imported));
     let near = |ts: i64| {
@@ -181,7 +208,11 @@ fn prometheus_history_reads_like_a_direct_recording() {
     // Counter totals within one step's increase at the import's last step.
     let rows = store::read_samples_jsonl(&imported_dir.join(store::SAMPLES_JSONL)).unwrap();
     let rec_rows = store::read_samples_jsonl(&direct.join(store::SAMPLES_JSONL)).unwrap();
-    let last_imp = rows.iter().rev().find(|r| r.scrape_ok).unwrap();
+    let last_imp = rows
+        .iter()
+        .rev()
+        .find(|r| r.scrape_ok && r.server == target)
+        .unwrap();
     let near_rec = rec_rows
         .iter()
         .filter(|r| r.scrape_ok)
@@ -207,13 +238,16 @@ fn prometheus_history_reads_like_a_direct_recording() {
         &prom_url,
         "--since",
         "40s",
+        "--match",
+        &format!("{{instance=\"{target}\"}}"),
         "--json",
         "--import-to",
         tmp.path().join("doctor-import").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["hypotheses"][0]["id"], "KV_CACHE_THRASHING");
+    assert_eq!(v["hypotheses"][0]["id"], "KV_CACHE_THRASHING", "{v}");
+    assert_eq!(v["hypotheses"][0]["server"], target.as_str());
 
     // Clear errors: an empty selection, a rejected query, nothing listening.
     let o = kvscope([
