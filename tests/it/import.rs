@@ -65,6 +65,24 @@ fn spawn_prometheus(dir: &std::path::Path, targets: &[&str]) -> (Killed, String)
     (Killed(child), format!("http://127.0.0.1:{port}"))
 }
 
+/// Runs `kvscope ARGS…`, which must succeed; returns its stderr.
+fn ok(args: &[&str]) -> String {
+    let o = kvscope(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{args:?}: {err}");
+    err
+}
+
+/// Runs `kvscope ARGS…`, which must fail with a message containing each of `needles`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let o = kvscope(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: no `{n}` in: {err}");
+    }
+}
+
 fn phase_at(series: &[PhasePoint], ts: i64, tol_us: i64) -> Option<&PhasePoint> {
     series
         .iter()
@@ -129,7 +147,7 @@ fn prometheus_history_reads_like_a_direct_recording() {
     // The window both saw, a little inside the recording.
     let (start, end) = (first + 3.0, last - 1.0);
     let imported_dir = tmp.path().join("imported");
-    let o = kvscope([
+    let err = ok(&[
         "import",
         "prometheus",
         "--url",
@@ -143,8 +161,6 @@ fn prometheus_history_reads_like_a_direct_recording() {
         "--out",
         imported_dir.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     assert!(
         err.contains("of 1 s"),
         "step detected from the 1 s scrapes: {err}"
@@ -250,55 +266,23 @@ fn prometheus_history_reads_like_a_direct_recording() {
     assert_eq!(v["hypotheses"][0]["server"], target.as_str());
 
     // Clear errors: an empty selection, a rejected query, nothing listening.
-    let o = kvscope([
-        "import",
-        "prometheus",
-        "--url",
+    let import = |url: &str, matchers: &str, needles: &[&str]| {
+        let out = tmp.path().join("failed");
+        let out = out.to_str().unwrap();
+        let args = ["import", "prometheus", "--url", url, "--start", "1h"];
+        fails(
+            &[&args[..], &["--match", matchers, "--out", out]].concat(),
+            needles,
+        );
+    };
+    import(
         &prom_url,
-        "--start",
-        "1h",
-        "--match",
         r#"{job="nope"}"#,
-        "--out",
-        tmp.path().join("x").to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains(r#"no vLLM series for {job="nope"} between"#),
-        "{err}"
+        &[r#"no vLLM series for {job="nope"} between"#],
     );
-    let o = kvscope([
-        "import",
-        "prometheus",
-        "--url",
-        &prom_url,
-        "--start",
-        "1h",
-        "--match",
-        "{job=}",
-        "--out",
-        tmp.path().join("y").to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("rejected the query") && err.contains("bad_data"),
-        "{err}"
-    );
-    let o = kvscope([
-        "import",
-        "prometheus",
-        "--url",
-        &format!("http://127.0.0.1:{}", free_port()),
-        "--start",
-        "1h",
-        "--out",
-        tmp.path().join("z").to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains("cannot reach Prometheus"),
-        "{err}"
-    );
+    import(&prom_url, "{job=}", &["rejected the query", "bad_data"]);
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    import(&nobody, "", &["cannot reach Prometheus"]);
 }
 
 const CAPTURE_LOG: &str = "tests/fixtures/captures/vllm-0.26-h100-scenarios/vllm_server.log.gz";
@@ -309,7 +293,7 @@ const CAPTURE_LOG: &str = "tests/fixtures/captures/vllm-0.26-h100-scenarios/vllm
 fn a_real_vllm_log_becomes_a_coarse_session() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("log");
-    let o = kvscope([
+    let err = ok(&[
         "import",
         "vllm-log",
         CAPTURE_LOG,
@@ -320,8 +304,6 @@ fn a_real_vllm_log_becomes_a_coarse_session() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     assert!(
         err.contains("imported 29 stats line(s) of 1 engine(s) at a 10 s interval"),
         "{err}"
@@ -413,7 +395,7 @@ fn v0_and_data_parallel_logs_import() {
     }
     std::fs::write(&dp, text).unwrap();
     let out = tmp.path().join("dp");
-    let o = kvscope([
+    let err = ok(&[
         "import",
         "vllm-log",
         dp.to_str().unwrap(),
@@ -424,8 +406,6 @@ fn v0_and_data_parallel_logs_import() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     // 20 s → 80 s silent after a zero line: 5 idle rows per engine filled at 10 s.
     assert!(
         err.contains("of 2 engine(s) at a 10 s interval (10 idle row(s) filled)"),
