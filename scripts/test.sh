@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (Debian's prometheus for the
-# import tests; a Python venv with pyarrow, pandas, Polars, DuckDB, pytest), then runs
+# import tests and chromium for the report tests; a Python venv with pyarrow, pandas, Polars, DuckDB, pytest), then runs
 # every Rust test and the interop tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kvscope-target}"
 VENV="${KVSCOPE_VENV:-$HOME/.cache/kvscope-venv}"
 
-if ! command -v prometheus >/dev/null; then
-  echo "== installing Debian's prometheus (import tests)"
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian's ${missing[*]} (import and report tests)"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

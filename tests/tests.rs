@@ -17,6 +17,7 @@
 //!   upload, analyze/doctor/timeline from the store, batch doctor, multipart, export.
 //! - `import`: a real Prometheus (Debian's package) scraping the simulator, imported and
 //!   compared with a direct recording; real and synthetic vLLM logs.
+//! - `report`: HTML reports rendered by headless Chromium with networking off.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -38,6 +39,8 @@ mod import;
 mod objstore;
 #[path = "it/reliability.rs"]
 mod reliability;
+#[path = "it/report.rs"]
+mod report;
 #[path = "it/scenarios.rs"]
 mod scenarios;
 #[path = "it/sim_model.rs"]

@@ -355,6 +355,77 @@ pub async fn analyze_location(
     .await
 }
 
+/// The columns a report charts, per sample row.
+pub const CHART_COLUMNS: &[&str] = &[
+    "kv_cache_usage_pct",
+    "requests_running",
+    "requests_waiting",
+    "ttft_p50_s",
+    "ttft_p95_s",
+    "ttft_p99_s",
+    "itl_p95_s",
+    "prompt_tokens_per_s",
+    "generation_tokens_per_s",
+    "preemptions_per_s",
+];
+
+/// One engine's samples of one server, in time order, for charts.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSeries {
+    pub server: String,
+    pub engine: String,
+    pub ts: Vec<i64>,
+    pub ok: Vec<bool>,
+    /// One vector per [`CHART_COLUMNS`] entry, aligned with `ts`.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// Every engine's chart columns, ordered by (server, engine, ts).
+pub async fn chart_series(loc: &Location) -> Result<Vec<EngineSeries>, AnalysisError> {
+    let input = loc.samples_input().await?;
+    let ctx = context();
+    loc.register(&ctx);
+    register_session(&ctx, &input, None).await?;
+    let cols: Vec<String> = CHART_COLUMNS
+        .iter()
+        .map(|c| format!("CAST(\"{c}\" AS DOUBLE) AS \"{c}\""))
+        .collect();
+    let sql = format!(
+        "SELECT server, engine, ts, scrape_ok, {} FROM samples ORDER BY server, engine, ts",
+        cols.join(", ")
+    );
+    let df = ctx.sql(&sql).await.map_err(qerr("chart series"))?;
+    let batches = df.collect().await.map_err(qerr("chart series"))?;
+    let mut out: Vec<EngineSeries> = Vec::new();
+    for b in &batches {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            let server = c.str("server", i).unwrap_or_default();
+            let engine = c.str("engine", i).unwrap_or_default();
+            if out
+                .last()
+                .is_none_or(|e| e.server != server || e.engine != engine)
+            {
+                out.push(EngineSeries {
+                    server,
+                    engine,
+                    values: vec![Vec::new(); CHART_COLUMNS.len()],
+                    ..Default::default()
+                });
+            }
+            let Some(e) = out.last_mut() else { continue };
+            e.ts.push(c.ts_us("ts", i).unwrap_or(0));
+            e.ok.push(c.phase_ok(i));
+            for (k, name) in CHART_COLUMNS.iter().enumerate() {
+                if let Some(v) = e.values.get_mut(k) {
+                    v.push(c.f64(name, i));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn analyze_input(
     ctx: &SessionContext,
     input: &SamplesInput,

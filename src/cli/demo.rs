@@ -77,7 +77,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     print!("{}", present::timeline::render(&events, &opts));
     println!("\n=== Doctor ===\n");
     print!("{}", present::doctor::render(&report, true, color));
+    let loaded = super::report::load(&Location::Local(dir.clone()), &Thresholds::default()).await?;
+    let html = crate::present::report::session_html(&loaded.view());
+    let report_path = dir.join(super::report::REPORT_HTML);
+    std::fs::write(&report_path, html)?;
     println!("\nSession: {}", dir.display());
+    println!("Report:  {} (open in any browser; no network needed)", report_path.display());
     println!(
         "Next: kvscope timeline {0} --verbose | kvscope doctor {0} --json",
         dir.display()

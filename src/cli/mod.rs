@@ -11,6 +11,7 @@ mod export;
 pub(crate) mod import;
 mod record;
 mod replay;
+mod report;
 mod simulate;
 mod timeline;
 mod verify;
@@ -54,6 +55,8 @@ enum Command {
     Export(export::Args),
     /// Check a session's files and say what is wrong (exit 1 on any error).
     Verify(verify::VerifyArgs),
+    /// A self-contained HTML report of a session, or of many (fleet).
+    Report(report::Args),
     /// Turn Prometheus history or a vLLM server log into a session.
     #[command(subcommand)]
     Import(import::Args),
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => rt.block_on(replay::run(a)),
         Command::Verify(a) => verify::verify(a),
         Command::Import(a) => rt.block_on(import::run(a)),
+        Command::Report(a) => rt.block_on(report::run(a)),
         Command::Repair(a) => verify::repair(a),
     }
 }

@@ -1,8 +1,9 @@
 //! Present stage: everything a person reads — timeline and doctor text, fleet tables,
-//! JSON documents. The only module that knows output formats.
+//! JSON documents, the HTML report. The only module that knows output formats.
 
 pub mod dashboard;
 pub mod doctor;
+pub mod report;
 pub mod timeline;
 
 use std::io::IsTerminal;

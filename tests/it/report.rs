@@ -1,0 +1,167 @@
+//! `kvscope report`: self-contained HTML, rendered by a real headless Chromium (Debian's
+//! package; `scripts/test.sh` installs it) with networking off.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{kvscope, record_scenario, record_scenario_at};
+
+fn chromium() -> &'static str {
+    let p = "/usr/bin/chromium";
+    assert!(
+        Path::new(p).exists(),
+        "Chromium is not installed (scripts/test.sh installs Debian's `chromium`)"
+    );
+    p
+}
+
+/// Runs headless Chromium on `file` with every network path closed; `what` is
+/// `--dump-dom` or `--screenshot=PNG`. Returns stdout.
+fn headless(file: &Path, what: &str, profile: &Path) -> String {
+    let o = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+            "--no-first-run",
+            // Any host lookup fails: a report that tried to fetch something would show it.
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--window-size=1100,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(what)
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("run chromium");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Nothing in the file points outside it.
+fn assert_self_contained(html: &str) {
+    let outside: Vec<&str> = html
+        .match_indices("http")
+        .map(|(i, _)| &html[i..(i + 40).min(html.len())])
+        .filter(|s| !s.starts_with("http://www.w3.org/2000/svg"))
+        .collect();
+    assert!(outside.is_empty(), "external references: {outside:?}");
+    for bad in ["<script", "<link", "@import", "<img", "<iframe"] {
+        assert!(!html.contains(bad), "{bad} in the report");
+    }
+    let urls: Vec<&str> = html
+        .match_indices("url(")
+        .map(|(i, _)| &html[i..(i + 8).min(html.len())])
+        .filter(|s| !s.starts_with("url(#"))
+        .collect();
+    assert!(urls.is_empty(), "{urls:?}");
+}
+
+fn report_of(dir: &Path) -> (PathBuf, String) {
+    let o = kvscope(["report", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(path, dir.join("report.html"));
+    let html = std::fs::read_to_string(&path).unwrap();
+    (path, html)
+}
+
+#[test]
+fn session_report_renders_offline_with_every_section() {
+    let (_tmp, dir) = record_scenario("mixed-incident", 1);
+    let (path, html) = report_of(&dir);
+    assert_self_contained(&html);
+    insta::assert_json_snapshot!(
+        "report_structure_mixed_incident",
+        kvscope::present::report::structure(&html)
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&path, "--dump-dom", profile.path());
+    for panel in ["kv", "scheduler", "ttft", "itl", "tokens", "preemptions"] {
+        assert!(
+            dom.contains(&format!("id=\"panel-{panel}\"")),
+            "no {panel} chart"
+        );
+    }
+    assert!(dom.contains("KV_CACHE_THRASHING"), "the top finding");
+    assert!(dom.contains("--max-num-seqs"), "its advice");
+    assert!(dom.contains("class=\"band\""), "phase bands");
+    assert!(dom.contains("class=\"episode\""), "episodes");
+    assert!(dom.contains("class=\"marker\""), "events");
+    assert!(dom.contains("kv_saturated_pct 95"), "the threshold line");
+    let png = profile.path().join("shot.png");
+    headless(
+        &path,
+        &format!("--screenshot={}", png.display()),
+        profile.path(),
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    // A blank 1100×2400 page compresses to a few KB; charts and text do not.
+    assert!(
+        bytes.len() > 60_000,
+        "screenshot looks blank: {} bytes",
+        bytes.len()
+    );
+}
+
+#[test]
+fn fleet_report_ranks_servers_and_links_sections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut keep = Vec::new();
+    for (name, interval) in [
+        ("healthy", 1.0),
+        ("kv-saturation", 2.0),
+        ("queue-pressure", 1.0),
+    ] {
+        let (t, dir) = record_scenario_at(name, 1, interval, |_| {});
+        let dest = tmp.path().join(name);
+        std::fs::rename(&dir, &dest).unwrap();
+        keep.push(t);
+    }
+    let out = tmp.path().join("fleet.html");
+    let o = kvscope([
+        "report",
+        tmp.path().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert_self_contained(&html);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&out, "--dump-dom", profile.path());
+    assert_eq!(dom.matches("class=\"spark\"").count(), 3);
+    assert_eq!(dom.matches("<section").count(), 3);
+    // Ranked by severity: the thrashing server's row comes first.
+    let table = &dom[dom.find("class=\"fleet\"").unwrap()..dom.find("<section").unwrap()];
+    let first_row = table.split("<tr>").nth(2).unwrap();
+    assert!(first_row.contains("KV_CACHE_THRASHING"), "{first_row}");
+    for i in 0..3 {
+        assert!(dom.contains(&format!("href=\"#s{i}-s0\"")));
+        assert!(dom.contains(&format!("id=\"s{i}-s0\"")));
+    }
+}
+
+/// A day at 1 Hz stays a small file: the min/max envelope has one pair per pixel.
+#[test]
+fn a_day_at_one_hertz_is_under_3_mb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("day");
+    let o = kvscope([
+        "simulate",
+        "--fleet",
+        "1",
+        "--seconds",
+        "86400",
+        "--record-to",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_, html) = report_of(&dir);
+    assert!(html.len() < 3_000_000, "{} bytes", html.len());
+    assert!(html.contains("id='panel-kv'"));
+}
