@@ -82,7 +82,10 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let report_path = dir.join(super::report::REPORT_HTML);
     std::fs::write(&report_path, html)?;
     println!("\nSession: {}", dir.display());
-    println!("Report:  {} (open in any browser; no network needed)", report_path.display());
+    println!(
+        "Report:  {} (open in any browser; no network needed)",
+        report_path.display()
+    );
     println!(
         "Next: kvscope timeline {0} --verbose | kvscope doctor {0} --json",
         dir.display()

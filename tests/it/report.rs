@@ -69,6 +69,25 @@ fn report_of(dir: &Path) -> (PathBuf, String) {
     (path, html)
 }
 
+/// Writes a session's report and checks, in headless Chromium, that every chart and
+/// each of `texts` is there. Used on the real capture too (`capture.rs`).
+pub fn check_session_report(dir: &Path, texts: &[&str]) -> String {
+    let (path, html) = report_of(dir);
+    assert_self_contained(&html);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&path, "--dump-dom", profile.path());
+    for panel in ["kv", "scheduler", "ttft", "itl", "tokens", "preemptions"] {
+        assert!(
+            dom.contains(&format!("id=\"panel-{panel}\"")),
+            "no {panel} chart"
+        );
+    }
+    for t in texts {
+        assert!(dom.contains(t), "no `{t}` in the rendered report");
+    }
+    html
+}
+
 #[test]
 fn session_report_renders_offline_with_every_section() {
     let (_tmp, dir) = record_scenario("mixed-incident", 1);
@@ -108,18 +127,17 @@ fn session_report_renders_offline_with_every_section() {
     );
 }
 
+/// A 20-session fleet: every scenario, some twice with another seed and interval.
 #[test]
 fn fleet_report_ranks_servers_and_links_sections() {
     let tmp = tempfile::tempdir().unwrap();
     let mut keep = Vec::new();
-    for (name, interval) in [
-        ("healthy", 1.0),
-        ("kv-saturation", 2.0),
-        ("queue-pressure", 1.0),
-    ] {
-        let (t, dir) = record_scenario_at(name, 1, interval, |_| {});
-        let dest = tmp.path().join(name);
-        std::fs::rename(&dir, &dest).unwrap();
+    let names = kvscope::sim::scenario::NAMES;
+    for i in 0..20 {
+        let name = names[i % names.len()];
+        let (seed, interval) = if i < names.len() { (1, 1.0) } else { (2, 2.0) };
+        let (t, dir) = record_scenario_at(name, seed, interval, |_| {});
+        std::fs::rename(&dir, tmp.path().join(format!("{i:02}-{name}"))).unwrap();
         keep.push(t);
     }
     let out = tmp.path().join("fleet.html");
@@ -134,13 +152,20 @@ fn fleet_report_ranks_servers_and_links_sections() {
     assert_self_contained(&html);
     let profile = tempfile::tempdir().unwrap();
     let dom = headless(&out, "--dump-dom", profile.path());
-    assert_eq!(dom.matches("class=\"spark\"").count(), 3);
-    assert_eq!(dom.matches("<section").count(), 3);
-    // Ranked by severity: the thrashing server's row comes first.
+    assert_eq!(dom.matches("class=\"spark\"").count(), 20);
+    assert_eq!(dom.matches("<section").count(), 20);
+    // Ranked by severity: high rows first, the healthy and idle sessions last.
     let table = &dom[dom.find("class=\"fleet\"").unwrap()..dom.find("<section").unwrap()];
-    let first_row = table.split("<tr>").nth(2).unwrap();
-    assert!(first_row.contains("KV_CACHE_THRASHING"), "{first_row}");
-    for i in 0..3 {
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert!(rows[0].contains("sev-high"), "{}", rows[0]);
+    let rank = |r: &str| {
+        ["sev-high", "sev-medium", "sev-low", "sev-info"]
+            .iter()
+            .position(|s| r.contains(s))
+    };
+    let ranks: Vec<_> = rows.iter().map(|r| rank(r)).collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    for i in 0..20 {
         assert!(dom.contains(&format!("href=\"#s{i}-s0\"")));
         assert!(dom.contains(&format!("id=\"s{i}-s0\"")));
     }
