@@ -117,6 +117,16 @@ fn record_to_s3_uploads_the_session_and_analysis_reads_it_from_the_store() {
     assert!(out.status.success(), "{}", stderr(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(doc.is_object());
+
+    // report writes report.html into the session on the store.
+    let out = s3.kvscope(["report", "s3://kvs-runs/runs/r1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "s3://kvs-runs/runs/r1/report.html"
+    );
+    let html = std::fs::read_to_string(s3.object_path("kvs-runs/runs/r1/report.html")).unwrap();
+    assert!(html.contains("id='panel-kv'"));
 }
 
 #[test]

@@ -171,6 +171,26 @@ fn fleet_report_ranks_servers_and_links_sections() {
     }
 }
 
+/// A data-parallel server: one line per engine in every chart, named in its title.
+#[test]
+fn data_parallel_engines_get_their_own_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dp");
+    let o = kvscope([
+        "simulate",
+        "--scenario",
+        "kv-saturation",
+        "--engines",
+        "2",
+        "--record-to",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = check_session_report(&dir, &["engine 0", "engine 1"]);
+    let s = kvscope::present::report::structure(&html);
+    assert_eq!(s[".series"], 20, "10 lines per engine");
+}
+
 /// A day at 1 Hz stays a small file: the min/max envelope has one pair per pixel.
 #[test]
 fn a_day_at_one_hertz_is_under_3_mb() {
