@@ -179,11 +179,8 @@ fn real_capture_reads_the_same_at_every_interval() {
     let pages = capture_dir().join("metrics_scrapes.jsonl.gz");
     let intervals = [0.5, 1.0, 2.0, 5.0];
     let dirs = replay_and_record(&pages, &intervals, tmp.path());
-    // The report of the real capture renders, with the thrashing and the queue found.
-    crate::report::check_session_report(
-        &dirs[1],
-        &["KV_CACHE_THRASHING", "QUEUE_SATURATION", "vLLM 0.26"],
-    );
+    // The report of the real capture renders, with its diagnosis and release.
+    crate::report::check_session_report(&dirs[1], &["KV_CACHE_THRASHING", "vLLM 0.26"]);
     let mut problems = Vec::new();
     let mut tops: Vec<(String, Vec<String>)> = Vec::new();
     for (interval, dir) in intervals.iter().zip(&dirs) {
