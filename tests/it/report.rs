@@ -171,6 +171,31 @@ fn fleet_report_ranks_servers_and_links_sections() {
     }
 }
 
+/// `kvscope demo` ends by writing the report and saying where; it renders.
+#[test]
+fn the_demo_writes_a_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let o = kvscope([
+        "demo",
+        "--seconds",
+        "40",
+        "--speed",
+        "20",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = dir.join("report.html");
+    assert!(
+        out.contains(&format!("Report:  {}", report.display())),
+        "{out}"
+    );
+    assert!(report.is_file());
+    check_session_report(&dir, &["Session", "KVScope incident report"]);
+}
+
 /// A data-parallel server: one line per engine in every chart, named in its title.
 #[test]
 fn data_parallel_engines_get_their_own_lines() {
