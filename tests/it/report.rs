@@ -60,6 +60,18 @@ fn assert_self_contained(html: &str) {
     }
 }
 
+/// Records a simulator session into `tmp/name` with extra `simulate` flags.
+fn simulated(tmp: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let dir = tmp.join(name);
+    let o = kvscope(
+        ["simulate", "--record-to", dir.to_str().unwrap()]
+            .iter()
+            .chain(flags),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    dir
+}
+
 fn report_of(dir: &Path) -> (PathBuf, String) {
     let o = kvscope(["report", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -200,17 +212,8 @@ fn the_demo_writes_a_report() {
 #[test]
 fn data_parallel_engines_get_their_own_lines() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dp");
-    let o = kvscope([
-        "simulate",
-        "--scenario",
-        "kv-saturation",
-        "--engines",
-        "2",
-        "--record-to",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flags = ["--scenario", "kv-saturation", "--engines", "2"];
+    let dir = simulated(tmp.path(), "dp", &flags);
     let html = check_session_report(&dir, &["engine 0", "engine 1"]);
     let s = kvscope::present::report::structure(&html);
     assert_eq!(s[".series"], 20, "10 lines per engine");
@@ -220,17 +223,7 @@ fn data_parallel_engines_get_their_own_lines() {
 #[test]
 fn a_day_at_one_hertz_is_under_3_mb() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("day");
-    let o = kvscope([
-        "simulate",
-        "--fleet",
-        "1",
-        "--seconds",
-        "86400",
-        "--record-to",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let dir = simulated(tmp.path(), "day", &["--fleet", "1", "--seconds", "86400"]);
     let (_, html) = report_of(&dir);
     assert!(html.len() < 3_000_000, "{} bytes", html.len());
     assert!(html.contains("id='panel-kv'"));
