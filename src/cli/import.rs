@@ -17,6 +17,24 @@ pub enum Args {
     Prometheus(PromArgs),
     /// vLLM's periodic stats log lines become a coarse session (no latency quantiles).
     VllmLog(LogArgs),
+    /// GPU utilization and memory from an nvidia-smi CSV log, joined into a session.
+    NvidiaSmi(SmiArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SmiArgs {
+    /// `nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used,memory.total
+    /// --format=csv -lms 500` output (plain or gzip).
+    pub csv: PathBuf,
+    /// The local session to join it into.
+    #[arg(long)]
+    pub session: PathBuf,
+    /// Only this server's samples (default: all).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Offset of the log's clock from UTC in hours.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = parse_offset)]
+    pub utc_offset: f64,
 }
 
 /// Where and what to read from Prometheus (shared with `doctor --prometheus`).
@@ -106,6 +124,20 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         Args::Prometheus(p) => {
             let o = import_prometheus(&p.url, p.start, p.end, &p.source, p.out.clone()).await?;
             println!("{}", o.dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Args::NvidiaSmi(a) => {
+            let o = crate::import::gpu::join(&crate::import::gpu::GpuJoinConfig {
+                session: a.session.clone(),
+                csv: a.csv.clone(),
+                server: a.server.clone(),
+                utc_offset_h: a.utc_offset,
+            })?;
+            eprintln!(
+                "joined {} GPU poll(s) into {} of {} sample(s)",
+                o.polls, o.joined, o.samples
+            );
+            println!("{}", a.session.display());
             Ok(ExitCode::SUCCESS)
         }
         Args::VllmLog(l) => {

@@ -2,8 +2,9 @@
 //! `timeline`, `doctor`, `export` and the dashboard's definitions apply unchanged.
 //! [`prometheus`] reads Prometheus history through its query API and replays it through
 //! the recorder's pipeline; [`vllm_log`] turns vLLM's periodic stats log lines into a
-//! coarse session.
+//! coarse session; [`gpu`] joins an `nvidia-smi` log into a session.
 
+pub mod gpu;
 pub mod prometheus;
 pub mod vllm_log;
 
@@ -18,4 +19,16 @@ pub enum ImportError {
     Invalid(String),
     #[error(transparent)]
     Store(crate::store::StoreError),
+}
+
+impl From<crate::source::promapi::PromApiError> for ImportError {
+    fn from(e: crate::source::promapi::PromApiError) -> Self {
+        ImportError::Prometheus(e)
+    }
+}
+
+impl From<crate::store::StoreError> for ImportError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ImportError::Store(e)
+    }
 }

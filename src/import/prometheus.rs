@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::adapter;
 use crate::record::{Pipeline, rfc3339};
-use crate::source::promapi::{self, MAX_POINTS_PER_SERIES, PromApiError, Prometheus, Series};
-use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo, StoreError};
+use crate::source::promapi::{self, MAX_POINTS_PER_SERIES, Prometheus, Series};
+use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
 
 use super::ImportError;
 
@@ -322,18 +322,6 @@ fn layout(s: &Series, names: &HashSet<&str>, server_label: &str) -> Layout {
         kind,
         prefix,
         core,
-    }
-}
-
-impl From<PromApiError> for ImportError {
-    fn from(e: PromApiError) -> Self {
-        ImportError::Prometheus(e)
-    }
-}
-
-impl From<StoreError> for ImportError {
-    fn from(e: StoreError) -> Self {
-        ImportError::Store(e)
     }
 }
 

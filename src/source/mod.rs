@@ -3,6 +3,7 @@
 //! endpoint ([`replay`]), and Prometheus's query API for history ([`promapi`]). Knows nothing of vLLM metric names; hands parsed
 //! [`prom::Exposition`]s to the adapter.
 
+pub mod nvidia_smi;
 pub mod prom;
 pub mod promapi;
 pub mod raw;

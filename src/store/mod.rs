@@ -456,6 +456,38 @@ pub fn rebuild_parquet_from_jsonl(dir: &Path) -> Result<usize, StoreError> {
     Ok(rows.len())
 }
 
+/// Replaces a session's sample rows in every samples file (`samples.jsonl` first: it is
+/// what `repair` rebuilds from), each written to a temp file and renamed.
+pub fn rewrite_samples(dir: &Path, rows: &[Sample]) -> Result<(), StoreError> {
+    let jsonl = dir.join(SAMPLES_JSONL);
+    let tmp = jsonl.with_extension("jsonl.tmp");
+    let mut w = BufWriter::new(File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?);
+    for r in rows {
+        serde_json::to_writer(&mut w, r).map_err(|e| StoreError::Invalid {
+            path: tmp.clone(),
+            message: e.to_string(),
+        })?;
+        w.write_all(b"\n").map_err(|e| StoreError::io(&tmp, e))?;
+    }
+    w.flush().map_err(|e| StoreError::io(&tmp, e))?;
+    drop(w);
+    fs::rename(&tmp, &jsonl).map_err(|e| StoreError::io(&jsonl, e))?;
+    let csv_path = dir.join(SAMPLES_CSV);
+    let tmp = csv_path.with_extension("csv.tmp");
+    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let mut c = csv::WriterBuilder::new().from_writer(BufWriter::new(file));
+    for r in rows {
+        c.serialize(r).map_err(|e| StoreError::Invalid {
+            path: tmp.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    c.flush().map_err(|e| StoreError::io(&tmp, e))?;
+    drop(c);
+    fs::rename(&tmp, &csv_path).map_err(|e| StoreError::io(&csv_path, e))?;
+    write_samples_parquet(&dir.join(SAMPLES_PARQUET), rows)
+}
+
 /// Writes rows to a new Parquet file at `path` (temp file + rename).
 pub fn write_samples_parquet(path: &Path, rows: &[Sample]) -> Result<(), StoreError> {
     let tmp = path.with_extension("parquet.tmp");

@@ -179,6 +179,24 @@ fn real_capture_reads_the_same_at_every_interval() {
     let pages = capture_dir().join("metrics_scrapes.jsonl.gz");
     let intervals = [0.5, 1.0, 2.0, 5.0];
     let dirs = replay_and_record(&pages, &intervals, tmp.path());
+    // The capture's nvidia-smi log joined in: its server was CPU-launch-bound, GPU
+    // utilization stayed low under load (12 % on average over the session).
+    let o = crate::common::kvscope([
+        "import",
+        "nvidia-smi",
+        capture_dir().join("nvidia_smi.csv.gz").to_str().unwrap(),
+        "--session",
+        dirs[1].to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("joined 812 GPU poll(s)"), "{err}");
+    let o = crate::common::kvscope(["doctor", dirs[1].to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gpu = v["bottleneck"][0]["gpu_util_avg_pct"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!((5.0..30.0).contains(&gpu), "{}", v["bottleneck"]);
     // The report of the real capture renders, with its diagnosis and release.
     crate::report::check_session_report(&dirs[1], &["KV_CACHE_THRASHING", "vLLM 0.26"]);
     let mut problems = Vec::new();
