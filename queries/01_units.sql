@@ -37,6 +37,8 @@ SELECT
   MAX(iteration_tokens_p50) AS iteration_tokens_p50,
   MAX(prompt_len_p95) AS prompt_len_p95,
   AVG(gpu_util_pct) AS gpu_util_pct,
+  -- One API server process for all engines: the same value on every engine row.
+  MAX(api_cpu_util_pct) AS api_cpu_util_pct,
   -- Engines whose progress counters all stood still over the interval while they had
   -- work (judged per engine: one frozen engine of several disappears in a sum).
   SUM(CASE WHEN scrape_ok AND interval_s IS NOT NULL

@@ -35,6 +35,7 @@ SELECT
   iteration_tokens_p50,
   prompt_len_p95,
   gpu_util_pct,
+  api_cpu_util_pct,
   CASE WHEN scrape_ok AND interval_s IS NOT NULL
         AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
         AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)

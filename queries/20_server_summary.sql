@@ -35,6 +35,8 @@ SELECT
   MAX(queue_time_mean_s) AS queue_time_mean_max_s,
   MAX(prompt_len_p95) AS prompt_len_p95_max,
   AVG(gpu_util_pct) AS gpu_util_avg_pct,
+  AVG(api_cpu_util_pct) AS api_cpu_util_avg_pct,
+  MAX(api_cpu_util_pct) AS api_cpu_util_max_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
   -- zero on a healthy server. Judged on samples that are idle themselves (raw_phase),
   -- not the debounced phase: a 1-2 s burst inside an idle stretch is not idle KV. The

@@ -343,6 +343,8 @@ pub struct Reading {
     pub vllm_families: usize,
     pub gpu_util_pct: Option<f64>,
     pub gpu_mem_used_pct: Option<f64>,
+    /// `process_cpu_seconds_total` of the process serving the page.
+    pub process_cpu_s: Option<f64>,
     /// `process_start_time_seconds` of the process serving the page (restart detection).
     pub process_start_time_s: Option<f64>,
 }
@@ -408,6 +410,14 @@ pub fn read(exp: &Exposition) -> Reading {
         let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
             match fam.name.as_str() {
                 "DCGM_FI_DEV_GPU_UTIL" => gpu_util.extend(fam.samples.iter().map(|s| s.value)),
+                "process_cpu_seconds" | "process_cpu_seconds_total" => {
+                    out.process_cpu_s = fam
+                        .samples
+                        .iter()
+                        .map(|s| s.value)
+                        .filter(|v| v.is_finite() && *v >= 0.0)
+                        .reduce(f64::max);
+                }
                 "DCGM_FI_DEV_FB_USED" => {
                     fb_used += fam.samples.iter().map(|s| s.value).sum::<f64>()
                 }
@@ -577,6 +587,7 @@ pub fn read(exp: &Exposition) -> Reading {
 struct PrevState {
     ts_us: i64,
     process_start_s: Option<f64>,
+    process_cpu_s: Option<f64>,
     /// Running and waiting at the previous scrape (the abort books).
     running: Option<f64>,
     waiting: Option<f64>,
@@ -760,6 +771,15 @@ impl Normalizer {
                 engine_steps_per_s: interval_s
                     .and_then(|dt| deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)),
                 process_start_time_s: reading.process_start_time_s,
+                // CPU seconds per second of the serving process; none across a restart.
+                api_cpu_util_pct: match (
+                    prev.and_then(|p| p.process_cpu_s),
+                    reading.process_cpu_s,
+                    interval_s,
+                ) {
+                    (Some(a), Some(b), Some(dt)) if b >= a && !reset => Some((b - a) / dt * 100.0),
+                    _ => None,
+                },
                 requests_abandoned_per_s: None,
                 quantile_flags: None,
             };
@@ -786,6 +806,7 @@ impl Normalizer {
                 PrevState {
                     ts_us,
                     process_start_s: reading.process_start_time_s,
+                    process_cpu_s: reading.process_cpu_s,
                     running: e.running,
                     waiting: e.waiting,
                     counters,

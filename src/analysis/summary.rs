@@ -80,6 +80,9 @@ pub struct ServerSummary {
     pub queue_time_mean_max_s: Option<f64>,
     pub prompt_len_p95_max: Option<f64>,
     pub gpu_util_avg_pct: Option<f64>,
+    /// CPU of the API server process (`process_cpu_seconds_total`), % of one core.
+    pub api_cpu_util_avg_pct: Option<f64>,
+    pub api_cpu_util_max_pct: Option<f64>,
     pub idle_kv_max_pct: Option<f64>,
     pub idle_kv_min_pct: Option<f64>,
     pub idle_kv_median_pct: Option<f64>,
@@ -292,6 +295,8 @@ pub(super) fn build(
                 queue_time_mean_max_s: f("queue_time_mean_max_s"),
                 prompt_len_p95_max: f("prompt_len_p95_max"),
                 gpu_util_avg_pct: f("gpu_util_avg_pct"),
+                api_cpu_util_avg_pct: f("api_cpu_util_avg_pct"),
+                api_cpu_util_max_pct: f("api_cpu_util_max_pct"),
                 idle_kv_max_pct: f("idle_kv_max_pct"),
                 idle_kv_min_pct: f("idle_kv_min_pct"),
                 idle_kv_median_pct: f("idle_kv_median_pct"),

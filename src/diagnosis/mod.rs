@@ -314,11 +314,19 @@ pub fn bottleneck(
             ),
         )
     } else if slow && gpu < t("gpu_idle_pct") {
+        // The API server is one Python thread: near a whole core it is the limit.
+        let cpu = match s.api_cpu_util_max_pct {
+            Some(c) if c >= 90.0 => format!(
+                "; the API server process peaked at {c:.0}% of a core (HTTP, tokenization): it is saturated"
+            ),
+            Some(c) => format!(
+                "; the API server process peaked at {c:.0}% of a core, so look at the engine core's CPU (kernel launches), tokenization or the network"
+            ),
+            None => ": look at CPU, tokenization, network".to_string(),
+        };
         (
             "outside_gpu",
-            format!(
-                "requests wait or TTFT is high while the GPU is only {gpu:.0}% busy: look at CPU, tokenization, network"
-            ),
+            format!("requests wait or TTFT is high while the GPU is only {gpu:.0}% busy{cpu}"),
         )
     } else {
         return None;

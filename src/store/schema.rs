@@ -204,6 +204,7 @@ sample_columns! {
     engine_steps_per_s: OptF64, "steps/s", "Engine steps per second over the interval (count of vLLM's iteration-tokens histogram); zero with work present means no progress (schema 2).";
     process_start_time_s: OptF64, "s since Unix epoch", "Start time of the process serving /metrics (`process_start_time_seconds`); a change means a restart (schema 2).";
     requests_abandoned_per_s: OptF64, "requests/s", "Requests that left without finishing over the interval (clients disconnected, vLLM aborted them): the larger of the counted aborts and two balancing lower bounds, −Δ(running + waiting) − finished and first tokens − finished − preemptions − Δrunning (schema 2).";
+    api_cpu_util_pct: OptF64, "% of one core", "CPU used by the process serving /metrics (vLLM's API server: HTTP, tokenization, detokenization) over the interval, from `process_cpu_seconds_total`; near 100 % it is saturated (one Python thread). V1's engine core is another process, not counted (schema 2).";
     quantile_flags: OptStr, "", "Quantiles clamped to the first (`lower`) or last finite (`upper`) bucket, e.g. `ttft_p99_s:upper`.";
 }
 
