@@ -4,12 +4,11 @@
 //! it stands for (`(ts − interval_s, ts]`), else the nearest poll within one second;
 //! samples the log does not cover stay null.
 
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::ImportError;
 use crate::source::nvidia_smi::{self, GpuPoll};
-use crate::store::{self, StoreError};
+use crate::store;
 
 /// What a join needs.
 #[derive(Debug, Clone)]
@@ -31,7 +30,8 @@ pub struct GpuJoinOutcome {
 
 pub fn join(cfg: &GpuJoinConfig) -> Result<GpuJoinOutcome, ImportError> {
     store::check_session_dir(&cfg.session)?;
-    let polls = read_polls(&cfg.csv, cfg.utc_offset_h)?;
+    let polls = nvidia_smi::read_file(&cfg.csv, cfg.utc_offset_h)
+        .map_err(|e| ImportError::Invalid(e.to_string()))?;
     if polls.is_empty() {
         return Err(ImportError::Empty(format!(
             "{}: no GPU polls",
@@ -81,25 +81,4 @@ pub fn join(cfg: &GpuJoinConfig) -> Result<GpuJoinOutcome, ImportError> {
         samples: rows.len(),
         joined,
     })
-}
-
-fn read_polls(path: &Path, utc_offset_h: f64) -> Result<Vec<GpuPoll>, ImportError> {
-    let io = |e: std::io::Error| ImportError::Store(StoreError::io(path, e));
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = BufReader::new(file);
-    let gz = std::io::BufRead::fill_buf(&mut reader)
-        .map_err(io)?
-        .starts_with(&[0x1f, 0x8b]);
-    let mut polls = if gz {
-        nvidia_smi::read(
-            BufReader::new(flate2::bufread::MultiGzDecoder::new(reader)),
-            path,
-            utc_offset_h,
-        )
-    } else {
-        nvidia_smi::read(reader, path, utc_offset_h)
-    }
-    .map_err(|e| ImportError::Invalid(e.to_string()))?;
-    polls.sort_by_key(|p| p.ts_us);
-    Ok(polls)
 }

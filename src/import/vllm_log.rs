@@ -11,7 +11,7 @@
 //! log's interval with zero throughput and the gauges of that last line (idle when it
 //! read 0 running, frozen when it did not).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, NaiveDate, TimeZone};
@@ -176,22 +176,10 @@ fn read_file(
     stats: &mut Vec<LogStat>,
     banner: &mut LogBanner,
 ) -> Result<(), ImportError> {
-    let io = |e: std::io::Error| ImportError::Store(StoreError::io(path, e));
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut head = [0u8; 2];
-    let mut peek = BufReader::new(file);
-    let gz = {
-        let buf = peek.fill_buf().map_err(io)?;
-        head.iter_mut().zip(buf).for_each(|(h, b)| *h = *b);
-        head == [0x1f, 0x8b]
-    };
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::bufread::MultiGzDecoder::new(peek))
-    } else {
-        Box::new(peek)
-    };
-    for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
-        let line = line.map_err(io)?;
+    let (reader, _) =
+        crate::source::open_text(path).map_err(|e| ImportError::Invalid(e.to_string()))?;
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(|e| ImportError::Store(StoreError::io(path, e)))?;
         let line = String::from_utf8_lossy(&line);
         if let Some(s) = log::parse_line(&line, i + 1) {
             stats.push(s);

@@ -6,7 +6,9 @@
 //! time without a zone; the caller gives the offset.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::FileError;
 
 /// One poll, all GPUs combined.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,31 +21,18 @@ pub struct GpuPoll {
     pub gpus: usize,
 }
 
-/// A log that cannot be read, with its file and line.
-#[derive(Debug, thiserror::Error)]
-pub enum NvidiaSmiError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+/// Reads a log file, plain or gzip; `utc_offset_h` is the host clock's offset from UTC.
+/// Polls come back in time order.
+pub fn read_file(path: &Path, utc_offset_h: f64) -> Result<Vec<GpuPoll>, FileError> {
+    let (r, _) = super::open_text(path)?;
+    let mut polls = read(r, path, utc_offset_h)?;
+    polls.sort_by_key(|p| p.ts_us);
+    Ok(polls)
 }
 
-/// Reads a log (plain or gzip-decoded by the caller) from `r`; `utc_offset_h` is the
-/// host clock's offset from UTC.
-pub fn read(
-    r: impl BufRead,
-    path: &Path,
-    utc_offset_h: f64,
-) -> Result<Vec<GpuPoll>, NvidiaSmiError> {
-    let line_err = |line: usize, message: String| NvidiaSmiError::Line {
+/// Reads a log from `r` (`path` names it in errors).
+pub fn read(r: impl BufRead, path: &Path, utc_offset_h: f64) -> Result<Vec<GpuPoll>, FileError> {
+    let line_err = |line: usize, message: String| FileError::Line {
         path: path.to_path_buf(),
         line,
         message,
@@ -52,7 +41,7 @@ pub fn read(
     let header = match lines.next() {
         Some((_, Ok(h))) => h,
         Some((_, Err(e))) => {
-            return Err(NvidiaSmiError::Io {
+            return Err(FileError::Io {
                 path: path.to_path_buf(),
                 source: e,
             });
@@ -84,7 +73,7 @@ pub fn read(
         }
     };
     for (i, line) in lines {
-        let line = line.map_err(|e| NvidiaSmiError::Io {
+        let line = line.map_err(|e| FileError::Io {
             path: path.to_path_buf(),
             source: e,
         })?;

@@ -8,41 +8,15 @@
 //! (`metrics_scrapes.jsonl.gz`, whose lines carry a `phase` label), gzip or plain.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
-/// Errors reading or writing raw pages; each names the file (and line).
-#[derive(Debug, thiserror::Error)]
-pub enum RawError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}")]
-    Line {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-impl RawError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
+/// Errors reading or writing raw pages (the source stage's file error).
+pub use super::FileError as RawError;
 
 /// The raw-pages file of a session.
 pub const RAW_PAGES: &str = "raw_pages.jsonl.gz";
@@ -118,15 +92,9 @@ impl RawWriter {
 /// order. A malformed line is an error naming the file and line; a file cut short by a
 /// crash ends at its last complete page.
 pub fn read_pages(path: &Path) -> Result<Vec<RawPage>, RawError> {
-    let file = File::open(path).map_err(|e| RawError::io(path, e))?;
-    let gz = path.extension().is_some_and(|e| e == "gz");
-    let reader: Box<dyn Read> = if gz {
-        Box::new(MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let (reader, gz) = super::open_text(path)?;
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in reader.lines().enumerate() {
         let line = match line {
             Ok(l) => l,
             // A truncated gzip member at the end (crash while writing): keep what came before.
