@@ -332,15 +332,10 @@ pub async fn analyze_location(
 ) -> Result<Analysis, AnalysisError> {
     let meta = loc.read_metadata().await?;
     let input = loc.samples_input().await?;
-    let hist = match loc.as_local() {
-        // A histograms file without its footer (crash) is skipped, not an error.
-        Some(dir) => {
-            let p = dir.join(store::HISTOGRAMS_PARQUET);
-            p.exists() && store::parquet_is_valid(&p)
-        }
-        None => loc.exists(store::HISTOGRAMS_PARQUET).await?,
-    }
-    .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
+    // A histograms file without its footer (crash) is skipped, not an error.
+    let hist = (loc.exists(store::HISTOGRAMS_PARQUET).await?
+        && loc.parquet_footer_ok(store::HISTOGRAMS_PARQUET).await?)
+        .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
     let ctx = context();
     loc.register(&ctx);
     analyze_input(

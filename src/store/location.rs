@@ -289,7 +289,7 @@ impl Location {
 
     /// Whether a Parquet file ends with a footer (what a crashed writer lacks): its last
     /// 8 bytes are the footer length and `PAR1`, and the length fits in the file.
-    async fn parquet_footer_ok(&self, name: &str) -> Result<bool, StoreError> {
+    pub async fn parquet_footer_ok(&self, name: &str) -> Result<bool, StoreError> {
         let o = self.objects()?;
         let key = o.key(name);
         let url = self.file_url(name);
