@@ -27,6 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 epoch_unix: 1_800_000_000.0,
                 server: "sim:8000".into(),
                 raw: false,
+                gpu: false,
             };
             sim::record_offline(&run, &tmp.join("session"), "example")?
         }

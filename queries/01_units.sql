@@ -37,6 +37,15 @@ SELECT
   MAX(iteration_tokens_p50) AS iteration_tokens_p50,
   MAX(prompt_len_p95) AS prompt_len_p95,
   AVG(gpu_util_pct) AS gpu_util_pct,
+  AVG(gpu_sm_active_pct) AS gpu_sm_active_pct,
+  AVG(gpu_mem_used_pct) AS gpu_mem_used_pct,
+  -- Throttling that holds a GPU back (THROTTLE_MASK in src/adapter/gpu.rs), any engine.
+  BOOL_OR((gpu_throttle & 236) <> 0) AS gpu_throttled,
+  -- Residency (--kv-cache-metrics): sampled evictions summed, the shortest median
+  -- lifetime and idle time of any engine (the engine that churns).
+  SUM(kv_evictions_sampled) AS kv_evictions_sampled,
+  MIN(kv_block_lifetime_p50_s) AS kv_block_lifetime_p50_s,
+  MIN(kv_block_idle_p50_s) AS kv_block_idle_p50_s,
   -- One API server process for all engines: the same value on every engine row.
   MAX(api_cpu_util_pct) AS api_cpu_util_pct,
   -- Engines whose progress counters all stood still over the interval while they had

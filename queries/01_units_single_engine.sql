@@ -35,6 +35,12 @@ SELECT
   iteration_tokens_p50,
   prompt_len_p95,
   gpu_util_pct,
+  gpu_sm_active_pct,
+  gpu_mem_used_pct,
+  (gpu_throttle & 236) <> 0 AS gpu_throttled,
+  kv_evictions_sampled,
+  kv_block_lifetime_p50_s,
+  kv_block_idle_p50_s,
   api_cpu_util_pct,
   CASE WHEN scrape_ok AND interval_s IS NOT NULL
         AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)

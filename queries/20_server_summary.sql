@@ -35,6 +35,16 @@ SELECT
   MAX(queue_time_mean_s) AS queue_time_mean_max_s,
   MAX(prompt_len_p95) AS prompt_len_p95_max,
   AVG(gpu_util_pct) AS gpu_util_avg_pct,
+  AVG(gpu_sm_active_pct) AS gpu_sm_active_avg_pct,
+  AVG(gpu_mem_used_pct) AS gpu_mem_used_avg_pct,
+  SUM(CASE WHEN gpu_throttled THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS gpu_throttled_s,
+  SUM(CASE WHEN api_cpu_util_pct >= ${api_cpu_saturated_pct} THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS api_cpu_saturated_s,
+  -- Residency: sampled evictions while the KV cache was exhausted (preemption in the
+  -- trailing window, or saturated), and the blocks' median lifetime and idle time there.
+  SUM(kv_evictions_sampled) AS kv_evictions_sampled,
+  SUM(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_evictions_sampled END) AS kv_evictions_sampled_exhausted,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_idle_p50_s END) AS kv_block_idle_p50_exhausted_s,
   AVG(api_cpu_util_pct) AS api_cpu_util_avg_pct,
   MAX(api_cpu_util_pct) AS api_cpu_util_max_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is

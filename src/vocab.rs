@@ -175,6 +175,8 @@ vocabulary! {
         ServerRestart = "SERVER_RESTART",
         TelemetryGaps = "TELEMETRY_GAPS",
         GpuUnderutilized = "GPU_UNDERUTILIZED",
+        ApiServerSaturated = "API_SERVER_SATURATED",
+        KvCacheChurn = "KV_CACHE_CHURN",
         Healthy = "HEALTHY",
     }
 }

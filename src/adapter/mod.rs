@@ -7,6 +7,7 @@
 //! Prometheus `rate()`), interval quantiles from histogram bucket deltas. vLLM's KV-usage
 //! fraction becomes a 0–100 percentage here and nowhere else.
 
+pub mod gpu;
 pub mod histogram;
 pub mod log;
 pub mod version;
@@ -31,6 +32,12 @@ pub enum Hist {
     IterationTokens,
     PromptLen,
     GenerationLen,
+    /// `--kv-cache-metrics` residency (sampled blocks): allocation → eviction.
+    KvBlockLifetime,
+    /// Last access → eviction.
+    KvBlockIdle,
+    /// Between consecutive accesses of a block (last four kept).
+    KvBlockReuseGap,
 }
 
 impl Hist {
@@ -48,6 +55,9 @@ impl Hist {
             Self::IterationTokens => "iteration_tokens_total",
             Self::PromptLen => "request_prompt_tokens",
             Self::GenerationLen => "request_generation_tokens",
+            Self::KvBlockLifetime => "kv_block_lifetime_seconds",
+            Self::KvBlockIdle => "kv_block_idle_before_evict_seconds",
+            Self::KvBlockReuseGap => "kv_block_reuse_gap_seconds",
         }
     }
 
@@ -69,6 +79,9 @@ const ALL_HISTS: &[Hist] = &[
     Hist::IterationTokens,
     Hist::PromptLen,
     Hist::GenerationLen,
+    Hist::KvBlockLifetime,
+    Hist::KvBlockIdle,
+    Hist::KvBlockReuseGap,
 ];
 
 /// What an exposed vLLM family feeds.
@@ -232,9 +245,21 @@ pub const METRICS: &[Alias] = &[
     a("request_params_best_of", Target::Known, 0),
     a("request_num_preemptions", Target::Known, 0),
     a("request_prefill_kv_computed_tokens", Target::Known, 0),
-    a("kv_block_lifetime_seconds", Target::Known, 0),
-    a("kv_block_idle_before_evict_seconds", Target::Known, 0),
-    a("kv_block_reuse_gap_seconds", Target::Known, 0),
+    a(
+        "kv_block_lifetime_seconds",
+        Target::Histogram(Hist::KvBlockLifetime),
+        0,
+    ),
+    a(
+        "kv_block_idle_before_evict_seconds",
+        Target::Histogram(Hist::KvBlockIdle),
+        0,
+    ),
+    a(
+        "kv_block_reuse_gap_seconds",
+        Target::Histogram(Hist::KvBlockReuseGap),
+        0,
+    ),
     a("lora_requests_info", Target::Known, 0),
     a("estimated_flops_per_gpu_total", Target::Known, 0),
     a("estimated_read_bytes_per_gpu_total", Target::Known, 0),
@@ -341,8 +366,11 @@ pub struct Reading {
     pub unknown_vllm: BTreeSet<String>,
     /// Number of families recognised as vLLM's.
     pub vllm_families: usize,
-    pub gpu_util_pct: Option<f64>,
-    pub gpu_mem_used_pct: Option<f64>,
+    /// GPUs in DCGM names on the page (a merged exposition), or from a GPU exporter
+    /// scraped beside the server (`record --gpu-metrics`).
+    pub gpus: Vec<gpu::GpuStat>,
+    /// `process_resident_memory_bytes` of the process serving the page.
+    pub process_rss_bytes: Option<f64>,
     /// `process_cpu_seconds_total` of the process serving the page.
     pub process_cpu_s: Option<f64>,
     /// `process_start_time_seconds` of the process serving the page (restart detection).
@@ -402,14 +430,19 @@ fn add_prio(slot: &mut Option<(f64, u8)>, v: f64, priority: u8) {
 pub fn read(exp: &Exposition) -> Reading {
     let mut out = Reading::default();
     let mut engines: BTreeMap<(String, String), EngineReading> = BTreeMap::new();
-    let mut gpu_util: Vec<f64> = Vec::new();
-    let (mut fb_used, mut fb_free) = (0.0, 0.0);
     let mut saw_blocks_era_alias = false;
 
     for fam in &exp.families {
         let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
             match fam.name.as_str() {
-                "DCGM_FI_DEV_GPU_UTIL" => gpu_util.extend(fam.samples.iter().map(|s| s.value)),
+                "process_resident_memory_bytes" => {
+                    out.process_rss_bytes = fam
+                        .samples
+                        .iter()
+                        .map(|s| s.value)
+                        .filter(|v| v.is_finite() && *v >= 0.0)
+                        .reduce(f64::max);
+                }
                 "process_cpu_seconds" | "process_cpu_seconds_total" => {
                     out.process_cpu_s = fam
                         .samples
@@ -417,12 +450,6 @@ pub fn read(exp: &Exposition) -> Reading {
                         .map(|s| s.value)
                         .filter(|v| v.is_finite() && *v >= 0.0)
                         .reduce(f64::max);
-                }
-                "DCGM_FI_DEV_FB_USED" => {
-                    fb_used += fam.samples.iter().map(|s| s.value).sum::<f64>()
-                }
-                "DCGM_FI_DEV_FB_FREE" => {
-                    fb_free += fam.samples.iter().map(|s| s.value).sum::<f64>()
                 }
                 // One process serves /metrics; with several label sets (multiprocess
                 // mode) the earliest start stands for the server.
@@ -574,12 +601,7 @@ pub fn read(exp: &Exposition) -> Reading {
         }
     }
     out.engines = engines.into_values().collect();
-    if !gpu_util.is_empty() {
-        out.gpu_util_pct = Some(gpu_util.iter().sum::<f64>() / gpu_util.len() as f64);
-    }
-    if fb_used + fb_free > 0.0 {
-        out.gpu_mem_used_pct = Some(fb_used / (fb_used + fb_free) * 100.0);
-    }
+    out.gpus = gpu::read(exp);
     out
 }
 
@@ -715,6 +737,8 @@ impl Normalizer {
                 }
                 Some(v)
             };
+            let count = |h: Hist| deltas.get(&h).map(|d| round(d.count));
+            let g = gpu::columns(&reading.gpus, &e.engine, reading.engines.len());
             let mut s = Sample {
                 ts: ts_us,
                 t_rel_sec,
@@ -766,8 +790,24 @@ impl Normalizer {
                 iteration_tokens_p50: q(Hist::IterationTokens, 0.5, "iteration_tokens_p50"),
                 iteration_tokens_mean: None,
                 prompt_len_p95: q(Hist::PromptLen, 0.95, "prompt_len_p95"),
-                gpu_util_pct: reading.gpu_util_pct,
-                gpu_mem_used_pct: reading.gpu_mem_used_pct,
+                gpu_util_pct: g.util_pct,
+                gpu_mem_used_pct: g.mem_used_pct,
+                gpu_sm_active_pct: g.sm_active_pct,
+                gpu_sm_occupancy_pct: g.sm_occupancy_pct,
+                gpu_tensor_active_pct: g.tensor_active_pct,
+                gpu_sm_clock_mhz: g.sm_clock_mhz,
+                gpu_power_w: g.power_w,
+                gpu_temp_c: g.temp_c,
+                gpu_throttle: g.throttle,
+                gpu_xid: g.xid,
+                api_rss_mib: reading.process_rss_bytes.map(|b| b / 1_048_576.0),
+                kv_evictions_sampled: count(Hist::KvBlockLifetime),
+                kv_evictions_sampled_per_s: interval_s
+                    .and_then(|dt| deltas.get(&Hist::KvBlockLifetime).map(|d| d.count / dt)),
+                kv_block_lifetime_p50_s: q(Hist::KvBlockLifetime, 0.5, "kv_block_lifetime_p50_s"),
+                kv_block_idle_p50_s: q(Hist::KvBlockIdle, 0.5, "kv_block_idle_p50_s"),
+                kv_block_reuse_gap_p50_s: q(Hist::KvBlockReuseGap, 0.5, "kv_block_reuse_gap_p50_s"),
+                kv_block_reuses: count(Hist::KvBlockReuseGap),
                 engine_steps_per_s: interval_s
                     .and_then(|dt| deltas.get(&Hist::IterationTokens).map(|d| d.count / dt)),
                 process_start_time_s: reading.process_start_time_s,
@@ -785,7 +825,6 @@ impl Normalizer {
             };
             s.quantile_flags = (!flags.is_empty()).then(|| flags.join(","));
             let mean = |h: Hist| deltas.get(&h).and_then(Histogram::mean);
-            let count = |h: Hist| deltas.get(&h).map(|d| round(d.count));
             s.ttft_mean_s = mean(Hist::Ttft);
             s.ttft_count = count(Hist::Ttft);
             s.e2e_count = count(Hist::E2e);

@@ -106,6 +106,7 @@ pub const CATALOG: &[Query] = &[
     q!("21_phase_time.sql", Summary),
     q!("22_histogram_increase.sql", Histograms),
     q!("23_phase_series.sql", Series),
+    q!("24_trouble_episodes.sql", Summary),
 ];
 
 /// `units` for sessions with one row per (server, ts), chosen per chunk instead of

@@ -32,6 +32,51 @@ pub struct Quantiles {
     pub clamped_upper: bool,
 }
 
+/// KV block residency over the session (vLLM `--kv-cache-metrics`): quantiles of the
+/// sampled blocks' lifetime (allocation → eviction), idle time before eviction and reuse
+/// gaps, from the merged histograms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Residency {
+    pub lifetime_s: Quantiles,
+    pub idle_before_evict_s: Quantiles,
+    pub reuse_gap_s: Quantiles,
+    /// Share of sampled evictions with a lifetime at most `kv_churn_lifetime_s` (counted
+    /// up to the largest bucket bound not above it).
+    pub short_lifetime_share: Option<f64>,
+    /// The bound that share was counted at (a bucket edge).
+    pub short_lifetime_bound_s: Option<f64>,
+    /// Share of reuse gaps at least the median lifetime: reuses that come about as late as
+    /// blocks live (counted from the first bucket bound at or above it).
+    pub reuse_gap_beyond_lifetime_share: Option<f64>,
+}
+
+/// One episode of trouble and what the resources did in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TroubleEpisode {
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    pub samples: u64,
+    /// Samples with GPU utilization / SM activity / API CPU.
+    pub gpu_samples: u64,
+    pub sm_samples: u64,
+    pub api_cpu_samples: u64,
+    pub gpu_util_avg_pct: Option<f64>,
+    pub gpu_sm_active_avg_pct: Option<f64>,
+    pub gpu_mem_used_avg_pct: Option<f64>,
+    pub api_cpu_avg_pct: Option<f64>,
+    pub api_cpu_max_pct: Option<f64>,
+    pub kv_p95_pct: Option<f64>,
+    pub kv_max_pct: Option<f64>,
+    pub preemptions: f64,
+    pub running_avg: Option<f64>,
+    pub waiting_max: Option<f64>,
+    pub ttft_p95_max_s: Option<f64>,
+    pub generation_tokens_per_s_avg: Option<f64>,
+    pub prompt_tokens_per_s_avg: Option<f64>,
+}
+
 /// Episodes of one condition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeStats {
@@ -80,6 +125,27 @@ pub struct ServerSummary {
     pub queue_time_mean_max_s: Option<f64>,
     pub prompt_len_p95_max: Option<f64>,
     pub gpu_util_avg_pct: Option<f64>,
+    /// DCGM SM activity (%), when a GPU exporter was scraped.
+    pub gpu_sm_active_avg_pct: Option<f64>,
+    pub gpu_mem_used_avg_pct: Option<f64>,
+    /// Seconds with a GPU held back by power or thermal throttling.
+    pub gpu_throttled_s: f64,
+    /// Seconds with the API server at or above `api_cpu_saturated_pct` of a core.
+    pub api_cpu_saturated_s: f64,
+    /// Sampled KV block evictions (`--kv-cache-metrics`), all and while the KV cache was
+    /// exhausted, with the median lifetime and idle time of blocks evicted there.
+    pub kv_evictions_sampled: Option<f64>,
+    pub kv_evictions_sampled_exhausted: Option<f64>,
+    pub kv_block_lifetime_p50_exhausted_s: Option<f64>,
+    pub kv_block_idle_p50_exhausted_s: Option<f64>,
+    /// Session residency quantiles from the merged histograms (None without
+    /// `--kv-cache-metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub residency: Option<Residency>,
+    /// Episodes of trouble (saturated or queueing, slow first tokens, preemption) with
+    /// what the GPU, the API server and the engine did meanwhile.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trouble: Vec<TroubleEpisode>,
     /// CPU of the API server process (`process_cpu_seconds_total`), % of one core.
     pub api_cpu_util_avg_pct: Option<f64>,
     pub api_cpu_util_max_pct: Option<f64>,
@@ -186,6 +252,7 @@ const LATENCY: &[(&str, &str)] = &[
 pub(super) const SERVER_SUMMARY: &str = "20_server_summary.sql";
 pub(super) const PHASE_TIME: &str = "21_phase_time.sql";
 pub(super) const HISTOGRAM_INCREASE: &str = "22_histogram_increase.sql";
+pub(super) const TROUBLE_EPISODES: &str = "24_trouble_episodes.sql";
 
 fn r(v: Option<f64>) -> Option<f64> {
     v.map(round3)
@@ -295,6 +362,14 @@ pub(super) fn build(
                 queue_time_mean_max_s: f("queue_time_mean_max_s"),
                 prompt_len_p95_max: f("prompt_len_p95_max"),
                 gpu_util_avg_pct: f("gpu_util_avg_pct"),
+                gpu_sm_active_avg_pct: f("gpu_sm_active_avg_pct"),
+                gpu_mem_used_avg_pct: f("gpu_mem_used_avg_pct"),
+                gpu_throttled_s: f("gpu_throttled_s").unwrap_or(0.0),
+                api_cpu_saturated_s: f("api_cpu_saturated_s").unwrap_or(0.0),
+                kv_evictions_sampled: f("kv_evictions_sampled"),
+                kv_evictions_sampled_exhausted: f("kv_evictions_sampled_exhausted"),
+                kv_block_lifetime_p50_exhausted_s: f("kv_block_lifetime_p50_exhausted_s"),
+                kv_block_idle_p50_exhausted_s: f("kv_block_idle_p50_exhausted_s"),
                 api_cpu_util_avg_pct: f("api_cpu_util_avg_pct"),
                 api_cpu_util_max_pct: f("api_cpu_util_max_pct"),
                 idle_kv_max_pct: f("idle_kv_max_pct"),
@@ -357,6 +432,51 @@ pub(super) fn build(
         }
         c.check()?;
     }
+    for b in get(TROUBLE_EPISODES) {
+        let c = Columns::new(b, TROUBLE_EPISODES);
+        for i in 0..b.num_rows() {
+            let Some(server) = c.str("server", i) else {
+                continue;
+            };
+            let f = |n: &str| r(c.f64(n, i));
+            let n = |n: &str| c.f64(n, i).unwrap_or(0.0) as u64;
+            let ep = TroubleEpisode {
+                start: c
+                    .ts_us("start_ts", i)
+                    .map(crate::record::rfc3339)
+                    .unwrap_or_default(),
+                end: c
+                    .ts_us("end_ts", i)
+                    .map(crate::record::rfc3339)
+                    .unwrap_or_default(),
+                duration_s: f("duration_s").unwrap_or(0.0),
+                samples: n("samples"),
+                gpu_samples: n("gpu_samples"),
+                sm_samples: n("sm_samples"),
+                api_cpu_samples: n("api_cpu_samples"),
+                gpu_util_avg_pct: f("gpu_util_avg_pct"),
+                gpu_sm_active_avg_pct: f("gpu_sm_active_avg_pct"),
+                gpu_mem_used_avg_pct: f("gpu_mem_used_avg_pct"),
+                api_cpu_avg_pct: f("api_cpu_avg_pct"),
+                api_cpu_max_pct: f("api_cpu_max_pct"),
+                kv_p95_pct: f("kv_p95_pct"),
+                kv_max_pct: f("kv_max_pct"),
+                preemptions: f("preemptions").unwrap_or(0.0),
+                running_avg: f("running_avg"),
+                waiting_max: f("waiting_max"),
+                ttft_p95_max_s: f("ttft_p95_max_s"),
+                generation_tokens_per_s_avg: f("gen_tps_avg"),
+                prompt_tokens_per_s_avg: f("prompt_tps_avg"),
+            };
+            if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+                s.trouble.push(ep);
+            }
+        }
+        c.check()?;
+    }
+    for s in &mut servers {
+        s.trouble.sort_by(|a, b| a.start.cmp(&b.start));
+    }
     for s in &mut servers {
         let total: f64 = s.phases.values().map(|p| p.seconds).sum();
         for p in s.phases.values_mut() {
@@ -389,6 +509,7 @@ pub(super) fn build(
         c.check()?;
     }
     let mut seen_metrics: Vec<String> = Vec::new();
+    residency(&mut servers, &hists, thresholds);
     for ((server, metric), mut h) in hists {
         let Some(name) = LATENCY.iter().find(|(m, _)| *m == metric).map(|(_, n)| *n) else {
             continue;
@@ -491,5 +612,80 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, None) => x,
         (None, y) => y,
+    }
+}
+
+/// Session quantiles of one merged histogram.
+fn quantiles(h: &Histogram) -> Quantiles {
+    let q = |p: f64| h.quantile(p);
+    Quantiles {
+        p50: q(0.5).map(|x| round3(x.0)),
+        p95: q(0.95).map(|x| round3(x.0)),
+        p99: q(0.99).map(|x| round3(x.0)),
+        count: h.count,
+        clamped_upper: [0.5, 0.95, 0.99]
+            .iter()
+            .any(|p| matches!(q(*p), Some((_, crate::adapter::histogram::Clamp::Upper)))),
+    }
+}
+
+/// Share of a histogram's observations at or below the largest bucket bound `<= x`, and
+/// that bound (bucket counts prove no finer split).
+fn share_at_most(h: &Histogram, x: f64) -> Option<(f64, f64)> {
+    let total = h.total();
+    if total <= 0.0 {
+        return None;
+    }
+    let (le, c) = h.buckets.iter().rev().find(|(le, _)| *le <= x)?;
+    Some((c / total, *le))
+}
+
+/// The residency block of each server with `--kv-cache-metrics` histograms.
+fn residency(
+    servers: &mut [ServerSummary],
+    hists: &BTreeMap<(String, String), Histogram>,
+    thresholds: &Thresholds,
+) {
+    use crate::adapter::Hist;
+    for s in servers.iter_mut() {
+        let get = |h: Hist| {
+            hists
+                .get(&(s.server.clone(), h.canonical().to_string()))
+                .map(|h| {
+                    let mut h = h.clone();
+                    h.normalize();
+                    h.count = h.total();
+                    h
+                })
+        };
+        let Some(lifetime) = get(Hist::KvBlockLifetime) else {
+            continue;
+        };
+        let idle = get(Hist::KvBlockIdle).unwrap_or_default();
+        let gaps = get(Hist::KvBlockReuseGap).unwrap_or_default();
+        let short = share_at_most(&lifetime, thresholds.kv_churn_lifetime_s);
+        let life_p50 = lifetime.quantile(0.5).map(|x| x.0);
+        // Reuse gaps from the first bound at or above the median lifetime on.
+        let beyond = life_p50.and_then(|l| {
+            let total = gaps.total();
+            if total <= 0.0 {
+                return None;
+            }
+            let below = gaps
+                .buckets
+                .iter()
+                .rev()
+                .find(|(le, _)| *le < l)
+                .map_or(0.0, |(_, c)| *c);
+            Some(round3((total - below) / total))
+        });
+        s.residency = Some(Residency {
+            lifetime_s: quantiles(&lifetime),
+            idle_before_evict_s: quantiles(&idle),
+            reuse_gap_s: quantiles(&gaps),
+            short_lifetime_share: short.map(|x| round3(x.0)),
+            short_lifetime_bound_s: short.map(|x| x.1),
+            reuse_gap_beyond_lifetime_share: beyond,
+        });
     }
 }

@@ -121,6 +121,18 @@ thresholds! {
     /// GPU utilization (%) below which a troubled server waits on something outside the
     /// GPU (CPU, tokenization, network).
     gpu_idle_pct: 50.0;
+    /// SM activity (%, DCGM `SM_ACTIVE`) from which a busy GPU is compute-bound; below it
+    /// the kernels run but leave most SMs idle (small or memory-bound steps).
+    gpu_sm_busy_pct: 60.0;
+    /// API server CPU (% of one core) from which its one Python thread is saturated.
+    api_cpu_saturated_pct: 90.0;
+    /// KV block lifetime (s, median of sampled evictions) under which blocks are evicted
+    /// "within seconds of birth": with the cache exhausted, it is too small for the
+    /// working set.
+    kv_churn_lifetime_s: 10.0;
+    /// Sampled evictions needed before residency is judged (vLLM samples 1 % of blocks by
+    /// default, so a few observations say little).
+    kv_churn_min_evictions: 20.0;
     /// Doctor scores (0–1) from which a finding is high...
     severity_high_score: 0.7;
     /// ...medium...

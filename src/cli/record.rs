@@ -41,6 +41,15 @@ pub struct Args {
     /// the session can then be replayed (`kvscope replay`) or re-normalized later.
     #[arg(long)]
     pub raw: bool,
+    /// A GPU exporter to scrape beside the servers (NVIDIA dcgm-exporter, or any page in
+    /// DCGM field names; repeatable): its GPUs fill the `gpu_*` columns of the server on
+    /// the same host (or of the only server).
+    #[arg(long = "gpu-metrics", value_name = "URL")]
+    pub gpu_metrics: Vec<String>,
+    /// A GPU exporter for a named server: `SERVER=URL`, SERVER being the server's label
+    /// (host:port) or its --server value (repeatable).
+    #[arg(long = "gpu-for", value_name = "SERVER=URL")]
+    pub gpu_for: Vec<String>,
     /// The servers' vLLM release (e.g. 0.29.0), recorded in metadata.json; otherwise
     /// inferred from the `vllm:cache_config_info` label set where it identifies one.
     #[arg(long, value_parser = parse_vllm_version)]
@@ -74,15 +83,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn execute(a: Args) -> anyhow::Result<Outcome> {
-    let targets = a
+    let servers = a
         .servers
         .iter()
-        .map(|s| Target::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|s| Ok((s.clone(), Target::parse(s)?)))
+        .collect::<Result<Vec<_>, record::RecordError>>()?;
+    let mut targets = record::gpu_targets(&a.gpu_metrics, &a.gpu_for, &servers)?;
+    targets.extend(servers.into_iter().map(|(_, t)| t));
     let label = a
         .label
         .clone()
-        .or_else(|| targets.first().map(|t| t.label.replace(':', "-")))
+        .or_else(|| {
+            targets
+                .iter()
+                .find(|t| t.gpu_for.is_none())
+                .map(|t| t.label.replace(':', "-"))
+        })
         .unwrap_or_else(|| "session".into());
     let id = record::session_id(chrono::Utc::now(), &label);
     let dest = a.out.as_deref().map(Location::parse).transpose()?;

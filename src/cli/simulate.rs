@@ -44,6 +44,14 @@ pub struct Args {
     /// Scrape interval for --record-to, simulated seconds (0.01–3600).
     #[arg(long, default_value_t = 1.0, value_parser = parse_interval_s)]
     pub interval: f64,
+    /// With --record-to: also record the simulated host's DCGM exporter (the live server
+    /// always serves it at /dcgm/metrics).
+    #[arg(long)]
+    pub dcgm: bool,
+    /// Turn on vLLM's KV residency metrics (`--kv-cache-metrics`) with this sample rate
+    /// (0 < rate <= 1; vLLM's default 0.01).
+    #[arg(long, value_parser = parse_sample_rate)]
+    pub kv_cache_metrics_sample: Option<f64>,
     /// With --record-to: also keep every page (raw_pages.jsonl.gz), as `record --raw`.
     #[arg(long)]
     pub raw: bool,
@@ -72,6 +80,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let Some(b) = a.num_gpu_blocks {
         sc.engine.num_gpu_blocks = b;
     }
+    sc.engine.kv_cache_metrics_sample = a.kv_cache_metrics_sample;
     if a.describe {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&sc)?);
@@ -99,6 +108,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
             epoch_unix: sim::server::unix_now().floor(),
             server: a.server_name.clone(),
             raw: a.raw,
+            gpu: a.dcgm,
         };
         let id = record::session_id(chrono::Utc::now(), &format!("sim-{}", a.scenario));
         let out = sim::record_offline(&run, dir, &id)?;
@@ -116,4 +126,12 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     common::shutdown_signal().await;
     server.abort();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--kv-cache-metrics-sample`: vLLM accepts 0 < rate <= 1.
+fn parse_sample_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a sample rate in (0, 1]")),
+    }
 }

@@ -41,6 +41,7 @@ pub const FLAGS: &[Flag] = &[
     every("--long-prefill-token-threshold"),
     every("--enable-prefix-caching"),
     every("--api-server-count"),
+    every("--kv-offloading-size"),
     Flag {
         name: "--max-num-queued-reqs",
         first: 29,

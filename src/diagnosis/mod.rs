@@ -105,6 +105,11 @@ pub struct ServerFacts {
     /// (`--num-gpu-blocks-override` or `--kv-cache-memory-bytes`).
     pub kv_size_fixed_by: Option<String>,
     pub engines: usize,
+    /// `--kv-cache-metrics-sample`, where a `cache_config_info` label shows it (stock vLLM
+    /// keeps it in the observability config, off `/metrics`).
+    pub kv_cache_metrics_sample: Option<f64>,
+    /// `kv_offloading_size` (GiB of the CPU tier) from `cache_config_info`.
+    pub kv_offloading_size: Option<String>,
     /// The server's vLLM release, stated or inferred from `cache_config_info`.
     pub vllm_version: Option<crate::adapter::version::VllmVersion>,
 }
@@ -121,6 +126,8 @@ impl ServerFacts {
             "--gpu-memory-utilization" => self.gpu_memory_utilization.map(|g| format!("{g}")),
             "--kv-cache-dtype" => self.cache_dtype.clone(),
             "--enable-prefix-caching" => self.prefix_caching.map(|p| p.to_string()),
+            // `None` on the label means no CPU tier.
+            "--kv-offloading-size" => self.kv_offloading_size.clone(),
             _ => None,
         }
     }
@@ -157,6 +164,16 @@ impl ServerFacts {
             cache_dtype: text("cache_dtype").map(str::to_string),
             kv_size_fixed_by,
             engines,
+            kv_cache_metrics_sample: num("kv_cache_metrics_sample")
+                .filter(|r| *r > 0.0 && *r <= 1.0),
+            // The label reads `None` when there is no CPU tier; absent before 0.26.
+            kv_offloading_size: cfg.and_then(|c| c.get("kv_offloading_size")).map(|v| {
+                if v == "None" {
+                    "none".into()
+                } else {
+                    v.clone()
+                }
+            }),
             vllm_version: s
                 .vllm_version
                 .as_deref()
@@ -266,77 +283,182 @@ pub struct Report {
     pub severity: Severity,
     pub hypotheses: Vec<Finding>,
     pub ruled_out: Vec<RuledOut>,
-    /// Where the bottleneck is, per server, when GPU telemetry was recorded.
+    /// Where each episode of trouble was bound, per server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bottleneck: Vec<Bottleneck>,
     pub data_quality: DataQuality,
 }
 
-/// KV-memory-bound, compute-bound or outside the GPU, from GPU utilization beside the
-/// engine's own signals (the on-call runbook's first split).
+/// Where an episode of trouble was bound (the on-call runbook's first split, made from
+/// data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BottleneckKind {
+    /// The KV cache limited the batch (preemption, saturation, waiting on capacity).
+    KvMemory,
+    /// The GPU was busy with full steps: more work needs more compute.
+    Compute,
+    /// Kernels ran all the time but left most SMs idle (small or memory-bound steps).
+    SmallSteps,
+    /// The API server's thread was saturated (HTTP, tokenization): requests queue before
+    /// the engine.
+    ApiServerCpu,
+    /// The GPU idled while requests were slow: engine-core CPU, tokenization, network.
+    OutsideGpu,
+    /// GPU neither busy nor idle: the data do not single one out.
+    Unclear,
+    /// No GPU telemetry in the episode: compute-bound and outside-the-GPU cannot be told
+    /// apart.
+    InsufficientTelemetry,
+}
+
+impl std::fmt::Display for BottleneckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::KvMemory => "KV-bound",
+            Self::Compute => "compute-bound",
+            Self::SmallSteps => "GPU busy with small steps",
+            Self::ApiServerCpu => "CPU-bound API server",
+            Self::OutsideGpu => "outside the GPU",
+            Self::Unclear => "unclear",
+            Self::InsufficientTelemetry => "not enough GPU telemetry",
+        })
+    }
+}
+
+/// The bottleneck of one episode of trouble, with its evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bottleneck {
     pub server: String,
-    /// `kv_memory`, `compute` or `outside_gpu`.
-    pub kind: String,
-    pub gpu_util_avg_pct: f64,
+    pub start: String,
+    pub end: String,
+    pub duration_s: f64,
+    pub kind: BottleneckKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_util_avg_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_sm_active_avg_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_cpu_avg_pct: Option<f64>,
     pub reason: String,
 }
 
-/// Classifies a server's bottleneck; None without GPU telemetry or without trouble.
-pub fn bottleneck(
+/// Classifies each episode of trouble of a server (KV-bound, compute-bound, outside the
+/// GPU, …), or says the telemetry cannot tell.
+///
+/// - KV-bound is read from vLLM's own signals (preemption, KV saturated, waiting with KV
+///   high), GPU telemetry or not. GPU memory is no evidence: vLLM reserves
+///   `--gpu-memory-utilization` of it at start, so the framebuffer reads full on every
+///   server whatever the load.
+/// - A saturated API server thread (≥ `api_cpu_saturated_pct` on average) is
+///   CPU-bound, from `process_cpu_seconds_total` alone.
+/// - Otherwise the GPU decides, and without GPU utilization for at least half the
+///   episode's samples the call is "not enough GPU telemetry". Busy (≥ `gpu_busy_pct`)
+///   is compute-bound unless DCGM's SM activity is below `gpu_sm_busy_pct` (utilization
+///   reads ~100 % for any running kernel, small or memory-bound ones too); idle
+///   (< `gpu_idle_pct`) is outside the GPU.
+pub fn bottlenecks(
     s: &ServerSummary,
     thresholds: &std::collections::BTreeMap<String, f64>,
-) -> Option<Bottleneck> {
-    let gpu = s.gpu_util_avg_pct?;
+) -> Vec<Bottleneck> {
     let t = |n: &str| threshold_in(thresholds, n);
-    let kv_bound =
-        s.kv_p95_pct.unwrap_or(0.0) >= t("kv_rising_pct") || s.preemptions.unwrap_or(0.0) >= 1.0;
-    let slow = s.waiting_max.unwrap_or(0.0) >= t("queue_min_waiting")
-        || s.ttft_p95_max_s.unwrap_or(0.0) >= t("ttft_elevated_s");
-    // "Compute" and "outside the GPU" need trouble (waiting or slow first tokens): a busy
-    // GPU that serves its load is not a bottleneck.
-    let (kind, reason) = if kv_bound {
-        (
-            "kv_memory",
-            format!(
-                "KV p95 {:.0}% / {:.0} preemptions with GPU at {gpu:.0}%: memory for KV blocks, not compute, limits the batch",
-                s.kv_p95_pct.unwrap_or(0.0),
-                s.preemptions.unwrap_or(0.0)
-            ),
-        )
-    } else if slow && gpu >= t("gpu_busy_pct") {
-        (
-            "compute",
-            format!(
-                "requests wait or TTFT is high with the GPU {gpu:.0}% busy and KV at most {:.0}%: steps are compute-bound",
-                s.kv_max_pct.unwrap_or(0.0)
-            ),
-        )
-    } else if slow && gpu < t("gpu_idle_pct") {
-        // The API server is one Python thread: near a whole core it is the limit.
-        let cpu = match s.api_cpu_util_max_pct {
-            Some(c) if c >= 90.0 => format!(
-                "; the API server process peaked at {c:.0}% of a core (HTTP, tokenization): it is saturated"
-            ),
-            Some(c) => format!(
-                "; the API server process peaked at {c:.0}% of a core, so look at the engine core's CPU (kernel launches), tokenization or the network"
-            ),
-            None => ": look at CPU, tokenization, network".to_string(),
-        };
-        (
-            "outside_gpu",
-            format!("requests wait or TTFT is high while the GPU is only {gpu:.0}% busy{cpu}"),
-        )
-    } else {
-        return None;
-    };
-    Some(Bottleneck {
-        server: s.server.clone(),
-        kind: kind.to_string(),
-        gpu_util_avg_pct: crate::analysis::round3(gpu),
-        reason,
-    })
+    s.trouble
+        .iter()
+        .map(|e| {
+            let gpu = (e.gpu_samples * 2 >= e.samples.max(1))
+                .then_some(e.gpu_util_avg_pct)
+                .flatten();
+            let sm = (e.sm_samples * 2 >= e.samples.max(1))
+                .then_some(e.gpu_sm_active_avg_pct)
+                .flatten();
+            let cpu = e.api_cpu_avg_pct;
+            let kv_p95 = e.kv_p95_pct.unwrap_or(0.0);
+            let kv_max = e.kv_max_pct.unwrap_or(0.0);
+            let waiting = e.waiting_max.unwrap_or(0.0);
+            let gpu_text = match (gpu, sm) {
+                (Some(g), Some(m)) => format!("GPU {g:.0}% busy, SMs {m:.0}% active"),
+                (Some(g), None) => format!("GPU {g:.0}% busy"),
+                _ => "no GPU utilization recorded".to_string(),
+            };
+            let (kind, reason) = if e.preemptions >= 1.0
+                || kv_max >= t("kv_saturated_pct")
+                || (kv_p95 >= t("kv_rising_pct") && waiting >= t("queue_min_waiting"))
+            {
+                (
+                    BottleneckKind::KvMemory,
+                    format!(
+                        "KV p95 {kv_p95:.0}% (max {kv_max:.0}%), {:.0} preemption(s), up to {waiting:.0} waiting; {gpu_text}: memory for KV blocks limits the batch (GPU memory is no evidence: vLLM reserves it at start)",
+                        e.preemptions
+                    ),
+                )
+            } else if cpu.is_some_and(|c| c >= t("api_cpu_saturated_pct")) {
+                (
+                    BottleneckKind::ApiServerCpu,
+                    format!(
+                        "the API server used {:.0}% of a core on average (peak {:.0}%) with {waiting:.0} waiting in the engine and KV at most {kv_max:.0}%; {gpu_text}: requests queue in the front end (HTTP, tokenization)",
+                        cpu.unwrap_or(0.0),
+                        e.api_cpu_max_pct.unwrap_or(0.0)
+                    ),
+                )
+            } else if let Some(g) = gpu {
+                if g >= t("gpu_busy_pct") && sm.is_some_and(|m| m < t("gpu_sm_busy_pct")) {
+                    (
+                        BottleneckKind::SmallSteps,
+                        format!(
+                            "{gpu_text} with KV at most {kv_max:.0}% and {:.0} running on average: kernels run all the time but fill few SMs (small batches or memory-bound decode); larger steps (--max-num-seqs, --max-num-batched-tokens) use the GPU better",
+                            e.running_avg.unwrap_or(0.0)
+                        ),
+                    )
+                } else if g >= t("gpu_busy_pct") {
+                    (
+                        BottleneckKind::Compute,
+                        format!(
+                            "{gpu_text} with KV at most {kv_max:.0}% and up to {waiting:.0} waiting: the steps are full and compute-bound; more GPUs (replicas or tensor parallelism) serve more"
+                        ),
+                    )
+                } else if g < t("gpu_idle_pct") {
+                    let api = match (cpu, e.api_cpu_max_pct) {
+                        (Some(c), Some(m)) => format!(
+                            "; the API server used {c:.0}% of a core (peak {m:.0}%), so look at the engine core's CPU (scheduling, kernel launches), tokenization or the network"
+                        ),
+                        _ => ": look at CPU (engine core, API server), tokenization, the network".into(),
+                    };
+                    (
+                        BottleneckKind::OutsideGpu,
+                        format!("requests were slow or waiting while the {gpu_text}{api}"),
+                    )
+                } else {
+                    (
+                        BottleneckKind::Unclear,
+                        format!(
+                            "{gpu_text}: neither saturated (>= {:.0}%) nor idle (< {:.0}%), KV at most {kv_max:.0}%",
+                            t("gpu_busy_pct"),
+                            t("gpu_idle_pct")
+                        ),
+                    )
+                }
+            } else {
+                (
+                    BottleneckKind::InsufficientTelemetry,
+                    format!(
+                        "KV at most {kv_max:.0}% with no preemption, so not KV-bound, but {} of {} samples have GPU utilization: compute-bound and outside-the-GPU cannot be told apart (record with --gpu-metrics URL of a DCGM exporter, or join nvidia-smi with `kvscope import nvidia-smi`)",
+                        e.gpu_samples, e.samples
+                    ),
+                )
+            };
+            Bottleneck {
+                server: s.server.clone(),
+                start: e.start.clone(),
+                end: e.end.clone(),
+                duration_s: e.duration_s,
+                kind,
+                gpu_util_avg_pct: gpu,
+                gpu_sm_active_avg_pct: sm,
+                api_cpu_avg_pct: cpu,
+                reason,
+            }
+        })
+        .collect()
 }
 
 /// A threshold from the map in force, else today's default (summaries written by an
@@ -529,7 +651,7 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         bottleneck: summary
             .servers
             .iter()
-            .filter_map(|s| bottleneck(s, &summary.thresholds))
+            .flat_map(|s| bottlenecks(s, &summary.thresholds))
             .collect(),
         data_quality: DataQuality {
             observed: dq_src.clone(),

@@ -87,12 +87,26 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
             }
         }
     }
-    for b in &report.bottleneck {
+    // The longest episodes first; all of them with --verbose.
+    let mut bn: Vec<&crate::diagnosis::Bottleneck> = report.bottleneck.iter().collect();
+    bn.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+    if !bn.is_empty() {
+        let _ = writeln!(out, "\nBottleneck per episode of trouble:");
+    }
+    let shown = if verbose { bn.len() } else { 3 };
+    for b in bn.iter().take(shown) {
         let _ = writeln!(
             out,
-            "\nBottleneck on {}: {} — {}",
-            b.server, b.kind, b.reason
+            "   {} {} ({:.0} s from {}): {}",
+            b.server,
+            paint(&b.kind.to_string(), "1", color),
+            b.duration_s,
+            b.start,
+            b.reason
         );
+    }
+    if bn.len() > shown {
+        let _ = writeln!(out, "   … {} more (--verbose)", bn.len() - shown);
     }
     if verbose {
         if !report.ruled_out.is_empty() {

@@ -28,6 +28,10 @@ pub enum RecordError {
     Unreachable { url: String, reason: String },
     #[error("{url} does not look like a vLLM /metrics endpoint: missing {missing}")]
     NotVllm { url: String, missing: String },
+    #[error("{url} does not look like a GPU exporter: no DCGM_FI_* field on the page")]
+    NotGpu { url: String },
+    #[error("--gpu-metrics {url}: {reason}")]
+    GpuTarget { url: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -39,6 +43,8 @@ pub struct Target {
     pub url: String,
     /// Label written in the `server` column (host:port).
     pub label: String,
+    /// For a GPU exporter (`--gpu-metrics`): the server whose rows its GPUs join.
+    pub gpu_for: Option<String>,
 }
 
 impl Target {
@@ -63,13 +69,91 @@ impl Target {
         Ok(Self {
             url: url.to_string(),
             label,
+            gpu_for: None,
         })
+    }
+
+    fn host(&self) -> Option<String> {
+        url::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
     }
 
     /// The URL with any credentials removed, for metadata and logs.
     pub fn redacted_url(&self) -> String {
         scrape::redact(&self.url)
     }
+}
+
+/// GPU exporters to scrape beside `servers`: `--gpu-for SERVER=URL` names the server (its
+/// label or the `--server` value as given); a plain `--gpu-metrics URL` belongs to the one
+/// server on the same host (or to the only server). GPU targets come first, so a round's
+/// GPU page is ingested before its server's page.
+pub fn gpu_targets(
+    gpu_metrics: &[String],
+    gpu_for: &[String],
+    servers: &[(String, Target)],
+) -> Result<Vec<Target>, RecordError> {
+    let mut out = Vec::new();
+    let find = |name: &str| {
+        servers
+            .iter()
+            .find(|(raw, t)| raw == name || t.label == name)
+            .map(|(_, t)| t.label.clone())
+    };
+    for spec in gpu_for {
+        let bad = |reason: String| RecordError::GpuTarget {
+            url: scrape::redact(spec),
+            reason,
+        };
+        let (server, url) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected --gpu-for SERVER=URL".into()))?;
+        let label = find(server).ok_or_else(|| {
+            bad(format!(
+                "`{server}` is not one of the recorded servers ({})",
+                servers
+                    .iter()
+                    .map(|(_, t)| t.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let mut t = Target::parse(url)?;
+        t.gpu_for = Some(label);
+        out.push(t);
+    }
+    for raw in gpu_metrics {
+        let mut t = Target::parse(raw)?;
+        let host = t.host();
+        let same_host: Vec<&Target> = servers
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.host() == host)
+            .collect();
+        let label = match (servers, same_host.as_slice()) {
+            ([(_, only)], _) => only.label.clone(),
+            (_, [one]) => one.label.clone(),
+            (_, []) => {
+                return Err(RecordError::GpuTarget {
+                    url: t.redacted_url(),
+                    reason: "no recorded server on that host; name it with --gpu-for SERVER=URL"
+                        .into(),
+                });
+            }
+            (_, _) => {
+                return Err(RecordError::GpuTarget {
+                    url: t.redacted_url(),
+                    reason:
+                        "several recorded servers on that host; name one with --gpu-for SERVER=URL"
+                            .into(),
+                });
+            }
+        };
+        t.gpu_for = Some(label);
+        out.push(t);
+    }
+    Ok(out)
 }
 
 /// What a recording needs.
@@ -141,6 +225,9 @@ pub struct Pipeline {
     /// First timestamp of the attached session (its `t_rel_sec` origin).
     writer_t0_us: Option<i64>,
     facts: BTreeMap<String, ServerMeta>,
+    /// Per server: the GPUs of its exporter's latest page, joined into the server's next
+    /// page (each GPU page is used once: a failed GPU scrape leaves the columns null).
+    pending_gpus: BTreeMap<String, Vec<crate::adapter::gpu::GpuStat>>,
     /// First timestamp of the stream: relative time is measured from here.
     t0_us: Option<i64>,
     last: BTreeMap<String, Vec<Sample>>,
@@ -174,6 +261,7 @@ impl Pipeline {
             writer: None,
             writer_t0_us: None,
             facts: BTreeMap::new(),
+            pending_gpus: BTreeMap::new(),
             t0_us: None,
             last: BTreeMap::new(),
         }
@@ -268,7 +356,10 @@ impl Pipeline {
             })?;
         }
         let exp = prom::parse(text);
-        let reading = adapter::read(&exp);
+        let mut reading = adapter::read(&exp);
+        if let Some(gpus) = self.pending_gpus.remove(server) {
+            reading.gpus.extend(gpus);
+        }
         let facts = self
             .facts
             .entry(server.to_string())
@@ -332,9 +423,28 @@ impl Pipeline {
         })
     }
 
+    /// A GPU exporter's page for `server`: its GPUs join the server's next page.
+    pub fn ingest_gpu_text(&mut self, server: &str, text: &str) -> usize {
+        let gpus = crate::adapter::gpu::read(&prom::parse(text));
+        let n = gpus.len();
+        self.pending_gpus.insert(server.to_string(), gpus);
+        n
+    }
+
     /// One result of a [`Scraper`] round.
     pub fn ingest(&mut self, scraped: Scraped) -> Result<(String, Ingested), StoreError> {
         match scraped {
+            Scraped::GpuPage { server, text } => {
+                if self.ingest_gpu_text(&server, &text) == 0 {
+                    tracing::warn!("{server}: GPU exporter page without DCGM_FI_* fields");
+                }
+                Ok((server, Ingested::default()))
+            }
+            Scraped::GpuFailure { server, reason } => {
+                self.pending_gpus.remove(&server);
+                tracing::warn!("{server}: GPU exporter scrape failed: {reason}");
+                Ok((server, Ingested::default()))
+            }
             Scraped::Page {
                 server,
                 ts_us,
@@ -440,6 +550,15 @@ pub enum Scraped {
         scrape_ms: Option<f64>,
         reason: String,
     },
+    /// A GPU exporter's page, for the server its GPUs serve.
+    GpuPage {
+        server: String,
+        text: String,
+    },
+    GpuFailure {
+        server: String,
+        reason: String,
+    },
 }
 
 /// What one round of scrapes produced.
@@ -495,6 +614,19 @@ impl Scraper {
             .await;
         let mut round = Round::default();
         for ((t, res), clock) in self.targets.iter().zip(results).zip(self.clocks.iter_mut()) {
+            if let Some(server) = &t.gpu_for {
+                round.scraped.push(match res {
+                    Ok(page) => Scraped::GpuPage {
+                        server: server.clone(),
+                        text: page.body,
+                    },
+                    Err(e) => Scraped::GpuFailure {
+                        server: server.clone(),
+                        reason: e.to_string(),
+                    },
+                });
+                continue;
+            }
             round.attempted += 1;
             let server = t.label.clone();
             match res {
@@ -575,6 +707,13 @@ pub async fn record(
                         reason: e.to_string(),
                     });
                 }
+                Ok(page) if t.gpu_for.is_some() => {
+                    if crate::adapter::gpu::read(&prom::parse(&page.body)).is_empty() {
+                        return Err(RecordError::NotGpu {
+                            url: t.redacted_url(),
+                        });
+                    }
+                }
                 Ok(page) => {
                     let missing = adapter::read(&prom::parse(&page.body)).missing_required();
                     if !missing.is_empty() {
@@ -594,7 +733,23 @@ pub async fn record(
         &rfc3339(started_us),
         SourceInfo {
             kind: cfg.source_kind.clone(),
-            urls: cfg.targets.iter().map(Target::redacted_url).collect(),
+            urls: cfg
+                .targets
+                .iter()
+                .filter(|t| t.gpu_for.is_none())
+                .map(Target::redacted_url)
+                .collect(),
+            notes: cfg
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let server = t.gpu_for.as_ref()?;
+                    Some(format!(
+                        "GPU metrics for {server} from {}",
+                        t.redacted_url()
+                    ))
+                })
+                .collect(),
             scenario: None,
             seed: None,
             ..Default::default()

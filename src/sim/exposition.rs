@@ -4,7 +4,15 @@
 
 use std::fmt::Write;
 
+use std::sync::LazyLock;
+
 use super::model::{Engine, Hist};
+use super::residency::Residency;
+use super::scenario::Segment;
+
+/// Stands in for an engine without residency tracking (never rendered: all engines of a
+/// server share the flag).
+static EMPTY: LazyLock<Residency> = LazyLock::new(|| Residency::new(2, 1.0));
 
 /// prometheus_client's `floatToGoString`: Python `repr`, switching to an exponent for
 /// positive values with more than six integer digits.
@@ -368,6 +376,31 @@ pub fn render(engines: &[Engine], model: &str) -> String {
         engines,
         |e| &e.metrics.prefill_kv_computed,
     );
+    // `--kv-cache-metrics`: the residency histograms, sampled blocks only.
+    if !engines.is_empty() && engines.iter().all(|e| e.residency.is_some()) {
+        const SAMPLED: &str = "Sampled metrics (controlled by --kv-cache-metrics-sample).";
+        fn res(e: &Engine) -> &Residency {
+            e.residency.as_ref().unwrap_or(&EMPTY)
+        }
+        o.histogram(
+            "kv_block_lifetime_seconds",
+            &format!("Histogram of KV cache block lifetime from allocation to eviction. {SAMPLED}"),
+            engines,
+            |e| &res(e).lifetime,
+        );
+        o.histogram(
+            "kv_block_idle_before_evict_seconds",
+            &format!("Histogram of idle time before KV cache block eviction. {SAMPLED}"),
+            engines,
+            |e| &res(e).idle,
+        );
+        o.histogram(
+            "kv_block_reuse_gap_seconds",
+            &format!("Histogram of time gaps between consecutive KV cache block accesses. Only the most recent accesses are recorded (ring buffer). {SAMPLED}"),
+            engines,
+            |e| &res(e).reuse_gap,
+        );
+    }
     let _ = writeln!(
         o.buf,
         "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n# TYPE vllm:cache_config_info gauge"
@@ -396,6 +429,116 @@ pub fn render(engines: &[Engine], model: &str) -> String {
         );
     }
     o.buf
+}
+
+/// `process_cpu_seconds_total` of the API server process (prometheus_client's process
+/// collector, on every vLLM `/metrics` page).
+pub fn render_process_cpu(page: &mut String, cpu_s: f64) {
+    let _ = writeln!(
+        page,
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {}\n# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
+        go_float(cpu_s),
+        go_float(2.6e9)
+    );
+}
+
+/// Framebuffer of the simulated GPU (an 80 GB H100), MiB.
+const FB_TOTAL_MIB: f64 = 81559.0;
+/// Boost SM clock, MHz.
+const SM_CLOCK_MHZ: f64 = 1980.0;
+/// `DCGM_FI_DEV_CLOCK_THROTTLE_REASONS` bits: GPU idle, HW thermal slowdown.
+const THROTTLE_IDLE: u32 = 0x1;
+const THROTTLE_HW_THERMAL: u32 = 0x40;
+
+/// The page NVIDIA's dcgm-exporter serves for one GPU per engine, consistent with the
+/// step model: utilization is the share of time a step ran, SM activity weighs each step
+/// by how much of the GPU its tokens fill, the framebuffer holds what vLLM reserved at
+/// start (`gpu_memory_utilization` of it, whatever the load), and a slowdown fault reads as
+/// thermal throttling with a lower SM clock.
+pub fn render_dcgm(engines: &[Engine], now: f64, seg: &Segment) -> String {
+    let mut buf = String::with_capacity(4096);
+    type Field = (&'static str, &'static str, &'static str);
+    const FIELDS: &[Field] = &[
+        ("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %)."),
+        (
+            "DCGM_FI_DEV_SM_CLOCK",
+            "gauge",
+            "SM clock frequency (in MHz).",
+        ),
+        ("DCGM_FI_DEV_GPU_TEMP", "gauge", "GPU temperature (in C)."),
+        ("DCGM_FI_DEV_POWER_USAGE", "gauge", "Power draw (in W)."),
+        (
+            "DCGM_FI_DEV_FB_FREE",
+            "gauge",
+            "Framebuffer memory free (in MiB).",
+        ),
+        (
+            "DCGM_FI_DEV_FB_USED",
+            "gauge",
+            "Framebuffer memory used (in MiB).",
+        ),
+        (
+            "DCGM_FI_DEV_XID_ERRORS",
+            "gauge",
+            "Value of the last XID error encountered.",
+        ),
+        (
+            "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+            "gauge",
+            "Current clock throttle reasons.",
+        ),
+        (
+            "DCGM_FI_PROF_SM_ACTIVE",
+            "gauge",
+            "The ratio of cycles an SM has at least 1 warp assigned (in %).",
+        ),
+        (
+            "DCGM_FI_PROF_SM_OCCUPANCY",
+            "gauge",
+            "The ratio of number of warps resident on an SM (in %).",
+        ),
+        (
+            "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+            "gauge",
+            "Ratio of cycles the tensor (HMMA) pipe is active (in %).",
+        ),
+    ];
+    for (name, kind, help) in FIELDS {
+        let _ = writeln!(buf, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, e) in engines.iter().enumerate() {
+            let (util, sm) = e.activity.at(now);
+            let throttled = seg.slowdown > 1.0;
+            let used = (e.cfg.gpu_memory_utilization * FB_TOTAL_MIB).round();
+            let v: f64 = match *name {
+                "DCGM_FI_DEV_GPU_UTIL" => (util * 100.0).round(),
+                "DCGM_FI_DEV_SM_CLOCK" if throttled => (SM_CLOCK_MHZ / seg.slowdown).round(),
+                "DCGM_FI_DEV_SM_CLOCK" => SM_CLOCK_MHZ,
+                "DCGM_FI_DEV_GPU_TEMP" if throttled => 88.0,
+                "DCGM_FI_DEV_GPU_TEMP" => (34.0 + 36.0 * util).round(),
+                "DCGM_FI_DEV_POWER_USAGE" => 72.0 + 580.0 * sm + 60.0 * util,
+                "DCGM_FI_DEV_FB_FREE" => FB_TOTAL_MIB - used,
+                "DCGM_FI_DEV_FB_USED" => used,
+                "DCGM_FI_DEV_XID_ERRORS" => 0.0,
+                "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS" if throttled => f64::from(THROTTLE_HW_THERMAL),
+                "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS" if util < 0.01 => f64::from(THROTTLE_IDLE),
+                "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS" => 0.0,
+                "DCGM_FI_PROF_SM_ACTIVE" => sm,
+                "DCGM_FI_PROF_SM_OCCUPANCY" => sm * 0.45,
+                _ => sm * 0.6,
+            };
+            let _ = writeln!(
+                buf,
+                "{name}{{gpu=\"{i}\",UUID=\"GPU-5f1c0b1e-0000-4000-8000-00000000000{i}\",pci_bus_id=\"00000000:{:02X}:00.0\",device=\"nvidia{i}\",modelName=\"NVIDIA H100 80GB HBM3\",Hostname=\"sim\",DCGM_FI_DRIVER_VERSION=\"550.54.15\"}} {}",
+                0x18 + i,
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.6}")
+                }
+            );
+        }
+    }
+    buf
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod exposition;
 pub mod fleet;
 pub mod model;
+pub mod residency;
 pub mod scenario;
 pub mod server;
 
@@ -38,7 +39,15 @@ pub struct Simulation {
     pub epoch_unix: f64,
     down_until: Option<f64>,
     restarted: bool,
+    /// The API server's one thread (HTTP, tokenization): busy until this time.
+    api_busy_until: f64,
+    /// CPU seconds of work the API server has accepted (done or in its backlog).
+    api_cpu_s: f64,
 }
+
+/// CPU the API server's event loop uses with no request (metrics, health checks), as a
+/// share of one core.
+const API_IDLE_CPU: f64 = 0.02;
 
 impl Simulation {
     pub fn new(scenario: Scenario, seed: u64, engines: usize, epoch_unix: f64) -> Self {
@@ -59,6 +68,8 @@ impl Simulation {
             epoch_unix,
             down_until: None,
             restarted: false,
+            api_busy_until: 0.0,
+            api_cpu_s: 0.0,
         };
         sim.next_arrival = sim.sample_next_arrival(0.0);
         sim
@@ -145,9 +156,25 @@ impl Simulation {
             .min_by_key(|(_, e)| e.running.len() + e.waiting.len())
             .map(|(i, _)| i)
             .unwrap_or(0);
+        // The API server handles requests one at a time on its one Python thread: a
+        // request reaches the engine after its CPU work and any backlog, never sooner
+        // than the segment's front-end delay.
+        let start = t.max(self.api_busy_until);
+        self.api_busy_until = start + seg.api_cpu_per_request_s;
+        self.api_cpu_s += seg.api_cpu_per_request_s;
+        let delay = seg.frontend_delay_s.max(self.api_busy_until - t);
         if let Some(e) = self.engines.get_mut(idx) {
-            e.submit(req, seg.frontend_delay_s);
+            e.submit(req, delay);
         }
+    }
+
+    /// CPU seconds of the API server process up to now (what it already spent on the
+    /// requests it accepted, plus its idle loop).
+    pub fn api_cpu_seconds(&self) -> f64 {
+        let restarted_at = self.down_until.unwrap_or(0.0);
+        // Work accepted but not done yet (the backlog) is not spent yet.
+        let backlog = (self.api_busy_until - self.now).max(0.0);
+        API_IDLE_CPU * (self.now - restarted_at).max(0.0) + (self.api_cpu_s - backlog).max(0.0)
     }
 
     fn restart_now(&mut self, at: f64, downtime: f64) {
@@ -159,6 +186,8 @@ impl Simulation {
         }
         self.down_until = Some(at + downtime);
         self.restarted = true;
+        self.api_cpu_s = 0.0;
+        self.api_busy_until = at + downtime;
     }
 
     /// Advances the simulation to `t` seconds since start.
@@ -197,7 +226,14 @@ impl Simulation {
 
     /// The `/metrics` page as the simulated server would serve it now.
     pub fn render(&self) -> String {
-        exposition::render(&self.engines, MODEL_NAME)
+        let mut page = exposition::render(&self.engines, MODEL_NAME);
+        exposition::render_process_cpu(&mut page, self.api_cpu_seconds());
+        page
+    }
+
+    /// The page a DCGM exporter on this host would serve now: one GPU per engine.
+    pub fn render_dcgm(&self) -> String {
+        exposition::render_dcgm(&self.engines, self.now, self.scenario.segment_at(self.now))
     }
 }
 
@@ -217,6 +253,8 @@ pub struct OfflineRun {
     pub server: String,
     /// Also keep every page (`raw_pages.jsonl.gz`), as `record --raw` does.
     pub raw: bool,
+    /// Also scrape the simulated host's DCGM exporter, as `record --gpu-metrics` does.
+    pub gpu: bool,
 }
 
 /// Records a scenario into `dir` without HTTP or wall-clock waiting: the simulation is
@@ -263,6 +301,9 @@ pub fn record_offline(
                 "connection refused or unreachable: server restarting",
             )?;
         } else {
+            if run.gpu {
+                pipe.ingest_gpu_text(&run.server, &sim.render_dcgm());
+            }
             pipe.ingest_text(&run.server, ts, Some(1.0), &sim.render())?;
         }
     }

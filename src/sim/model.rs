@@ -109,6 +109,10 @@ pub struct EngineConfig {
     pub max_model_len: u32,
     pub enable_prefix_caching: bool,
     pub gpu_memory_utilization: f64,
+    /// `--kv-cache-metrics` on, with `--kv-cache-metrics-sample` (None: off, vLLM's
+    /// default): the engine then exposes the three residency histograms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_metrics_sample: Option<f64>,
 }
 
 impl Default for EngineConfig {
@@ -121,6 +125,7 @@ impl Default for EngineConfig {
             max_model_len: 16384,
             enable_prefix_caching: true,
             gpu_memory_utilization: 0.9,
+            kv_cache_metrics_sample: None,
         }
     }
 }
@@ -298,12 +303,64 @@ pub struct Engine {
     /// Requests that passed the front end but not yet reached the engine (tokenization).
     pending: Vec<Request>,
     pub created_at: f64,
+    /// Block identities and residency histograms (`--kv-cache-metrics`).
+    pub residency: Option<super::residency::Residency>,
+    /// What the GPU did (for the simulator's DCGM endpoint).
+    pub activity: Activity,
+}
+
+/// Time constant of the GPU activity averages, seconds (NVML samples utilization over
+/// a window of about a second).
+const ACTIVITY_TAU_S: f64 = 1.0;
+
+/// GPU activity of one engine's GPU: exponential averages (time constant
+/// [`ACTIVITY_TAU_S`]) of "a kernel is running" (what `DCGM_FI_DEV_GPU_UTIL` and
+/// nvidia-smi report) and of the share of SMs busy (`DCGM_FI_PROF_SM_ACTIVE`), plus the
+/// cumulative busy time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Activity {
+    t: f64,
+    util: f64,
+    sm: f64,
+    pub busy_s: f64,
+}
+
+impl Activity {
+    fn advance(&mut self, to: f64, busy: f64, fill: f64) {
+        let dt = (to - self.t).max(0.0);
+        let k = (-dt / ACTIVITY_TAU_S).exp();
+        self.util = self.util * k + (1.0 - k) * busy;
+        self.sm = self.sm * k + (1.0 - k) * busy * fill;
+        self.t = self.t.max(to);
+        self.busy_s += dt * busy;
+    }
+
+    /// `(utilization, SM active)` as fractions at `now` (idle since the last step).
+    pub fn at(&self, now: f64) -> (f64, f64) {
+        let k = (-(now - self.t).max(0.0) / ACTIVITY_TAU_S).exp();
+        (self.util * k, self.sm * k)
+    }
+}
+
+/// Share of the SMs a step keeps busy: a large step (a prefill chunk, a big batch) fills
+/// the GPU; a few decode sequences leave most SMs idle while the kernels still run (the
+/// reason utilization reads ~100 % on a memory-bound decode while SM activity does not).
+fn sm_fill(tokens: u32) -> f64 {
+    0.3 + 0.7 * (f64::from(tokens) / 1024.0).min(1.0)
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig, cost: CostModel, now: f64) -> Self {
         let metrics = EngineMetrics::new(cfg.max_model_len);
+        let residency = cfg
+            .kv_cache_metrics_sample
+            .map(|rate| super::residency::Residency::new(cfg.num_gpu_blocks, rate));
         Self {
+            residency,
+            activity: Activity {
+                t: now,
+                ..Activity::default()
+            },
             free_blocks: cfg.num_gpu_blocks.saturating_sub(1),
             cfg,
             cost,
@@ -341,6 +398,9 @@ impl Engine {
     fn release(&mut self, req: &Request, leak_fraction: f64) {
         let leaked = (req.blocks as f64 * leak_fraction.clamp(0.0, 1.0)).round() as u32;
         self.leaked_blocks += leaked;
+        if let Some(res) = &mut self.residency {
+            res.release(req.id, leaked);
+        }
         self.free_blocks = (self.free_blocks + req.blocks - leaked).min(self.usable_blocks());
     }
 
@@ -423,9 +483,17 @@ impl Engine {
                 break;
             }
             self.free_blocks -= need_blocks;
+            if let Some(res) = &mut self.residency
+                && need_blocks > 0
+            {
+                res.allocate(id, need_blocks, None, self.now);
+            }
             if let Some(r) = self.running.get_mut(i) {
                 r.blocks += need_blocks;
                 r.kv_tokens += num_new;
+                if let (Some(res), Some(g)) = (&mut self.residency, r.prefix_group) {
+                    res.remember_prefix(r.id, g, r.prefix_len / self.cfg.block_size.max(1));
+                }
             }
             budget -= num_new;
             sched.push((id, num_new));
@@ -456,6 +524,16 @@ impl Engine {
                     break;
                 };
                 self.free_blocks -= need_blocks;
+                if let Some(res) = &mut self.residency {
+                    let hit = r
+                        .prefix_group
+                        .filter(|_| cached > 0)
+                        .map(|g| (g, cached / self.cfg.block_size.max(1)));
+                    res.allocate(r.id, need_blocks, hit, self.now);
+                    if let Some(g) = r.prefix_group {
+                        res.remember_prefix(r.id, g, r.prefix_len / self.cfg.block_size.max(1));
+                    }
+                }
                 r.blocks = need_blocks;
                 r.computed = cached;
                 r.kv_tokens = cached + num_new;
@@ -499,6 +577,9 @@ impl Engine {
             + context as f64 * c.per_context_token_ms)
             * faults.slowdown.max(1.0);
         let dt = ms / 1000.0;
+        let tokens: u32 = sched.iter().map(|(_, n)| *n).sum();
+        self.activity.advance(self.now, 0.0, 0.0);
+        self.activity.advance(self.now + dt, 1.0, sm_fill(tokens));
         self.now += dt;
         let now = self.now;
         self.metrics

@@ -39,6 +39,9 @@ pub struct Segment {
     pub prefix_len: u32,
     /// Front-end delay before a request reaches the engine (tokenization, API server).
     pub frontend_delay_s: f64,
+    /// CPU seconds the API server's one thread spends per request (HTTP, tokenization):
+    /// past one core's worth, requests queue in the front end.
+    pub api_cpu_per_request_s: f64,
     /// Step-time multiplier.
     pub slowdown: f64,
     /// Share of a finished request's KV blocks never freed.
@@ -57,6 +60,7 @@ impl Segment {
             prefix_share: 0.5,
             prefix_len: 128,
             frontend_delay_s: 0.01,
+            api_cpu_per_request_s: 0.001,
             slowdown: 1.0,
             leak_fraction: 0.0,
             stalled: false,
@@ -135,6 +139,8 @@ pub const NAMES: &[&str] = &[
     "engine-stall",
     "restart",
     "mixed-incident",
+    "compute-bound",
+    "api-cpu-bound",
 ];
 
 const CHAT_PROMPT: LenDist = len(300.0, 0.5, 16, 2000);
@@ -447,6 +453,68 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 ],
                 events: vec![EventName::KvSaturation, EventName::PreemptionBurst],
                 ..truth(Hypothesis::KvCacheThrashing)
+            },
+        },
+        "compute-bound" => Scenario {
+            name: "compute-bound",
+            description: "Long prompts (~2000 tokens, short answers) arrive at 18 req/s from 20 s, more than the GPU can prefill (~14 req/s at a full 4096-token budget per step): every step is full, the GPU is busy, requests wait; the 16384-block KV cache stays well below saturation.",
+            duration_s: 90.0,
+            engine: EngineConfig {
+                num_gpu_blocks: 16384,
+                max_num_seqs: 256,
+                ..base
+            },
+            segments: vec![
+                Segment {
+                    prefix_share: 0.0,
+                    ..Segment::at(
+                        0.0,
+                        4.0,
+                        len(2000.0, 0.1, 1500, 2600),
+                        len(24.0, 0.3, 8, 64),
+                    )
+                },
+                Segment {
+                    prefix_share: 0.0,
+                    ..Segment::at(
+                        20.0,
+                        18.0,
+                        len(2000.0, 0.1, 1500, 2600),
+                        len(24.0, 0.3, 8, 64),
+                    )
+                },
+            ],
+            restart: None,
+            truth: GroundTruth {
+                phases: vec![w(Phase::QueuePressure, 40.0, 90.0)],
+                absent_phases: vec![Phase::Saturated],
+                absent_events: vec![EventName::PreemptionBurst, EventName::KvSaturation],
+                // The queue is the consequence of prefill compute: long prompts fill
+                // every step's token budget.
+                ..truth(Hypothesis::PrefillStarvation)
+            },
+        },
+        "api-cpu-bound" => Scenario {
+            name: "api-cpu-bound",
+            description: "From 20 s, 20 req/s of short classification-style requests (~200-token prompts, 1-8 output tokens) whose HTTP handling and tokenization take 60 ms of the API server's one thread: it saturates at ~17 req/s, requests queue in front of the engine (invisible to vLLM's waiting gauge) and TTFT climbs while the GPU is mostly idle.",
+            duration_s: 90.0,
+            engine: base,
+            segments: vec![
+                Segment {
+                    api_cpu_per_request_s: 0.06,
+                    ..Segment::at(0.0, 6.0, len(200.0, 0.3, 16, 800), len(3.0, 0.4, 1, 8))
+                },
+                Segment {
+                    api_cpu_per_request_s: 0.06,
+                    ..Segment::at(20.0, 20.0, len(200.0, 0.3, 16, 800), len(3.0, 0.4, 1, 8))
+                },
+            ],
+            restart: None,
+            truth: GroundTruth {
+                conditions: vec![Condition::TtftElevated],
+                absent_phases: vec![Phase::Saturated, Phase::QueuePressure],
+                absent_events: vec![EventName::PreemptionBurst, EventName::KvSaturation],
+                ..truth(Hypothesis::ApiServerSaturated)
             },
         },
         _ => return None,

@@ -1,5 +1,6 @@
 //! HTTP front of the simulator: `/metrics`, `/health` and `/v1/models` like a vLLM
-//! OpenAI-compatible server, on 127.0.0.1 unless told otherwise.
+//! OpenAI-compatible server, and `/dcgm/metrics` like an NVIDIA dcgm-exporter on the same
+//! host, on 127.0.0.1 unless told otherwise.
 //!
 //! The simulated clock runs `speed` times faster than wall time; each response carries it
 //! in the `x-kvscope-sim-time` header so a recorder stamps samples with simulated time.
@@ -105,6 +106,7 @@ pub async fn spawn(sim: Simulation, addr: &str, speed: f64) -> Result<SimServer,
     });
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/dcgm/metrics", get(dcgm))
         .route("/health", get(health))
         .route("/v1/models", get(models))
         .with_state(shared);
@@ -147,6 +149,27 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             (code, headers, body).into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A DCGM exporter's page for the simulated host's GPUs (it answers while vLLM restarts:
+/// the GPUs are still there).
+async fn dcgm(State(s): State<Arc<Shared>>) -> Response {
+    let s2 = s.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let sim = s2.catch_up();
+        (sim_headers(&sim), sim.render_dcgm())
+    })
+    .await;
+    match out {
+        Ok((mut headers, body)) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            (StatusCode::OK, headers, body).into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk session format. Written into every file.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Logical type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -199,12 +199,27 @@ sample_columns! {
     iteration_tokens_p50: OptF64, "tokens", "Tokens per engine step, median over the interval.";
     iteration_tokens_mean: OptF64, "tokens", "Tokens per engine step, mean over the interval.";
     prompt_len_p95: OptF64, "tokens", "Prompt length of requests finished in the interval, p95.";
-    gpu_util_pct: OptF64, "% (0-100)", "GPU utilization (when a GPU exporter is scraped).";
+    gpu_util_pct: OptF64, "% (0-100)", "GPU utilization: share of time a kernel ran (DCGM `DCGM_FI_DEV_GPU_UTIL` from `record --gpu-metrics`, or nvidia-smi via `import nvidia-smi`); reads high for small and memory-bound kernels too.";
     gpu_mem_used_pct: OptF64, "% (0-100)", "GPU framebuffer used (when a GPU exporter is scraped).";
     engine_steps_per_s: OptF64, "steps/s", "Engine steps per second over the interval (count of vLLM's iteration-tokens histogram); zero with work present means no progress (schema 2).";
     process_start_time_s: OptF64, "s since Unix epoch", "Start time of the process serving /metrics (`process_start_time_seconds`); a change means a restart (schema 2).";
     requests_abandoned_per_s: OptF64, "requests/s", "Requests that left without finishing over the interval (clients disconnected, vLLM aborted them): the larger of the counted aborts and two balancing lower bounds, −Δ(running + waiting) − finished and first tokens − finished − preemptions − Δrunning (schema 2).";
     api_cpu_util_pct: OptF64, "% of one core", "CPU used by the process serving /metrics (vLLM's API server: HTTP, tokenization, detokenization) over the interval, from `process_cpu_seconds_total`; near 100 % it is saturated (one Python thread). V1's engine core is another process, not counted (schema 2).";
+    gpu_sm_active_pct: OptF64, "% (0-100)", "Share of cycles an SM had a warp assigned, mean over SMs (DCGM `DCGM_FI_PROF_SM_ACTIVE`, a 0-1 ratio ×100): unlike utilization, a small or memory-bound step reads low (schema 3).";
+    gpu_sm_occupancy_pct: OptF64, "% (0-100)", "Resident warps per SM over the maximum (DCGM `DCGM_FI_PROF_SM_OCCUPANCY` ×100) (schema 3).";
+    gpu_tensor_active_pct: OptF64, "% (0-100)", "Cycles the tensor pipe was active (DCGM `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE` ×100) (schema 3).";
+    gpu_sm_clock_mhz: OptF64, "MHz", "SM clock (DCGM `DCGM_FI_DEV_SM_CLOCK`); below the boost clock under load means throttling (schema 3).";
+    gpu_power_w: OptF64, "W", "Power draw per GPU (DCGM `DCGM_FI_DEV_POWER_USAGE`) (schema 3).";
+    gpu_temp_c: OptF64, "°C", "GPU temperature (DCGM `DCGM_FI_DEV_GPU_TEMP`) (schema 3).";
+    gpu_throttle: OptI64, "bitmask", "Clock-event (throttle) reasons, OR-ed over the engine's GPUs (DCGM `DCGM_FI_DEV_CLOCK_THROTTLE_REASONS` / `_CLOCKS_EVENT_REASONS`): 0x4 power cap, 0x8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal, 0x80 power brake; 0x1 is merely idle (schema 3).";
+    gpu_xid: OptI64, "XID code", "Last XID error reported by the driver (DCGM `DCGM_FI_DEV_XID_ERRORS`; 0 none), worst over the engine's GPUs (schema 3).";
+    api_rss_mib: OptF64, "MiB", "Resident memory of the process serving /metrics (`process_resident_memory_bytes`) (schema 3).";
+    kv_evictions_sampled: OptI64, "blocks", "Sampled KV blocks evicted in the interval (count of `vllm:kv_block_lifetime_seconds`, `--kv-cache-metrics`; only `--kv-cache-metrics-sample` of blocks are tracked, and vLLM 0.26-0.33 also counts blocks that were never cached) (schema 3).";
+    kv_evictions_sampled_per_s: OptF64, "blocks/s", "Sampled KV block evictions per second over the interval; ÷ the sample rate for all blocks (schema 3).";
+    kv_block_lifetime_p50_s: OptF64, "s", "Median allocation → eviction time of the blocks evicted in the interval (schema 3).";
+    kv_block_idle_p50_s: OptF64, "s", "Median last access → eviction time of the blocks evicted in the interval: short means blocks still in use are thrown out (schema 3).";
+    kv_block_reuse_gap_p50_s: OptF64, "s", "Median gap between consecutive accesses (prefix-cache hits) of the blocks evicted in the interval (schema 3).";
+    kv_block_reuses: OptI64, "gaps", "Reuse gaps observed in the interval (count of `vllm:kv_block_reuse_gap_seconds`) (schema 3).";
     quantile_flags: OptStr, "", "Quantiles clamped to the first (`lower`) or last finite (`upper`) bucket, e.g. `ttft_p99_s:upper`.";
 }
 

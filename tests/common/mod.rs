@@ -57,6 +57,7 @@ pub fn record_scenario_at(
         epoch_unix: 1_800_000_000.0,
         server: "sim:8000".into(),
         raw: false,
+        gpu: false,
     };
     sim::record_offline(&run, &dir, "test-session").expect("offline recording");
     (tmp, dir)

@@ -243,6 +243,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
         epoch_unix: 1_800_000_000.0,
         server: "dp:8000".into(),
         raw: false,
+        gpu: false,
     };
     kvscope::sim::record_offline(&off, &dp, "dp").unwrap();
     let whole = run(&dp, usize::MAX);
@@ -269,6 +270,7 @@ fn chunked_analysis_equals_whole_session_analysis() {
             epoch_unix: 1_800_000_000.0,
             server: format!("{name}:8000"),
             raw: false,
+            gpu: false,
         };
         kvscope::sim::record_offline(&off, &dir, name).unwrap();
         jsonl.push_str(&std::fs::read_to_string(dir.join("samples.jsonl")).unwrap());

@@ -232,22 +232,66 @@ fn no_recommendation_lowers_gpu_memory_utilization() {
     }
 }
 
+/// The bottleneck of each scenario's longest episode of trouble, with the simulated
+/// host's DCGM exporter and the API server's CPU recorded beside vLLM's page (the same
+/// pipeline as `record --gpu-metrics`): KV-bound, compute-bound and a CPU-bound API server
+/// named as such, and without GPU telemetry "not enough GPU telemetry" where the engine's
+/// own signals do not decide.
 #[test]
-fn gpu_telemetry_splits_kv_compute_and_outside_gpu() {
-    let kind = |name: &str, gpu: f64| -> Option<String> {
-        let (_tmp, dir) = record_scenario(name, 1);
-        let mut rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
-        for r in &mut rows {
-            r.gpu_util_pct = Some(gpu);
-        }
-        let a = block_on(analysis::analyze_rows(rows, &Thresholds::default())).unwrap();
-        let r = diagnosis::diagnose(&a.summary, &a.events, None);
-        r.bottleneck.first().map(|b| b.kind.clone())
+fn bottleneck_per_episode_from_dcgm_and_api_cpu() {
+    use kvscope::diagnosis::BottleneckKind as K;
+    let longest = |name: &str, gpu: bool| {
+        let sc = scenario::scenario(name).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        let run = kvscope::sim::OfflineRun {
+            scenario: sc,
+            seed: 1,
+            engines: 1,
+            interval_s: 1.0,
+            seconds: None,
+            epoch_unix: 1_800_000_000.0,
+            server: "sim:8000".into(),
+            raw: false,
+            gpu,
+        };
+        kvscope::sim::record_offline(&run, &dir, "t").unwrap();
+        let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+        let meta = store::read_metadata(&dir).unwrap();
+        let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+        let b = r
+            .bottleneck
+            .iter()
+            .max_by(|a, b| a.duration_s.total_cmp(&b.duration_s))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: no episode of trouble"));
+        (b, r)
     };
-    assert_eq!(kind("kv-saturation", 70.0).as_deref(), Some("kv_memory"));
-    assert_eq!(kind("prefill-burst", 97.0).as_deref(), Some("compute"));
-    assert_eq!(kind("ttft-spike", 30.0).as_deref(), Some("outside_gpu"));
-    assert_eq!(kind("healthy", 40.0), None);
+    let (kv, _) = longest("kv-saturation", true);
+    assert_eq!(kv.kind, K::KvMemory, "{kv:?}");
+    assert!(kv.duration_s >= 50.0, "{kv:?}");
+    let (compute, _) = longest("compute-bound", true);
+    assert_eq!(compute.kind, K::Compute, "{compute:?}");
+    assert!(compute.gpu_util_avg_pct.unwrap() >= 85.0, "{compute:?}");
+    assert!(
+        compute.gpu_sm_active_avg_pct.unwrap() >= 60.0,
+        "{compute:?}"
+    );
+    let (api, report) = longest("api-cpu-bound", true);
+    assert_eq!(api.kind, K::ApiServerCpu, "{api:?}");
+    assert!(api.api_cpu_avg_pct.unwrap() >= 90.0, "{api:?}");
+    assert!(api.gpu_util_avg_pct.unwrap() < 50.0, "{api:?}");
+    assert_eq!(
+        report.hypotheses[0].id,
+        kvscope::vocab::Hypothesis::ApiServerSaturated
+    );
+    // The same compute-bound load without GPU telemetry: the engine's signals rule out
+    // KV, and nothing tells compute from outside the GPU.
+    let (blind, _) = longest("compute-bound", false);
+    assert_eq!(blind.kind, K::InsufficientTelemetry, "{blind:?}");
+    assert!(blind.reason.contains("--gpu-metrics"), "{}", blind.reason);
+    // KV-bound needs no GPU telemetry.
+    assert_eq!(longest("kv-saturation", false).0.kind, K::KvMemory);
 }
 
 /// Every `vllm serve` flag the doctor recommends, in every scenario (1, 2 and 4 engines),
@@ -376,6 +420,7 @@ fn record_engines(
         epoch_unix: 1_800_000_000.0,
         server: "sim:8000".into(),
         raw: false,
+        gpu: false,
     };
     kvscope::sim::record_offline(&run, &dir, "t").unwrap();
     (tmp, dir)

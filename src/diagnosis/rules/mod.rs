@@ -1,10 +1,12 @@
 //! One file per doctor hypothesis; [`RULES`] lists them once. A test fails when a file
 //! here is not registered.
 
+mod api_server_saturated;
 mod client_aborts;
 mod decode_throughput_collapse;
 mod gpu_underutilized;
 mod healthy;
+mod kv_cache_churn;
 mod kv_cache_thrashing;
 mod kv_capacity_undersized;
 mod kv_leak;
@@ -21,6 +23,7 @@ use super::Rule;
 /// Every hypothesis, in documentation order (ranking is by score).
 pub const RULES: &[Rule] = &[
     kv_cache_thrashing::RULE,
+    kv_cache_churn::RULE,
     kv_capacity_undersized::RULE,
     queue_saturation::RULE,
     prefill_starvation::RULE,
@@ -31,6 +34,7 @@ pub const RULES: &[Rule] = &[
     client_aborts::RULE,
     stuck_engine::RULE,
     gpu_underutilized::RULE,
+    api_server_saturated::RULE,
     server_restart::RULE,
     telemetry_gaps::RULE,
     healthy::RULE,
