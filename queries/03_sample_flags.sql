@@ -5,7 +5,8 @@
 --   next_ok_t         t of the next successful scrape, this one included (next_time_where)
 --   next_ts, next_t   the next sample
 --   *_change          'start' / 'end' where a condition turns on / off (condition_change)
---   trouble_episode   the same for "in trouble" (what the bottleneck call is about)
+--   kv_trouble_episode, load_trouble_episode
+--                     the same for trouble with the KV cache exhausted, and without
 --   *_episode         number of the kept episode the sample belongs to (episode_id):
 --                     islands of the condition, merged when less than
 --                     ${episode_merge_gap_s} s apart, kept when they last at least
@@ -17,11 +18,15 @@ SELECT
   interval_median_s, kv_max_pct, running, waiting, ttft_p95_s, preemptions_per_s, gen_tps,
   computed_prompt_tps, kv_pct, prompt_tps, preemptions_recent,
   gpu_util_pct, gpu_sm_active_pct, gpu_mem_used_pct, api_cpu_util_pct,
-  -- Trouble: the server saturated or queueing, first tokens slow, or requests preempted;
-  -- its episodes (kept when >= ${finding_min_s} s) are where the bottleneck is judged.
-  episode_id(COALESCE(phase IN ('SATURATED', 'QUEUE_PRESSURE') OR ttft_elevated
-                      OR queue_delay OR preemptions_recent >= 1, false),
-             t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS trouble_episode,
+  -- Trouble, where the bottleneck is judged, in two kinds so that a queue with KV to
+  -- spare and a KV exhaustion next to it are judged apart: the KV cache exhausted
+  -- (saturated, or preemption in the trailing window), and load trouble without it
+  -- (queueing, slow first tokens). Episodes are kept when >= ${finding_min_s} s.
+  episode_id(COALESCE(kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1, false),
+             t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS kv_trouble_episode,
+  episode_id(COALESCE((phase = 'QUEUE_PRESSURE' OR ttft_elevated OR queue_delay)
+                      AND NOT (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1), false),
+             t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS load_trouble_episode,
   previous_value(phase) OVER w AS prev_phase,
   LAG(scrape_ok) OVER w AS prev_ok,
   next_time_where(scrape_ok, t_rel_sec) OVER w AS next_ok_t,

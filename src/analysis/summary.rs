@@ -54,6 +54,9 @@ pub struct Residency {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TroubleEpisode {
+    /// `kv` (the KV cache exhausted: saturated or preempting) or `load` (queueing or slow
+    /// first tokens with KV to spare).
+    pub trouble: String,
     pub start: String,
     pub end: String,
     pub duration_s: f64,
@@ -441,6 +444,7 @@ pub(super) fn build(
             let f = |n: &str| r(c.f64(n, i));
             let n = |n: &str| c.f64(n, i).unwrap_or(0.0) as u64;
             let ep = TroubleEpisode {
+                trouble: c.str("trouble", i).unwrap_or_default(),
                 start: c
                     .ts_us("start_ts", i)
                     .map(crate::record::rfc3339)

@@ -193,10 +193,38 @@ fn real_capture_reads_the_same_at_every_interval() {
     assert!(err.contains("joined 812 GPU poll(s)"), "{err}");
     let o = crate::common::kvscope(["doctor", dirs[1].to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let gpu = v["bottleneck"][0]["gpu_util_avg_pct"]
-        .as_f64()
-        .unwrap_or(-1.0);
-    assert!((5.0..30.0).contains(&gpu), "{}", v["bottleneck"]);
+    // Per episode of trouble: queue_pressure (running pinned at max-num-seqs, KV to
+    // spare) waited with the GPU mostly idle — outside the GPU, as the capture's notes
+    // say; kv_saturation was KV-bound.
+    let kinds_in = |scenario: &str| -> Vec<(String, f64)> {
+        let (_, start, end) = scenarios().into_iter().find(|s| s.0 == scenario).unwrap();
+        let t = |v: &serde_json::Value| {
+            chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+                .unwrap()
+                .timestamp() as f64
+        };
+        v["bottleneck"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| t(&b["start"]) < end && t(&b["end"]) > start)
+            .map(|b| {
+                (
+                    b["kind"].as_str().unwrap().to_string(),
+                    b["gpu_util_avg_pct"].as_f64().unwrap_or(-1.0),
+                )
+            })
+            .collect()
+    };
+    let qp = kinds_in("queue_pressure");
+    assert!(
+        qp.iter()
+            .any(|(k, g)| k == "outside_gpu" && (5.0..30.0).contains(g)),
+        "{qp:?} in {}",
+        v["bottleneck"]
+    );
+    let kv = kinds_in("kv_saturation");
+    assert!(kv.iter().any(|(k, _)| k == "kv_memory"), "{kv:?}");
     // The report of the real capture renders, with its diagnosis and release.
     crate::report::check_session_report(&dirs[1], &["KV_CACHE_THRASHING", "vLLM 0.26"]);
     let mut problems = Vec::new();
