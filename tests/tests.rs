@@ -18,6 +18,8 @@
 //! - `import`: a real Prometheus (Debian's package) scraping the simulator, imported and
 //!   compared with a direct recording; real and synthetic vLLM logs.
 //! - `report`: HTML reports rendered by headless Chromium with networking off.
+//! - `telemetry`: vLLM's KV residency histograms checked by hand against real pages, a
+//!   DCGM exporter scraped beside the server, profilemate sessions imported.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -45,3 +47,5 @@ mod report;
 mod scenarios;
 #[path = "it/sim_model.rs"]
 mod sim_model;
+#[path = "it/telemetry.rs"]
+mod telemetry;
