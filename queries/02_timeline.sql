@@ -68,7 +68,10 @@ base AS (
     CASE WHEN scrape_ok THEN frozen_engines > 0 END AS frozen,
     CASE
       WHEN NOT scrape_ok THEN NULL
-      WHEN COALESCE(running, 0) = 0 AND COALESCE(waiting, 0) = 0
+      -- (A source without request counts, e.g. profilemate, is idle only with no KV
+      -- held.)
+      WHEN COALESCE(running, CASE WHEN kv_max_pct > 0 THEN 1 END, 0) = 0
+           AND COALESCE(waiting, 0) = 0
            AND COALESCE(gen_tps, 0) < ${idle_tokens_per_s} THEN 'IDLE'
       WHEN kv_max_pct >= ${kv_saturated_pct} THEN 'SATURATED'
       WHEN waiting >= ${queue_min_waiting} THEN 'QUEUE_PRESSURE'

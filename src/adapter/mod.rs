@@ -18,6 +18,13 @@ use crate::source::prom::{Exposition, MetricType, parse_le};
 use crate::store::schema::{HistogramRow, Sample};
 use histogram::{Clamp, Histogram};
 
+/// vLLM's KV residency buckets (`vllm/v1/metrics/loggers.py`, `--kv-cache-metrics`),
+/// seconds.
+pub const RESIDENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1200.0, 1800.0,
+];
+
 /// A histogram family the analysis uses, by its canonical (current vLLM) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Hist {

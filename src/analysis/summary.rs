@@ -145,6 +145,9 @@ pub struct ServerSummary {
     /// `--kv-cache-metrics`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub residency: Option<Residency>,
+    /// CUDA graphs captured and replayed (from a profilemate import's metadata).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<crate::source::profilemate::CudaGraphSummary>,
     /// Episodes of trouble (saturated or queueing, slow first tokens, preemption) with
     /// what the GPU, the API server and the engine did meanwhile.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -480,6 +483,9 @@ pub(super) fn build(
     }
     for s in &mut servers {
         s.trouble.sort_by(|a, b| a.start.cmp(&b.start));
+        s.cuda_graphs = meta
+            .and_then(|m| m.servers.iter().find(|x| x.server == s.server))
+            .and_then(|x| x.cuda_graphs.clone());
     }
     for s in &mut servers {
         let total: f64 = s.phases.values().map(|p| p.seconds).sum();

@@ -19,6 +19,33 @@ pub enum Args {
     VllmLog(LogArgs),
     /// GPU utilization and memory from an nvidia-smi CSV log, joined into a session.
     NvidiaSmi(SmiArgs),
+    /// profilemate session directories (KV usage, evictions, CUDA graphs) become a
+    /// session.
+    Profilemate(ProfilemateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProfilemateArgs {
+    /// profilemate session directories (`session_YYYYMMDD_HHMMSS/`), one per engine of
+    /// the server.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// The server label written into the session (default: the first directory's name).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Bin width: one sample per interval (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Offset of the profiled host's clock from UTC in hours (profilemate names sessions
+    /// in local time).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true, value_parser = parse_offset)]
+    pub utc_offset: f64,
+    /// Start time (RFC 3339 or Unix seconds) instead of the directory's own.
+    #[arg(long, value_parser = common::parse_time)]
+    pub start: Option<f64>,
+    /// Session directory (default results/sessions/<id>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +165,47 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
                 o.polls, o.joined, o.samples
             );
             println!("{}", a.session.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Args::Profilemate(a) => {
+            let server = a.server.clone().unwrap_or_else(|| {
+                a.dirs
+                    .first()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "profilemate".into())
+            });
+            let id = record::session_id(chrono::Utc::now(), &format!("profilemate-{server}"));
+            let started = std::time::Instant::now();
+            let o = crate::import::profilemate::import(
+                &crate::import::profilemate::ProfilemateConfig {
+                    dirs: a.dirs.clone(),
+                    server,
+                    interval_s: a.interval.as_secs_f64(),
+                    utc_offset_h: a.utc_offset,
+                    start_unix: a.start,
+                    out_dir: a
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| common::default_session_dir(&id)),
+                    session_id: id,
+                },
+            )?;
+            eprintln!(
+                "imported {} KV usage row(s) and {} eviction(s) into {} sample(s) in {:.2} s{}",
+                o.usage_rows,
+                o.evictions,
+                o.samples,
+                started.elapsed().as_secs_f64(),
+                o.graphs
+                    .as_ref()
+                    .map(|g| format!(
+                        "; {} CUDA graph(s), {} replay(s), {} workload",
+                        g.unique_graphs, g.total_replays, g.workload
+                    ))
+                    .unwrap_or_default()
+            );
+            println!("{}", o.dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Args::VllmLog(l) => {

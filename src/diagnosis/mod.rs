@@ -286,7 +286,37 @@ pub struct Report {
     /// Where each episode of trouble was bound, per server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bottleneck: Vec<Bottleneck>,
+    /// What else the session knows about each server (CUDA graphs from profilemate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ServerContext>,
     pub data_quality: DataQuality,
+}
+
+/// Context beside the findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerContext {
+    pub server: String,
+    pub cuda_graphs: crate::source::profilemate::CudaGraphSummary,
+    /// One line saying what the graphs show.
+    pub note: String,
+}
+
+/// What a CUDA graph summary says about the workload.
+fn cuda_graph_note(g: &crate::source::profilemate::CudaGraphSummary) -> String {
+    let shape = match g.workload.as_str() {
+        "uniform" => "batch shapes repeat: a few graphs serve most steps",
+        "diverse" => "many batch shapes share the steps: a varied mix of batch sizes",
+        _ => "no replays recorded",
+    };
+    format!(
+        "{} CUDA graph(s) captured, {} of them serve 80% of {} replays (top 5: {:.0}%), {:.0}% of replays uniform decode batches: {} workload, {shape}",
+        g.unique_graphs,
+        g.hot_graphs,
+        g.total_replays,
+        g.top5_replay_share * 100.0,
+        g.uniform_replay_share * 100.0,
+        g.workload
+    )
 }
 
 /// Where an episode of trouble was bound (the on-call runbook's first split, made from
@@ -375,6 +405,10 @@ pub fn bottlenecks(
             let kv_p95 = e.kv_p95_pct.unwrap_or(0.0);
             let kv_max = e.kv_max_pct.unwrap_or(0.0);
             let waiting = e.waiting_max.unwrap_or(0.0);
+            let waiting_text = match e.waiting_max {
+                Some(w) => format!("up to {w:.0} waiting"),
+                None => "waiting not recorded".to_string(),
+            };
             let gpu_text = match (gpu, sm) {
                 (Some(g), Some(m)) => format!("GPU {g:.0}% busy, SMs {m:.0}% active"),
                 (Some(g), None) => format!("GPU {g:.0}% busy"),
@@ -387,7 +421,7 @@ pub fn bottlenecks(
                 (
                     BottleneckKind::KvMemory,
                     format!(
-                        "KV p95 {kv_p95:.0}% (max {kv_max:.0}%), {:.0} preemption(s), up to {waiting:.0} waiting; {gpu_text}: memory for KV blocks limits the batch (GPU memory is no evidence: vLLM reserves it at start)",
+                        "KV p95 {kv_p95:.0}% (max {kv_max:.0}%), {:.0} preemption(s), {waiting_text}; {gpu_text}: memory for KV blocks limits the batch (GPU memory is no evidence: vLLM reserves it at start)",
                         e.preemptions
                     ),
                 )
@@ -652,6 +686,18 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
             .servers
             .iter()
             .flat_map(|s| bottlenecks(s, &summary.thresholds))
+            .collect(),
+        context: summary
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let g = s.cuda_graphs.as_ref()?;
+                Some(ServerContext {
+                    server: s.server.clone(),
+                    cuda_graphs: g.clone(),
+                    note: cuda_graph_note(g),
+                })
+            })
             .collect(),
         data_quality: DataQuality {
             observed: dq_src.clone(),

@@ -5,6 +5,7 @@
 //! coarse session; [`gpu`] joins an `nvidia-smi` log into a session.
 
 pub mod gpu;
+pub mod profilemate;
 pub mod prometheus;
 pub mod vllm_log;
 

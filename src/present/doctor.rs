@@ -87,6 +87,9 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
             }
         }
     }
+    for c in &report.context {
+        let _ = writeln!(out, "\nContext on {}: {}", c.server, c.note);
+    }
     // The longest episodes first; all of them with --verbose.
     let mut bn: Vec<&crate::diagnosis::Bottleneck> = report.bottleneck.iter().collect();
     bn.sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));

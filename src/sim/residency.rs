@@ -22,11 +22,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::model::Hist;
 
-/// vLLM's residency buckets (`loggers.py`), seconds.
-pub const RESIDENCY_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0,
-    120.0, 300.0, 600.0, 1200.0, 1800.0,
-];
+pub use crate::adapter::RESIDENCY_BUCKETS;
 
 /// Access ring depth (`deque(maxlen=4)`).
 const HISTORY: usize = 4;

@@ -4,6 +4,7 @@
 //! [`prom::Exposition`]s to the adapter.
 
 pub mod nvidia_smi;
+pub mod profilemate;
 pub mod prom;
 pub mod promapi;
 pub mod raw;

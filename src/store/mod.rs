@@ -141,6 +141,9 @@ pub struct ServerMeta {
     pub kv_capacity_tokens: Option<f64>,
     pub unknown_vllm_metrics: std::collections::BTreeSet<String>,
     pub skipped_lines: usize,
+    /// CUDA graphs captured and replayed (profilemate sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_graphs: Option<crate::source::profilemate::CudaGraphSummary>,
 }
 
 /// `metadata.json`.

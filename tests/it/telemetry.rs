@@ -305,3 +305,211 @@ fn record_with_a_dcgm_exporter_fills_the_gpu_columns() {
     let _ = sim.kill();
     let _ = sim.wait();
 }
+
+fn profilemate_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/profilemate/session_20261123_130743")
+}
+
+/// The fixture (built from profilemate's published format: 30 s, KV 40 % then 97 % for
+/// 10 s with 4 evictions a second, an idle gap, six CUDA graphs) imported through the
+/// binary, with every asserted value worked out by hand from the files.
+#[test]
+fn profilemate_session_imports_with_hand_checked_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pm");
+    let o = kvscope([
+        "import",
+        "profilemate",
+        profilemate_fixture().to_str().unwrap(),
+        "--server",
+        "gpu-node-3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("imported 81 KV usage row(s) and 40 eviction(s) into 30 sample(s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("6 CUDA graph(s), 10000 replay(s), uniform workload"),
+        "{err}"
+    );
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert_eq!(rows.len(), 30);
+    // session_id 20261123_130743 at UTC+0; the first bin ends 1 s in.
+    assert_eq!(
+        kvscope::record::rfc3339(rows[0].ts),
+        "2026-11-23T13:07:44.000Z"
+    );
+    let at = |t: f64| rows.iter().find(|r| r.t_rel_sec == t).unwrap();
+    // Last reading of each bin: 39 and 40 in (9, 10], the 0.75 s row wins.
+    assert_eq!(at(8.0).kv_cache_usage_pct, Some(40.0));
+    assert_eq!(at(10.0).kv_cache_usage_pct, Some(97.0));
+    assert_eq!(at(10.0).kv_evictions_sampled, Some(4));
+    // Lifetimes 1.5, 2.5, 3.5, 40 → median 3.0; idle 0.2, 0.4, 1.0, 30 → 0.7.
+    assert_eq!(at(10.0).kv_block_lifetime_p50_s, Some(3.0));
+    assert_eq!(at(10.0).kv_block_idle_p50_s, Some(0.7));
+    assert_eq!(at(10.0).kv_evictions_sampled_per_s, Some(4.0));
+    // 25-28 s: no readings (vLLM did not step), the last value holds.
+    assert_eq!(at(26.0).kv_cache_usage_pct, Some(30.0));
+    assert_eq!(at(26.0).kv_evictions_sampled, Some(0));
+    assert!(rows.iter().all(|r| r.requests_running.is_none()));
+
+    let o = kvscope(["doctor", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let s = &summary["servers"][0];
+    // Phases: idle while KV is 0 (2 s), saturated at 97 % (10 s).
+    assert_eq!(s["phases"]["IDLE"]["seconds"].as_f64(), Some(2.0));
+    assert_eq!(s["phases"]["SATURATED"]["seconds"].as_f64(), Some(10.0));
+    // Residency on vLLM's buckets: 10 each of 1.5 (1-2], 2.5 and 3.5 (2-5], 40 (30-60];
+    // rank 20 of 40 lies 10/20 into (2, 5] → 3.5; 30 of 40 within 10 s.
+    let res = &s["residency"];
+    assert_eq!(res["lifetime_s"]["p50"].as_f64(), Some(3.5), "{res}");
+    assert_eq!(res["lifetime_s"]["count"].as_f64(), Some(40.0));
+    assert_eq!(res["short_lifetime_share"].as_f64(), Some(0.75));
+    // CUDA graphs: 5000 + 3000 of 10000 replays in two graphs; top five 9800; uniform
+    // (decode) 9500; one graph captured late, at 18.4 s.
+    let g = &s["cuda_graphs"];
+    assert_eq!(g["unique_graphs"].as_u64(), Some(6));
+    assert_eq!(g["hot_graphs"].as_u64(), Some(2));
+    assert_eq!(g["top5_replay_share"].as_f64(), Some(0.98));
+    assert_eq!(g["uniform_replay_share"].as_f64(), Some(0.95));
+    assert_eq!(g["replays_by_mode"]["PIECEWISE"].as_u64(), Some(500));
+    assert_eq!(g["last_capture_s"].as_f64(), Some(18.406));
+    assert_eq!(g["workload"], "uniform");
+    assert_eq!(
+        v["hypotheses"][0]["id"], "KV_CACHE_CHURN",
+        "{}",
+        v["hypotheses"]
+    );
+    assert!(
+        v["context"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("uniform workload")
+    );
+    let meta = store::read_metadata(&out).unwrap().unwrap();
+    assert_eq!(meta.source.kind, "profilemate");
+    assert_eq!(meta.servers[0].cache_config[0]["num_gpu_blocks"], "1024");
+}
+
+/// Missing and malformed profilemate files: a clear error naming the file (and line),
+/// a non-zero exit, no session left behind.
+#[test]
+fn profilemate_bad_input_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |name: &str| {
+        let d = tmp.path().join(name).join("session_20261123_130743");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in std::fs::read_dir(profilemate_fixture()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+        }
+        d
+    };
+    let run = |dir: &Path| {
+        let out = dir.parent().unwrap().join("out");
+        let o = kvscope([
+            "import",
+            "profilemate",
+            dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        assert!(!out.join("samples.parquet").exists());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let d = copy("missing");
+    std::fs::remove_file(d.join("kv_cache_usage.csv")).unwrap();
+    let err = run(&d);
+    assert!(err.contains("no kv_cache_usage.csv"), "{err}");
+
+    let d = copy("bad-value");
+    let text = std::fs::read_to_string(d.join("kv_cache_usage.csv")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[4] = "1.250,abc,0,1024";
+    std::fs::write(d.join("kv_cache_usage.csv"), lines.join("\n")).unwrap();
+    let err = run(&d);
+    assert!(
+        err.contains("kv_cache_usage.csv:5: `usage_pct` is `abc`, not a number"),
+        "{err}"
+    );
+
+    let d = copy("fraction");
+    std::fs::write(
+        d.join("kv_cache_usage.csv"),
+        "timestamp_sec,usage_pct,num_blocks,total_blocks\n0.5,0.4,400,1024\n1.5,140,400,1024\n",
+    )
+    .unwrap();
+    let err = run(&d);
+    assert!(
+        err.contains("kv_cache_usage.csv:3: usage_pct 140 is outside 0-100"),
+        "{err}"
+    );
+
+    let d = copy("header");
+    std::fs::write(
+        d.join("kv_cache_evictions.csv"),
+        "timestamp_sec,lifetime\n1.0,2.0\n",
+    )
+    .unwrap();
+    let err = run(&d);
+    assert!(
+        err.contains("kv_cache_evictions.csv:1: no `lifetime_sec` column"),
+        "{err}"
+    );
+
+    let d = copy("graphs");
+    std::fs::write(
+        d.join("cuda_graph_usage.csv"),
+        "runtime_mode,num_tokens,num_reqs,uniform,has_lora,replay_count\nFULL,8,8,True,False,-3\n",
+    )
+    .unwrap();
+    let err = run(&d);
+    assert!(
+        err.contains("cuda_graph_usage.csv:2: replay_count `-3` is not a count"),
+        "{err}"
+    );
+}
+
+/// A million KV usage rows (about an hour of per-step readings) import into one sample
+/// per second with the right values (its speed is in benches/, not asserted here).
+#[test]
+fn profilemate_million_rows() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("session_20261123_000000");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w =
+        std::io::BufWriter::new(std::fs::File::create(dir.join("kv_cache_usage.csv")).unwrap());
+    writeln!(w, "timestamp_sec,usage_pct,num_blocks,total_blocks").unwrap();
+    // 1,000,000 readings, 4 ms apart (4000 s); usage is the second number mod 100.
+    for i in 0..1_000_000u64 {
+        let t = i as f64 * 0.004;
+        let u = (t.floor() as u64 % 100) as f64;
+        writeln!(w, "{t:.3},{u:.2},{},{}", (u * 10.24).round(), 1024).unwrap();
+    }
+    w.flush().unwrap();
+    let out = tmp.path().join("out");
+    let o = kvscope([
+        "import",
+        "profilemate",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert_eq!(rows.len(), 4000);
+    // The bin (1233, 1234] s: its last reading is the one at exactly 1234.000 s (usage
+    // 34), the 249 before it read 33.
+    let r = rows.iter().find(|r| r.t_rel_sec == 1233.0).unwrap();
+    assert_eq!(r.kv_cache_usage_pct, Some(34.0));
+    let r = rows.iter().find(|r| r.t_rel_sec == 3998.0).unwrap();
+    assert_eq!(r.kv_cache_usage_pct, Some(99.0));
+}

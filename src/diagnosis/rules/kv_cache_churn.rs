@@ -9,7 +9,7 @@
 //! eviction, cached or not (`block_pool.py` calls the collector before checking for a
 //! hash), so short lifetimes include a request's scratch blocks.
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
-use crate::vocab::Hypothesis;
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
     id: Hypothesis::KvCacheChurn,
@@ -139,7 +139,11 @@ fn check(ctx: &Context) -> Verdict {
     }
     recs.extend(super::kv_memory_recs(ctx));
     Verdict::Found {
-        sustained_s: Some(s.preempting_s.max(s.kv_wait_s)),
+        sustained_s: Some(
+            s.preempting_s
+                .max(s.kv_wait_s)
+                .max(ctx.phase_seconds(Phase::Saturated)),
+        ),
         score,
         summary: format!(
             "while the KV cache was exhausted, sampled blocks were evicted a median {life:.1} s after allocation ({:.0}% within {} s): the cache is too small for the working set{reuse_text}",
