@@ -251,7 +251,7 @@ fn read_engine(
 
 /// Reads the directories and writes the session.
 pub fn import(cfg: &ProfilemateConfig) -> Result<ProfilemateOutcome, ImportError> {
-    if !(cfg.interval_s > 0.0) {
+    if cfg.interval_s.is_nan() || cfg.interval_s <= 0.0 {
         return Err(ImportError::Invalid("--interval must be positive".into()));
     }
     let mut engines = Vec::new();

@@ -282,7 +282,7 @@ pub fn read_graphs(dir: &Path) -> Result<Option<CudaGraphSummary>, FileError> {
             Ok(())
         })?;
     }
-    replays.sort_by(|a, b| b.0.cmp(&a.0));
+    replays.sort_by_key(|r| std::cmp::Reverse(r.0));
     let total: u64 = replays.iter().map(|r| r.0).sum();
     s.total_replays = total;
     s.replayed_graphs = replays.iter().filter(|r| r.0 > 0).count() as u64;

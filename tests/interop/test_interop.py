@@ -242,3 +242,47 @@ def test_two_servers_across_days_round_trip_through_duckdb(tmp_path, partition_b
     ).fetchall()
     assert [r[1] for r in rows] == [200000, 200000], rows
     assert [r[2] for r in rows] == [200000, 200000], rows
+
+
+@pytest.fixture(scope="module")
+def telemetry_session(tmp_path_factory):
+    """A session with a DCGM exporter and vLLM's residency histograms recorded."""
+    out = tmp_path_factory.mktemp("t") / "session"
+    subprocess.run(
+        [BIN, "simulate", "--scenario", "kv-saturation", "--record-to", str(out), "--seed", "2",
+         "--dcgm", "--kv-cache-metrics-sample", "0.2"],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def test_gpu_and_residency_columns_in_pandas_polars_duckdb(telemetry_session):
+    df = pd.read_parquet(telemetry_session / "samples.parquet")
+    # Percent, never a 0-1 ratio; vLLM reserves 90 % of the framebuffer at start.
+    assert 0.0 <= df["gpu_sm_active_pct"].min() and df["gpu_sm_active_pct"].max() <= 100.0
+    assert df["gpu_sm_active_pct"].max() > 1.0
+    assert (df["gpu_mem_used_pct"].dropna().round(2) == 90.0).all()
+    assert df["gpu_sm_clock_mhz"].max() == 1980.0
+    assert df["gpu_throttle"].dtype.name == "Int64" or df["gpu_throttle"].dtype.kind in "if"
+    assert df["api_cpu_util_pct"].notna().sum() > 50
+    # Residency: counts are integers, rates and medians floats; the page's last count.
+    pl_df = pl.read_parquet(telemetry_session / "samples.parquet")
+    assert pl_df.schema["kv_evictions_sampled"] == pl.Int64
+    assert pl_df.schema["kv_block_lifetime_p50_s"] == pl.Float64
+    evicted = int(pl_df["kv_evictions_sampled"].sum())
+    subprocess.run([BIN, "analyze", str(telemetry_session)], check=True, capture_output=True)
+    summary = json.loads((telemetry_session / "summary.json").read_text())
+    res = summary["servers"][0]["residency"]
+    assert res["lifetime_s"]["count"] == evicted
+    con = duckdb.connect()
+    idle_le_life = con.execute(
+        f"SELECT bool_and(kv_block_idle_p50_s <= kv_block_lifetime_p50_s + 1e-9) "
+        f"FROM '{telemetry_session}/samples.parquet' WHERE kv_evictions_sampled > 0"
+    ).fetchone()[0]
+    assert idle_le_life
+    hist = con.execute(
+        f"SELECT count(*) FROM '{telemetry_session}/histograms.parquet' "
+        f"WHERE metric = 'kv_block_lifetime_seconds'"
+    ).fetchone()[0]
+    assert hist > 0

@@ -285,7 +285,7 @@ fn record_with_a_dcgm_exporter_fills_the_gpu_columns() {
         "--server",
         &url,
         "--gpu-for",
-        &format!("other:9=http://127.0.0.1:1/dcgm"),
+        "other:9=http://127.0.0.1:1/dcgm",
         "--duration",
         "1s",
         "--out",
