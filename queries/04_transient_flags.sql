@@ -12,6 +12,10 @@
 --                                   ${preemption_window_s} s
 --   CLIENT_ABORT_SURGE              >= ${abort_surge_count} requests left without finishing
 --                                   within ${abort_window_s} s (02_timeline.sql: abandoned)
+--   KV_BLOCK_CHURN                  with the KV cache exhausted (saturated, or preemption in
+--                                   the window), KV blocks evicted in the interval lived a
+--                                   median <= ${kv_churn_lifetime_s} s (vLLM's residency
+--                                   histograms, --kv-cache-metrics; shortest-lived engine)
 --
 -- This table holds each sample's predicates and whether each fires (`rearm`: held on
 -- no sample of the previous ${event_rearm_s} s), computed once; 13_transient_events.sql
@@ -25,20 +29,24 @@ WITH p AS (
     COALESCE(kv_max_pct >= ${kv_saturated_pct}, false) AS is_kv_saturated,
     COALESCE(scrape_ok AND decode_drop, false) AS is_decode_drop,
     COALESCE(preemptions_recent >= ${preemption_burst_count} - 1e-9, false) AS is_preemption_burst,
-    COALESCE(abandoned_recent >= ${abort_surge_count} - 1e-9, false) AS is_abort_surge
+    COALESCE(abandoned_recent >= ${abort_surge_count} - 1e-9, false) AS is_abort_surge,
+    COALESCE(kv_evictions_sampled > 0
+             AND kv_block_lifetime_p50_s <= ${kv_churn_lifetime_s}
+             AND (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1), false) AS is_kv_churn
   FROM timeline
   WHERE scrape_ok
 )
 SELECT
   server, ts, t_rel_sec, running, waiting, kv_max_pct, preemptions_per_s, preemptions_recent,
-  abandoned_recent, queue_time_mean_s, ttft_count,
+  abandoned_recent, queue_time_mean_s, ttft_count, kv_block_lifetime_p50_s, kv_evictions_sampled,
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_baseline,
   rearm(is_ttft_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_ttft_spike,
   rearm(is_e2e_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_e2e_spike,
   rearm(is_kv_saturated, t_rel_sec, ${event_rearm_s}) OVER w AS fire_kv_saturated,
   rearm(is_decode_drop, t_rel_sec, ${event_rearm_s}) OVER w AS fire_decode_drop,
   rearm(is_preemption_burst, t_rel_sec, ${event_rearm_s}) OVER w AS fire_preemption_burst,
-  rearm(is_abort_surge, t_rel_sec, ${event_rearm_s}) OVER w AS fire_abort_surge
+  rearm(is_abort_surge, t_rel_sec, ${event_rearm_s}) OVER w AS fire_abort_surge,
+  rearm(is_kv_churn, t_rel_sec, ${event_rearm_s}) OVER w AS fire_kv_churn
 FROM p
 WINDOW w AS (PARTITION BY server ORDER BY ts)
 ORDER BY server, ts

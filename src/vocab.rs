@@ -142,6 +142,7 @@ vocabulary! {
         DecodeThroughputDrop = "DECODE_THROUGHPUT_DROP",
         PreemptionBurst = "PREEMPTION_BURST",
         ClientAbortSurge = "CLIENT_ABORT_SURGE",
+        KvBlockChurn = "KV_BLOCK_CHURN",
         ScrapeGap = "SCRAPE_GAP",
         CounterReset = "COUNTER_RESET",
     }

@@ -163,6 +163,17 @@ fn residency_from_real_pages_matches_hand_computation() {
         "{}",
         churn["evidence"]
     );
+    // Timeline evidence: where blocks started to die young while the cache was exhausted.
+    let o = kvscope(["timeline", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("KV_BLOCK_CHURN"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("kv_block_lifetime_p50_s=") && line.contains("(baseline 10)"),
+        "{line}"
+    );
 }
 
 /// Without the histograms (vLLM's default) the churn rule says why it cannot judge.
