@@ -294,8 +294,9 @@ const PREFIXES: &[&str] = &["vllm:", "ray_vllm:"];
 /// importing from Prometheus).
 pub const PROMQL_VLLM_NAMES: &str = "vllm:.+|ray_vllm:.+";
 
-/// The same plus the server's process metrics the adapter reads (restarts).
-pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_seconds";
+/// The same plus the server's process metrics the adapter reads (restarts, API server CPU
+/// and memory).
+pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_seconds|process_cpu_seconds_total|process_resident_memory_bytes";
 
 /// The gauge every vLLM release exposes (its presence at a step means the server was
 /// scraped then).

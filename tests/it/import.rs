@@ -249,6 +249,15 @@ fn prometheus_history_reads_like_a_direct_recording() {
         diff <= max_step,
         "generation tokens differ by {diff} (one step: ≤ {max_step})"
     );
+    // The API server's process metrics come along (CPU, memory).
+    assert!(
+        last_imp.api_cpu_util_pct.is_some_and(|c| c >= 0.0),
+        "{last_imp:?}"
+    );
+    assert!(
+        last_imp.api_rss_mib.is_some_and(|m| m > 1000.0),
+        "{last_imp:?}"
+    );
 
     // doctor --prometheus: the same top finding straight from Prometheus.
     let o = kvscope([

@@ -155,3 +155,103 @@ fn check(ctx: &Context) -> Verdict {
         recommendations: recs,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::summary::{Quantiles, Residency, ServerSummary};
+    use crate::diagnosis::ServerFacts;
+
+    fn q(p50: f64, count: f64) -> Quantiles {
+        Quantiles {
+            p50: Some(p50),
+            p95: Some(p50 * 3.0),
+            p99: None,
+            count,
+            clamped_upper: false,
+        }
+    }
+
+    fn verdict(beyond: f64, gaps: f64, rate: Option<f64>) -> Verdict {
+        let s = ServerSummary {
+            server: "s".into(),
+            exhausted_start: Some("2026-11-30T10:00:00.000Z".into()),
+            exhausted_end: Some("2026-11-30T10:01:00.000Z".into()),
+            preempting_s: 60.0,
+            kv_block_lifetime_p50_exhausted_s: Some(2.5),
+            residency: Some(Residency {
+                lifetime_s: q(4.0, 200.0),
+                idle_before_evict_s: q(1.0, 200.0),
+                reuse_gap_s: q(1.5, gaps),
+                short_lifetime_share: Some(0.8),
+                short_lifetime_bound_s: Some(10.0),
+                reuse_gap_beyond_lifetime_share: Some(beyond),
+            }),
+            ..Default::default()
+        };
+        let thresholds = crate::analysis::Thresholds::default()
+            .entries()
+            .into_iter()
+            .map(|(n, v, _)| (n.to_string(), v))
+            .collect();
+        let ctx = crate::diagnosis::Context {
+            server: &s,
+            events: vec![],
+            facts: ServerFacts {
+                kv_cache_metrics_sample: rate,
+                ..Default::default()
+            },
+            thresholds: &thresholds,
+            worst_other_score: 0.0,
+        };
+        check(&ctx)
+    }
+
+    /// Reuses as late as blocks live: a larger cache (or a CPU tier) turns misses into
+    /// hits, and the CPU tier is advised; reuses soon after allocation: it is not.
+    #[test]
+    fn reuse_distance_decides_the_cpu_tier() {
+        let Verdict::Found {
+            summary,
+            recommendations,
+            counter_evidence,
+            score,
+            ..
+        } = verdict(0.4, 60.0, Some(0.05))
+        else {
+            panic!("churn not found");
+        };
+        assert!(summary.contains("40% of reuse gaps"), "{summary}");
+        assert!(summary.contains("median 2.5 s"), "{summary}");
+        assert!(
+            recommendations
+                .iter()
+                .any(|r| r.action == "--kv-offloading-size"),
+            "{recommendations:?}"
+        );
+        assert!(counter_evidence[0].contains("--kv-cache-metrics-sample 0.05"));
+        assert!(counter_evidence[0].contains("~20 blocks"));
+        // 0.45 + 0.25 × 0.8 + 0.1 (idle 1 s <= 10 s)
+        assert!((score - 0.75).abs() < 1e-9, "{score}");
+        let Verdict::Found {
+            recommendations,
+            counter_evidence,
+            ..
+        } = verdict(0.1, 60.0, None)
+        else {
+            panic!("churn not found");
+        };
+        assert!(
+            !recommendations
+                .iter()
+                .any(|r| r.action == "--kv-offloading-size")
+        );
+        assert!(
+            counter_evidence
+                .iter()
+                .any(|c| c.contains("mainly avoids preemption")),
+            "{counter_evidence:?}"
+        );
+        assert!(counter_evidence[0].contains("not on /metrics"));
+    }
+}
