@@ -507,6 +507,11 @@ pub async fn analyze_and_write_location(
             out.write(store::EVENTS_JSONL, events).await?;
         }
     }
+    out.write(
+        store::EVENTS_PARQUET,
+        store::events::events_to_parquet(&analysis.events)?,
+    )
+    .await?;
     Ok(analysis)
 }
 

@@ -148,8 +148,12 @@ pub struct ServerSummary {
     /// CUDA graphs captured and replayed (from a profilemate import's metadata).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cuda_graphs: Option<crate::source::profilemate::CudaGraphSummary>,
-    /// Episodes of trouble (saturated or queueing, slow first tokens, preemption) with
-    /// what the GPU, the API server and the engine did meanwhile.
+    /// Seconds in episodes of trouble (KV exhausted; queueing or slow first tokens), and
+    /// how many episodes.
+    pub trouble_s: f64,
+    pub trouble_count: u64,
+    /// The longest [`MAX_TROUBLE_KEPT`] episodes of trouble, in time order, with what the
+    /// GPU, the API server and the engine did meanwhile.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trouble: Vec<TroubleEpisode>,
     /// CPU of the API server process (`process_cpu_seconds_total`), % of one core.
@@ -253,6 +257,10 @@ const LATENCY: &[(&str, &str)] = &[
     ("request_prefill_time_seconds", "prefill_time_s"),
     ("request_decode_time_seconds", "decode_time_s"),
 ];
+
+/// Episodes of trouble kept per server (the longest): a busy server has hundreds in a
+/// day, and the doctor judges the ones that matter.
+pub const MAX_TROUBLE_KEPT: usize = 20;
 
 /// The summary queries this module reads.
 pub(super) const SERVER_SUMMARY: &str = "20_server_summary.sql";
@@ -482,6 +490,13 @@ pub(super) fn build(
         c.check()?;
     }
     for s in &mut servers {
+        s.trouble_count = s.trouble.len() as u64;
+        s.trouble_s = round3(s.trouble.iter().map(|e| e.duration_s).sum());
+        if s.trouble.len() > MAX_TROUBLE_KEPT {
+            s.trouble
+                .sort_by(|a, b| b.duration_s.total_cmp(&a.duration_s));
+            s.trouble.truncate(MAX_TROUBLE_KEPT);
+        }
         s.trouble.sort_by(|a, b| a.start.cmp(&b.start));
         s.cuda_graphs = meta
             .and_then(|m| m.servers.iter().find(|x| x.server == s.server))

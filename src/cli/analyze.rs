@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use super::common::ThresholdArgs;
 use crate::analysis::{self, Analysis};
+use crate::present::fleet;
 use crate::store::location::Location;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Session directory, file:// or s3:// URL.
     pub session: String,
-    /// Where summary.json and events.jsonl go (default: next to the session).
+    /// Where summary.json, events.jsonl and events.parquet go (default: next to the session).
     #[arg(long)]
     pub out: Option<String>,
     #[command(flatten)]
@@ -19,15 +20,36 @@ pub struct Args {
     /// Print summary.json to stdout.
     #[arg(long)]
     pub json: bool,
+    /// Only these servers in the printout (globs such as 'srv-01*'; repeatable).
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// Every server in full, even on a fleet (default: a ranked fleet summary above 10
+    /// servers).
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
+    let filter = fleet::ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
     let (analysis, written_to) = execute(&a).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&analysis.summary)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for s in &analysis.summary.servers {
+    if fleet::use_fleet_view(&analysis.summary, &filter, a.all) {
+        print!("{}", fleet::render(&analysis.summary, &filter));
+        println!(
+            "{} events; wrote {written_to}/summary.json, events.jsonl and events.parquet",
+            analysis.events.len(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in analysis
+        .summary
+        .servers
+        .iter()
+        .filter(|s| filter.matches(&s.server))
+    {
         let phases: Vec<String> = s
             .phases
             .iter()
@@ -47,7 +69,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         println!("  phases: {}", phases.join(", "));
     }
     println!(
-        "{} events; wrote {written_to}/summary.json and events.jsonl",
+        "{} events; wrote {written_to}/summary.json, events.jsonl and events.parquet",
         analysis.events.len(),
     );
     Ok(ExitCode::SUCCESS)

@@ -71,7 +71,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     println!("\n=== Timeline ===\n");
     let opts = present::timeline::TimelineOptions {
         verbose: false,
-        server: None,
+        servers: Default::default(),
         color,
     };
     print!("{}", present::timeline::render(&events, &opts));

@@ -35,7 +35,7 @@ pub struct Cli {
 enum Command {
     /// Record a vLLM server's /metrics into a session directory.
     Record(record::Args),
-    /// Analyse a session: writes summary.json and events.jsonl.
+    /// Analyse a session: writes summary.json, events.jsonl and events.parquet.
     Analyze(analyze::Args),
     /// Show phase transitions, episodes and events of a session.
     Timeline(timeline::Args),

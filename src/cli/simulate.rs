@@ -62,6 +62,10 @@ pub struct Args {
     /// --seconds long) for scale tests instead of running the scheduler model.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub fleet: Option<u32>,
+    /// With --fleet: `calm` (rare incidents) or `busy` (regime switches every ~2 min,
+    /// noisy gauges, TTFT spikes).
+    #[arg(long, value_enum, default_value = "calm")]
+    pub profile: sim::fleet::FleetProfile,
 }
 
 /// The named scenario, or an error listing the known ones.
@@ -93,7 +97,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     if let (Some(dir), Some(n)) = (&a.record_to, a.fleet) {
         let secs = a.seconds.unwrap_or(3600.0).max(1.0) as usize;
         let n = n as usize;
-        let rows = sim::fleet::generate(dir, n, secs, a.seed)?;
+        let rows = sim::fleet::generate_profile(dir, n, secs, a.seed, a.profile)?;
         eprintln!("wrote {rows} rows ({n} servers × {secs} s)");
         println!("{}", dir.display());
         return Ok(ExitCode::SUCCESS);

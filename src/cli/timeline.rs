@@ -19,19 +19,32 @@ pub struct Args {
     pub verbose: bool,
     #[arg(long)]
     pub json: bool,
-    /// Only this server.
+    /// Only these servers (globs such as 'srv-01*'; repeatable).
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// Every server's events, even on a fleet (default: a ranked fleet summary above 10
+    /// servers, as `analyze` prints).
     #[arg(long)]
-    pub server: Option<String>,
+    pub all: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let th = a.thresholds.load()?;
-    let events = load_or_analyze_events(&Location::parse(&a.session)?, &th).await?;
+    let servers = present::fleet::ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
+    let (events, summary) = load_or_analyze(&Location::parse(&a.session)?, &th).await?;
+    if let Some(summary) = &summary
+        && !a.json
+        && present::fleet::use_fleet_view(summary, &servers, a.all)
+    {
+        print!("{}", present::fleet::render(summary, &servers));
+        println!("(a fleet: the timeline of one server with --server NAME, of all with --all)");
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = present::timeline::TimelineOptions {
         verbose: a.verbose,
-        server: a.server.clone(),
+        servers,
         color: present::use_color(),
     };
     if a.json {
@@ -47,19 +60,22 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
 
 /// Events of a session: analysed now, in memory, when the session has samples (so they
 /// match the thresholds in force), else read from a legacy `events.jsonl`.
-pub async fn load_or_analyze_events(loc: &Location, th: &Thresholds) -> anyhow::Result<Vec<Event>> {
+pub async fn load_or_analyze(
+    loc: &Location,
+    th: &Thresholds,
+) -> anyhow::Result<(Vec<Event>, Option<analysis::Summary>)> {
     if loc.has_samples().await? {
-        return Ok(
-            analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default())
-                .await?
-                .events,
-        );
+        let a = analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default()).await?;
+        return Ok((a.events, Some(a.summary)));
     }
     match loc.read(store::EVENTS_JSONL).await? {
-        Some(b) => Ok(store::events::events_from_reader(
-            &b[..],
-            Path::new(&loc.file_url(store::EVENTS_JSONL)),
-        )?),
+        Some(b) => Ok((
+            store::events::events_from_reader(
+                &b[..],
+                Path::new(&loc.file_url(store::EVENTS_JSONL)),
+            )?,
+            None,
+        )),
         None => bail!("{loc}: no samples and no events.jsonl"),
     }
 }

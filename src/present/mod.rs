@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod doctor;
+pub mod fleet;
 pub mod report;
 pub mod timeline;
 

@@ -13,7 +13,8 @@ use crate::vocab::{Condition, EventName, EventType, Phase};
 #[derive(Debug, Clone, Default)]
 pub struct TimelineOptions {
     pub verbose: bool,
-    pub server: Option<String>,
+    /// Only these servers (`--server` globs; empty: all).
+    pub servers: super::fleet::ServerFilter,
     pub color: bool,
 }
 
@@ -27,10 +28,8 @@ pub struct TimelineDoc<'a> {
 }
 
 fn keep<'a>(events: &'a [Event], opts: &TimelineOptions) -> impl Iterator<Item = &'a Event> {
-    let server = opts.server.clone();
-    events
-        .iter()
-        .filter(move |e| server.as_ref().is_none_or(|s| &e.server == s))
+    let servers = opts.servers.clone();
+    events.iter().filter(move |e| servers.matches(&e.server))
 }
 
 /// Groups events for `--json`. Legacy `phase` records (including the historical

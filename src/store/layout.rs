@@ -20,6 +20,8 @@ pub const SAMPLES_CSV: &str = "metrics.csv";
 pub const SAMPLES_JSONL: &str = "samples.jsonl";
 pub const HISTOGRAMS_PARQUET: &str = "histograms.parquet";
 pub const EVENTS_JSONL: &str = "events.jsonl";
+/// The same records as `events.jsonl`, typed columns (DuckDB, Polars, pandas).
+pub const EVENTS_PARQUET: &str = "events.parquet";
 pub const SUMMARY_JSON: &str = "summary.json";
 pub const DOCTOR_JSON: &str = "doctor.json";
 

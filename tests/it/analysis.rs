@@ -231,6 +231,31 @@ fn chunked_analysis_equals_whole_session_analysis() {
     assert_eq!(whole.summary.servers.len(), 12);
     assert!(whole.events.len() > 50, "{} events", whole.events.len());
     assert_same(&whole, &chunked);
+    // The busy profile (a regime switch every ~2 minutes, noisy gauges): many more
+    // phase changes, episodes and events per chunk.
+    let busy = tmp.path().join("busy");
+    kvscope::sim::fleet::generate_profile(
+        &busy,
+        12,
+        900,
+        7,
+        kvscope::sim::fleet::FleetProfile::Busy,
+    )
+    .unwrap();
+    let whole = run(&busy, usize::MAX);
+    let chunked = run(&busy, 2000);
+    assert!(whole.events.len() > 400, "{} events", whole.events.len());
+    assert!(
+        whole.summary.servers.iter().all(|s| s.trouble_count >= 3),
+        "{:?}",
+        whole
+            .summary
+            .servers
+            .iter()
+            .map(|s| s.trouble_count)
+            .collect::<Vec<_>>()
+    );
+    assert_same(&whole, &chunked);
     // One data-parallel server (2 engines) bigger than a chunk: one chunk, same result.
     let sc = kvscope::sim::scenario::scenario("mixed-incident").unwrap();
     let dp = tmp.path().join("dp");

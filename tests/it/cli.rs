@@ -681,3 +681,90 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `analyze` on a fleet prints servers ranked by time in trouble (a snapshot), `--server`
+/// narrows by glob, `--all` prints every server, a bad glob is refused; `events.parquet`
+/// holds the same records as `events.jsonl`.
+#[test]
+fn fleet_analyze_prints_a_ranked_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    let o = kvscope([
+        "simulate",
+        "--fleet",
+        "30",
+        "--seconds",
+        "900",
+        "--profile",
+        "busy",
+        "--seed",
+        "11",
+        "--record-to",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kvscope(["analyze", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout).replace(dir.to_str().unwrap(), "DIR");
+    insta::assert_snapshot!("fleet_analyze_busy", text);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("30 servers"), "{text}");
+    // Ranked: time in trouble never increases down the table.
+    let trouble: Vec<f64> = lines[2..22]
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(trouble.windows(2).all(|w| w[0] >= w[1]), "{trouble:?}");
+    assert!(text.contains("… 10 more server(s)"), "{text}");
+
+    let o = kvscope([
+        "analyze",
+        dir.to_str().unwrap(),
+        "--server",
+        "srv-000[0-2]:*",
+        "--server",
+        "srv-0029:8000",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let blocks: Vec<&str> = text.lines().filter(|l| l.starts_with("srv-")).collect();
+    assert_eq!(blocks.len(), 4, "{text}");
+    assert!(blocks[3].starts_with("srv-0029:8000"), "{text}");
+    let o = kvscope(["analyze", dir.to_str().unwrap(), "--all"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().filter(|l| l.starts_with("srv-")).count(), 30);
+    let o = kvscope(["analyze", dir.to_str().unwrap(), "--server", "srv-[0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--server `srv-[0`"));
+    // The timeline of a fleet is the same ranking; of one server, its events.
+    let o = kvscope(["timeline", dir.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("30 servers"));
+    let o = kvscope([
+        "timeline",
+        dir.to_str().unwrap(),
+        "--server",
+        "srv-0003:8000",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Phases") && text.contains("srv-0003:8000"),
+        "{text}"
+    );
+    assert!(!text.contains("srv-0004:8000"));
+
+    // events.parquet: the same records, typed.
+    let jsonl = kvscope::store::events::read_events(&dir.join("events.jsonl")).unwrap();
+    let file = std::fs::File::open(dir.join("events.parquet")).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let schema = reader.schema().clone();
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, jsonl.len());
+    assert_eq!(
+        schema.field_with_name("ts").unwrap().data_type(),
+        &kvscope::store::schema::ColumnType::TimestampUs.arrow()
+    );
+    assert_eq!(
+        schema.field_with_name("duration_sec").unwrap().data_type(),
+        &datafusion::arrow::datatypes::DataType::Float64
+    );
+}
