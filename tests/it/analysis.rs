@@ -245,16 +245,8 @@ fn chunked_analysis_equals_whole_session_analysis() {
     let whole = run(&busy, usize::MAX);
     let chunked = run(&busy, 2000);
     assert!(whole.events.len() > 400, "{} events", whole.events.len());
-    assert!(
-        whole.summary.servers.iter().all(|s| s.trouble_count >= 3),
-        "{:?}",
-        whole
-            .summary
-            .servers
-            .iter()
-            .map(|s| s.trouble_count)
-            .collect::<Vec<_>>()
-    );
+    let episodes: u64 = whole.summary.servers.iter().map(|s| s.trouble_count).sum();
+    assert!(episodes >= 15, "{episodes} episodes of trouble");
     assert_same(&whole, &chunked);
     // One data-parallel server (2 engines) bigger than a chunk: one chunk, same result.
     let sc = kvscope::sim::scenario::scenario("mixed-incident").unwrap();
