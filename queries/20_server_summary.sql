@@ -29,8 +29,8 @@ SELECT
   SUM(prefix_hit_rate_pct * prompt_tps * interval_s) / NULLIF(SUM(CASE WHEN prefix_hit_rate_pct IS NOT NULL THEN prompt_tps * interval_s END), 0)
     AS prefix_hit_rate_pct,
   MAX(ttft_p95_s) AS ttft_p95_max_s,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_p95_s) AS ttft_p95_median_s,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY itl_p95_s) AS itl_p95_median_s,
+  median(ttft_p95_s) AS ttft_p95_median_s,
+  median(itl_p95_s) AS itl_p95_median_s,
   MAX(itl_p95_s) AS itl_p95_max_s,
   MAX(queue_time_mean_s) AS queue_time_mean_max_s,
   MAX(prompt_len_p95) AS prompt_len_p95_max,
@@ -43,8 +43,8 @@ SELECT
   -- trailing window, or saturated), and the blocks' median lifetime and idle time there.
   SUM(kv_evictions_sampled) AS kv_evictions_sampled,
   SUM(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_evictions_sampled END) AS kv_evictions_sampled_exhausted,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_idle_p50_s END) AS kv_block_idle_p50_exhausted_s,
+  median(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
+  median(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_idle_p50_s END) AS kv_block_idle_p50_exhausted_s,
   AVG(api_cpu_util_pct) AS api_cpu_util_avg_pct,
   MAX(api_cpu_util_pct) AS api_cpu_util_max_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
@@ -54,7 +54,7 @@ SELECT
   -- can read high.
   MAX(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_max_pct,
   MIN(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_min_pct,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_median_pct,
+  median(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_median_pct,
   SUM(CASE WHEN raw_phase = 'IDLE' THEN 1 ELSE 0 END) AS idle_samples,
   SUM(CASE WHEN raw_phase = 'IDLE' THEN COALESCE(interval_s, interval_median_s) ELSE 0 END) AS idle_s,
   -- ENGINE_STALLED time (frozen progress with work present) and the gauges at the
@@ -82,7 +82,7 @@ SELECT
   -- span and the KV share each running request held there (episode-local advice).
   MIN(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN ts END) AS exhausted_start_ts,
   MAX(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN ts END) AS exhausted_end_ts,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN (preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AND running > 0 THEN kv_pct / running END)
+  median(CASE WHEN (preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AND running > 0 THEN kv_pct / running END)
     AS exhausted_kv_pct_per_running_median,
   -- The queue window (QUEUE_PRESSURE): why the queue grew. Running pinned at its peak
   -- with KV to spare is the sequence limit; KV near full or preemption is capacity.
@@ -96,7 +96,7 @@ SELECT
   MAX(CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_max_pct END) AS queue_kv_max_pct,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_max,
-  percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
+  median(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
 FROM timeline
 GROUP BY server
 ORDER BY server

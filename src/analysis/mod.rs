@@ -507,11 +507,15 @@ pub async fn analyze_and_write_location(
             out.write(store::EVENTS_JSONL, events).await?;
         }
     }
-    out.write(
-        store::EVENTS_PARQUET,
-        store::events::events_to_parquet(&analysis.events)?,
-    )
-    .await?;
+    match out.as_local() {
+        Some(dir) => {
+            store::events::write_events_parquet(&dir.join(store::EVENTS_PARQUET), &analysis.events)?
+        }
+        None => {
+            let bytes = store::events::events_to_parquet(&analysis.events)?;
+            out.write(store::EVENTS_PARQUET, bytes).await?;
+        }
+    }
     Ok(analysis)
 }
 
@@ -654,18 +658,18 @@ fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, AnalysisError> {
     (0..batch.num_rows())
         .map(|r| {
             let rfc = |name: &str| c.ts_us(name, r).map(crate::record::rfc3339);
-            let mut evidence = serde_json::Map::new();
+            let mut evidence: Vec<(String, serde_json::Value)> = Vec::new();
             for col in &evidence_cols {
                 if let Some(v) = c.f64(col, r) {
-                    evidence.insert(col.trim_start_matches("ev_").to_string(), round_json(v));
+                    evidence.push((col.trim_start_matches("ev_").to_string(), round_json(v)));
                 }
             }
             let peak = c.f64("peak_value", r).map(|v| {
-                serde_json::json!({
+                crate::store::events::Fields::from(serde_json::json!({
                     "metric": c.str("peak_metric", r),
                     "value": round_json(v),
                     "at": rfc("peak_ts"),
-                })
+                }))
             });
             Ok(Event {
                 kind: c
@@ -691,7 +695,11 @@ fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, AnalysisError> {
                 baseline: c.f64("baseline", r).map(round3),
                 metric: c.str("metric", r),
                 reason: c.str("reason", r),
-                evidence: (!evidence.is_empty()).then_some(serde_json::Value::Object(evidence)),
+                evidence: (!evidence.is_empty()).then(|| {
+                    evidence
+                        .into_iter()
+                        .collect::<crate::store::events::Fields>()
+                }),
             })
         })
         .collect()

@@ -74,12 +74,12 @@ fn phase_color(p: &str) -> &'static str {
 
 fn evidence_text(e: &Event) -> String {
     match &e.evidence {
-        Some(serde_json::Value::Object(m)) => m
+        Some(m) => m
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" "),
-        _ => String::new(),
+        None => String::new(),
     }
 }
 

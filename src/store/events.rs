@@ -40,7 +40,7 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_sec: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub peak_evidence: Option<serde_json::Value>,
+    pub peak_evidence: Option<Fields>,
     /// Transient/data-quality event name (`TTFT_SPIKE`, `SCRAPE_GAP`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
@@ -53,7 +53,70 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<serde_json::Value>,
+    pub evidence: Option<Fields>,
+}
+
+/// A small JSON object (an event's evidence, an episode's peak) kept as a sorted slice
+/// of entries: a fleet analysis holds hundreds of thousands of events, and a
+/// `serde_json::Map` costs a whole B-tree node (~600 bytes) for its three or four keys.
+/// Written and read as a JSON object, keys in order; a legacy value that is not an
+/// object reads as `{"value": …}`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields(Box<[(Box<str>, serde_json::Value)]>);
+
+impl Fields {
+    /// The value under `key`.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .and_then(|i| self.0.get(i))
+            .map(|(_, v)| v)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::Value)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, serde_json::Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (String, serde_json::Value)>>(it: I) -> Self {
+        let mut v: Vec<(Box<str>, serde_json::Value)> = it
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.dedup_by(|a, b| a.0 == b.0);
+        Self(v.into_boxed_slice())
+    }
+}
+
+impl From<serde_json::Value> for Fields {
+    fn from(v: serde_json::Value) -> Self {
+        match v {
+            serde_json::Value::Object(m) => m.into_iter().collect(),
+            other => std::iter::once(("value".to_string(), other)).collect(),
+        }
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Fields::from)
+    }
 }
 
 impl Event {
@@ -193,32 +256,54 @@ pub fn events_to_batch(events: &[Event]) -> datafusion::arrow::array::RecordBatc
         }))),
         n(&|e| peak(e, "value").and_then(|v| v.as_f64())),
         ts(&|e| peak(e, "at").and_then(|v| rfc_us(v.as_str()))),
-        Arc::new(StringArray::from_iter(
-            events
-                .iter()
-                .map(|e| e.evidence.as_ref().map(|v| v.to_string())),
-        )),
+        Arc::new(StringArray::from_iter(events.iter().map(|e| {
+            e.evidence
+                .as_ref()
+                .and_then(|v| serde_json::to_string(v).ok())
+        }))),
     ];
     // Built from the same field list as the schema, so this cannot fail.
     datafusion::arrow::array::RecordBatch::try_new(events_schema(), columns)
         .unwrap_or_else(|e| unreachable!("events schema out of sync: {e}"))
 }
 
-/// `events.parquet` bytes (snappy, row groups of 64 Ki events).
-pub fn events_to_parquet(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+/// Writes `events.parquet` (snappy) into `sink`, 64 Ki events per batch.
+fn events_parquet_into<W: Write + Send>(
+    sink: W,
+    events: &[Event],
+    path: &Path,
+) -> Result<W, StoreError> {
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .build();
     let err = |e: parquet::errors::ParquetError| StoreError::Invalid {
-        path: std::path::PathBuf::from(super::EVENTS_PARQUET),
+        path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), events_schema(), Some(props))
-        .map_err(err)?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(sink, events_schema(), Some(props)).map_err(err)?;
     for chunk in events.chunks(1 << 16) {
         w.write(&events_to_batch(chunk)).map_err(err)?;
     }
     w.into_inner().map_err(err)
+}
+
+/// `events.parquet` bytes (for object storage).
+pub fn events_to_parquet(events: &[Event]) -> Result<Vec<u8>, StoreError> {
+    events_parquet_into(Vec::new(), events, Path::new(super::EVENTS_PARQUET))
+}
+
+/// Writes `events.parquet` to a local file, streamed (atomically: a temporary file
+/// renamed into place).
+pub fn write_events_parquet(path: &Path, events: &[Event]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let w = events_parquet_into(BufWriter::new(file), events, path)?;
+    w.into_inner()
+        .map_err(|e| StoreError::io(&tmp, e.into_error()))?
+        .sync_all()
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
 /// Reads `events.jsonl`; a malformed line is an error naming it.
@@ -243,4 +328,27 @@ pub fn events_from_reader(r: impl BufRead, path: &Path) -> Result<Vec<Event>, St
         out.push(ev);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_read_and_write_as_a_json_object() {
+        let f = Fields::from(serde_json::json!({"b": 2.5, "a": "x", "c": null}));
+        assert_eq!(f.get("a"), Some(&serde_json::json!("x")));
+        assert_eq!(f.get("b").and_then(|v| v.as_f64()), Some(2.5));
+        assert_eq!(f.get("zz"), None);
+        // Keys in order, as serde_json's map wrote them.
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"a":"x","b":2.5,"c":null}"#
+        );
+        let back: Fields = serde_json::from_str(r#"{"c":null,"b":2.5,"a":"x"}"#).unwrap();
+        assert_eq!(back, f);
+        // A legacy scalar keeps its value.
+        let legacy: Fields = serde_json::from_str("7").unwrap();
+        assert_eq!(legacy.get("value"), Some(&serde_json::json!(7)));
+    }
 }
