@@ -145,13 +145,12 @@ pub fn write_events(path: &Path, events: &[Event]) -> Result<(), StoreError> {
     let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     let mut w = BufWriter::new(file);
     for e in events {
-        let line = serde_json::to_string(e).map_err(|err| StoreError::Invalid {
+        // Straight into the buffer: no string per event.
+        serde_json::to_writer(&mut w, e).map_err(|err| StoreError::Invalid {
             path: path.to_path_buf(),
             message: err.to_string(),
         })?;
-        w.write_all(line.as_bytes())
-            .and_then(|_| w.write_all(b"\n"))
-            .map_err(|err| StoreError::io(&tmp, err))?;
+        w.write_all(b"\n").map_err(|err| StoreError::io(&tmp, err))?;
     }
     w.flush().map_err(|err| StoreError::io(&tmp, err))?;
     drop(w);
