@@ -150,7 +150,8 @@ pub fn write_events(path: &Path, events: &[Event]) -> Result<(), StoreError> {
             path: path.to_path_buf(),
             message: err.to_string(),
         })?;
-        w.write_all(b"\n").map_err(|err| StoreError::io(&tmp, err))?;
+        w.write_all(b"\n")
+            .map_err(|err| StoreError::io(&tmp, err))?;
     }
     w.flush().map_err(|err| StoreError::io(&tmp, err))?;
     drop(w);
