@@ -439,53 +439,41 @@ fn profilemate_bad_input_is_named() {
     std::fs::remove_file(d.join("kv_cache_usage.csv")).unwrap();
     let err = run(&d);
     assert!(err.contains("no kv_cache_usage.csv"), "{err}");
-
-    let d = copy("bad-value");
-    let text = std::fs::read_to_string(d.join("kv_cache_usage.csv")).unwrap();
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines[4] = "1.250,abc,0,1024";
-    std::fs::write(d.join("kv_cache_usage.csv"), lines.join("\n")).unwrap();
-    let err = run(&d);
-    assert!(
-        err.contains("kv_cache_usage.csv:5: `usage_pct` is `abc`, not a number"),
-        "{err}"
-    );
-
-    let d = copy("fraction");
-    std::fs::write(
-        d.join("kv_cache_usage.csv"),
-        "timestamp_sec,usage_pct,num_blocks,total_blocks\n0.5,0.4,400,1024\n1.5,140,400,1024\n",
-    )
-    .unwrap();
-    let err = run(&d);
-    assert!(
-        err.contains("kv_cache_usage.csv:3: usage_pct 140 is outside 0-100"),
-        "{err}"
-    );
-
-    let d = copy("header");
-    std::fs::write(
-        d.join("kv_cache_evictions.csv"),
-        "timestamp_sec,lifetime\n1.0,2.0\n",
-    )
-    .unwrap();
-    let err = run(&d);
-    assert!(
-        err.contains("kv_cache_evictions.csv:1: no `lifetime_sec` column"),
-        "{err}"
-    );
-
-    let d = copy("graphs");
-    std::fs::write(
-        d.join("cuda_graph_usage.csv"),
-        "runtime_mode,num_tokens,num_reqs,uniform,has_lora,replay_count\nFULL,8,8,True,False,-3\n",
-    )
-    .unwrap();
-    let err = run(&d);
-    assert!(
-        err.contains("cuda_graph_usage.csv:2: replay_count `-3` is not a count"),
-        "{err}"
-    );
+    // (case, file replaced, its content, what the error must say)
+    let usage_head = "timestamp_sec,usage_pct,num_blocks,total_blocks\n";
+    let cases = [
+        (
+            "bad-value",
+            "kv_cache_usage.csv",
+            format!("{usage_head}0.25,0,0,1024\n0.5,0,0,1024\n0.75,0,0,1024\n1.250,abc,0,1024\n"),
+            "kv_cache_usage.csv:5: `usage_pct` is `abc`, not a number",
+        ),
+        (
+            "fraction",
+            "kv_cache_usage.csv",
+            format!("{usage_head}0.5,0.4,400,1024\n1.5,140,400,1024\n"),
+            "kv_cache_usage.csv:3: usage_pct 140 is outside 0-100",
+        ),
+        (
+            "header",
+            "kv_cache_evictions.csv",
+            "timestamp_sec,lifetime\n1.0,2.0\n".to_string(),
+            "kv_cache_evictions.csv:1: no `lifetime_sec` column",
+        ),
+        (
+            "graphs",
+            "cuda_graph_usage.csv",
+            "runtime_mode,num_tokens,num_reqs,uniform,has_lora,replay_count\nFULL,8,8,True,False,-3\n"
+                .to_string(),
+            "cuda_graph_usage.csv:2: replay_count `-3` is not a count",
+        ),
+    ];
+    for (name, file, content, expected) in cases {
+        let d = copy(name);
+        std::fs::write(d.join(file), content).unwrap();
+        let err = run(&d);
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 }
 
 /// A million KV usage rows (about an hour of per-step readings) import into one sample

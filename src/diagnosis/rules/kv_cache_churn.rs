@@ -126,17 +126,11 @@ fn check(ctx: &Context) -> Verdict {
         }
         _ => String::new(),
     };
-    if let Some((seqs, tokens, window)) = super::safe_max_num_seqs(ctx) {
-        recs.extend(flag_rec(
-            ctx,
-            "--max-num-seqs",
-            Some(seqs.to_string()),
-            &format!(
-                "~{tokens:.0} tokens held per running request (median) {window}; {seqs} of them fill 90% of one engine's KV cache, so blocks are not taken back within seconds"
-            ),
-            "lower peak concurrency: more requests wait in the queue",
-        ));
-    }
+    recs.extend(super::max_num_seqs_rec(
+        ctx,
+        "blocks are not taken back within seconds",
+        "lower peak concurrency: more requests wait in the queue",
+    ));
     recs.extend(super::kv_memory_recs(ctx));
     Verdict::Found {
         sustained_s: Some(

@@ -1,7 +1,7 @@
 //! KV_CACHE_THRASHING: the KV cache ran out and the scheduler preempts running requests
 //! (V1 preempts by recompute: the work done for the victim is thrown away). Recurring
 //! preemption is the signal, not the sampled KV % (see [`super::kv_exhausted`]).
-use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
+use crate::diagnosis::{Context, Rule, Verdict, ev};
 use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
@@ -68,19 +68,13 @@ fn check(ctx: &Context) -> Verdict {
             "only {preempt:.0} preemption(s), not sustained: the cache ran out briefly"
         ));
     }
-    let mut recs = Vec::new();
-    if let Some((seqs, tokens, window)) = super::safe_max_num_seqs(ctx) {
-        recs.extend(flag_rec(
-            ctx,
-            "--max-num-seqs",
-            Some(seqs.to_string()),
-            &format!(
-                "~{tokens:.0} tokens held per running request (median) {window}; {seqs} of them fill 90% of one engine's {:.0}-token KV cache, so the scheduler stops admitting before it has to preempt",
-                ctx.facts.kv_capacity_tokens().unwrap_or(0.0)
-            ),
-            "lower peak concurrency: more requests wait in the queue instead of being preempted and recomputed",
-        ));
-    }
+    let mut recs: Vec<_> = super::max_num_seqs_rec(
+        ctx,
+        "the scheduler stops admitting before it has to preempt",
+        "lower peak concurrency: more requests wait in the queue instead of being preempted and recomputed",
+    )
+    .into_iter()
+    .collect();
     recs.extend(super::kv_memory_recs(ctx));
     Verdict::Found {
         sustained_s: Some(s.preempting_s.max(ctx.phase_seconds(Phase::Saturated))),

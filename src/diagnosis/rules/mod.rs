@@ -100,6 +100,26 @@ pub(crate) fn kv_memory_recs(ctx: &super::Context) -> Vec<super::Recommendation>
     recs
 }
 
+/// The `--max-num-seqs` advice for a KV cache that ran out ([`safe_max_num_seqs`]);
+/// `effect` says what fewer sequences achieve.
+pub(crate) fn max_num_seqs_rec(
+    ctx: &super::Context,
+    effect: &str,
+    tradeoff: &str,
+) -> Option<super::Recommendation> {
+    let (seqs, tokens, window) = safe_max_num_seqs(ctx)?;
+    super::flag_rec(
+        ctx,
+        "--max-num-seqs",
+        Some(seqs.to_string()),
+        &format!(
+            "~{tokens:.0} tokens held per running request (median) {window}; {seqs} of them fill 90% of one engine's {:.0}-token KV cache, so {effect}",
+            ctx.facts.kv_capacity_tokens().unwrap_or(0.0)
+        ),
+        tradeoff,
+    )
+}
+
 /// Safe `--max-num-seqs` (per engine: the flag is per engine) for the tokens a running
 /// request held where the KV cache ran out: 90 % of one engine's KV capacity over the
 /// median tokens per running request in the exhaustion window (the whole session when
