@@ -35,16 +35,25 @@ pub struct Args {
     /// Where `r` writes sessions.
     #[arg(long, default_value = "results/sessions")]
     pub sessions_dir: PathBuf,
+    /// A GPU exporter (DCGM field names) for the server on its host, as `record
+    /// --gpu-metrics` (repeatable).
+    #[arg(long = "gpu-metrics", value_name = "URL")]
+    pub gpu_metrics: Vec<String>,
+    /// A GPU exporter for a named server, `SERVER=URL` (repeatable).
+    #[arg(long = "gpu-for", value_name = "SERVER=URL")]
+    pub gpu_for: Vec<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let targets = a
+    let servers = a
         .servers
         .iter()
-        .map(|s| Target::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|s| Ok((s.clone(), Target::parse(s)?)))
+        .collect::<Result<Vec<_>, crate::record::RecordError>>()?;
+    let gpu_targets = crate::record::gpu_targets(&a.gpu_metrics, &a.gpu_for, &servers)?;
     let cfg = DashboardConfig {
-        targets,
+        targets: servers.into_iter().map(|(_, t)| t).collect(),
+        gpu_targets,
         interval: a.scrape.interval,
         timeout: a.scrape.timeout,
         density: match a.density {

@@ -125,8 +125,12 @@ fn dashboard_past_its_window_matches_analyze_and_its_recording() {
     let (mut sim, url) = crate::common::spawn_simulator("mixed-incident", 30.0);
     let tmp = tempfile::tempdir().unwrap();
     let window_s = 40.0;
+    let server = Target::parse(&url).unwrap();
+    let mut gpu = Target::parse(&format!("{url}/dcgm/metrics")).unwrap();
+    gpu.gpu_for = Some(server.label.clone());
     let cfg = DashboardConfig {
-        targets: vec![Target::parse(&url).unwrap()],
+        targets: vec![server],
+        gpu_targets: vec![gpu],
         interval: std::time::Duration::from_millis(100),
         timeout: std::time::Duration::from_secs(2),
         density: Density::Compact,
@@ -152,6 +156,12 @@ fn dashboard_past_its_window_matches_analyze_and_its_recording() {
     let last = rows.last().unwrap();
     // Relative time from the start, not from the window's edge.
     assert!(first.t_rel_sec > 60.0, "t_rel {}", first.t_rel_sec);
+    // The simulator's DCGM exporter, scraped in the same rounds, fills the GPU columns.
+    assert!(
+        rows.iter().all(|r| r.gpu_sm_clock_mhz == Some(1980.0)),
+        "{:?}",
+        rows.iter().map(|r| r.gpu_sm_clock_mhz).collect::<Vec<_>>()
+    );
     assert!(
         (last.t_rel_sec - first.t_rel_sec) <= window_s + 1e-6,
         "window {} … {}",

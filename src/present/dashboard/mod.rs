@@ -49,6 +49,8 @@ pub enum DashboardError {
 #[derive(Debug, Clone)]
 pub struct DashboardConfig {
     pub targets: Vec<Target>,
+    /// GPU exporters scraped in the same rounds (`Target::gpu_for` names their server).
+    pub gpu_targets: Vec<Target>,
     pub interval: Duration,
     pub timeout: Duration,
     pub density: Density,
@@ -83,7 +85,17 @@ impl Live {
             analyzers.push(WindowAnalyzer::new(&thresholds).await?);
         }
         Ok(Self {
-            scraper: Scraper::new(client, cfg.targets.clone(), cfg.bearer.clone(), cfg.timeout),
+            // GPU exporters first: a round's GPU page joins its server's page of the round.
+            scraper: Scraper::new(
+                client,
+                cfg.gpu_targets
+                    .iter()
+                    .chain(&cfg.targets)
+                    .cloned()
+                    .collect(),
+                cfg.bearer.clone(),
+                cfg.timeout,
+            ),
             pipe: Pipeline::in_memory(),
             analyzers,
             state: State::new(panes, cfg.density),
@@ -97,6 +109,9 @@ impl Live {
         for s in round.scraped {
             let (server, got) = self.pipe.ingest(s)?;
             let rows = got.samples;
+            if rows.is_empty() {
+                continue; // a GPU exporter's page: it joins the server's rows
+            }
             if let Some(pane) = self.state.panes.iter_mut().find(|p| p.label == server) {
                 pane.push(rows, self.cfg.window_s);
             }
