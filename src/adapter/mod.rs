@@ -437,7 +437,9 @@ fn add_prio(slot: &mut Option<(f64, u8)>, v: f64, priority: u8) {
 /// Maps one parsed page onto per-engine readings.
 pub fn read(exp: &Exposition) -> Reading {
     let mut out = Reading::default();
-    let mut engines: BTreeMap<(String, String), EngineReading> = BTreeMap::new();
+    // A page has a handful of (model, engine) series: a vector searched by borrowed
+    // labels costs no allocation per sample (a map keyed by owned strings cost two).
+    let mut engines: Vec<EngineReading> = Vec::new();
     let mut saw_blocks_era_alias = false;
 
     for fam in &exp.families {
@@ -489,7 +491,12 @@ pub fn read(exp: &Exposition) -> Reading {
         }
         if alias.target == Target::CacheConfig {
             for s in &fam.samples {
-                out.cache_config.push(s.labels.iter().cloned().collect());
+                out.cache_config.push(
+                    s.labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect(),
+                );
             }
             continue;
         }
@@ -509,13 +516,23 @@ pub fn read(exp: &Exposition) -> Reading {
                 .or_else(|| s.label("model"))
                 .unwrap_or("");
             let engine = s.label("engine").unwrap_or("0");
-            let e = engines
-                .entry((model.to_string(), engine.to_string()))
-                .or_insert_with(|| EngineReading {
-                    model_name: model.to_string(),
-                    engine: engine.to_string(),
-                    ..Default::default()
-                });
+            let i = match engines
+                .iter()
+                .position(|e| e.engine == engine && e.model_name == model)
+            {
+                Some(i) => i,
+                None => {
+                    engines.push(EngineReading {
+                        model_name: model.to_string(),
+                        engine: engine.to_string(),
+                        ..Default::default()
+                    });
+                    engines.len() - 1
+                }
+            };
+            let Some(e) = engines.get_mut(i) else {
+                continue;
+            };
             let v = s.value;
             match alias.target {
                 Target::KvUsageFraction => add_prio(&mut e.kv_fraction, v, alias.priority),
@@ -596,7 +613,7 @@ pub fn read(exp: &Exposition) -> Reading {
         .first()
         .and_then(|c| c.get("block_size"))
         .and_then(|b| b.parse::<f64>().ok());
-    for e in engines.values_mut() {
+    for e in engines.iter_mut() {
         for h in e.hists.values_mut() {
             h.0.normalize();
         }
@@ -608,7 +625,9 @@ pub fn read(exp: &Exposition) -> Reading {
             }
         }
     }
-    out.engines = engines.into_values().collect();
+    // Ordered by (model, engine), as the rows are written.
+    engines.sort_by(|a, b| (&a.model_name, &a.engine).cmp(&(&b.model_name, &b.engine)));
+    out.engines = engines;
     out.gpus = gpu::read(exp);
     out
 }

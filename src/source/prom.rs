@@ -10,7 +10,9 @@
 //! into families by the most recent `# TYPE` (classification is by `# TYPE`, never by
 //! suffix: `vllm:iteration_tokens_total` is a histogram when its TYPE says so).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A metric family's declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +58,13 @@ impl MetricType {
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromSample {
-    /// Full sample name as exposed (e.g. `vllm:ttft_seconds_bucket`).
-    pub name: String,
-    /// Labels in exposition order (order is not meaningful).
-    pub labels: Vec<(String, String)>,
+    /// Full sample name as exposed (e.g. `vllm:ttft_seconds_bucket`); consecutive samples
+    /// of one name (a histogram's buckets) share one allocation.
+    pub name: Arc<str>,
+    /// Labels in exposition order (order is not meaningful). Common label names are
+    /// shared static strings ([`label_name`]): a page repeats a few names thousands of
+    /// times.
+    pub labels: Vec<(Cow<'static, str>, String)>,
     pub value: f64,
     /// Optional timestamp in milliseconds.
     pub timestamp_ms: Option<i64>,
@@ -70,7 +75,7 @@ impl PromSample {
     pub fn label(&self, key: &str) -> Option<&str> {
         self.labels
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k.as_ref() == key)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -119,6 +124,9 @@ impl Exposition {
 pub fn parse(text: &str) -> Exposition {
     let mut out = Exposition::default();
     let mut index: HashMap<String, usize> = HashMap::new();
+    // The previous sample's name and family: samples of a family are consecutive, so
+    // most lines need neither a new name allocation nor a hash lookup.
+    let mut last: Option<(Arc<str>, usize)> = None;
     for (i, raw) in text.split('\n').enumerate() {
         let lineno = i + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -126,6 +134,8 @@ pub fn parse(text: &str) -> Exposition {
             continue;
         }
         if let Some(rest) = line.strip_prefix('#') {
+            // A HELP/TYPE line may declare the family the next sample name belongs to.
+            last = None;
             if handle_comment(rest, &mut out, &mut index) {
                 out.saw_eof = true;
                 break;
@@ -133,10 +143,23 @@ pub fn parse(text: &str) -> Exposition {
             continue;
         }
         match parse_sample(line) {
-            Ok(sample) => {
-                let fi = family_for(&sample.name, &mut out, &mut index);
+            Ok((name, labels, value, timestamp_ms)) => {
+                let (name, fi) = match &last {
+                    Some((n, fi)) if n.as_ref() == name => (n.clone(), *fi),
+                    _ => {
+                        let fi = family_for(name, &mut out, &mut index);
+                        let n: Arc<str> = Arc::from(name);
+                        last = Some((n.clone(), fi));
+                        (n, fi)
+                    }
+                };
                 if let Some(f) = out.families.get_mut(fi) {
-                    f.samples.push(sample);
+                    f.samples.push(PromSample {
+                        name,
+                        labels,
+                        value,
+                        timestamp_ms,
+                    });
                 }
             }
             Err(reason) => out.skipped.push(SkippedLine {
@@ -256,8 +279,11 @@ fn is_name_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b':'
 }
 
+/// A sample line's parts: name, labels, value, timestamp (ms).
+type SampleParts<'a> = (&'a str, Vec<(Cow<'static, str>, String)>, f64, Option<i64>);
+
 /// Parses `name{labels} value [timestamp] [# exemplar]`.
-fn parse_sample(line: &str) -> Result<PromSample, &'static str> {
+fn parse_sample(line: &str) -> Result<SampleParts<'_>, &'static str> {
     let bytes = line.as_bytes();
     let mut pos = 0;
     while pos < bytes.len() && (bytes[pos] == b' ' || bytes[pos] == b'\t') {
@@ -279,8 +305,13 @@ fn parse_sample(line: &str) -> Result<PromSample, &'static str> {
     if !rest.starts_with([' ', '\t']) {
         return Err("expected a space before the value");
     }
-    // An OpenMetrics exemplar follows " # ".
-    let rest = match rest.find(" # ") {
+    // An OpenMetrics exemplar follows " # " (looked for only where a '#' is).
+    let rest = match rest
+        .as_bytes()
+        .contains(&b'#')
+        .then(|| rest.find(" # "))
+        .flatten()
+    {
         Some(p) => &rest[..p],
         None => rest,
     };
@@ -293,19 +324,14 @@ fn parse_sample(line: &str) -> Result<PromSample, &'static str> {
     if words.next().is_some() {
         return Err("unexpected text after the timestamp");
     }
-    Ok(PromSample {
-        name: name.to_string(),
-        labels,
-        value,
-        timestamp_ms,
-    })
+    Ok((name, labels, value, timestamp_ms))
 }
 
 /// Parses labels after `{`; returns the byte position after `}`.
 fn parse_labels(
     line: &str,
     mut pos: usize,
-    labels: &mut Vec<(String, String)>,
+    labels: &mut Vec<(Cow<'static, str>, String)>,
 ) -> Result<usize, &'static str> {
     let bytes = line.as_bytes();
     loop {
@@ -366,7 +392,7 @@ fn parse_labels(
                 Some(_) => pos += 1,
             }
         }
-        labels.push((key.to_string(), value));
+        labels.push((label_name(key), value));
         while pos < bytes.len() && bytes[pos] == b' ' {
             pos += 1;
         }
@@ -375,6 +401,35 @@ fn parse_labels(
             Some(b'}') => return Ok(pos + 1),
             _ => return Err("expected ',' or '}' after a label"),
         }
+    }
+}
+
+/// Label names seen on every vLLM and DCGM page, shared instead of allocated per sample.
+const COMMON_LABELS: &[&str] = &[
+    "engine",
+    "model_name",
+    "le",
+    "finished_reason",
+    "reason",
+    "source",
+    "sleep_state",
+    "model",
+    "quantile",
+    "gpu",
+    "UUID",
+    "device",
+    "modelName",
+    "Hostname",
+    "pci_bus_id",
+    "instance",
+    "job",
+];
+
+/// `key` as a shared static string when it is a common label name.
+fn label_name(key: &str) -> Cow<'static, str> {
+    match COMMON_LABELS.iter().find(|k| **k == key) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(key.to_string()),
     }
 }
 

@@ -151,7 +151,7 @@ fn every_fixture_family_present_with_vllm_types_and_labels() {
             .unwrap_or_else(|| panic!("simulator lacks {}", f.name));
         assert_eq!(o.kind, f.kind, "{} type", f.name);
         let label_keys = |s: &prom::PromSample| {
-            let mut k: Vec<String> = s.labels.iter().map(|l| l.0.clone()).collect();
+            let mut k: Vec<String> = s.labels.iter().map(|l| l.0.to_string()).collect();
             k.sort();
             k
         };
