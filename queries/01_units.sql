@@ -39,7 +39,10 @@ SELECT
   AVG(gpu_util_pct) AS gpu_util_pct,
   AVG(gpu_sm_active_pct) AS gpu_sm_active_pct,
   AVG(gpu_mem_used_pct) AS gpu_mem_used_pct,
-  -- Throttling that holds a GPU back (THROTTLE_MASK in src/adapter/gpu.rs), any engine.
+  -- Throttling that holds a GPU back, any engine: clock-event bits 236 = SW power cap
+  -- (0x4) | HW slowdown (0x8) | SW thermal (0x20) | HW thermal (0x40) | HW power brake
+  -- (0x80); GPU idle (0x1), application clocks (0x2), sync boost (0x10) and display
+  -- clocks (0x100) are not throttling. (01_units_single_engine.sql: the same mask.)
   BOOL_OR((gpu_throttle & 236) <> 0) AS gpu_throttled,
   -- Residency (--kv-cache-metrics): sampled evictions summed, the shortest median
   -- lifetime and idle time of any engine (the engine that churns).

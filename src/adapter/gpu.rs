@@ -9,12 +9,6 @@ use std::collections::BTreeMap;
 
 use crate::source::prom::Exposition;
 
-/// Clock-event (throttle) reason bits that mean the GPU is held back: SW power cap (0x4),
-/// HW slowdown (0x8), SW thermal (0x20), HW thermal (0x40), HW power brake (0x80). GPU idle
-/// (0x1), application clocks (0x2), sync boost (0x10) and display clocks (0x100) are not
-/// throttling.
-pub const THROTTLE_MASK: i64 = 0x4 | 0x8 | 0x20 | 0x40 | 0x80;
-
 /// One GPU's readings from one page.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GpuStat {
