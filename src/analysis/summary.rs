@@ -533,29 +533,19 @@ pub(super) fn build(
         }
         c.check()?;
     }
-    let mut seen_metrics: Vec<String> = Vec::new();
-    residency(&mut servers, &hists, thresholds);
-    for ((server, metric), mut h) in hists {
-        let Some(name) = LATENCY.iter().find(|(m, _)| *m == metric).map(|(_, n)| *n) else {
-            continue;
-        };
+    // Merged once: sorted buckets, monotone counts, the count from `+Inf`.
+    for h in hists.values_mut() {
         h.normalize();
         h.count = h.total();
-        let q = |p: f64| h.quantile(p);
-        let clamped = [0.5, 0.95, 0.99]
-            .iter()
-            .any(|p| matches!(q(*p), Some((_, crate::adapter::histogram::Clamp::Upper))));
-        if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
-            s.latency.insert(
-                name.to_string(),
-                Quantiles {
-                    p50: q(0.5).map(|x| round3(x.0)),
-                    p95: q(0.95).map(|x| round3(x.0)),
-                    p99: q(0.99).map(|x| round3(x.0)),
-                    count: h.count,
-                    clamped_upper: clamped,
-                },
-            );
+    }
+    let mut seen_metrics: Vec<String> = Vec::new();
+    residency(&mut servers, &hists, thresholds);
+    for ((server, metric), h) in &hists {
+        let Some(name) = LATENCY.iter().find(|(m, _)| m == metric).map(|(_, n)| *n) else {
+            continue;
+        };
+        if let Some(s) = servers.iter_mut().find(|s| &s.server == server) {
+            s.latency.insert(name.to_string(), quantiles(h));
             seen_metrics.push(name.to_string());
         }
     }
@@ -665,7 +655,8 @@ fn share_at_most(h: &Histogram, x: f64) -> Option<(f64, f64)> {
     Some((c / total, *le))
 }
 
-/// The residency block of each server with `--kv-cache-metrics` histograms.
+/// The residency block of each server with `--kv-cache-metrics` histograms (merged and
+/// normalized).
 fn residency(
     servers: &mut [ServerSummary],
     hists: &BTreeMap<(String, String), Histogram>,
@@ -676,12 +667,7 @@ fn residency(
         let get = |h: Hist| {
             hists
                 .get(&(s.server.clone(), h.canonical().to_string()))
-                .map(|h| {
-                    let mut h = h.clone();
-                    h.normalize();
-                    h.count = h.total();
-                    h
-                })
+                .cloned()
         };
         let Some(lifetime) = get(Hist::KvBlockLifetime) else {
             continue;

@@ -40,11 +40,6 @@ impl ServerFilter {
     }
 }
 
-/// Seconds of trouble of a server.
-fn trouble_s(s: &ServerSummary) -> f64 {
-    s.trouble_s
-}
-
 /// Whether to print the fleet view: many servers selected and no `--all`.
 pub fn use_fleet_view(summary: &Summary, filter: &ServerFilter, all: bool) -> bool {
     !all && summary
@@ -71,8 +66,8 @@ pub fn render(summary: &Summary, filter: &ServerFilter) -> String {
         .filter(|s| filter.matches(&s.server))
         .collect();
     servers.sort_by(|a, b| {
-        trouble_s(b)
-            .total_cmp(&trouble_s(a))
+        b.trouble_s
+            .total_cmp(&a.trouble_s)
             .then_with(|| a.server.cmp(&b.server))
     });
     let troubled = servers.iter().filter(|s| s.trouble_s > 0.0).count();
