@@ -19,6 +19,13 @@ fn bench(c: &mut Criterion) {
     ] {
         let text = fixture(name);
         g.throughput(Throughput::Bytes(text.len() as u64));
+        // Where the time goes: the parser alone, then parser + adapter.
+        g.bench_function(format!("{}/parse", &name[..2]), |b| {
+            b.iter(|| prom::parse(&text).families.len())
+        });
+        g.bench_function(format!("{}/parse_read", &name[..2]), |b| {
+            b.iter(|| adapter::read(&prom::parse(&text)).engines.len())
+        });
         g.bench_function(&name[..2], |b| {
             let mut n = Normalizer::new();
             let mut ts = 0i64;

@@ -23,9 +23,12 @@ pub enum Clamp {
 impl Histogram {
     /// Sorts buckets by bound and makes counts monotone, as Prometheus does.
     pub fn normalize(&mut self) {
-        self.buckets
-            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-        self.buckets.dedup_by(|a, b| a.0 == b.0);
+        // Exporters write buckets in order: sort only when they are not.
+        if !self.buckets.is_sorted_by(|a, b| a.0 < b.0) {
+            self.buckets
+                .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+            self.buckets.dedup_by(|a, b| a.0 == b.0);
+        }
         let mut max = 0.0f64;
         for b in &mut self.buckets {
             if b.1.is_nan() {

@@ -309,13 +309,24 @@ pub const REQUIRED_FOR_VLLM: &[&str] = &[
     "vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc)",
 ];
 
+/// The alias a bare family name reads as: an exact name first, then a counter named
+/// without `_total` (OpenMetrics TYPE lines), the first alias in [`METRICS`] winning.
+/// An index, not a scan: every family of every page is looked up.
 fn lookup(bare: &str) -> Option<&'static Alias> {
-    METRICS.iter().find(|m| m.name == bare).or_else(|| {
-        // OpenMetrics TYPE lines name counters without `_total`.
-        METRICS
-            .iter()
-            .find(|m| m.name.strip_suffix("_total") == Some(bare))
-    })
+    static INDEX: std::sync::LazyLock<HashMap<&'static str, &'static Alias>> =
+        std::sync::LazyLock::new(|| {
+            let mut index = HashMap::new();
+            for m in METRICS {
+                index.entry(m.name).or_insert(m);
+            }
+            for m in METRICS {
+                if let Some(stem) = m.name.strip_suffix("_total") {
+                    index.entry(stem).or_insert(m);
+                }
+            }
+            index
+        });
+    INDEX.get(bare).copied()
 }
 
 /// Values read for one (model_name, engine) series from one page.
@@ -444,7 +455,7 @@ pub fn read(exp: &Exposition) -> Reading {
 
     for fam in &exp.families {
         let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
-            match fam.name.as_str() {
+            match fam.name {
                 "process_resident_memory_bytes" => {
                     out.process_rss_bytes = fam
                         .samples
@@ -481,7 +492,7 @@ pub fn read(exp: &Exposition) -> Reading {
                 .strip_suffix("_created")
                 .is_some_and(|b| lookup(b).is_some() || lookup(&format!("{b}_total")).is_some());
             if !known_created {
-                out.unknown_vllm.insert(fam.name.clone());
+                out.unknown_vllm.insert(fam.name.to_string());
             }
             continue;
         };
@@ -494,7 +505,7 @@ pub fn read(exp: &Exposition) -> Reading {
                 out.cache_config.push(
                     s.labels
                         .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
                 );
             }
@@ -584,7 +595,7 @@ pub fn read(exp: &Exposition) -> Reading {
                         continue;
                     }
                     let hist = &mut slot.0;
-                    if let Some(suffix) = s.name.strip_prefix(fam.name.as_str()) {
+                    if let Some(suffix) = s.name.strip_prefix(fam.name) {
                         match suffix {
                             "_bucket" => {
                                 if let Some(le) = s.label("le").and_then(parse_le) {

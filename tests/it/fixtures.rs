@@ -7,14 +7,15 @@ use kvscope::store::schema::Sample;
 use crate::common::fixture_text;
 
 struct Page {
-    exp: prom::Exposition,
+    exp: prom::Exposition<'static>,
     reading: adapter::Reading,
     rows: Vec<Sample>,
 }
 
 fn page(name: &str) -> Page {
-    let text = fixture_text(name);
-    let exp = prom::parse(&text);
+    // The exposition borrows the page; a test's pages live for the whole run.
+    let text: &'static str = Box::leak(fixture_text(name).into_boxed_str());
+    let exp = prom::parse(text);
     let reading = adapter::read(&exp);
     let rows = Normalizer::new()
         .normalize("srv", 1_000_000, 0.0, None, &reading)

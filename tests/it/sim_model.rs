@@ -133,9 +133,8 @@ fn generation_counter_matches_tokens_produced() {
 
 #[test]
 fn every_fixture_family_present_with_vllm_types_and_labels() {
-    let real = prom::parse(&fixture_text(
-        "10-v1-0.26-h100-kv-saturation-preempting.prom",
-    ));
+    let real_text = fixture_text("10-v1-0.26-h100-kv-saturation-preempting.prom");
+    let real = prom::parse(&real_text);
     let mut sim = Simulation::new(
         scenario::scenario("healthy").unwrap(),
         1,
@@ -143,7 +142,8 @@ fn every_fixture_family_present_with_vllm_types_and_labels() {
         1_800_000_000.0,
     );
     sim.advance_to(20.0);
-    let ours = prom::parse(&sim.render());
+    let ours_text = sim.render();
+    let ours = prom::parse(&ours_text);
     assert!(ours.skipped.is_empty());
     for f in real.families.iter().filter(|f| f.name.starts_with("vllm:")) {
         let o = ours
