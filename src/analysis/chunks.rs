@@ -17,6 +17,7 @@
 //! off in worker contexts.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::array::RecordBatch;
@@ -54,11 +55,17 @@ fn chunk_workers(opts: AnalyzeOptions) -> usize {
 /// Runs the catalog over a registered session: streamed in (server, ts) order, cut into
 /// chunks of whole servers analysed concurrently. `ctx` holds `samples_raw` (the input)
 /// and `histograms`; `samples_view` is the SQL of the `samples` view over `samples_raw`.
+///
+/// With `spill`, each chunk's events (sorted) are written to `spill/run-NNNNNN.jsonl` as
+/// soon as the chunk is done instead of being returned: memory then holds (workers + 1)
+/// chunks whatever the number of events, and [`super::merge`] merges the runs into
+/// `events.jsonl` and `events.parquet`. The events returned are then empty.
 pub(super) async fn run_catalog(
     ctx: &SessionContext,
     samples_view: &str,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
+    spill: Option<&Path>,
 ) -> Result<CatalogOutput, AnalysisError> {
     let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
     // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is evaluated in
@@ -79,12 +86,23 @@ pub(super) async fn run_catalog(
         let rx = rx.clone();
         let mut worker =
             Worker::new(schema.clone(), samples_view, chunk_rows, thresholds, opts).await?;
+        let spill = spill.map(Path::to_path_buf);
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, batches)) = next else { break };
-                out.push((i, worker.run(batches).await?));
+                let (events, results) = worker.run(batches).await?;
+                match &spill {
+                    Some(dir) => {
+                        crate::store::events::write_events(
+                            &super::merge::run_path(dir, i),
+                            &events,
+                        )?;
+                        out.push((i, (Vec::new(), results)));
+                    }
+                    None => out.push((i, (events, results))),
+                }
             }
             Ok::<_, AnalysisError>(out)
         }));
@@ -178,7 +196,8 @@ impl WindowAnalyzer {
         rows.sort_by(|a, b| (&a.server, a.ts).cmp(&(&b.server, b.ts)));
         let batch = crate::store::schema::samples_to_batch(&rows);
         let (events, results) = self.worker.run(vec![batch]).await?;
-        let summary = super::summary::build(&results, &events, &self.thresholds, None)?;
+        let tally = super::summary::EventTally::from_events(&events);
+        let summary = super::summary::build(&results, &tally, &self.thresholds, None)?;
         let series = super::series_from(&results)?;
         Ok(super::Analysis {
             events,

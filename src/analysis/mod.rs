@@ -7,6 +7,7 @@
 //! runs the SQL and turns result rows into [`Event`]s and a [`Summary`].
 
 mod chunks;
+mod merge;
 pub mod summary;
 pub mod thresholds;
 pub mod udf;
@@ -331,6 +332,16 @@ pub async fn analyze_location(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
 ) -> Result<Analysis, AnalysisError> {
+    Ok(analyze_location_to(loc, thresholds, opts, None).await?.0)
+}
+
+/// [`analyze_location`], the events streamed to `files` when given (then not returned).
+async fn analyze_location_to(
+    loc: &Location,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    files: Option<&EventFiles>,
+) -> Result<(Analysis, u64), AnalysisError> {
     let meta = loc.read_metadata().await?;
     let input = loc.samples_input().await?;
     // A histograms file without its footer (crash) is skipped, not an error.
@@ -347,8 +358,17 @@ pub async fn analyze_location(
         thresholds,
         opts,
         &loc.to_string(),
+        files,
     )
     .await
+}
+
+/// Where a streamed analysis puts its events: chunk runs in `runs` (a directory of its
+/// own), merged into `jsonl` and `parquet`.
+struct EventFiles {
+    runs: PathBuf,
+    jsonl: PathBuf,
+    parquet: PathBuf,
 }
 
 /// The columns a report charts, per sample row.
@@ -430,26 +450,46 @@ async fn analyze_input(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
     label: &str,
-) -> Result<Analysis, AnalysisError> {
+    files: Option<&EventFiles>,
+) -> Result<(Analysis, u64), AnalysisError> {
     let view = register_session(ctx, input, hist).await?;
     let started = std::time::Instant::now();
-    let (events, results) = chunks::run_catalog(ctx, &view, thresholds, opts).await?;
+    let (events, results) = chunks::run_catalog(
+        ctx,
+        &view,
+        thresholds,
+        opts,
+        files.map(|f| f.runs.as_path()),
+    )
+    .await?;
     tracing::debug!(
         "catalog: {} events in {:?}",
         events.len(),
         started.elapsed()
     );
-    let summary = summary::build(&results, &events, thresholds, meta)?;
+    let tally = match files {
+        Some(f) => {
+            let mut tally = summary::EventTally::default();
+            let n = merge::merge_runs(&f.runs, &f.jsonl, &f.parquet, &mut tally)?;
+            tracing::debug!("{n} events merged at {:?}", started.elapsed());
+            tally
+        }
+        None => summary::EventTally::from_events(&events),
+    };
+    let summary = summary::build(&results, &tally, thresholds, meta)?;
     tracing::debug!("summary built at {:?}", started.elapsed());
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(label.to_string()));
     }
     let series = series_from(&results)?;
-    Ok(Analysis {
-        events,
-        summary,
-        series,
-    })
+    Ok((
+        Analysis {
+            events,
+            summary,
+            series,
+        },
+        tally.total(),
+    ))
 }
 
 /// Analyses rows held in memory (the dashboard's recent window, tests).
@@ -463,8 +503,9 @@ pub async fn analyze_rows(
         series: true,
         ..Default::default()
     };
-    let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts).await?;
-    let summary = summary::build(&results, &events, thresholds, None)?;
+    let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts, None).await?;
+    let tally = summary::EventTally::from_events(&events);
+    let summary = summary::build(&results, &tally, thresholds, None)?;
     let series = series_from(&results)?;
     Ok(Analysis {
         events,
@@ -484,21 +525,75 @@ pub async fn analyze_and_write(
     Ok(analysis)
 }
 
-/// Analyses the session at `loc` and writes `summary.json` and `events.jsonl` to `out`
-/// (next to the session when `None`; an object-store session gets them uploaded).
+/// What a written analysis left: its summary and how many events it wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub summary: Summary,
+    pub events: u64,
+}
+
+/// Analyses the session at `loc` and writes `summary.json`, `events.jsonl` and
+/// `events.parquet` to `out` (next to the session when `None`; an object-store output
+/// gets them uploaded). The events are streamed: each chunk's events go to a run file
+/// next to the output (a local one; the system's temporary directory for object storage)
+/// and are merged into the two files, so memory does not grow with the number of events.
 pub async fn analyze_and_write_location(
     loc: &Location,
     out: Option<&Location>,
     thresholds: &Thresholds,
-) -> Result<Analysis, AnalysisError> {
-    let analysis = analyze_location(loc, thresholds, AnalyzeOptions::default()).await?;
+    opts: AnalyzeOptions,
+) -> Result<Written, AnalysisError> {
     let out = out.unwrap_or(loc);
-    let summary =
-        serde_json::to_vec_pretty(&analysis.summary).map_err(|e| StoreError::Invalid {
-            path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
-            message: e.to_string(),
-        })?;
-    out.write(store::SUMMARY_JSON, summary).await?;
+    let staging = match out.as_local() {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            tempfile::Builder::new()
+                .prefix(".kvscope-events-")
+                .tempdir_in(dir)
+                .map_err(|e| StoreError::io(dir, e))?
+        }
+        None => tempfile::Builder::new()
+            .prefix("kvscope-events-")
+            .tempdir()
+            .map_err(|e| StoreError::io(&std::env::temp_dir(), e))?,
+    };
+    let final_dir = out.as_local().unwrap_or(staging.path());
+    let files = EventFiles {
+        runs: staging.path().join("runs"),
+        jsonl: final_dir.join(store::EVENTS_JSONL),
+        parquet: final_dir.join(store::EVENTS_PARQUET),
+    };
+    std::fs::create_dir(&files.runs).map_err(|e| StoreError::io(&files.runs, e))?;
+    let (analysis, events) = analyze_location_to(loc, thresholds, opts, Some(&files)).await?;
+    if out.as_local().is_none() {
+        for (name, path) in [
+            (store::EVENTS_JSONL, &files.jsonl),
+            (store::EVENTS_PARQUET, &files.parquet),
+        ] {
+            let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+            out.write(name, bytes).await?;
+        }
+    }
+    write_summary(out, &analysis.summary).await?;
+    Ok(Written {
+        summary: analysis.summary,
+        events,
+    })
+}
+
+async fn write_summary(out: &Location, summary: &Summary) -> Result<(), AnalysisError> {
+    let bytes = serde_json::to_vec_pretty(summary).map_err(|e| StoreError::Invalid {
+        path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
+        message: e.to_string(),
+    })?;
+    out.write(store::SUMMARY_JSON, bytes).await?;
+    Ok(())
+}
+
+/// Writes an analysis held in memory to `out`: the same three files as
+/// [`analyze_and_write_location`] (the doctor, which needs the events, writes this way).
+pub async fn write_analysis(out: &Location, analysis: &Analysis) -> Result<(), AnalysisError> {
+    write_summary(out, &analysis.summary).await?;
     match out.as_local() {
         // Streamed to the file (a fleet session has hundreds of thousands of events).
         Some(dir) => store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?,
@@ -516,7 +611,7 @@ pub async fn analyze_and_write_location(
             out.write(store::EVENTS_PARQUET, bytes).await?;
         }
     }
-    Ok(analysis)
+    Ok(())
 }
 
 fn series_from(
@@ -543,8 +638,8 @@ fn series_from(
     Ok(out)
 }
 
-/// Deterministic order: time, server, type, then name.
-pub fn sort_events(events: &mut [Event]) {
+/// The order of `events.jsonl`: time, server, type, then name (ties keep their order).
+pub fn event_order(a: &Event, b: &Event) -> std::cmp::Ordering {
     fn rank(kind: &str) -> u8 {
         match kind {
             "data_quality" => 0,
@@ -554,16 +649,19 @@ pub fn sort_events(events: &mut [Event]) {
             _ => 4,
         }
     }
-    let order = |a: &Event, b: &Event| {
-        a.t_rel_sec
-            .partial_cmp(&b.t_rel_sec)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then_with(|| a.server.cmp(&b.server))
-            .then_with(|| rank(&a.kind).cmp(&rank(&b.kind)))
-            .then_with(|| a.event.cmp(&b.event))
-            .then_with(|| a.condition.cmp(&b.condition))
-            .then_with(|| a.state.cmp(&b.state))
-    };
+    a.t_rel_sec
+        .partial_cmp(&b.t_rel_sec)
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then_with(|| a.server.cmp(&b.server))
+        .then_with(|| rank(&a.kind).cmp(&rank(&b.kind)))
+        .then_with(|| a.event.cmp(&b.event))
+        .then_with(|| a.condition.cmp(&b.condition))
+        .then_with(|| a.state.cmp(&b.state))
+}
+
+/// Sorts stably by [`event_order`].
+pub fn sort_events(events: &mut [Event]) {
+    let order = event_order;
     // A stable sort of indices, applied in place by following the permutation's cycles:
     // a stable sort of the events themselves would allocate half of them again (an
     // `Event` is ~400 bytes and a fleet has hundreds of thousands).

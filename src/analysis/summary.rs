@@ -322,9 +322,69 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// What the summary counts from events, gathered one event at a time: the in-memory
+/// paths add a slice, the streamed path (`analyze` of a fleet) each event as it is merged
+/// into `events.jsonl`, so no analysis needs every event in memory for its summary.
+#[derive(Debug, Clone, Default)]
+pub struct EventTally {
+    servers: std::collections::HashMap<String, ServerTally>,
+    scrape_gaps: u64,
+    counter_resets: u64,
+    total: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ServerTally {
+    episodes: BTreeMap<String, EpisodeStats>,
+    events: BTreeMap<String, u64>,
+}
+
+impl EventTally {
+    pub fn from_events(events: &[Event]) -> Self {
+        let mut t = Self::default();
+        for e in events {
+            t.add(e);
+        }
+        t
+    }
+
+    /// Counts one event (events must come in `events.jsonl` order: episode totals are
+    /// rounded as they add up).
+    pub fn add(&mut self, e: &Event) {
+        self.total += 1;
+        match e.event_name() {
+            Some(EventName::ScrapeGap) => self.scrape_gaps += 1,
+            Some(EventName::CounterReset) => self.counter_resets += 1,
+            _ => {}
+        }
+        let s = match self.servers.get_mut(&e.server) {
+            Some(s) => s,
+            None => self.servers.entry(e.server.clone()).or_default(),
+        };
+        let key = match (&e.event, &e.condition) {
+            (Some(ev), _) => ev.clone(),
+            (None, Some(cond)) if e.event_type() == Some(EventType::ConditionEpisode) => {
+                let st = s.episodes.entry(cond.clone()).or_default();
+                let d = e.duration_sec.unwrap_or(0.0);
+                st.count += 1;
+                st.total_s = round3(st.total_s + d);
+                st.longest_s = st.longest_s.max(d);
+                format!("{}:{cond}", e.kind)
+            }
+            _ => e.kind.clone(),
+        };
+        *s.events.entry(key).or_insert(0) += 1;
+    }
+
+    /// Events counted.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
 pub(super) fn build(
     results: &BTreeMap<&'static str, Vec<RecordBatch>>,
-    events: &[Event],
+    tally: &EventTally,
     thresholds: &Thresholds,
     meta: Option<&Metadata>,
 ) -> Result<Summary, AnalysisError> {
@@ -549,28 +609,11 @@ pub(super) fn build(
             seen_metrics.push(name.to_string());
         }
     }
-    let index: std::collections::HashMap<String, usize> = servers
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.server.clone(), i))
-        .collect();
-    for e in events {
-        let Some(s) = index.get(&e.server).and_then(|&i| servers.get_mut(i)) else {
-            continue;
-        };
-        let key = match (&e.event, &e.condition) {
-            (Some(ev), _) => ev.clone(),
-            (None, Some(cond)) if e.event_type() == Some(EventType::ConditionEpisode) => {
-                let st = s.episodes.entry(cond.clone()).or_default();
-                let d = e.duration_sec.unwrap_or(0.0);
-                st.count += 1;
-                st.total_s = round3(st.total_s + d);
-                st.longest_s = st.longest_s.max(d);
-                format!("{}:{cond}", e.kind)
-            }
-            _ => e.kind.clone(),
-        };
-        *s.events.entry(key).or_insert(0) += 1;
+    for s in servers.iter_mut() {
+        if let Some(t) = tally.servers.get(&s.server) {
+            s.episodes = t.episodes.clone();
+            s.events = t.events.clone();
+        }
     }
     let mut totals = SessionTotals {
         servers: servers.len() as u64,
@@ -593,14 +636,8 @@ pub(super) fn build(
     totals.preemptions = round3(totals.preemptions);
     let data_quality = DataQuality {
         failed_scrapes: servers.iter().map(|s| s.failed_scrapes).sum(),
-        scrape_gaps: events
-            .iter()
-            .filter(|e| e.event_name() == Some(EventName::ScrapeGap))
-            .count() as u64,
-        counter_resets: events
-            .iter()
-            .filter(|e| e.event_name() == Some(EventName::CounterReset))
-            .count() as u64,
+        scrape_gaps: tally.scrape_gaps,
+        counter_resets: tally.counter_resets,
         missing_histograms: LATENCY
             .iter()
             .map(|(_, n)| n.to_string())

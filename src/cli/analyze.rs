@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::common::ThresholdArgs;
-use crate::analysis::{self, Analysis};
+use crate::analysis::{self, Written};
 use crate::present::fleet;
 use crate::store::location::Location;
 
@@ -27,6 +27,10 @@ pub struct Args {
     /// servers).
     #[arg(long)]
     pub all: bool,
+    /// Samples analysed per chunk (whole servers; peak memory is about two chunks per
+    /// core). Results do not depend on it.
+    #[arg(long, default_value_t = analysis::CHUNK_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub chunk_rows: u64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -40,7 +44,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         print!("{}", fleet::render(&analysis.summary, &filter));
         println!(
             "{} events; wrote {written_to}/summary.json, events.jsonl and events.parquet",
-            analysis.events.len(),
+            analysis.events,
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -70,16 +74,20 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "{} events; wrote {written_to}/summary.json, events.jsonl and events.parquet",
-        analysis.events.len(),
+        analysis.events,
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// Analyses and writes; returns the analysis and where it was written.
-pub async fn execute(a: &Args) -> anyhow::Result<(Analysis, Location)> {
+pub async fn execute(a: &Args) -> anyhow::Result<(Written, Location)> {
     let th = a.thresholds.load()?;
     let loc = Location::parse(&a.session)?;
     let out = a.out.as_deref().map(Location::parse).transpose()?;
-    let analysis = analysis::analyze_and_write_location(&loc, out.as_ref(), &th).await?;
+    let opts = analysis::AnalyzeOptions {
+        chunk_rows: Some(usize::try_from(a.chunk_rows).unwrap_or(usize::MAX)),
+        ..Default::default()
+    };
+    let analysis = analysis::analyze_and_write_location(&loc, out.as_ref(), &th, opts).await?;
     Ok((analysis, out.unwrap_or(loc)))
 }

@@ -151,7 +151,8 @@ pub async fn doctor_one(
     th: &Thresholds,
     version: Option<VllmVersion>,
 ) -> anyhow::Result<Report> {
-    let analysis = analysis::analyze_and_write_location(loc, None, th).await?;
+    let analysis = analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default()).await?;
+    analysis::write_analysis(loc, &analysis).await?;
     let mut meta = loc.read_metadata().await?;
     if let (Some(v), Some(m)) = (version, meta.as_mut()) {
         m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");

@@ -10,8 +10,8 @@
 //! into families by the most recent `# TYPE` (classification is by `# TYPE`, never by
 //! suffix: `vllm:iteration_tokens_total` is a histogram when its TYPE says so).
 
-use std::borrow::Cow;
 use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// Family name → index in [`Exposition::families`].
 type FamilyIndex<'a> = std::collections::HashMap<&'a str, usize, foldhash::fast::RandomState>;
@@ -260,11 +260,7 @@ fn unescape_help(s: &str) -> Cow<'_, str> {
 }
 
 /// Finds or creates the family declared as `name` (HELP/TYPE lines).
-fn declare<'a>(
-    name: &'a str,
-    out: &mut Exposition<'a>,
-    index: &mut FamilyIndex<'a>,
-) -> usize {
+fn declare<'a>(name: &'a str, out: &mut Exposition<'a>, index: &mut FamilyIndex<'a>) -> usize {
     if let Some(&i) = index.get(name) {
         return i;
     }
@@ -281,11 +277,7 @@ fn declare<'a>(
 
 /// Finds the family a sample belongs to: an exact name match, else a declared family whose
 /// type allows the sample's suffix, else a new untyped family.
-fn family_for<'a>(
-    name: &'a str,
-    out: &mut Exposition<'a>,
-    index: &mut FamilyIndex<'a>,
-) -> usize {
+fn family_for<'a>(name: &'a str, out: &mut Exposition<'a>, index: &mut FamilyIndex<'a>) -> usize {
     if let Some(&i) = index.get(name) {
         return i;
     }
@@ -350,9 +342,7 @@ fn parse_sample(line: &str) -> Result<SampleParts<'_>, &'static str> {
         None => rest,
     };
     // The exposition format separates with spaces and tabs only (no Unicode whitespace).
-    let mut words = rest
-        .split([' ', '\t'])
-        .filter(|w| !w.is_empty());
+    let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
     let value = parse_value(words.next().ok_or("missing value")?)?;
     let timestamp_ms = match words.next() {
         None => None,

@@ -267,25 +267,77 @@ pub fn events_to_batch(events: &[Event]) -> datafusion::arrow::array::RecordBatc
         .unwrap_or_else(|e| unreachable!("events schema out of sync: {e}"))
 }
 
-/// Writes `events.parquet` (snappy) into `sink`, 64 Ki events per batch.
+/// Events per `events.parquet` batch.
+const PARQUET_BATCH: usize = 1 << 16;
+
+/// `events.parquet` written one event at a time (snappy, [`PARQUET_BATCH`] events per
+/// batch): what the streamed merge of a fleet's events writes through, and what the
+/// in-memory writers use, so both write the same file.
+pub struct EventsParquetWriter<W: Write + Send> {
+    w: parquet::arrow::ArrowWriter<W>,
+    pending: Vec<Event>,
+    path: std::path::PathBuf,
+}
+
+impl<W: Write + Send> EventsParquetWriter<W> {
+    /// A writer into `sink`; `path` names the file in errors.
+    pub fn new(sink: W, path: &Path) -> Result<Self, StoreError> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .build();
+        let w = parquet::arrow::ArrowWriter::try_new(sink, events_schema(), Some(props))
+            .map_err(|e| parquet_err(path, e))?;
+        Ok(Self {
+            w,
+            pending: Vec::with_capacity(PARQUET_BATCH),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn push(&mut self, e: Event) -> Result<(), StoreError> {
+        self.pending.push(e);
+        if self.pending.len() >= PARQUET_BATCH {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.w
+                .write(&events_to_batch(&self.pending))
+                .map_err(|e| parquet_err(&self.path, e))?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending and the footer; returns the sink.
+    pub fn finish(mut self) -> Result<W, StoreError> {
+        self.flush_batch()?;
+        self.w.into_inner().map_err(|e| parquet_err(&self.path, e))
+    }
+}
+
+fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
+    StoreError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `events.parquet` into `sink`.
 fn events_parquet_into<W: Write + Send>(
     sink: W,
     events: &[Event],
     path: &Path,
 ) -> Result<W, StoreError> {
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .build();
-    let err = |e: parquet::errors::ParquetError| StoreError::Invalid {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(sink, events_schema(), Some(props)).map_err(err)?;
-    for chunk in events.chunks(1 << 16) {
-        w.write(&events_to_batch(chunk)).map_err(err)?;
+    let mut w = EventsParquetWriter::new(sink, path)?;
+    for chunk in events.chunks(PARQUET_BATCH) {
+        w.w.write(&events_to_batch(chunk))
+            .map_err(|e| parquet_err(path, e))?;
     }
-    w.into_inner().map_err(err)
+    w.finish()
 }
 
 /// `events.parquet` bytes (for object storage).
