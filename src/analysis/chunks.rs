@@ -207,6 +207,22 @@ impl WindowAnalyzer {
     }
 }
 
+/// Copies of `batches` in buffers of their own size. A result row set is kept until the
+/// session is done, and aggregate outputs can sit in buffers sized for a whole chunk
+/// (DataFusion's median accumulator): kept as they are, a 5,000-server fleet held 76 MB
+/// of them.
+fn compact(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>, DataFusionError> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let rows = u32::try_from(b.num_rows())
+                .map_err(|_| DataFusionError::Plan("result batch over 4 G rows".into()))?;
+            let all = datafusion::arrow::array::UInt32Array::from_iter_values(0..rows);
+            Ok(datafusion::arrow::compute::take_record_batch(&b, &all)?)
+        })
+        .collect()
+}
+
 /// Rows where a server's run starts inside the batch (not row 0: that server may
 /// continue from the previous batch).
 fn server_starts(batch: &RecordBatch) -> Result<Vec<usize>, DataFusionError> {
@@ -397,7 +413,7 @@ impl Worker {
                     }
                 }
                 _ => {
-                    results.insert(q.name, batches);
+                    results.insert(q.name, compact(batches).map_err(qerr(q.name))?);
                 }
             }
             tracing::debug!("{} took {:?}", q.name, started.elapsed());

@@ -582,11 +582,27 @@ pub async fn analyze_and_write_location(
 }
 
 async fn write_summary(out: &Location, summary: &Summary) -> Result<(), AnalysisError> {
-    let bytes = serde_json::to_vec_pretty(summary).map_err(|e| StoreError::Invalid {
+    let invalid = |e: serde_json::Error| StoreError::Invalid {
         path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
         message: e.to_string(),
-    })?;
-    out.write(store::SUMMARY_JSON, bytes).await?;
+    };
+    match out.as_local() {
+        // Streamed into the file: a 5,000-server fleet's summary is ~70 MB of text.
+        Some(dir) => {
+            let path = dir.join(store::SUMMARY_JSON);
+            let tmp = path.with_extension("json.tmp");
+            let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+            let mut w = std::io::BufWriter::new(file);
+            serde_json::to_writer_pretty(&mut w, summary).map_err(invalid)?;
+            std::io::Write::flush(&mut w).map_err(|e| StoreError::io(&tmp, e))?;
+            drop(w);
+            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+        }
+        None => {
+            let bytes = serde_json::to_vec_pretty(summary).map_err(invalid)?;
+            out.write(store::SUMMARY_JSON, bytes).await?;
+        }
+    }
     Ok(())
 }
 
