@@ -350,17 +350,13 @@ async fn analyze_location_to(
         .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
     let ctx = context();
     loc.register(&ctx);
-    analyze_input(
-        &ctx,
-        &input,
-        hist.as_deref(),
-        meta.as_ref(),
-        thresholds,
-        opts,
-        &loc.to_string(),
-        files,
-    )
-    .await
+    let view = register_session(&ctx, &input, hist.as_deref()).await?;
+    let (analysis, events) =
+        analyze_registered(&ctx, &view, meta.as_ref(), thresholds, opts, files).await?;
+    if analysis.summary.servers.is_empty() {
+        return Err(AnalysisError::Empty(loc.to_string()));
+    }
+    Ok((analysis, events))
 }
 
 /// Where a streamed analysis puts its events: chunk runs in `runs` (a directory of its
@@ -442,26 +438,19 @@ pub async fn chart_series(loc: &Location) -> Result<Vec<EngineSeries>, AnalysisE
     Ok(out)
 }
 
-async fn analyze_input(
+/// The catalog over a registered session (`view` is the SQL of its `samples` view); the
+/// analysis and how many events it found.
+async fn analyze_registered(
     ctx: &SessionContext,
-    input: &SamplesInput,
-    hist: Option<&str>,
+    view: &str,
     meta: Option<&store::Metadata>,
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
-    label: &str,
     files: Option<&EventFiles>,
 ) -> Result<(Analysis, u64), AnalysisError> {
-    let view = register_session(ctx, input, hist).await?;
     let started = std::time::Instant::now();
-    let (events, results) = chunks::run_catalog(
-        ctx,
-        &view,
-        thresholds,
-        opts,
-        files.map(|f| f.runs.as_path()),
-    )
-    .await?;
+    let (events, results) =
+        chunks::run_catalog(ctx, view, thresholds, opts, files.map(|f| f.runs.as_path())).await?;
     tracing::debug!(
         "catalog: {} events in {:?}",
         events.len(),
@@ -478,9 +467,6 @@ async fn analyze_input(
     };
     let summary = summary::build(&results, &tally, thresholds, meta)?;
     tracing::debug!("summary built at {:?}", started.elapsed());
-    if summary.servers.is_empty() {
-        return Err(AnalysisError::Empty(label.to_string()));
-    }
     let series = series_from(&results)?;
     Ok((
         Analysis {
