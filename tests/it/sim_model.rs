@@ -147,7 +147,7 @@ fn every_fixture_family_present_with_vllm_types_and_labels() {
     assert!(ours.skipped.is_empty());
     for f in real.families.iter().filter(|f| f.name.starts_with("vllm:")) {
         let o = ours
-            .family(&f.name)
+            .family(f.name)
             .unwrap_or_else(|| panic!("simulator lacks {}", f.name));
         assert_eq!(o.kind, f.kind, "{} type", f.name);
         let label_keys = |s: &prom::PromSample| {
