@@ -361,19 +361,29 @@ impl EventTally {
             Some(s) => s,
             None => self.servers.entry(e.server.clone()).or_default(),
         };
-        let key = match (&e.event, &e.condition) {
-            (Some(ev), _) => ev.clone(),
+        let key: std::borrow::Cow<'_, str> = match (&e.event, &e.condition) {
+            (Some(ev), _) => ev.into(),
             (None, Some(cond)) if e.event_type() == Some(EventType::ConditionEpisode) => {
-                let st = s.episodes.entry(cond.clone()).or_default();
+                let st = match s.episodes.get_mut(cond) {
+                    Some(st) => st,
+                    None => s.episodes.entry(cond.clone()).or_default(),
+                };
                 let d = e.duration_sec.unwrap_or(0.0);
                 st.count += 1;
                 st.total_s = round3(st.total_s + d);
                 st.longest_s = st.longest_s.max(d);
-                format!("{}:{cond}", e.kind)
+                format!("{}:{cond}", e.kind).into()
             }
-            _ => e.kind.clone(),
+            _ => e.kind.as_str().into(),
         };
-        *s.events.entry(key).or_insert(0) += 1;
+        // Looked up borrowed: a fleet has hundreds of thousands of events and a few
+        // dozen keys.
+        match s.events.get_mut(key.as_ref()) {
+            Some(n) => *n += 1,
+            None => {
+                s.events.insert(key.into_owned(), 1);
+            }
+        }
     }
 
     /// Events counted.
