@@ -393,7 +393,7 @@ impl Worker {
                 }
             };
             let fresh = reset_plan_states(plan.clone()).map_err(qerr(q.name))?;
-            let batches = collect(fresh, self.ctx.task_ctx())
+            let batches = collect(fresh.clone(), self.ctx.task_ctx())
                 .await
                 .map_err(qerr(q.name))?;
             match q.kind {
@@ -417,6 +417,17 @@ impl Worker {
                 }
             }
             tracing::debug!("{} took {:?}", q.name, started.elapsed());
+            // Where a query's time goes, operator by operator (`KVSCOPE_LOG=trace`).
+            if tracing::enabled!(tracing::Level::TRACE) {
+                tracing::trace!(
+                    "{} plan with metrics:\n{}",
+                    q.name,
+                    datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                        fresh.as_ref()
+                    )
+                    .indent(true)
+                );
+            }
             // Empty the tables no later query reads: bounds a chunk's memory to the
             // tables in use. (`samples_raw` is read through the `samples` view.)
             let later = queries.get(k + 1..).unwrap_or_default();
