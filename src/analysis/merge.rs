@@ -50,13 +50,13 @@ fn runs_in(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 /// Merges the runs in `dir` into `jsonl` and `parquet` (each written to a temporary file
-/// renamed into place), counting every event into `tally`. Returns the number of events.
+/// renamed into place), counting every event into `tally`.
 pub(super) fn merge_runs(
     dir: &Path,
     jsonl: &Path,
     parquet: &Path,
     tally: &mut EventTally,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     let mut runs = runs_in(dir)?;
     let mut level = 0usize;
     while runs.len() > MAX_OPEN {
@@ -87,7 +87,7 @@ pub(super) fn merge_runs(
     // Parquet is encoded on a thread of its own, fed batches of merged events: the merge
     // (read, order, write the line, count) and the encoding each take about half.
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(4);
-    let mut n = 0u64;
+    let encoder_tmp = parquet_tmp.clone();
     std::thread::scope(|scope| -> Result<(), StoreError> {
         let encoder = scope.spawn(move || -> Result<(), StoreError> {
             for batch in rx {
@@ -97,7 +97,7 @@ pub(super) fn merge_runs(
             }
             pq.finish()?
                 .into_inner()
-                .map_err(|e| StoreError::io(&parquet_tmp, e.into_error()))?;
+                .map_err(|e| StoreError::io(&encoder_tmp, e.into_error()))?;
             Ok(())
         });
         let mut batch = Vec::with_capacity(MERGE_BATCH);
@@ -112,7 +112,6 @@ pub(super) fn merge_runs(
                 // A closed channel means the encoder failed: its error is reported below.
                 let _ = tx.send(full);
             }
-            n += 1;
             Ok(())
         });
         if !batch.is_empty() {
@@ -129,10 +128,8 @@ pub(super) fn merge_runs(
     })?;
     lines.flush().map_err(|e| StoreError::io(&jsonl_tmp, e))?;
     drop(lines);
-    let parquet_tmp = parquet.with_extension("parquet.tmp");
     std::fs::rename(&jsonl_tmp, jsonl).map_err(|e| StoreError::io(jsonl, e))?;
-    std::fs::rename(&parquet_tmp, parquet).map_err(|e| StoreError::io(parquet, e))?;
-    Ok(n)
+    std::fs::rename(&parquet_tmp, parquet).map_err(|e| StoreError::io(parquet, e))
 }
 
 /// The next line of one run and the event it reads as.
@@ -277,9 +274,8 @@ mod tests {
         super::super::sort_events(&mut all);
         let (jsonl, parquet) = (dir.path().join("e.jsonl"), dir.path().join("e.parquet"));
         let mut tally = EventTally::default();
-        let n = merge_runs(dir.path(), &jsonl, &parquet, &mut tally).unwrap();
-        assert_eq!(n, all.len() as u64);
-        assert_eq!(tally.total(), n);
+        merge_runs(dir.path(), &jsonl, &parquet, &mut tally).unwrap();
+        assert_eq!(tally.total(), all.len() as u64);
         let merged = crate::store::events::read_events(&jsonl).unwrap();
         let tags = |v: &[Event]| v.iter().map(|e| e.reason.clone()).collect::<Vec<_>>();
         assert_eq!(tags(&merged), tags(&all));

@@ -459,7 +459,8 @@ async fn analyze_registered(
     let tally = match files {
         Some(f) => {
             let mut tally = summary::EventTally::default();
-            let n = merge::merge_runs(&f.runs, &f.jsonl, &f.parquet, &mut tally)?;
+            merge::merge_runs(&f.runs, &f.jsonl, &f.parquet, &mut tally)?;
+            let n = tally.total();
             tracing::debug!("{n} events merged at {:?}", started.elapsed());
             tally
         }
@@ -498,17 +499,6 @@ pub async fn analyze_rows(
         summary,
         series,
     })
-}
-
-/// Analyses `dir` and writes `summary.json` and `events.jsonl` next to the samples.
-pub async fn analyze_and_write(
-    dir: &Path,
-    thresholds: &Thresholds,
-) -> Result<Analysis, AnalysisError> {
-    let analysis = analyze_dir(dir, thresholds).await?;
-    store::write_json_atomic(&dir.join(store::SUMMARY_JSON), &analysis.summary)?;
-    store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?;
-    Ok(analysis)
 }
 
 /// What a written analysis left: its summary and how many events it wrote.
@@ -567,25 +557,18 @@ pub async fn analyze_and_write_location(
     })
 }
 
+/// Writes `summary.json` (streamed into a local file: a 5,000-server fleet's summary is
+/// ~70 MB of text; uploaded whole to object storage).
 async fn write_summary(out: &Location, summary: &Summary) -> Result<(), AnalysisError> {
-    let invalid = |e: serde_json::Error| StoreError::Invalid {
-        path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
-        message: e.to_string(),
-    };
     match out.as_local() {
-        // Streamed into the file: a 5,000-server fleet's summary is ~70 MB of text.
-        Some(dir) => {
-            let path = dir.join(store::SUMMARY_JSON);
-            let tmp = path.with_extension("json.tmp");
-            let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-            let mut w = std::io::BufWriter::new(file);
-            serde_json::to_writer_pretty(&mut w, summary).map_err(invalid)?;
-            std::io::Write::flush(&mut w).map_err(|e| StoreError::io(&tmp, e))?;
-            drop(w);
-            std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-        }
+        Some(dir) => store::write_json_atomic(&dir.join(store::SUMMARY_JSON), summary)?,
         None => {
-            let bytes = serde_json::to_vec_pretty(summary).map_err(invalid)?;
+            let mut bytes =
+                serde_json::to_vec_pretty(summary).map_err(|e| StoreError::Invalid {
+                    path: PathBuf::from(out.file_url(store::SUMMARY_JSON)),
+                    message: e.to_string(),
+                })?;
+            bytes.push(b'\n'); // as write_json_atomic ends its files
             out.write(store::SUMMARY_JSON, bytes).await?;
         }
     }
@@ -596,20 +579,17 @@ async fn write_summary(out: &Location, summary: &Summary) -> Result<(), Analysis
 /// [`analyze_and_write_location`] (the doctor, which needs the events, writes this way).
 pub async fn write_analysis(out: &Location, analysis: &Analysis) -> Result<(), AnalysisError> {
     write_summary(out, &analysis.summary).await?;
+    let events = &analysis.events;
     match out.as_local() {
-        // Streamed to the file (a fleet session has hundreds of thousands of events).
-        Some(dir) => store::events::write_events(&dir.join(store::EVENTS_JSONL), &analysis.events)?,
-        None => {
-            let events = store::events::events_to_jsonl(&analysis.events);
-            out.write(store::EVENTS_JSONL, events).await?;
-        }
-    }
-    match out.as_local() {
+        // Streamed to the files (a fleet session has hundreds of thousands of events).
         Some(dir) => {
-            store::events::write_events_parquet(&dir.join(store::EVENTS_PARQUET), &analysis.events)?
+            store::events::write_events(&dir.join(store::EVENTS_JSONL), events)?;
+            store::events::write_events_parquet(&dir.join(store::EVENTS_PARQUET), events)?;
         }
         None => {
-            let bytes = store::events::events_to_parquet(&analysis.events)?;
+            out.write(store::EVENTS_JSONL, store::events::events_to_jsonl(events))
+                .await?;
+            let bytes = store::events::events_to_parquet(events)?;
             out.write(store::EVENTS_PARQUET, bytes).await?;
         }
     }
@@ -663,12 +643,11 @@ pub fn event_order(a: &Event, b: &Event) -> std::cmp::Ordering {
 
 /// Sorts stably by [`event_order`].
 pub fn sort_events(events: &mut [Event]) {
-    let order = event_order;
     // A stable sort of indices, applied in place by following the permutation's cycles:
     // a stable sort of the events themselves would allocate half of them again (an
     // `Event` is ~400 bytes and a fleet has hundreds of thousands).
     let mut idx: Vec<usize> = (0..events.len()).collect();
-    idx.sort_by(|&a, &b| order(&events[a], &events[b]));
+    idx.sort_by(|&a, &b| event_order(&events[a], &events[b]));
     // Position i takes the event now at idx[i].
     for start in 0..idx.len() {
         if idx[start] == start {

@@ -209,14 +209,20 @@ impl Metadata {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` atomically (temp file + rename).
+/// Writes `value` as pretty JSON (and a final newline) to `path` atomically (temp file +
+/// rename), streamed into the file rather than built as one string first.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let tmp = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(value).map_err(|e| StoreError::Invalid {
+    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let mut w = BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, value).map_err(|e| StoreError::Invalid {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    fs::write(&tmp, text + "\n").map_err(|e| StoreError::io(&tmp, e))?;
+    w.write_all(b"\n")
+        .and_then(|()| w.flush())
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    drop(w);
     fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
