@@ -27,6 +27,8 @@
 pub mod adapter;
 pub mod analysis;
 pub mod cli;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod diagnosis;
 pub mod import;
 pub mod present;

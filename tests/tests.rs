@@ -20,6 +20,9 @@
 //! - `report`: HTML reports rendered by headless Chromium with networking off.
 //! - `telemetry`: vLLM's KV residency histograms checked by hand against real pages, a
 //!   DCGM exporter scraped beside the server, profilemate sessions imported.
+//! - `cluster` (feature `cluster`): a real local cluster — two `kvscope worker`
+//!   processes and sessions on the S3 test server; `analyze|doctor --cluster` files
+//!   byte-identical to local runs, a worker dying mid-run.
 //! - `cli`: the real binary end to end — record against a local server serving fixture
 //!   pages, SIGTERM, bad input, doctor snapshots, demo.
 
@@ -31,6 +34,9 @@ mod analysis;
 mod capture;
 #[path = "it/cli.rs"]
 mod cli;
+#[cfg(feature = "cluster")]
+#[path = "it/cluster.rs"]
+mod cluster;
 #[path = "it/dashboard.rs"]
 mod dashboard;
 #[path = "it/fixtures.rs"]

@@ -66,13 +66,28 @@ pub(super) async fn run_catalog(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
     spill: Option<&Path>,
+    shard: Option<&[String]>,
 ) -> Result<CatalogOutput, AnalysisError> {
     let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
+    // Only a shard's servers (a cluster task): every query partitions by server, so a
+    // shard's results are its servers' part of the whole session's. On a Hive lake
+    // partitioned by server the filter prunes whole directories.
+    let filter = match shard {
+        Some(servers) => format!(
+            " WHERE server IN ({})",
+            servers
+                .iter()
+                .map(|s| format!("'{}'", s.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
     // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is evaluated in
     // each worker's context, so that work runs on the workers, not on this reader.
     let df = ctx
         .sql(&format!(
-            "SELECT * FROM samples_raw ORDER BY {}",
+            "SELECT * FROM samples_raw{filter} ORDER BY {}",
             INPUT_ORDER.join(", ")
         ))
         .await
@@ -156,8 +171,10 @@ pub(super) async fn run_catalog(
             results.entry(k).or_default().extend(v);
         }
     }
-    // Histograms are per session, not per chunk.
-    results.extend(run_histogram_queries(ctx, thresholds).await?);
+    // Histograms are per session, not per chunk (a shard leaves them to its coordinator).
+    if shard.is_none() {
+        results.extend(run_histogram_queries(ctx, thresholds).await?);
+    }
     sort_events(&mut events);
     Ok((events, results))
 }

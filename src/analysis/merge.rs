@@ -34,6 +34,12 @@ pub(super) fn run_path(dir: &Path, chunk: usize) -> PathBuf {
     dir.join(format!("run-{chunk:06}.jsonl"))
 }
 
+/// The run file of chunk `chunk` of shard `shard` (a cluster task's): shards' runs sort
+/// in (shard, chunk) order, which is server order as the shards are cut.
+pub fn shard_run_path(dir: &Path, shard: usize, chunk: usize) -> PathBuf {
+    dir.join(format!("run-{shard:06}-{chunk:06}.jsonl"))
+}
+
 /// The run files in `dir`, in chunk order.
 fn runs_in(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)

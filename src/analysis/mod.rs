@@ -344,10 +344,7 @@ async fn analyze_location_to(
 ) -> Result<(Analysis, u64), AnalysisError> {
     let meta = loc.read_metadata().await?;
     let input = loc.samples_input().await?;
-    // A histograms file without its footer (crash) is skipped, not an error.
-    let hist = (loc.exists(store::HISTOGRAMS_PARQUET).await?
-        && loc.parquet_footer_ok(store::HISTOGRAMS_PARQUET).await?)
-        .then(|| loc.file_url(store::HISTOGRAMS_PARQUET));
+    let hist = histograms_url(loc).await?;
     let ctx = context();
     loc.register(&ctx);
     let view = register_session(&ctx, &input, hist.as_deref()).await?;
@@ -357,6 +354,14 @@ async fn analyze_location_to(
         return Err(AnalysisError::Empty(loc.to_string()));
     }
     Ok((analysis, events))
+}
+
+/// The session's raw-bucket file, when it has a readable one (a histograms file without
+/// its footer — a crash — is skipped, not an error).
+async fn histograms_url(loc: &Location) -> Result<Option<String>, AnalysisError> {
+    Ok((loc.exists(store::HISTOGRAMS_PARQUET).await?
+        && loc.parquet_footer_ok(store::HISTOGRAMS_PARQUET).await?)
+        .then(|| loc.file_url(store::HISTOGRAMS_PARQUET)))
 }
 
 /// Where a streamed analysis puts its events: chunk runs in `runs` (a directory of its
@@ -449,8 +454,15 @@ async fn analyze_registered(
     files: Option<&EventFiles>,
 ) -> Result<(Analysis, u64), AnalysisError> {
     let started = std::time::Instant::now();
-    let (events, results) =
-        chunks::run_catalog(ctx, view, thresholds, opts, files.map(|f| f.runs.as_path())).await?;
+    let (events, results) = chunks::run_catalog(
+        ctx,
+        view,
+        thresholds,
+        opts,
+        files.map(|f| f.runs.as_path()),
+        None,
+    )
+    .await?;
     tracing::debug!(
         "catalog: {} events in {:?}",
         events.len(),
@@ -490,7 +502,7 @@ pub async fn analyze_rows(
         series: true,
         ..Default::default()
     };
-    let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts, None).await?;
+    let (events, results) = chunks::run_catalog(&ctx, &view, thresholds, opts, None, None).await?;
     let tally = summary::EventTally::from_events(&events);
     let summary = summary::build(&results, &tally, thresholds, None)?;
     let series = series_from(&results)?;
@@ -520,40 +532,156 @@ pub async fn analyze_and_write_location(
     opts: AnalyzeOptions,
 ) -> Result<Written, AnalysisError> {
     let out = out.unwrap_or(loc);
-    let staging = match out.as_local() {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-            tempfile::Builder::new()
-                .prefix(".kvscope-events-")
-                .tempdir_in(dir)
-                .map_err(|e| StoreError::io(dir, e))?
-        }
-        None => tempfile::Builder::new()
-            .prefix("kvscope-events-")
-            .tempdir()
-            .map_err(|e| StoreError::io(&std::env::temp_dir(), e))?,
-    };
-    let final_dir = out.as_local().unwrap_or(staging.path());
-    let files = EventFiles {
-        runs: staging.path().join("runs"),
-        jsonl: final_dir.join(store::EVENTS_JSONL),
-        parquet: final_dir.join(store::EVENTS_PARQUET),
-    };
-    std::fs::create_dir(&files.runs).map_err(|e| StoreError::io(&files.runs, e))?;
-    let (analysis, events) = analyze_location_to(loc, thresholds, opts, Some(&files)).await?;
-    if out.as_local().is_none() {
-        for (name, path) in [
-            (store::EVENTS_JSONL, &files.jsonl),
-            (store::EVENTS_PARQUET, &files.parquet),
-        ] {
-            let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
-            out.write(name, bytes).await?;
-        }
-    }
-    write_summary(out, &analysis.summary).await?;
+    let staging = Staging::new(out)?;
+    let (analysis, events) =
+        analyze_location_to(loc, thresholds, opts, Some(&staging.files)).await?;
+    staging.publish(out, &analysis.summary).await?;
     Ok(Written {
         summary: analysis.summary,
         events,
+    })
+}
+
+/// The private directory a written analysis keeps its event runs in (next to a local
+/// output, in the system's temporary directory for object storage; removed on drop,
+/// error or not), and where the merged event files go.
+pub struct Staging {
+    _dir: tempfile::TempDir,
+    files: EventFiles,
+}
+
+impl Staging {
+    /// Stages the outputs for `out` (created when local).
+    pub fn new(out: &Location) -> Result<Self, AnalysisError> {
+        let dir = match out.as_local() {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+                tempfile::Builder::new()
+                    .prefix(".kvscope-events-")
+                    .tempdir_in(dir)
+                    .map_err(|e| StoreError::io(dir, e))?
+            }
+            None => tempfile::Builder::new()
+                .prefix("kvscope-events-")
+                .tempdir()
+                .map_err(|e| StoreError::io(&std::env::temp_dir(), e))?,
+        };
+        let final_dir = out.as_local().unwrap_or(dir.path());
+        let files = EventFiles {
+            runs: dir.path().join("runs"),
+            jsonl: final_dir.join(store::EVENTS_JSONL),
+            parquet: final_dir.join(store::EVENTS_PARQUET),
+        };
+        std::fs::create_dir(&files.runs).map_err(|e| StoreError::io(&files.runs, e))?;
+        Ok(Self { _dir: dir, files })
+    }
+
+    /// The directory of event runs ([`shard_run_path`] names a shard's).
+    pub fn runs(&self) -> &Path {
+        &self.files.runs
+    }
+
+    /// Uploads the merged event files (object storage) and writes `summary.json`: last,
+    /// so an output with a summary is complete.
+    async fn publish(&self, out: &Location, summary: &Summary) -> Result<(), AnalysisError> {
+        if out.as_local().is_none() {
+            for (name, path) in [
+                (store::EVENTS_JSONL, &self.files.jsonl),
+                (store::EVENTS_PARQUET, &self.files.parquet),
+            ] {
+                let bytes = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+                out.write(name, bytes).await?;
+            }
+        }
+        write_summary(out, summary).await?;
+        Ok(())
+    }
+}
+
+pub use merge::shard_run_path;
+
+/// A session's servers and their sample counts, in server order: what a coordinator cuts
+/// into shards.
+pub async fn session_servers(loc: &Location) -> Result<Vec<(String, u64)>, AnalysisError> {
+    let input = loc.samples_input().await?;
+    let ctx = context();
+    loc.register(&ctx);
+    register_session(&ctx, &input, None).await?;
+    let df = ctx
+        .sql("SELECT server, CAST(COUNT(*) AS BIGINT) AS n FROM samples_raw GROUP BY server ORDER BY server")
+        .await
+        .map_err(qerr("session servers"))?;
+    let batches = df.collect().await.map_err(qerr("session servers"))?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let c = Cols(b);
+        for i in 0..b.num_rows() {
+            let n = c.f64_any("n", i).unwrap_or(0.0) as u64;
+            out.push((c.str("server", i).unwrap_or_default(), n));
+        }
+    }
+    if out.is_empty() {
+        return Err(AnalysisError::Empty(loc.to_string()));
+    }
+    Ok(out)
+}
+
+/// A shard of a session's servers analysed on its own (a cluster task): the catalog over
+/// `servers` only, its events left as sorted runs in `runs` (`run-NNNNNN.jsonl`, in
+/// chunk order), its result rows returned. Histograms are the coordinator's
+/// ([`write_from_shards`]).
+pub async fn analyze_shard(
+    loc: &Location,
+    servers: &[String],
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    runs: &Path,
+) -> Result<BTreeMap<&'static str, Vec<RecordBatch>>, AnalysisError> {
+    let input = loc.samples_input().await?;
+    let ctx = context();
+    loc.register(&ctx);
+    // Registered whole: a session without t_rel_sec measures from its first sample, the
+    // same origin on every shard.
+    let view = register_session(&ctx, &input, None).await?;
+    let (_, results) =
+        chunks::run_catalog(&ctx, &view, thresholds, opts, Some(runs), Some(servers)).await?;
+    Ok(results)
+}
+
+/// The catalog query a result table came from, by name (results crossing a network).
+pub fn query_name(name: &str) -> Option<&'static str> {
+    CATALOG.iter().map(|q| q.name).find(|q| *q == name)
+}
+
+/// Finishes a session analysed in shards, as [`analyze_and_write_location`] finishes a
+/// local run: `results` are the shards' rows in shard order, their event runs are in
+/// `staging`; the histogram queries run here, the runs are merged into `events.jsonl` and
+/// `events.parquet`, and `summary.json` is written last.
+pub async fn write_from_shards(
+    loc: &Location,
+    out: &Location,
+    thresholds: &Thresholds,
+    mut results: BTreeMap<&'static str, Vec<RecordBatch>>,
+    staging: &Staging,
+) -> Result<Written, AnalysisError> {
+    let meta = loc.read_metadata().await?;
+    let input = loc.samples_input().await?;
+    let hist = histograms_url(loc).await?;
+    let ctx = context();
+    loc.register(&ctx);
+    register_session(&ctx, &input, hist.as_deref()).await?;
+    results.extend(run_histogram_queries(&ctx, thresholds).await?);
+    let mut tally = summary::EventTally::default();
+    let f = &staging.files;
+    merge::merge_runs(&f.runs, &f.jsonl, &f.parquet, &mut tally)?;
+    let summary = summary::build(&results, &tally, thresholds, meta.as_ref())?;
+    if summary.servers.is_empty() {
+        return Err(AnalysisError::Empty(loc.to_string()));
+    }
+    staging.publish(out, &summary).await?;
+    Ok(Written {
+        summary,
+        events: tally.total(),
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::common::ThresholdArgs;
+use super::common::{ClusterArgs, ThresholdArgs};
 use crate::analysis::{self, Written};
 use crate::present::fleet;
 use crate::store::location::Location;
@@ -31,6 +31,8 @@ pub struct Args {
     /// core). Results do not depend on it.
     #[arg(long, default_value_t = analysis::CHUNK_ROWS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub chunk_rows: u64,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
@@ -88,6 +90,16 @@ pub async fn execute(a: &Args) -> anyhow::Result<(Written, Location)> {
         chunk_rows: Some(usize::try_from(a.chunk_rows).unwrap_or(usize::MAX)),
         ..Default::default()
     };
-    let analysis = analysis::analyze_and_write_location(&loc, out.as_ref(), &th, opts).await?;
+    let analysis = match a.cluster.get()? {
+        #[cfg(feature = "cluster")]
+        Some(cluster) => {
+            cluster
+                .analyze_and_write(&loc, out.as_ref(), &th, opts)
+                .await?
+        }
+        #[cfg(not(feature = "cluster"))]
+        Some(never) => match never {},
+        None => analysis::analyze_and_write_location(&loc, out.as_ref(), &th, opts).await?,
+    };
     Ok((analysis, out.unwrap_or(loc)))
 }

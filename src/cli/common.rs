@@ -128,6 +128,41 @@ impl ThresholdArgs {
     }
 }
 
+/// `--cluster`: run on `kvscope worker`s instead of this machine alone.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Run on a cluster of `kvscope worker` processes: their URLs (http://HOST:PORT;
+    /// repeatable or comma-separated). Needs a build with `--features cluster`.
+    #[arg(long = "cluster", value_name = "URL")]
+    pub urls: Vec<String>,
+}
+
+/// What a build without the `cluster` feature says to `--cluster` and `worker`.
+#[cfg(not(feature = "cluster"))]
+pub const NO_CLUSTER: &str = "this kvscope was built without the cluster feature: \
+     build it with `cargo build --release --features cluster` (README, \"Running on a cluster\")";
+
+impl ClusterArgs {
+    /// The cluster asked for, if any (an error naming the flag for a bad URL, or for a
+    /// build without the feature).
+    #[cfg(feature = "cluster")]
+    pub fn get(&self) -> anyhow::Result<Option<crate::cluster::Cluster>> {
+        if self.urls.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(crate::cluster::Cluster::parse(&self.urls)?))
+    }
+
+    /// Refuses `--cluster` in a build without the feature.
+    #[cfg(not(feature = "cluster"))]
+    pub fn get(&self) -> anyhow::Result<Option<std::convert::Infallible>> {
+        if self.urls.is_empty() {
+            return Ok(None);
+        }
+        anyhow::bail!("--cluster: {NO_CLUSTER}")
+    }
+}
+
 /// Credentials for a server or Prometheus: never logged, never stored.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AuthArgs {

@@ -8,10 +8,10 @@ use futures::StreamExt as _;
 
 use super::common::{self, ThresholdArgs, parse_vllm_version};
 use crate::adapter::version::VllmVersion;
-use crate::analysis::{self, Thresholds};
+use crate::analysis::Thresholds;
 use crate::diagnosis::{self, Report};
 use crate::present;
-use crate::store::{self, location::Location};
+use crate::store::location::Location;
 use crate::vocab::Severity;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -62,6 +62,8 @@ pub struct Args {
     /// (wins over what metadata.json says).
     #[arg(long, value_parser = parse_vllm_version)]
     pub vllm_version: Option<VllmVersion>,
+    #[command(flatten)]
+    pub cluster: common::ClusterArgs,
 }
 
 /// Reports of the sessions that could be diagnosed, in argument order, and the errors
@@ -104,7 +106,24 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         .jobs
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let o = execute(&sessions, &th, a.vllm_version, jobs).await;
+    let o = match a.cluster.get()? {
+        #[cfg(feature = "cluster")]
+        Some(cluster) => {
+            let version = a.vllm_version.as_ref().map(ToString::to_string);
+            let results = cluster.doctor(&sessions, &th, version).await?;
+            let mut o = Outcome::default();
+            for (loc, r) in sessions.iter().zip(results) {
+                match r {
+                    Ok(r) => o.reports.push((loc.to_string(), r)),
+                    Err(e) => o.failures.push((loc.to_string(), anyhow::Error::msg(e))),
+                }
+            }
+            o
+        }
+        #[cfg(not(feature = "cluster"))]
+        Some(never) => match never {},
+        None => execute(&sessions, &th, a.vllm_version, jobs).await,
+    };
     for (loc, e) in &o.failures {
         eprintln!("error: {loc}: {e:#}");
     }
@@ -151,16 +170,7 @@ pub async fn doctor_one(
     th: &Thresholds,
     version: Option<VllmVersion>,
 ) -> anyhow::Result<Report> {
-    let analysis = analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default()).await?;
-    analysis::write_analysis(loc, &analysis).await?;
-    let mut meta = loc.read_metadata().await?;
-    if let (Some(v), Some(m)) = (version, meta.as_mut()) {
-        m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");
-    }
-    let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
-    loc.write(store::DOCTOR_JSON, serde_json::to_vec_pretty(&report)?)
-        .await?;
-    Ok(report)
+    Ok(diagnosis::doctor_location(loc, th, version).await?)
 }
 
 fn print(o: &Outcome, a: &Args) -> anyhow::Result<()> {

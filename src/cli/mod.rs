@@ -15,6 +15,7 @@ mod report;
 mod simulate;
 mod timeline;
 mod verify;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,8 @@ enum Command {
     /// Turn Prometheus history or a vLLM server log into a session.
     #[command(subcommand)]
     Import(import::Args),
+    /// Serve this machine to a cluster: `analyze|doctor --cluster URL` run their work here.
+    Worker(worker::Args),
 }
 
 fn init_logging(level: &str) {
@@ -98,5 +101,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(a) => rt.block_on(import::run(a)),
         Command::Report(a) => rt.block_on(report::run(a)),
         Command::Repair(a) => verify::repair(a),
+        Command::Worker(a) => rt.block_on(worker::run(a)),
     }
 }

@@ -256,6 +256,43 @@ pub struct Rule {
 
 pub use rules::RULES;
 
+/// Errors of diagnosing a session where it lives.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error(transparent)]
+    Analysis(#[from] crate::analysis::AnalysisError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("doctor.json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Analyses the session at `loc`, diagnoses it and writes its files into it
+/// (`summary.json`, `events.jsonl`, `events.parquet`, `doctor.json`): one session of
+/// `kvscope doctor`, on this machine or on a cluster worker. `version` is the vLLM
+/// release the user stated (wins over metadata.json).
+pub async fn doctor_location(
+    loc: &crate::store::location::Location,
+    thresholds: &crate::analysis::Thresholds,
+    version: Option<crate::adapter::version::VllmVersion>,
+) -> Result<Report, DoctorError> {
+    use crate::analysis;
+    let analysis =
+        analysis::analyze_location(loc, thresholds, analysis::AnalyzeOptions::default()).await?;
+    analysis::write_analysis(loc, &analysis).await?;
+    let mut meta = loc.read_metadata().await?;
+    if let (Some(v), Some(m)) = (version, meta.as_mut()) {
+        m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");
+    }
+    let report = diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+    loc.write(
+        crate::store::DOCTOR_JSON,
+        serde_json::to_vec_pretty(&report)?,
+    )
+    .await?;
+    Ok(report)
+}
+
 /// The data-quality section of doctor.json: the analysis' data quality plus what it
 /// does to confidence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
