@@ -5,6 +5,8 @@
 # that every run writes the same events.jsonl as the local run. Needs a release build
 # with the cluster feature:  cargo build --release --features cluster
 #
+# Prints wall time and the coordinator's peak RSS per run, and each worker's peak RSS.
+#
 # usage: benches/cluster.sh [SERVERS=5000] [SECONDS=10000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,14 +17,18 @@ W=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
-"$BIN" simulate --fleet "$SERVERS" --seconds "$SECS" --profile busy --seed 1 \
-  --record-to "$W/fleet" >/dev/null 2>&1
+# KVSCOPE_FLEET=DIR reuses a fleet already generated (a 5 × 10⁷ fleet is 1.8 GB).
+FLEET=${KVSCOPE_FLEET:-$W/fleet}
+if [ -z "${KVSCOPE_FLEET:-}" ]; then
+  "$BIN" simulate --fleet "$SERVERS" --seconds "$SECS" --profile busy --seed 1 \
+    --record-to "$FLEET" >/dev/null 2>&1
+fi
 measure() { # label, command…
   local label=$1; shift
   /usr/bin/time -f "$label %e s %M KB" -o "$W/t" "$@" >/dev/null
   cat "$W/t"
 }
-measure local "$BIN" analyze "$W/fleet" --out "$W/local"
+measure local "$BIN" analyze "$FLEET" --out "$W/local"
 for n in 1 2 4; do
   urls=()
   for _ in $(seq "$n"); do
@@ -33,9 +39,12 @@ for n in 1 2 4; do
     : >"$W/w.out"
   done
   list=$(IFS=,; echo "${urls[*]}")
-  measure "cluster-$n" "$BIN" analyze "$W/fleet" --out "$W/c$n" --cluster "$list"
+  measure "cluster-$n" "$BIN" analyze "$FLEET" --out "$W/c$n" --cluster "$list"
   cmp "$W/local/events.jsonl" "$W/c$n/events.jsonl"
   cmp "$W/local/summary.json" "$W/c$n/summary.json"
+  for pid in "${pids[@]}"; do # each worker's peak RSS
+    echo "  worker $pid peak $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"
+  done
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   pids=()

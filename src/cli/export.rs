@@ -18,6 +18,8 @@ pub struct Args {
     /// Hive partition columns, comma-separated: server, date.
     #[arg(long, value_delimiter = ',', value_parser = PartitionKey::parse, default_value = "server,date")]
     pub partition_by: Vec<PartitionKey>,
+    #[command(flatten)]
+    pub cluster: common::ClusterArgs,
 }
 
 pub struct Outcome {
@@ -56,6 +58,32 @@ pub async fn execute(a: &Args) -> anyhow::Result<Outcome> {
     let mut report = ExportReport::default();
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = a.cluster.get()? {
+        pb.finish_and_clear();
+        let results = cluster.export(&sessions, &out, &a.partition_by).await?;
+        for (loc, r) in sessions.iter().zip(results) {
+            match r {
+                Ok(r) => {
+                    report.sessions += r.sessions;
+                    report.files += r.files;
+                    report.rows += r.rows;
+                    report.bytes += r.bytes;
+                }
+                Err(e) => failures.push((loc.to_string(), anyhow::Error::msg(e))),
+            }
+        }
+        return Ok(Outcome {
+            out,
+            report,
+            failures,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        });
+    }
+    #[cfg(not(feature = "cluster"))]
+    if let Some(never) = a.cluster.get()? {
+        match never {}
+    }
     for loc in &sessions {
         if let Err(e) = export::export_session(loc, &out, &a.partition_by, &mut report).await {
             failures.push((loc.to_string(), e.into()));

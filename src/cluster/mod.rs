@@ -53,6 +53,7 @@ use url::Url;
 
 use crate::analysis::{self, AnalysisError, AnalyzeOptions, Thresholds, Written};
 use crate::diagnosis::Report;
+use crate::store::export::{ExportReport, PartitionKey};
 use crate::store::location::Location;
 use exec::{JobCodec, JobExec, Part};
 
@@ -113,6 +114,12 @@ pub enum Job {
         thresholds: Thresholds,
         vllm_version: Option<String>,
     },
+    /// Whole sessions exported into one Hive dataset at `out` (a unit's `work`: one
+    /// session; each session's files are named by its id, so workers never collide).
+    Export {
+        out: String,
+        partition_by: Vec<String>,
+    },
 }
 
 impl Job {
@@ -120,6 +127,7 @@ impl Job {
         match self {
             Job::Analyze { .. } => "analyze",
             Job::Doctor { .. } => "doctor",
+            Job::Export { .. } => "export",
         }
     }
 }
@@ -359,6 +367,37 @@ impl Cluster {
         thresholds: &Thresholds,
         vllm_version: Option<String>,
     ) -> Result<Vec<Result<Report, String>>, ClusterError> {
+        let job = Job::Doctor {
+            thresholds: thresholds.clone(),
+            vllm_version,
+        };
+        self.per_session(job, sessions).await
+    }
+
+    /// `export --cluster`: each session exported by a worker into the dataset at `out`;
+    /// what each wrote, in argument order, or why a session failed.
+    pub async fn export(
+        &self,
+        sessions: &[Location],
+        out: &Location,
+        partition_by: &[PartitionKey],
+    ) -> Result<Vec<Result<ExportReport, String>>, ClusterError> {
+        let job = Job::Export {
+            out: absolute(out),
+            partition_by: partition_by
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+        };
+        self.per_session(job, sessions).await
+    }
+
+    /// Runs a job with one unit per session; each unit's JSON report decoded.
+    async fn per_session<T: serde::de::DeserializeOwned>(
+        &self,
+        job: Job,
+        sessions: &[Location],
+    ) -> Result<Vec<Result<T, String>>, ClusterError> {
         let units: Vec<Unit> = sessions
             .iter()
             .enumerate()
@@ -367,18 +406,13 @@ impl Cluster {
                 work: vec![absolute(loc)],
             })
             .collect();
-        let job = Job::Doctor {
-            thresholds: thresholds.clone(),
-            vllm_version,
-        };
         let done = self.run(job, units, None).await?;
         let mut out = Vec::with_capacity(done.len());
         for (unit, output) in done {
             out.push(match output.failed {
                 Some(message) => Err(message),
-                None => serde_json::from_slice(&output.report).map_err(|e| {
-                    format!("unit {unit}: the worker's doctor.json does not parse: {e}")
-                }),
+                None => serde_json::from_slice(&output.report)
+                    .map_err(|e| format!("unit {unit}: the worker's report does not parse: {e}")),
             });
         }
         Ok(out)

@@ -14,6 +14,7 @@ use tokio::sync::mpsc::Sender;
 use super::exec::{JobCodec, Part, part_batch};
 use super::{ClusterError, Job, Unit};
 use crate::analysis::{self, AnalyzeOptions};
+use crate::store::export::{self, ExportReport, PartitionKey};
 use crate::store::location::Location;
 
 /// Serves a worker on `addr` until the process ends. `ready` is called with the bound
@@ -160,6 +161,30 @@ pub async fn run_unit(job: &Job, unit: &Unit, tx: &Sender<Result<RecordBatch>>) 
             };
             send(tx, batch).await?;
         }
+        Job::Export { out, partition_by } => {
+            let session = unit.work.first().map(String::as_str).unwrap_or_default();
+            let outcome = export_one(session, out, partition_by).await;
+            let batch = match outcome {
+                Ok(report) => part_batch(unit.index, Part::Report, 0, "", &report)?,
+                Err(e) => part_batch(unit.index, Part::Failed, 0, "", e.as_bytes())?,
+            };
+            send(tx, batch).await?;
+        }
     }
     send(tx, part_batch(unit.index, Part::Done, 0, "", &[])?).await
+}
+
+/// One session of an export job: what it wrote, as JSON, or why it failed.
+async fn export_one(session: &str, out: &str, partition_by: &[String]) -> Result<Vec<u8>, String> {
+    let keys = partition_by
+        .iter()
+        .map(|k| PartitionKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let loc = Location::parse(session).map_err(|e| error_chain(&e))?;
+    let out = Location::parse(out).map_err(|e| error_chain(&e))?;
+    let mut report = ExportReport::default();
+    export::export_session(&loc, &out, &keys, &mut report)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    serde_json::to_vec(&report).map_err(|e| e.to_string())
 }

@@ -48,6 +48,14 @@ impl PartitionKey {
             )),
         }
     }
+
+    /// The name [`Self::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Date => "date",
+        }
+    }
     fn name(self) -> &'static str {
         match self {
             Self::Server => "server",
@@ -57,7 +65,7 @@ impl PartitionKey {
 }
 
 /// What an export wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportReport {
     pub sessions: usize,
     pub files: usize,

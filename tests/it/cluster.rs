@@ -189,6 +189,44 @@ fn cluster_analysis_and_batch_doctor_equal_the_local_runs() {
     assert!(String::from_utf8_lossy(&dist.stderr).contains("lake/fleets/broken"));
     assert!(local_reports.0 == doctor_json("two"));
     assert!(local_reports.1 == doctor_json("fifty"));
+
+    // Export of the prefix into a Hive dataset, one session per unit: the same files.
+    let tmp = tempfile::tempdir().unwrap();
+    let (la, lb) = (tmp.path().join("local"), tmp.path().join("cluster"));
+    let export = |to: &Path, cluster: Option<&str>| {
+        let mut args = vec!["export", "s3://lake/fleets/", "--out", to.to_str().unwrap()];
+        args.extend(["--partition-by", "server"]);
+        if let Some(c) = cluster {
+            args.extend(["--cluster", c]);
+        }
+        s3.kvscope(args)
+    };
+    let (x, y) = (export(&la, None), export(&lb, Some(&cluster)));
+    assert_eq!(x.status.code(), Some(2), "the broken session");
+    assert_eq!(y.status.code(), x.status.code());
+    assert_eq!(errors(&y), errors(&x));
+    let (ta, tb) = (tree(&la), tree(&lb));
+    assert_eq!(ta.len(), 52, "one file per server of both fleets");
+    assert!(ta == tb, "the datasets differ");
+}
+
+/// Every file under `root`: relative path and bytes, in path order.
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]
@@ -205,6 +243,38 @@ fn a_worker_lost_mid_run_is_retried_or_nothing_is_written() {
         log.contains("attempt 1 failed"),
         "the lost worker was noticed: {log}"
     );
+
+    // Batch doctor: four sessions, two per worker; the dying worker takes one down with
+    // it, and that session is diagnosed on the other: the same table and reports.
+    for k in 0..4 {
+        fleet_on_s3(&s3, &format!("lake/batch/s{k}"), 2, 300);
+    }
+    let local = s3.kvscope(["doctor", "s3://lake/batch/"]);
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let reports = |k: usize| read(&s3.object_path(&format!("lake/batch/s{k}")), "doctor.json");
+    let before: Vec<Vec<u8>> = (0..4).map(reports).collect();
+    let (dying, healthy) = (
+        worker(&s3, &[("KVSCOPE_WORKER_DIE_AFTER_UNITS", "1")]),
+        worker(&s3, &[]),
+    );
+    let dist = s3.kvscope([
+        "doctor",
+        "s3://lake/batch/",
+        "--cluster",
+        &format!("{},{}", dying.url, healthy.url),
+    ]);
+    let err = String::from_utf8_lossy(&dist.stderr);
+    assert!(dist.status.success(), "{err}");
+    assert!(err.contains("attempt 1 failed"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&dist.stdout),
+        String::from_utf8_lossy(&local.stdout)
+    );
+    assert!(before == (0..4).map(reports).collect::<Vec<_>>());
 
     // Every worker dies: a clear error, non-zero exit, and no output written as complete.
     let d1 = worker(&s3, &[("KVSCOPE_WORKER_DIE_AFTER_UNITS", "1")]);
