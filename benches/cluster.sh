@@ -2,8 +2,7 @@
 # `analyze` of one busy fleet on this machine alone and on local clusters of 1, 2 and 4
 # `kvscope worker` processes (all on 127.0.0.1, so they share this machine's cores: the
 # figures show the overhead and the scaling shape, not a real cluster's speed-up). Checks
-# that every run writes the same events.jsonl as the local run. Needs a release build
-# with the cluster feature:  cargo build --release --features cluster
+# that every run writes the same events.jsonl and summary.json as the local run.
 #
 # Prints wall time and the coordinator's peak RSS per run, and each worker's peak RSS.
 #

@@ -22,8 +22,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 
-echo "== cargo test (with the cluster feature: its tests start a local cluster)"
-cargo test --locked --features cluster
+echo "== cargo test"
+cargo test --locked
 
 echo "== interop (pyarrow, pandas, Polars, DuckDB)"
 # The binary `cargo test` built for the integration tests (CARGO_BIN_EXE_kvscope). A

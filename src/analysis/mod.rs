@@ -671,9 +671,11 @@ pub async fn write_from_shards(
     loc.register(&ctx);
     register_session(&ctx, &input, hist.as_deref()).await?;
     results.extend(run_histogram_queries(&ctx, thresholds).await?);
+    let started = std::time::Instant::now();
     let mut tally = summary::EventTally::default();
     let f = &staging.files;
     merge::merge_runs(&f.runs, &f.jsonl, &f.parquet, &mut tally)?;
+    tracing::debug!("{} events merged in {:?}", tally.total(), started.elapsed());
     let summary = summary::build(&results, &tally, thresholds, meta.as_ref())?;
     if summary.servers.is_empty() {
         return Err(AnalysisError::Empty(loc.to_string()));

@@ -132,7 +132,7 @@ impl ThresholdArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
     /// Run on a cluster of `kvscope worker` processes: their URLs (http://HOST:PORT;
-    /// repeatable or comma-separated). Needs a build with `--features cluster`.
+    /// repeatable or comma-separated).
     #[arg(long = "cluster", value_name = "URL")]
     pub urls: Vec<String>,
 }
@@ -140,7 +140,7 @@ pub struct ClusterArgs {
 /// What a build without the `cluster` feature says to `--cluster` and `worker`.
 #[cfg(not(feature = "cluster"))]
 pub const NO_CLUSTER: &str = "this kvscope was built without the cluster feature: \
-     build it with `cargo build --release --features cluster` (README, \"Running on a cluster\")";
+     build it with the default features (`cargo build --release`) (README, \"Running on a cluster\")";
 
 impl ClusterArgs {
     /// The cluster asked for, if any (an error naming the flag for a bad URL, or for a

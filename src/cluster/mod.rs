@@ -286,6 +286,7 @@ impl Cluster {
         let mut collected = Collected::new(runs);
         let mut pending = units;
         let mut last = String::new();
+        let started = std::time::Instant::now();
         for attempt in 1..=ATTEMPTS {
             let live = self.live_or_err().await?;
             tracing::debug!(
@@ -300,6 +301,7 @@ impl Cluster {
             collected.drop_partial()?;
             pending.retain(|u| !collected.done.contains_key(&u.index));
             if pending.is_empty() {
+                tracing::debug!("cluster: {total} units done in {:?}", started.elapsed());
                 return Ok(collected.done);
             }
             if last.is_empty() {
