@@ -70,8 +70,8 @@ pub(super) async fn run_catalog(
 ) -> Result<CatalogOutput, AnalysisError> {
     let chunk_rows = opts.chunk_rows.unwrap_or(CHUNK_ROWS).max(1);
     // Only a shard's servers (a cluster task): every query partitions by server, so a
-    // shard's results are its servers' part of the whole session's. On a Hive lake
-    // partitioned by server the filter prunes whole directories.
+    // shard's results are its servers' part of the whole session's. Row groups whose
+    // server range misses the shard are skipped by their statistics.
     let filter = match shard {
         Some(servers) => format!(
             " WHERE server IN ({})",
