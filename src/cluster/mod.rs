@@ -499,8 +499,8 @@ struct UnitOutput {
     report: Vec<u8>,
     /// Why the unit failed (its own error, not a worker's).
     failed: Option<String>,
-    /// Event run files written so far: chunk → (path, next piece).
-    events: BTreeMap<u32, (PathBuf, u32)>,
+    /// Event run files written so far, per chunk (pieces are counted in `next`).
+    events: BTreeMap<u32, PathBuf>,
     /// The next piece expected per (part, name).
     next: HashMap<(String, String), u32>,
 }
@@ -568,7 +568,7 @@ impl Collected {
                     }
                     .map_err(io(&path))?;
                     f.write_all(data).map_err(io(&path))?;
-                    out.events.insert(chunk, (path, seq + 1));
+                    out.events.insert(chunk, path);
                 }
                 Part::Table => out
                     .tables
@@ -589,7 +589,7 @@ impl Collected {
     /// A complete unit: its event parts become run files the merge reads.
     fn finish(&mut self, unit: usize, output: UnitOutput) -> Result<(), ClusterError> {
         if let Some(runs) = &self.runs {
-            for (chunk, (path, _)) in &output.events {
+            for (chunk, path) in &output.events {
                 let run = analysis::shard_run_path(runs, unit, *chunk as usize);
                 std::fs::rename(path, &run).map_err(io(path))?;
             }
@@ -601,7 +601,7 @@ impl Collected {
     /// Forgets the units a failed attempt left incomplete (their event parts removed).
     fn drop_partial(&mut self) -> Result<(), ClusterError> {
         for (_, output) in self.partial.drain() {
-            for (path, _) in output.events.values() {
+            for path in output.events.values() {
                 std::fs::remove_file(path).map_err(io(path))?;
             }
         }
