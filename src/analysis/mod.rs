@@ -752,23 +752,52 @@ fn series_from(
 
 /// The order of `events.jsonl`: time, server, type, then name (ties keep their order).
 pub fn event_order(a: &Event, b: &Event) -> std::cmp::Ordering {
-    fn rank(kind: &str) -> u8 {
-        match kind {
-            "data_quality" => 0,
-            "phase_transition" => 1,
-            "condition_change" => 2,
-            "transient" => 3,
-            _ => 4,
+    OrderKey::of(a).cmp(&OrderKey::of(b))
+}
+
+/// What [`event_order`] compares, borrowed: the merge of a fleet's event runs orders
+/// lines by it without reading whole events.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OrderKey<'a> {
+    pub t_rel_sec: f64,
+    pub server: &'a str,
+    pub kind: &'a str,
+    pub event: Option<&'a str>,
+    pub condition: Option<&'a str>,
+    pub state: Option<&'a str>,
+}
+
+impl<'a> OrderKey<'a> {
+    fn of(e: &'a Event) -> Self {
+        Self {
+            t_rel_sec: e.t_rel_sec,
+            server: &e.server,
+            kind: &e.kind,
+            event: e.event.as_deref(),
+            condition: e.condition.as_deref(),
+            state: e.state.as_deref(),
         }
     }
-    a.t_rel_sec
-        .partial_cmp(&b.t_rel_sec)
-        .unwrap_or(std::cmp::Ordering::Equal)
-        .then_with(|| a.server.cmp(&b.server))
-        .then_with(|| rank(&a.kind).cmp(&rank(&b.kind)))
-        .then_with(|| a.event.cmp(&b.event))
-        .then_with(|| a.condition.cmp(&b.condition))
-        .then_with(|| a.state.cmp(&b.state))
+
+    pub fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn rank(kind: &str) -> u8 {
+            match kind {
+                "data_quality" => 0,
+                "phase_transition" => 1,
+                "condition_change" => 2,
+                "transient" => 3,
+                _ => 4,
+            }
+        }
+        self.t_rel_sec
+            .partial_cmp(&other.t_rel_sec)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| self.server.cmp(other.server))
+            .then_with(|| rank(self.kind).cmp(&rank(other.kind)))
+            .then_with(|| self.event.cmp(&other.event))
+            .then_with(|| self.condition.cmp(&other.condition))
+            .then_with(|| self.state.cmp(&other.state))
+    }
 }
 
 /// Sorts stably by [`event_order`].

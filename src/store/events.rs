@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
+use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
@@ -276,6 +277,9 @@ const PARQUET_BATCH: usize = 1 << 16;
 pub struct EventsParquetWriter<W: Write + Send> {
     w: parquet::arrow::ArrowWriter<W>,
     pending: Vec<Event>,
+    /// Batches given to [`Self::write`], not yet encoded, and their rows.
+    staged: Vec<RecordBatch>,
+    staged_rows: usize,
     path: std::path::PathBuf,
 }
 
@@ -290,6 +294,8 @@ impl<W: Write + Send> EventsParquetWriter<W> {
         Ok(Self {
             w,
             pending: Vec::with_capacity(PARQUET_BATCH),
+            staged: Vec::new(),
+            staged_rows: 0,
             path: path.to_path_buf(),
         })
     }
@@ -303,6 +309,7 @@ impl<W: Write + Send> EventsParquetWriter<W> {
     }
 
     fn flush_batch(&mut self) -> Result<(), StoreError> {
+        self.write_staged()?;
         if !self.pending.is_empty() {
             self.w
                 .write(&events_to_batch(&self.pending))
@@ -310,6 +317,40 @@ impl<W: Write + Send> EventsParquetWriter<W> {
             self.pending.clear();
         }
         Ok(())
+    }
+
+    /// Writes `batch` ([`events_to_batch`] of the next events) after what is pending.
+    /// Batches are gathered into [`PARQUET_BATCH`] rows before they are encoded, so the
+    /// file is the same as when the events are pushed one by one.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), StoreError> {
+        if !self.pending.is_empty() {
+            self.flush_batch()?;
+        }
+        let mut rest = batch.clone();
+        while rest.num_rows() > 0 {
+            let take = (PARQUET_BATCH - self.staged_rows).min(rest.num_rows());
+            self.staged.push(rest.slice(0, take));
+            self.staged_rows += take;
+            rest = rest.slice(take, rest.num_rows() - take);
+            if self.staged_rows == PARQUET_BATCH {
+                self.write_staged()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_staged(&mut self) -> Result<(), StoreError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let batch = datafusion::arrow::compute::concat_batches(&events_schema(), &self.staged)
+            .map_err(|e| StoreError::Invalid {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        self.staged.clear();
+        self.staged_rows = 0;
+        self.w.write(&batch).map_err(|e| parquet_err(&self.path, e))
     }
 
     /// Writes what is pending and the footer; returns the sink.
