@@ -829,8 +829,41 @@ pub fn sort_events(events: &mut [Event]) {
 pub(crate) struct Cols<'a>(pub &'a RecordBatch);
 
 impl Cols<'_> {
+    /// The column `name` (absent: every value is `None`).
+    pub fn col(&self, name: &str) -> Col<'_> {
+        Col(self.0.column_by_name(name))
+    }
     pub fn str(&self, name: &str, row: usize) -> Option<String> {
-        let c = self.0.column_by_name(name)?;
+        self.col(name).str(row)
+    }
+    pub fn f64(&self, name: &str, row: usize) -> Option<f64> {
+        self.col(name).f64(row)
+    }
+    /// Like [`Cols::f64`] but keeps infinities (bucket bounds).
+    pub fn f64_any(&self, name: &str, row: usize) -> Option<f64> {
+        self.col(name).f64_any(row)
+    }
+    /// `scrape_ok` of a row (true when the column is absent).
+    pub fn phase_ok(&self, row: usize) -> bool {
+        self.0
+            .column_by_name("scrape_ok")
+            .and_then(|c| c.as_boolean_opt().map(|b| b.is_valid(row) && b.value(row)))
+            .unwrap_or(true)
+    }
+    pub fn ts_us(&self, name: &str, row: usize) -> Option<i64> {
+        self.col(name).ts_us(row)
+    }
+}
+
+/// One column of a batch, found once and read row by row (a fleet's event batches have
+/// hundreds of thousands of rows: looking each column up by name per value was a third
+/// of turning them into events).
+#[derive(Clone, Copy)]
+pub(crate) struct Col<'a>(Option<&'a datafusion::arrow::array::ArrayRef>);
+
+impl Col<'_> {
+    pub fn str(&self, row: usize) -> Option<String> {
+        let c = self.0?;
         if c.is_null(row) {
             return None;
         }
@@ -841,12 +874,11 @@ impl Cols<'_> {
             _ => None,
         }
     }
-    pub fn f64(&self, name: &str, row: usize) -> Option<f64> {
-        self.f64_any(name, row).filter(|v| v.is_finite())
+    pub fn f64(&self, row: usize) -> Option<f64> {
+        self.f64_any(row).filter(|v| v.is_finite())
     }
-    /// Like [`Cols::f64`] but keeps infinities (bucket bounds).
-    pub fn f64_any(&self, name: &str, row: usize) -> Option<f64> {
-        let c = self.0.column_by_name(name)?;
+    pub fn f64_any(&self, row: usize) -> Option<f64> {
+        let c = self.0?;
         if c.is_null(row) {
             return None;
         }
@@ -864,15 +896,8 @@ impl Cols<'_> {
         };
         (!v.is_nan()).then_some(v)
     }
-    /// `scrape_ok` of a row (true when the column is absent).
-    pub fn phase_ok(&self, row: usize) -> bool {
-        self.0
-            .column_by_name("scrape_ok")
-            .and_then(|c| c.as_boolean_opt().map(|b| b.is_valid(row) && b.value(row)))
-            .unwrap_or(true)
-    }
-    pub fn ts_us(&self, name: &str, row: usize) -> Option<i64> {
-        let c = self.0.column_by_name(name)?;
+    pub fn ts_us(&self, row: usize) -> Option<i64> {
+        let c = self.0?;
         if c.is_null(row) {
             return None;
         }
@@ -908,52 +933,95 @@ fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event>, AnalysisError> {
     use crate::vocab::{Condition, EventName, EventType, Phase};
     let c = Cols(batch);
     let schema = batch.schema();
-    let evidence_cols: Vec<&str> = schema
+    let evidence_cols: Vec<(String, Col<'_>)> = schema
         .fields()
         .iter()
         .map(|f| f.name().as_str())
         .filter(|n| n.starts_with("ev_"))
+        .map(|n| (n.trim_start_matches("ev_").to_string(), c.col(n)))
         .collect();
+    let [
+        kind,
+        ts,
+        t_rel_sec,
+        server,
+        from_phase,
+        to_phase,
+        condition,
+        state,
+        start_ts,
+        end_ts,
+        duration_sec,
+        peak_value,
+        peak_metric,
+        peak_ts,
+        event,
+        value,
+        baseline,
+        metric,
+        reason,
+    ] = [
+        "type",
+        "ts",
+        "t_rel_sec",
+        "server",
+        "from_phase",
+        "to_phase",
+        "condition",
+        "state",
+        "start_ts",
+        "end_ts",
+        "duration_sec",
+        "peak_value",
+        "peak_metric",
+        "peak_ts",
+        "event",
+        "value",
+        "baseline",
+        "metric",
+        "reason",
+    ]
+    .map(|n| c.col(n));
     (0..batch.num_rows())
         .map(|r| {
-            let rfc = |name: &str| c.ts_us(name, r).map(crate::record::rfc3339);
+            let rfc = |col: Col<'_>| col.ts_us(r).map(crate::record::rfc3339);
             let mut evidence: Vec<(String, serde_json::Value)> = Vec::new();
-            for col in &evidence_cols {
-                if let Some(v) = c.f64(col, r) {
-                    evidence.push((col.trim_start_matches("ev_").to_string(), round_json(v)));
+            for (name, col) in &evidence_cols {
+                if let Some(v) = col.f64(r) {
+                    evidence.push((name.clone(), round_json(v)));
                 }
             }
-            let peak = c.f64("peak_value", r).map(|v| {
+            let peak = peak_value.f64(r).map(|v| {
                 crate::store::events::Fields::from(serde_json::json!({
-                    "metric": c.str("peak_metric", r),
+                    "metric": peak_metric.str(r),
                     "value": round_json(v),
-                    "at": rfc("peak_ts"),
+                    "at": rfc(peak_ts),
                 }))
             });
             Ok(Event {
-                kind: c
-                    .str("type", r)
+                kind: kind
+                    .str(r)
                     .unwrap_or_default()
                     .parse::<EventType>()?
                     .as_str()
                     .to_string(),
-                ts: rfc("ts").unwrap_or_default(),
-                t_rel_sec: round3(c.f64("t_rel_sec", r).unwrap_or(0.0)),
-                server: c.str("server", r).unwrap_or_default(),
-                from: named::<Phase>(c.str("from_phase", r))?,
-                to: named::<Phase>(c.str("to_phase", r))?,
+                ts: rfc(ts).unwrap_or_default(),
+                t_rel_sec: round3(t_rel_sec.f64(r).unwrap_or(0.0)),
+                server: server.str(r).unwrap_or_default(),
+                from: named::<Phase>(from_phase.str(r))?,
+                to: named::<Phase>(to_phase.str(r))?,
                 phase: None,
-                condition: named::<Condition>(c.str("condition", r))?,
-                state: c.str("state", r),
-                start_time: rfc("start_ts"),
-                end_time: rfc("end_ts"),
-                duration_sec: c.f64("duration_sec", r).map(round3),
+                condition: named::<Condition>(condition.str(r))?,
+                state: state.str(r),
+                start_time: rfc(start_ts),
+                end_time: rfc(end_ts),
+                duration_sec: duration_sec.f64(r).map(round3),
                 peak_evidence: peak,
-                event: named::<EventName>(c.str("event", r))?,
-                value: c.f64("value", r).map(round3),
-                baseline: c.f64("baseline", r).map(round3),
-                metric: c.str("metric", r),
-                reason: c.str("reason", r),
+                event: named::<EventName>(event.str(r))?,
+                value: value.f64(r).map(round3),
+                baseline: baseline.f64(r).map(round3),
+                metric: metric.str(r),
+                reason: reason.str(r),
                 evidence: (!evidence.is_empty()).then(|| {
                     evidence
                         .into_iter()

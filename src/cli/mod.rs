@@ -72,6 +72,11 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // A log line that cannot be written (stderr a closed pipe: `2>&1 | head`) is
+        // dropped. By default the subscriber reports it with `eprintln!`, which panics
+        // there, inside whatever task logged: a DataFusion task died and the analysis
+        // waited for it forever.
+        .log_internal_errors(false)
         .try_init();
 }
 
