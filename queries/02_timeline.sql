@@ -51,8 +51,8 @@ base AS (
     -- Every gauge as in the previous sample: vLLM V1's hung engine core publishes nothing,
     -- so its gauges freeze too; an engine that is alive but schedules nothing (its KV
     -- cache held by leaked blocks) still moves waiting.
-    COALESCE(running = LAG(running) OVER w AND waiting = LAG(waiting) OVER w
-             AND kv_max_pct = LAG(kv_max_pct) OVER w, false) AS gauges_same,
+    (running = LAG(running) OVER w AND waiting = LAG(waiting) OVER w
+     AND kv_max_pct = LAG(kv_max_pct) OVER w) IS TRUE AS gauges_same,
     -- Preemptions counted over the trailing window (a count over time, not per sample).
     rolling_sum(preemptions_per_s * interval_s, t_rel_sec, ${preemption_window_s}) OVER w
       AS preemptions_recent,
@@ -88,26 +88,28 @@ spikes AS (
     *,
     -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
     -- event (13_transient_events.sql) both use it.
-    COALESCE(ttft_p95_counted_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s}), false)
+    (ttft_p95_counted_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s})) IS TRUE
       AS ttft_spike
   FROM base
 ),
 raw_conditions AS (
+  -- (`x IS TRUE`, not COALESCE(x, false): the same value, and DataFusion evaluates it
+  -- once, where the COALESCE is rewritten to `x IS NOT NULL AND x`.)
   SELECT
     *,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
-      COALESCE(running > 0 AND computed_prompt_tps > 0
+      (running > 0 AND computed_prompt_tps > 0
         AND computed_prompt_tps >= ${prefill_token_share} * (computed_prompt_tps + COALESCE(gen_tps, 0))
-        AND ttft_spike, false)
+        AND ttft_spike) IS TRUE
     END AS raw_prefill_pressure,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
-      COALESCE(running_peak > 0 AND running >= ${high_running_share} * running_peak
-        AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median, false)
+      (running_peak > 0 AND running >= ${high_running_share} * running_peak
+        AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median) IS TRUE
     END AS raw_high_prompt_ingestion,
-    CASE WHEN NOT scrape_ok THEN NULL ELSE COALESCE(ttft_p95_counted_s >= ${ttft_elevated_s}, false) END
+    CASE WHEN NOT scrape_ok THEN NULL ELSE (ttft_p95_counted_s >= ${ttft_elevated_s}) IS TRUE END
       AS raw_ttft_elevated,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
-      COALESCE(waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}, false)
+      (waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}) IS TRUE
     END AS raw_queue_delay
   FROM spikes
 ),
@@ -124,13 +126,13 @@ smoothed AS (
     -- per running request at or below ${decode_drop_share} x its rolling median while the
     -- batch holds (each step got slower), sustained in time, never on frozen telemetry
     -- (no progress at all is a stall, not slower steps).
-    sustained(COALESCE(gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
+    sustained((gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
       AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
       -- generation per running request (what each engine step delivers, whatever the
       -- batch size: a 5x slower step with a batch grown 5x keeps gen_tps but not this)
       -- against the baselines' ratio
       AND gen_tps / running <= ${decode_drop_share} * gen_tps_baseline / NULLIF(running_baseline, 0)
-      AND NOT frozen, false),
+      AND NOT frozen) IS TRUE,
       t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
   FROM raw_conditions
   WINDOW w AS (PARTITION BY server ORDER BY ts)
@@ -138,10 +140,10 @@ smoothed AS (
 SELECT
   *,
   CASE WHEN scrape_ok THEN stable_phase ELSE 'NO_DATA' END AS phase,
-  COALESCE(d_prefill_pressure, false) AS prefill_pressure,
-  COALESCE(d_high_prompt_ingestion, false) AS high_prompt_ingestion,
-  COALESCE(d_ttft_elevated, false) AS ttft_elevated,
-  COALESCE(d_queue_delay, false) AS queue_delay,
-  COALESCE(d_engine_stalled, false) AS engine_stalled
+  d_prefill_pressure IS TRUE AS prefill_pressure,
+  d_high_prompt_ingestion IS TRUE AS high_prompt_ingestion,
+  d_ttft_elevated IS TRUE AS ttft_elevated,
+  d_queue_delay IS TRUE AS queue_delay,
+  d_engine_stalled IS TRUE AS engine_stalled
 FROM smoothed
 ORDER BY server, ts

@@ -25,14 +25,14 @@ WITH p AS (
   SELECT
     *,
     ttft_spike AS is_ttft_spike,
-    COALESCE(e2e_p95_counted_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s}), false) AS is_e2e_spike,
-    COALESCE(kv_max_pct >= ${kv_saturated_pct}, false) AS is_kv_saturated,
-    COALESCE(scrape_ok AND decode_drop, false) AS is_decode_drop,
-    COALESCE(preemptions_recent >= ${preemption_burst_count} - 1e-9, false) AS is_preemption_burst,
-    COALESCE(abandoned_recent >= ${abort_surge_count} - 1e-9, false) AS is_abort_surge,
-    COALESCE(kv_evictions_sampled > 0
-             AND kv_block_lifetime_p50_s <= ${kv_churn_lifetime_s}
-             AND (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1), false) AS is_kv_churn
+    (e2e_p95_counted_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s})) IS TRUE AS is_e2e_spike,
+    (kv_max_pct >= ${kv_saturated_pct}) IS TRUE AS is_kv_saturated,
+    (scrape_ok AND decode_drop) IS TRUE AS is_decode_drop,
+    (preemptions_recent >= ${preemption_burst_count} - 1e-9) IS TRUE AS is_preemption_burst,
+    (abandoned_recent >= ${abort_surge_count} - 1e-9) IS TRUE AS is_abort_surge,
+    (kv_evictions_sampled > 0
+     AND kv_block_lifetime_p50_s <= ${kv_churn_lifetime_s}
+     AND (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1)) IS TRUE AS is_kv_churn
   FROM timeline
   WHERE scrape_ok
 )
