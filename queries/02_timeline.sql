@@ -89,7 +89,12 @@ spikes AS (
     -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
     -- event (13_transient_events.sql) both use it.
     (ttft_p95_counted_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s})) IS TRUE
-      AS ttft_spike
+      AS ttft_spike,
+    -- The KV cache exhausted, defined once: saturated, or preemption in the trailing
+    -- window (NULL when neither is known). Trouble episodes (03_sample_flags.sql), KV
+    -- block churn (04_transient_flags.sql) and the summary's exhaustion window
+    -- (20_server_summary.sql) read it.
+    kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1 AS kv_exhausted
   FROM base
 ),
 raw_conditions AS (

@@ -22,10 +22,10 @@ SELECT
   -- spare and a KV exhaustion next to it are judged apart: the KV cache exhausted
   -- (saturated, or preemption in the trailing window), and load trouble without it
   -- (queueing, slow first tokens). Episodes are kept when >= ${finding_min_s} s.
-  episode_id((kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1) IS TRUE,
+  episode_id(kv_exhausted IS TRUE,
              t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS kv_trouble_episode,
   episode_id(((phase = 'QUEUE_PRESSURE' OR ttft_elevated OR queue_delay)
-              AND NOT (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1)) IS TRUE,
+              AND NOT kv_exhausted) IS TRUE,
              t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS load_trouble_episode,
   previous_value(phase) OVER w AS prev_phase,
   LAG(scrape_ok) OVER w AS prev_ok,

@@ -32,7 +32,7 @@ WITH p AS (
     (abandoned_recent >= ${abort_surge_count} - 1e-9) IS TRUE AS is_abort_surge,
     (kv_evictions_sampled > 0
      AND kv_block_lifetime_p50_s <= ${kv_churn_lifetime_s}
-     AND (kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1)) IS TRUE AS is_kv_churn
+     AND kv_exhausted) IS TRUE AS is_kv_churn
   FROM timeline
   WHERE scrape_ok
 )

@@ -46,9 +46,9 @@ SELECT
   -- Residency: sampled evictions while the KV cache was exhausted (preemption in the
   -- trailing window, or saturated), and the blocks' median lifetime and idle time there.
   SUM(kv_evictions_sampled) AS kv_evictions_sampled,
-  SUM(kv_evictions_sampled) FILTER (WHERE preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AS kv_evictions_sampled_exhausted,
-  median(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
-  median(CASE WHEN preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct} THEN kv_block_idle_p50_s END) AS kv_block_idle_p50_exhausted_s,
+  SUM(kv_evictions_sampled) FILTER (WHERE kv_exhausted) AS kv_evictions_sampled_exhausted,
+  median(CASE WHEN kv_exhausted THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
+  median(CASE WHEN kv_exhausted THEN kv_block_idle_p50_s END) AS kv_block_idle_p50_exhausted_s,
   AVG(api_cpu_util_pct) AS api_cpu_util_avg_pct,
   MAX(api_cpu_util_pct) AS api_cpu_util_max_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
@@ -83,9 +83,9 @@ SELECT
   COUNT(*) FILTER (WHERE scrape_ok AND counter_reset) AS counter_resets,
   -- The KV-exhaustion window (preemption in the trailing window, or KV saturated): its
   -- span and the KV share each running request held there (episode-local advice).
-  MIN(ts) FILTER (WHERE preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AS exhausted_start_ts,
-  MAX(ts) FILTER (WHERE preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AS exhausted_end_ts,
-  median(CASE WHEN (preemptions_recent >= 1 OR kv_max_pct >= ${kv_saturated_pct}) AND running > 0 THEN kv_pct / running END)
+  MIN(ts) FILTER (WHERE kv_exhausted) AS exhausted_start_ts,
+  MAX(ts) FILTER (WHERE kv_exhausted) AS exhausted_end_ts,
+  median(CASE WHEN kv_exhausted AND running > 0 THEN kv_pct / running END)
     AS exhausted_kv_pct_per_running_median,
   -- The queue window (QUEUE_PRESSURE): why the queue grew. Running pinned at its peak
   -- with KV to spare is the sequence limit; KV near full or preemption is capacity.
