@@ -20,7 +20,7 @@ SELECT
   gpu_util_pct, gpu_sm_active_pct, gpu_mem_used_pct, api_cpu_util_pct,
   -- Trouble, where the bottleneck is judged, in two kinds so that a queue with KV to
   -- spare and a KV exhaustion next to it are judged apart: the KV cache exhausted
-  -- (saturated, or preemption in the trailing window), and load trouble without it
+  -- (kv_exhausted, 02_timeline.sql), and load trouble without it
   -- (queueing, slow first tokens). Episodes are kept when >= ${finding_min_s} s.
   episode_id(kv_exhausted IS TRUE,
              t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS kv_trouble_episode,

@@ -12,8 +12,8 @@
 --                                   ${preemption_window_s} s
 --   CLIENT_ABORT_SURGE              >= ${abort_surge_count} requests left without finishing
 --                                   within ${abort_window_s} s (02_timeline.sql: abandoned)
---   KV_BLOCK_CHURN                  with the KV cache exhausted (saturated, or preemption in
---                                   the window), KV blocks evicted in the interval lived a
+--   KV_BLOCK_CHURN                  with the KV cache exhausted (kv_exhausted,
+--                                   02_timeline.sql), KV blocks evicted in the interval lived a
 --                                   median <= ${kv_churn_lifetime_s} s (vLLM's residency
 --                                   histograms, --kv-cache-metrics; shortest-lived engine)
 --

@@ -43,8 +43,8 @@ SELECT
   AVG(gpu_mem_used_pct) AS gpu_mem_used_avg_pct,
   COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE gpu_throttled), 0) AS gpu_throttled_s,
   COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE api_cpu_util_pct >= ${api_cpu_saturated_pct}), 0) AS api_cpu_saturated_s,
-  -- Residency: sampled evictions while the KV cache was exhausted (preemption in the
-  -- trailing window, or saturated), and the blocks' median lifetime and idle time there.
+  -- Residency: sampled evictions while the KV cache was exhausted (kv_exhausted,
+  -- 02_timeline.sql), and the blocks' median lifetime and idle time there.
   SUM(kv_evictions_sampled) AS kv_evictions_sampled,
   SUM(kv_evictions_sampled) FILTER (WHERE kv_exhausted) AS kv_evictions_sampled_exhausted,
   median(CASE WHEN kv_exhausted THEN kv_block_lifetime_p50_s END) AS kv_block_lifetime_p50_exhausted_s,
@@ -81,7 +81,7 @@ SELECT
   MAX(abandoned_recent) AS abandoned_window_max,
   COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE decode_drop), 0) AS decode_drop_s,
   COUNT(*) FILTER (WHERE scrape_ok AND counter_reset) AS counter_resets,
-  -- The KV-exhaustion window (preemption in the trailing window, or KV saturated): its
+  -- The KV-exhaustion window (kv_exhausted, 02_timeline.sql): its
   -- span and the KV share each running request held there (episode-local advice).
   MIN(ts) FILTER (WHERE kv_exhausted) AS exhausted_start_ts,
   MAX(ts) FILTER (WHERE kv_exhausted) AS exhausted_end_ts,
