@@ -56,7 +56,7 @@ fn chunk_workers(opts: AnalyzeOptions) -> usize {
 /// chunks of whole servers analysed concurrently. `ctx` holds `samples_raw` (the input)
 /// and `histograms`; `samples_view` is the SQL of the `samples` view over `samples_raw`.
 ///
-/// With `spill`, each chunk's events (sorted) are written to `spill/run-NNNNNN.jsonl` as
+/// With `spill`, each chunk's events (sorted) are written to `spill/run-NNNNNN.arrows` as
 /// soon as the chunk is done instead of being returned: memory then holds (workers + 1)
 /// chunks whatever the number of events, and [`super::merge`] merges the runs into
 /// `events.jsonl` and `events.parquet`. The events returned are then empty.
@@ -92,6 +92,21 @@ pub(super) async fn run_catalog(
         ))
         .await
         .map_err(qerr("read samples"))?;
+    // Read in one partition: a file written in (server, ts) order (its `sorting_columns`
+    // say so) is then streamed as it lies, where split into partitions its parts were
+    // merged again row by row (~1 s of CPU on a 10⁷-sample fleet, on the workers' cores).
+    let (state, plan) = df.into_parts();
+    let mut config = state.config().clone().with_target_partitions(1);
+    // (The catalogs are shared with `ctx`: building a state must not replace its default
+    // catalog, which holds `histograms`.)
+    config
+        .options_mut()
+        .catalog
+        .create_default_catalog_and_schema = false;
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .build();
+    let df = datafusion::dataframe::DataFrame::new(state, plan);
     let mut input = df.execute_stream().await.map_err(qerr("read samples"))?;
     let schema = input.schema();
     let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(1);
@@ -110,10 +125,7 @@ pub(super) async fn run_catalog(
                 let (events, results) = worker.run(batches).await?;
                 match &spill {
                     Some(dir) => {
-                        crate::store::events::write_events(
-                            &super::merge::run_path(dir, i),
-                            &events,
-                        )?;
+                        super::merge::write_run(&super::merge::run_path(dir, i), &events)?;
                         out.push((i, (Vec::new(), results)));
                     }
                     None => out.push((i, (events, results))),

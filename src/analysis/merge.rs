@@ -1,14 +1,16 @@
 //! The streamed end of a big analysis: chunk event runs merged into `events.jsonl` and
 //! `events.parquet`.
 //!
-//! Each chunk of servers leaves its events, sorted, in a run file
-//! (`run-NNNNNN.jsonl`, chunk order) as soon as it is analysed. The runs are merged here
-//! by [`super::event_order`] (from each line's key alone) with ties going to the earlier
-//! chunk — exactly the order a stable sort of all events in chunk order gives, which is
-//! what the in-memory path writes. A line goes to `events.jsonl` as it was serialized
-//! (one serializer for both paths); the event it reads as goes to `events.parquet` and
-//! the summary's [`EventTally`]. Memory holds one buffered line per run and a few
-//! batches of lines and events, whatever the number of events.
+//! Each chunk of servers leaves its events, sorted, in a run file (`run-NNNNNN.arrows`,
+//! chunk order) as soon as it is analysed: an Arrow IPC stream of [`events_schema`]'s
+//! columns plus each event's `events.jsonl` line, serialized by the worker (one
+//! serializer for both paths). The runs are merged here by [`super::event_order`]
+//! (read from the key columns) with ties going to the earlier chunk — exactly the order
+//! a stable sort of all events in chunk order gives, which is what the in-memory path
+//! writes. The merge copies each line to `events.jsonl`, counts it into the summary's
+//! [`EventTally`], and gathers the rows' columns (`interleave`) for `events.parquet`:
+//! nothing is parsed again. Memory holds one batch of [`RUN_BATCH`] events per run and a
+//! few output batches, whatever the number of events.
 //!
 //! More runs than [`MAX_OPEN`] are merged in groups first (file descriptors are limited;
 //! a 5 × 10⁷-sample fleet has ~800 runs).
@@ -16,35 +18,170 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 
 use super::OrderKey;
-use super::summary::EventTally;
+use super::summary::{EventTally, TallyKey};
 use crate::store::StoreError;
-use crate::store::events::{Event, EventsParquetWriter, events_to_batch};
+use crate::store::events::{Event, EventsParquetWriter, events_schema, events_to_batch};
 
 /// Runs merged at once.
-const MAX_OPEN: usize = 128;
+const MAX_OPEN: usize = 256;
 
-/// Merged lines handed to a parser at once.
-const MERGE_BATCH: usize = 4096;
+/// Events per batch of a run file: what the merge holds of each run.
+const RUN_BATCH: usize = 128;
 
-/// Threads reading merged lines as events and Arrow batches.
-const PARSERS: usize = 2;
+/// Merged rows gathered into one output batch.
+const MERGE_BATCH: usize = 2048;
 
-/// A parsed batch: the events (for the tally) and their Arrow form (for Parquet).
-type Parsed = (Vec<Event>, datafusion::arrow::array::RecordBatch);
+/// The run files' extension.
+const RUN_EXT: &str = "arrows";
+
+/// The column of a run holding each event's `events.jsonl` line (no newline).
+const LINE: &str = "line";
 
 /// Where chunk `chunk`'s events go.
 pub(super) fn run_path(dir: &Path, chunk: usize) -> PathBuf {
-    dir.join(format!("run-{chunk:06}.jsonl"))
+    dir.join(format!("run-{chunk:06}.{RUN_EXT}"))
 }
 
 /// The run file of chunk `chunk` of shard `shard` (a cluster task's): shards' runs sort
 /// in (shard, chunk) order, which is server order as the shards are cut.
 pub fn shard_run_path(dir: &Path, shard: usize, chunk: usize) -> PathBuf {
-    dir.join(format!("run-{shard:06}-{chunk:06}.jsonl"))
+    dir.join(format!("run-{shard:06}-{chunk:06}.{RUN_EXT}"))
+}
+
+/// Metadata keys of a run file: the first and the last of its servers, or that it has
+/// no events.
+const FIRST_SERVER: &str = "kvscope.first_server";
+const LAST_SERVER: &str = "kvscope.last_server";
+const NO_EVENTS: &str = "kvscope.no_events";
+
+/// Which servers a run holds events of, as its metadata says.
+#[derive(Debug, Clone, PartialEq)]
+enum RunServers {
+    /// None: the run has no events.
+    NoEvents,
+    /// The first and the last of its servers, by name.
+    Range(String, String),
+    /// Not said (a merged group of runs that share servers).
+    Unknown,
+}
+
+impl RunServers {
+    fn of(schema: &Schema) -> Self {
+        let m = schema.metadata();
+        match (m.get(FIRST_SERVER), m.get(LAST_SERVER)) {
+            (Some(first), Some(last)) => Self::Range(first.clone(), last.clone()),
+            _ if m.contains_key(NO_EVENTS) => Self::NoEvents,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The servers of runs merged into one.
+    fn merged(runs: &[RunServers]) -> Self {
+        let mut ranges = runs.iter().filter(|r| **r != Self::NoEvents);
+        match (ranges.next(), ranges.next_back()) {
+            (None, _) => Self::NoEvents,
+            _ if !runs_in_server_order(runs) => Self::Unknown,
+            (Some(Self::Range(first, last)), None) => Self::Range(first.clone(), last.clone()),
+            (Some(Self::Range(first, _)), Some(Self::Range(_, last))) => {
+                Self::Range(first.clone(), last.clone())
+            }
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// The schema of a run file: the events' columns, then their lines; the metadata says
+/// which servers the run holds.
+fn run_schema(servers: &RunServers) -> SchemaRef {
+    let events = events_schema();
+    let mut fields: Vec<Field> = events.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(LINE, DataType::Utf8, false));
+    let mut metadata = events.metadata().clone();
+    match servers {
+        RunServers::NoEvents => {
+            metadata.insert(NO_EVENTS.into(), "true".into());
+        }
+        RunServers::Range(first, last) => {
+            metadata.insert(FIRST_SERVER.into(), first.clone());
+            metadata.insert(LAST_SERVER.into(), last.clone());
+        }
+        RunServers::Unknown => {}
+    }
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+/// Whether every run's servers come after the previous run's (runs without events
+/// aside). Chunks are cut at server boundaries from samples in server order, and shards
+/// likewise, so they do: two events of different runs are then never of the same server,
+/// and at the same time the earlier run's comes first — the merge orders by time and run
+/// alone instead of comparing whole keys (a third of its time on a busy fleet).
+fn runs_in_server_order(runs: &[RunServers]) -> bool {
+    let mut last: Option<&str> = None;
+    for run in runs {
+        match run {
+            RunServers::NoEvents => {}
+            RunServers::Unknown => return false,
+            RunServers::Range(first, end) => {
+                if first > end || last.is_some_and(|l| l >= first.as_str()) {
+                    return false;
+                }
+                last = Some(end);
+            }
+        }
+    }
+    true
+}
+
+fn invalid(path: &Path, message: impl ToString) -> StoreError {
+    StoreError::Invalid {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+/// Writes `events` (sorted) as the run file `path`: [`RUN_BATCH`] events per batch, each
+/// with its line. Written to a temporary file renamed into place.
+pub(super) fn write_run(path: &Path, events: &[Event]) -> Result<(), StoreError> {
+    let tmp = path.with_extension("tmp");
+    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let servers = || events.iter().map(|e| e.server.as_str());
+    let range = match servers().min().zip(servers().max()) {
+        Some((first, last)) => RunServers::Range(first.to_string(), last.to_string()),
+        None => RunServers::NoEvents,
+    };
+    let schema = run_schema(&range);
+    let mut w =
+        StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|e| invalid(path, e))?;
+    let mut text = Vec::new();
+    for part in events.chunks(RUN_BATCH) {
+        let mut lines = Vec::with_capacity(part.len());
+        for e in part {
+            text.clear();
+            serde_json::to_writer(&mut text, e).map_err(|err| invalid(path, err))?;
+            // serde_json writes UTF-8.
+            lines.push(String::from_utf8_lossy(&text).into_owned());
+        }
+        let mut columns = events_to_batch(part).columns().to_vec();
+        columns.push(Arc::new(StringArray::from(lines)));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| invalid(path, e))?;
+        w.write(&batch).map_err(|e| invalid(path, e))?;
+    }
+    w.finish().map_err(|e| invalid(path, e))?;
+    w.into_inner()
+        .map_err(|e| invalid(path, e))?
+        .into_inner()
+        .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+    std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
 /// The run files in `dir`, in chunk order.
@@ -53,9 +190,10 @@ fn runs_in(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
         .map_err(|e| StoreError::io(dir, e))?
         .filter_map(|d| d.ok().map(|d| d.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("run-") && n.ends_with(".jsonl"))
+            p.extension().is_some_and(|x| x == RUN_EXT)
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("run-"))
         })
         .collect();
     runs.sort();
@@ -65,12 +203,10 @@ fn runs_in(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// Merges the runs in `dir` into `jsonl` and `parquet` (each written to a temporary file
 /// renamed into place), counting every event into `tally`.
 ///
-/// A pipeline: this thread orders the lines by their [`OrderKey`] (read alone from each
-/// line) and writes them to `events.jsonl`; [`PARSERS`] threads read batches of them as
-/// events and Arrow columns, in turn; an encoder counts the events in order and writes
-/// `events.parquet`. Reading whole events on the merging thread and encoding them on one
-/// more made the merge one core's work: ~3 s of a busy 10⁷-sample fleet's analysis
-/// (522,331 events), the catalog's cores idle.
+/// This thread orders the rows, writes their lines and counts them; an encoder thread
+/// gathers each output batch's columns and writes `events.parquet`. (Lines parsed back
+/// into events and Arrow columns on the merging thread made the merge ~2.6 s of a busy
+/// 10⁷-sample fleet's 11 s, the catalog's cores idle.)
 pub(super) fn merge_runs(
     dir: &Path,
     jsonl: &Path,
@@ -83,13 +219,30 @@ pub(super) fn merge_runs(
         // Consecutive groups keep chunk order: ties still go to the earlier chunk.
         let mut next = Vec::new();
         for (g, group) in runs.chunks(MAX_OPEN).enumerate() {
-            let out = dir.join(format!("level{level}-{g:06}.jsonl"));
-            let mut w = BufWriter::new(File::create(&out).map_err(|e| StoreError::io(&out, e))?);
-            merge(group, |_, line| {
-                w.write_all(line.as_bytes())
-                    .map_err(|e| StoreError::io(&out, e))
-            })?;
-            w.flush().map_err(|e| StoreError::io(&out, e))?;
+            let out = dir.join(format!("level{level}-{g:06}.{RUN_EXT}"));
+            let file = File::create(&out).map_err(|e| StoreError::io(&out, e))?;
+            let servers = group
+                .iter()
+                .map(|r| Ok(RunServers::of(&open_run(r)?.reader.schema())))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let schema = run_schema(&RunServers::merged(&servers));
+            let mut w = StreamWriter::try_new(BufWriter::new(file), &schema)
+                .map_err(|e| invalid(&out, e))?;
+            merge(
+                group,
+                |_, _| Ok(()),
+                |gathered| {
+                    let batch = gathered.interleave(None).map_err(|e| invalid(&out, e))?;
+                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                        .map_err(|e| invalid(&out, e))?;
+                    w.write(&batch).map_err(|e| invalid(&out, e))
+                },
+            )?;
+            w.finish().map_err(|e| invalid(&out, e))?;
+            w.into_inner()
+                .map_err(|e| invalid(&out, e))?
+                .into_inner()
+                .map_err(|e| StoreError::io(&out, e.into_error()))?;
             for r in group {
                 let _ = std::fs::remove_file(r);
             }
@@ -106,84 +259,46 @@ pub(super) fn merge_runs(
     let mut pq = EventsParquetWriter::new(BufWriter::new(pq_file), parquet)?;
     let encoder_tmp = parquet_tmp.clone();
     let runs = &runs;
-    // What the merge reports when a later stage has stopped (that stage's error wins).
-    let stopped = || StoreError::Invalid {
-        path: parquet.to_path_buf(),
-        message: "the event encoder stopped".into(),
-    };
-    let panicked = |stage: &str| StoreError::Invalid {
-        path: parquet.to_path_buf(),
-        message: format!("the event {stage} panicked"),
-    };
     std::thread::scope(|scope| -> Result<(), StoreError> {
-        // Batch k goes to parser k % PARSERS and comes back from it in the same turn.
-        let mut to_parsers = Vec::with_capacity(PARSERS);
-        let mut from_parsers = Vec::with_capacity(PARSERS);
-        let mut parsers = Vec::with_capacity(PARSERS);
-        for _ in 0..PARSERS {
-            let (lines_tx, lines_rx) = std::sync::mpsc::sync_channel::<Lines>(1);
-            let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Parsed>(1);
-            parsers.push(scope.spawn(move || -> Result<(), StoreError> {
-                for batch in lines_rx {
-                    let events = batch.parse(runs)?;
-                    let arrow = events_to_batch(&events);
-                    if parsed_tx.send((events, arrow)).is_err() {
-                        break; // the encoder failed: its error is reported below
-                    }
-                }
-                Ok(())
-            }));
-            to_parsers.push(lines_tx);
-            from_parsers.push(parsed_rx);
-        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Gathered>(2);
         let encoder = scope.spawn(move || -> Result<(), StoreError> {
-            'batches: for turn in 0.. {
-                let Some(Ok((events, arrow))) =
-                    from_parsers.get(turn % PARSERS).map(|rx| rx.recv())
-                else {
-                    break 'batches; // every batch done (or a parser failed: reported below)
-                };
-                for e in &events {
-                    tally.add(e);
-                }
-                pq.write(&arrow)?;
+            let events = events_schema();
+            // The events' columns, without the lines.
+            let columns: Vec<usize> = (0..events.fields().len()).collect();
+            for gathered in rx {
+                let batch = gathered
+                    .interleave(Some(&columns))
+                    .map_err(|e| invalid(parquet, e))?;
+                let batch = RecordBatch::try_new(events.clone(), batch.columns().to_vec())
+                    .map_err(|e| invalid(parquet, e))?;
+                pq.write(&batch)?;
             }
             pq.finish()?
                 .into_inner()
                 .map_err(|e| StoreError::io(&encoder_tmp, e.into_error()))?;
             Ok(())
         });
-        let mut batch = Lines::default();
-        let mut sent = 0usize;
-        let mut send = |batch: Lines| -> Result<(), StoreError> {
-            let tx = to_parsers.get(sent % PARSERS).ok_or_else(stopped)?;
-            sent += 1;
-            tx.send(batch).map_err(|_| stopped())
-        };
-        let merged = merge(runs, |origin, line| {
-            lines
-                .write_all(line.as_bytes())
-                .map_err(|e| StoreError::io(&jsonl_tmp, e))?;
-            batch.push(origin, line);
-            if batch.origin.len() == MERGE_BATCH {
-                send(std::mem::take(&mut batch))?;
-            }
-            Ok(())
-        })
-        .and_then(|()| {
-            if batch.origin.is_empty() {
-                return Ok(());
-            }
-            send(batch)
-        });
-        drop(to_parsers);
-        let mut parsed = Ok(());
-        for p in parsers {
-            let r = p.join().unwrap_or_else(|_| Err(panicked("parser")));
-            parsed = parsed.and(r);
-        }
-        let encoded = encoder.join().unwrap_or_else(|_| Err(panicked("encoder")));
-        parsed.and(encoded).and(merged)
+        let merged = merge(
+            runs,
+            |cols, row| {
+                lines
+                    .write_all(cols.line.value(row).as_bytes())
+                    .and_then(|()| lines.write_all(b"\n"))
+                    .map_err(|e| StoreError::io(&jsonl_tmp, e))?;
+                tally.add_key(cols.tally_key(row));
+                Ok(())
+            },
+            |gathered| {
+                tx.send(gathered)
+                    .map_err(|_| invalid(parquet, "the event encoder stopped"))
+            },
+        );
+        drop(tx);
+        let encoded = encoder
+            .join()
+            .unwrap_or_else(|_| Err(invalid(parquet, "the event encoder panicked")));
+        // The encoder's error explains a merge stopped by it.
+        encoded.and(merged)
     })?;
     lines.flush().map_err(|e| StoreError::io(&jsonl_tmp, e))?;
     drop(lines);
@@ -191,79 +306,150 @@ pub(super) fn merge_runs(
     std::fs::rename(&parquet_tmp, parquet).map_err(|e| StoreError::io(parquet, e))
 }
 
-/// Where a line came from: its run (index into the merged runs) and line number.
-type Origin = (usize, usize);
-
-/// Merged lines on their way to the parser: the text, where each line ends, and where
-/// each came from (for errors).
+/// Rows of the merge's order gathered from the runs' batches: `rows[k]` is
+/// (index into `batches`, row).
 #[derive(Default)]
-struct Lines {
-    text: String,
-    ends: Vec<usize>,
-    origin: Vec<Origin>,
+struct Gathered {
+    batches: Vec<RecordBatch>,
+    rows: Vec<(usize, usize)>,
 }
 
-impl Lines {
-    fn push(&mut self, origin: Origin, line: &str) {
-        self.text.push_str(line);
-        self.ends.push(self.text.len());
-        self.origin.push(origin);
+impl Gathered {
+    /// The gathered rows as one batch (of the given columns only, else all).
+    fn interleave(
+        &self,
+        columns: Option<&[usize]>,
+    ) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        let projected: Vec<RecordBatch> = match columns {
+            Some(c) => self
+                .batches
+                .iter()
+                .map(|b| b.project(c))
+                .collect::<Result<_, _>>()?,
+            None => self.batches.clone(),
+        };
+        let batches: Vec<&RecordBatch> = projected.iter().collect();
+        datafusion::arrow::compute::interleave_record_batch(&batches, &self.rows)
     }
+}
 
-    /// The lines read as events; a line that does not is an error naming its run file
-    /// and line.
-    fn parse(&self, runs: &[PathBuf]) -> Result<Vec<Event>, StoreError> {
-        let mut start = 0;
-        let mut out = Vec::with_capacity(self.ends.len());
-        for (&end, &(run, line_no)) in self.ends.iter().zip(&self.origin) {
-            let line = self.text.get(start..end).unwrap_or_default();
-            start = end;
-            out.push(
-                serde_json::from_str(line.trim_end()).map_err(|e| StoreError::Line {
-                    path: runs.get(run).cloned().unwrap_or_default(),
-                    line: line_no,
-                    message: e.to_string(),
-                })?,
-            );
+/// One batch of a run, its columns typed once.
+struct RunBatch {
+    batch: RecordBatch,
+    t_rel_sec: Float64Array,
+    server: StringArray,
+    kind: StringArray,
+    event: StringArray,
+    condition: StringArray,
+    state: StringArray,
+    duration_sec: Float64Array,
+    line: StringArray,
+}
+
+impl RunBatch {
+    fn new(batch: RecordBatch, path: &Path) -> Result<Self, StoreError> {
+        if batch.schema().fields() != run_schema(&RunServers::Unknown).fields() {
+            return Err(invalid(
+                path,
+                "not a KVScope event run (unexpected columns)",
+            ));
         }
-        Ok(out)
+        let f64s = |n: &str| -> Float64Array {
+            batch
+                .column_by_name(n)
+                .map(|c| c.as_primitive::<Float64Type>().clone())
+                .unwrap_or_else(|| Float64Array::new_null(batch.num_rows()))
+        };
+        let strs = |n: &str| -> StringArray {
+            batch
+                .column_by_name(n)
+                .map(|c| c.as_string::<i32>().clone())
+                .unwrap_or_else(|| StringArray::new_null(batch.num_rows()))
+        };
+        Ok(Self {
+            t_rel_sec: f64s("t_rel_sec"),
+            server: strs("server"),
+            kind: strs("type"),
+            event: strs("event"),
+            condition: strs("condition"),
+            state: strs("state"),
+            duration_sec: f64s("duration_sec"),
+            line: strs(LINE),
+            batch,
+        })
     }
-}
 
-/// The fields of an event line its place in the merge depends on ([`OrderKey`]).
-#[derive(Debug, Default, serde::Deserialize)]
-struct LineKey {
-    #[serde(rename = "type")]
-    kind: String,
-    t_rel_sec: f64,
-    server: String,
-    #[serde(default)]
-    event: Option<String>,
-    #[serde(default)]
-    condition: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-}
+    fn opt<'a>(a: &'a StringArray, row: usize) -> Option<&'a str> {
+        a.is_valid(row).then(|| a.value(row))
+    }
 
-impl LineKey {
-    fn order(&self) -> OrderKey<'_> {
+    fn key(&self, row: usize) -> OrderKey<'_> {
         OrderKey {
-            t_rel_sec: self.t_rel_sec,
-            server: &self.server,
-            kind: &self.kind,
-            event: self.event.as_deref(),
-            condition: self.condition.as_deref(),
-            state: self.state.as_deref(),
+            t_rel_sec: self.t_rel_sec.value(row),
+            server: self.server.value(row),
+            kind: self.kind.value(row),
+            event: Self::opt(&self.event, row),
+            condition: Self::opt(&self.condition, row),
+            state: Self::opt(&self.state, row),
+        }
+    }
+
+    fn tally_key(&self, row: usize) -> TallyKey<'_> {
+        TallyKey {
+            kind: self.kind.value(row),
+            server: self.server.value(row),
+            event: Self::opt(&self.event, row),
+            condition: Self::opt(&self.condition, row),
+            duration_sec: self
+                .duration_sec
+                .is_valid(row)
+                .then(|| self.duration_sec.value(row)),
         }
     }
 }
 
-/// The next line of one run and its key.
+/// One run being read.
+struct Run {
+    reader: StreamReader<BufReader<File>>,
+    path: PathBuf,
+}
+
+fn open_run(path: &Path) -> Result<Run, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
+        .map_err(|e| invalid(path, e))?;
+    Ok(Run {
+        reader,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Run {
+    /// The run's next non-empty batch, if any.
+    fn next_batch(&mut self) -> Result<Option<Arc<RunBatch>>, StoreError> {
+        for batch in self.reader.by_ref() {
+            let batch = batch.map_err(|e| invalid(&self.path, e))?;
+            if batch.num_rows() > 0 {
+                return Ok(Some(Arc::new(RunBatch::new(batch, &self.path)?)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The next row of one run.
 struct Head {
-    key: LineKey,
-    line: String,
+    batch: Arc<RunBatch>,
+    row: usize,
+    /// The row's time.
+    t: f64,
     run: usize,
-    line_no: usize,
+    /// Runs hold disjoint servers in order ([`runs_in_server_order`]): time and run
+    /// order the rows.
+    by_time_and_run: bool,
+    /// The batch's index in the output being gathered, valid while `generation` is the
+    /// output's.
+    gathered_as: Option<(u64, usize)>,
 }
 
 impl PartialEq for Head {
@@ -280,89 +466,80 @@ impl PartialOrd for Head {
 impl Ord for Head {
     /// Reversed: `BinaryHeap` pops the greatest, the merge wants the first event.
     fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .key
-            .order()
-            .cmp(&self.key.order())
-            .then_with(|| other.run.cmp(&self.run))
+        let ours = if self.by_time_and_run && self.run != other.run {
+            // (NaN compares equal, as in `OrderKey`; the server then decides, which the
+            // run order is.)
+            other.t.partial_cmp(&self.t).unwrap_or(Ordering::Equal)
+        } else {
+            other.batch.key(other.row).cmp(&self.batch.key(self.row))
+        };
+        ours.then_with(|| other.run.cmp(&self.run))
     }
 }
 
-/// One run being read, and where it is (for errors).
-struct Run {
-    reader: BufReader<File>,
-    path: PathBuf,
-    line_no: usize,
-}
-
-impl Run {
-    /// Reads the run's next line and its key into `head` (its line buffer reused: a fresh
-    /// `String` per line grew by doubling, a third of the merge's time); false at the end.
-    fn advance(&mut self, head: &mut Head) -> Result<bool, StoreError> {
-        loop {
-            head.line.clear();
-            let n = self
-                .reader
-                .read_line(&mut head.line)
-                .map_err(|e| StoreError::io(&self.path, e))?;
-            if n == 0 {
-                return Ok(false);
-            }
-            self.line_no += 1;
-            if !head.line.ends_with('\n') {
-                head.line.push('\n');
-            }
-            let line = head.line.trim_end_matches('\n');
-            if line.is_empty() {
-                continue;
-            }
-            head.key = serde_json::from_str(line).map_err(|e| StoreError::Line {
-                path: self.path.clone(),
-                line: self.line_no,
-                message: e.to_string(),
-            })?;
-            head.line_no = self.line_no;
-            return Ok(true);
-        }
-    }
-}
-
-/// Calls `sink` with every line of `runs` (each sorted) in merged order, newline
-/// included, and where it came from.
+/// Calls `row` with every event of `runs` (each sorted) in merged order, and `flush`
+/// with the rows gathered, [`MERGE_BATCH`] at a time.
 fn merge(
     runs: &[PathBuf],
-    mut sink: impl FnMut(Origin, &str) -> Result<(), StoreError>,
+    mut row: impl FnMut(&RunBatch, usize) -> Result<(), StoreError>,
+    mut flush: impl FnMut(Gathered) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut readers = Vec::with_capacity(runs.len());
-    // Boxed: a heap moves its entries log(runs) times per line.
-    let mut heap: BinaryHeap<Box<Head>> = BinaryHeap::with_capacity(runs.len());
-    for (i, path) in runs.iter().enumerate() {
-        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-        let mut run = Run {
-            reader: BufReader::with_capacity(1 << 16, file),
-            path: path.clone(),
-            line_no: 0,
-        };
-        let mut head = Box::new(Head {
-            key: LineKey::default(),
-            line: String::with_capacity(512),
-            run: i,
-            line_no: 0,
-        });
-        if run.advance(&mut head)? {
-            heap.push(head);
+    let mut readers = runs
+        .iter()
+        .map(|p| open_run(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let servers: Vec<_> = readers
+        .iter()
+        .map(|r| RunServers::of(&r.reader.schema()))
+        .collect();
+    let by_time_and_run = runs_in_server_order(&servers);
+    let mut heap: BinaryHeap<Head> = BinaryHeap::with_capacity(runs.len());
+    for (i, run) in readers.iter_mut().enumerate() {
+        if let Some(batch) = run.next_batch()? {
+            heap.push(Head {
+                t: batch.t_rel_sec.value(0),
+                batch,
+                row: 0,
+                run: i,
+                by_time_and_run,
+                gathered_as: None,
+            });
         }
-        readers.push(run);
     }
+    let mut out = Gathered::default();
+    let mut generation = 0u64;
     while let Some(mut head) = heap.pop() {
-        sink((head.run, head.line_no), &head.line)?;
-        let more = match readers.get_mut(head.run) {
-            Some(r) => r.advance(&mut head)?,
-            None => false,
+        row(&head.batch, head.row)?;
+        let index = match head.gathered_as {
+            Some((g, index)) if g == generation => index,
+            _ => {
+                out.batches.push(head.batch.batch.clone());
+                let index = out.batches.len() - 1;
+                head.gathered_as = Some((generation, index));
+                index
+            }
         };
-        if more {
-            heap.push(head);
+        out.rows.push((index, head.row));
+        if out.rows.len() == MERGE_BATCH {
+            flush(std::mem::take(&mut out))?;
+            generation += 1;
         }
+        head.row += 1;
+        if head.row == head.batch.batch.num_rows() {
+            let next = match readers.get_mut(head.run) {
+                Some(r) => r.next_batch()?,
+                None => None,
+            };
+            let Some(batch) = next else { continue };
+            head.batch = batch;
+            head.row = 0;
+            head.gathered_as = None;
+        }
+        head.t = head.batch.t_rel_sec.value(head.row);
+        heap.push(head);
+    }
+    if !out.rows.is_empty() {
+        flush(out)?;
     }
     Ok(())
 }
@@ -371,45 +548,69 @@ fn merge(
 mod tests {
     use super::*;
 
-    fn ev(t: f64, server: &str, tag: &str) -> Event {
-        Event {
-            kind: "transient".into(),
+    /// Events of every kind the tally tells apart, on three servers of `group`.
+    fn ev(t: f64, k: usize, group: &str, tag: &str) -> Event {
+        let server = format!("server-{group}{}", k % 3);
+        let base = Event {
             t_rel_sec: t,
-            server: server.into(),
-            event: Some("TTFT_SPIKE".into()),
+            server,
             reason: Some(tag.into()),
             ..Default::default()
+        };
+        match k % 4 {
+            0 => Event {
+                kind: "transient".into(),
+                event: Some("TTFT_SPIKE".into()),
+                value: Some(t * 2.0),
+                ..base
+            },
+            1 => Event {
+                kind: "data_quality".into(),
+                event: Some("SCRAPE_GAP".into()),
+                ..base
+            },
+            2 => Event {
+                kind: "condition_episode".into(),
+                condition: Some("QUEUE_DELAY".into()),
+                duration_sec: Some(t + 0.125),
+                ..base
+            },
+            _ => Event {
+                kind: "condition_change".into(),
+                condition: Some("TTFT_ELEVATED".into()),
+                state: Some(if k % 8 == 3 { "start" } else { "end" }.into()),
+                ..base
+            },
         }
     }
 
-    /// Runs merged through the group level equal a stable sort of all events in chunk
-    /// order: ties (same time, server and name) keep their chunk order.
-    #[test]
-    fn merged_runs_are_the_stable_order_through_every_level() {
+    /// Writes more runs than MAX_OPEN (so the grouped level runs too), each with more
+    /// events than a run batch, merges them, and checks the files and the tally against
+    /// a stable sort of all events in chunk order. `group` names a chunk's servers.
+    fn merge_checked(group: impl Fn(usize) -> String) {
         let dir = tempfile::tempdir().unwrap();
         let mut all = Vec::new();
-        // More runs than MAX_OPEN, so the grouped level runs too.
-        // More events than a Parquet batch: the parsers take several turns and the
-        // encoder's staged batches cross a Parquet batch boundary.
-        for chunk in 0..(MAX_OPEN * 2 + 3) {
-            let mut events: Vec<Event> = (0..260)
+        for chunk in 0..(MAX_OPEN + 3) {
+            let mut events: Vec<Event> = (0..300)
                 .map(|k| {
                     ev(
                         f64::from(((chunk * 7 + k * 13) % 11) as u32),
-                        "s",
+                        k,
+                        &group(chunk),
                         &format!("{chunk}-{k}"),
                     )
                 })
                 .collect();
             super::super::sort_events(&mut events);
-            crate::store::events::write_events(&run_path(dir.path(), chunk), &events).unwrap();
+            write_run(&run_path(dir.path(), chunk), &events).unwrap();
             all.extend(events);
         }
         super::super::sort_events(&mut all);
         let (jsonl, parquet) = (dir.path().join("e.jsonl"), dir.path().join("e.parquet"));
         let mut tally = EventTally::default();
         merge_runs(dir.path(), &jsonl, &parquet, &mut tally).unwrap();
-        assert_eq!(tally.total(), all.len() as u64);
+        assert_eq!(tally.total(), 77_700);
+        assert_eq!(tally, EventTally::from_events(&all));
         let merged = crate::store::events::read_events(&jsonl).unwrap();
         let tags = |v: &[Event]| v.iter().map(|e| e.reason.clone()).collect::<Vec<_>>();
         assert_eq!(tags(&merged), tags(&all));
@@ -421,5 +622,65 @@ mod tests {
             std::fs::read(&parquet).unwrap(),
             crate::store::events::events_to_parquet(&all).unwrap()
         );
+    }
+
+    /// Runs of disjoint servers in order (chunks): merged by time and run.
+    #[test]
+    fn runs_of_servers_in_order_merge_to_the_stable_order() {
+        merge_checked(|chunk| format!("{chunk:04}-"));
+    }
+
+    /// Runs sharing servers: merged by whole keys; ties (same time, server and name) keep
+    /// their chunk order.
+    #[test]
+    fn runs_sharing_servers_merge_to_the_stable_order() {
+        merge_checked(|_| String::new());
+    }
+
+    #[test]
+    fn server_order_of_runs() {
+        use RunServers::{NoEvents, Range, Unknown};
+        let r = |a: &str, b: &str| Range(a.to_string(), b.to_string());
+        let ordered = [r("a", "c"), NoEvents, r("d", "d"), r("e", "z")];
+        assert!(runs_in_server_order(&ordered));
+        assert_eq!(RunServers::merged(&ordered), r("a", "z"));
+        assert!(runs_in_server_order(&[NoEvents, NoEvents]));
+        assert_eq!(RunServers::merged(&[NoEvents, NoEvents]), NoEvents);
+        assert_eq!(RunServers::merged(&[NoEvents, r("b", "c")]), r("b", "c"));
+        for unordered in [
+            vec![r("a", "c"), r("c", "d")],
+            vec![r("d", "e"), r("a", "b")],
+            vec![r("b", "a")],
+            vec![r("a", "b"), Unknown],
+            vec![Unknown, NoEvents],
+        ] {
+            assert!(!runs_in_server_order(&unordered), "{unordered:?}");
+            assert_eq!(RunServers::merged(&unordered), Unknown);
+        }
+    }
+
+    /// A run that is not one (truncated, or another file's bytes) fails the merge with
+    /// its path, and leaves no events file behind.
+    #[test]
+    fn a_damaged_run_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let events: Vec<Event> = (0..500).map(|k| ev(k as f64, k, "", "x")).collect();
+        write_run(&run_path(dir.path(), 0), &events).unwrap();
+        let damaged = run_path(dir.path(), 1);
+        write_run(&damaged, &events).unwrap();
+        let bytes = std::fs::read(&damaged).unwrap();
+        std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+        let (jsonl, parquet) = (dir.path().join("e.jsonl"), dir.path().join("e.parquet"));
+        let err = merge_runs(dir.path(), &jsonl, &parquet, &mut EventTally::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run-000001.arrows"), "{err}");
+        assert!(!jsonl.exists() && !parquet.exists());
+
+        std::fs::write(&damaged, b"{\"type\": \"transient\"}\n").unwrap();
+        let err = merge_runs(dir.path(), &jsonl, &parquet, &mut EventTally::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run-000001.arrows"), "{err}");
     }
 }

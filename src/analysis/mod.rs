@@ -627,7 +627,7 @@ pub async fn session_servers(loc: &Location) -> Result<Vec<(String, u64)>, Analy
 }
 
 /// A shard of a session's servers analysed on its own (a cluster task): the catalog over
-/// `servers` only, its events left as sorted runs in `runs` (`run-NNNNNN.jsonl`, in
+/// `servers` only, its events left as sorted runs in `runs` (`run-NNNNNN.arrows`, in
 /// chunk order), its result rows returned. Histograms are the coordinator's
 /// ([`write_from_shards`]).
 pub async fn analyze_shard(

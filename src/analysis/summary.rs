@@ -325,7 +325,7 @@ impl<'a> Columns<'a> {
 /// What the summary counts from events, gathered one event at a time: the in-memory
 /// paths add a slice, the streamed path (`analyze` of a fleet) each event as it is merged
 /// into `events.jsonl`, so no analysis needs every event in memory for its summary.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventTally {
     servers: std::collections::HashMap<String, ServerTally>,
     scrape_gaps: u64,
@@ -333,7 +333,17 @@ pub struct EventTally {
     total: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// The fields of an event [`EventTally`] counts by, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TallyKey<'a> {
+    pub kind: &'a str,
+    pub server: &'a str,
+    pub event: Option<&'a str>,
+    pub condition: Option<&'a str>,
+    pub duration_sec: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 struct ServerTally {
     episodes: BTreeMap<String, EpisodeStats>,
     events: BTreeMap<String, u64>,
@@ -351,22 +361,36 @@ impl EventTally {
     /// Counts one event (events must come in `events.jsonl` order: episode totals are
     /// rounded as they add up).
     pub fn add(&mut self, e: &Event) {
+        self.add_key(TallyKey {
+            kind: &e.kind,
+            server: &e.server,
+            event: e.event.as_deref(),
+            condition: e.condition.as_deref(),
+            duration_sec: e.duration_sec,
+        });
+    }
+
+    /// [`EventTally::add`] from the fields it reads (the merge of event runs reads them
+    /// from columns).
+    pub(super) fn add_key(&mut self, e: TallyKey<'_>) {
         self.total += 1;
-        match e.event_name() {
+        match e.event.and_then(|n| n.parse::<EventName>().ok()) {
             Some(EventName::ScrapeGap) => self.scrape_gaps += 1,
             Some(EventName::CounterReset) => self.counter_resets += 1,
             _ => {}
         }
-        let s = match self.servers.get_mut(&e.server) {
+        let s = match self.servers.get_mut(e.server) {
             Some(s) => s,
-            None => self.servers.entry(e.server.clone()).or_default(),
+            None => self.servers.entry(e.server.to_string()).or_default(),
         };
-        let key: std::borrow::Cow<'_, str> = match (&e.event, &e.condition) {
+        let key: std::borrow::Cow<'_, str> = match (e.event, e.condition) {
             (Some(ev), _) => ev.into(),
-            (None, Some(cond)) if e.event_type() == Some(EventType::ConditionEpisode) => {
+            (None, Some(cond))
+                if e.kind.parse::<EventType>().ok() == Some(EventType::ConditionEpisode) =>
+            {
                 let st = match s.episodes.get_mut(cond) {
                     Some(st) => st,
-                    None => s.episodes.entry(cond.clone()).or_default(),
+                    None => s.episodes.entry(cond.to_string()).or_default(),
                 };
                 let d = e.duration_sec.unwrap_or(0.0);
                 st.count += 1;
@@ -374,7 +398,7 @@ impl EventTally {
                 st.longest_s = st.longest_s.max(d);
                 format!("{}:{cond}", e.kind).into()
             }
-            _ => e.kind.as_str().into(),
+            _ => e.kind.into(),
         };
         // Looked up borrowed: a fleet has hundreds of thousands of events and a few
         // dozen keys.

@@ -560,7 +560,7 @@ impl Collected {
                     let Some(runs) = &self.runs else {
                         return Err(bad("events from a job without them".into()));
                     };
-                    let path = runs.join(format!("part-{unit:06}-{chunk:06}.jsonl"));
+                    let path = runs.join(format!("part-{unit:06}-{chunk:06}.part"));
                     let mut f = if seq == 0 {
                         File::create(&path)
                     } else {

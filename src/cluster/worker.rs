@@ -117,7 +117,7 @@ pub async fn run_unit(job: &Job, unit: &Unit, tx: &Sender<Result<RecordBatch>>) 
                     return send(tx, part_batch(unit.index, Part::Done, 0, "", &[])?).await;
                 }
             };
-            // The shard's runs, in chunk order (run-NNNNNN.jsonl).
+            // The shard's runs, in chunk order (run-NNNNNN.arrows).
             let mut files: Vec<_> = std::fs::read_dir(runs.path())
                 .map_err(ext)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
