@@ -379,7 +379,7 @@ impl RunBatch {
         })
     }
 
-    fn opt<'a>(a: &'a StringArray, row: usize) -> Option<&'a str> {
+    fn opt(a: &StringArray, row: usize) -> Option<&str> {
         a.is_valid(row).then(|| a.value(row))
     }
 
