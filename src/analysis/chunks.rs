@@ -183,6 +183,17 @@ pub(super) async fn run_catalog(
             results.entry(k).or_default().extend(v);
         }
     }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let batches: Vec<&RecordBatch> = results.values().flatten().collect();
+        tracing::debug!(
+            "kept result rows: {} batches, {} bytes",
+            batches.len(),
+            batches
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum::<usize>()
+        );
+    }
     // Histograms are per session, not per chunk (a shard leaves them to its coordinator).
     if shard.is_none() {
         results.extend(run_histogram_queries(ctx, thresholds).await?);
