@@ -22,7 +22,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -87,15 +87,21 @@ impl RunServers {
 
     /// The servers of runs merged into one.
     fn merged(runs: &[RunServers]) -> Self {
-        let mut ranges = runs.iter().filter(|r| **r != Self::NoEvents);
-        match (ranges.next(), ranges.next_back()) {
-            (None, _) => Self::NoEvents,
-            _ if !runs_in_server_order(runs) => Self::Unknown,
-            (Some(Self::Range(first, last)), None) => Self::Range(first.clone(), last.clone()),
-            (Some(Self::Range(first, _)), Some(Self::Range(_, last))) => {
+        if !runs_in_server_order(runs) {
+            return Self::Unknown;
+        }
+        // In order, so no run is `Unknown`: the first range's first server and the last
+        // range's last.
+        let mut ranges = runs.iter().filter_map(|r| match r {
+            Self::Range(first, last) => Some((first, last)),
+            _ => None,
+        });
+        match ranges.next() {
+            None => Self::NoEvents,
+            Some((first, last)) => {
+                let last = ranges.next_back().map_or(last, |(_, l)| l);
                 Self::Range(first.clone(), last.clone())
             }
-            _ => Self::Unknown,
         }
     }
 }
@@ -149,38 +155,65 @@ fn invalid(path: &Path, message: impl ToString) -> StoreError {
     }
 }
 
+/// A run file being written: batches of [`run_schema`], its metadata naming the servers.
+struct RunWriter {
+    w: StreamWriter<BufWriter<File>>,
+    schema: SchemaRef,
+    path: PathBuf,
+}
+
+impl RunWriter {
+    fn create(path: &Path, servers: &RunServers) -> Result<Self, StoreError> {
+        let file = File::create(path).map_err(|e| StoreError::io(path, e))?;
+        let schema = run_schema(servers);
+        let w =
+            StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|e| invalid(path, e))?;
+        Ok(Self {
+            w,
+            schema,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes the run columns `columns` (the events', then the lines).
+    fn write(&mut self, columns: Vec<ArrayRef>) -> Result<(), StoreError> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| invalid(&self.path, e))?;
+        self.w.write(&batch).map_err(|e| invalid(&self.path, e))
+    }
+
+    fn finish(mut self) -> Result<(), StoreError> {
+        self.w.finish().map_err(|e| invalid(&self.path, e))?;
+        self.w
+            .into_inner()
+            .map_err(|e| invalid(&self.path, e))?
+            .into_inner()
+            .map_err(|e| StoreError::io(&self.path, e.into_error()))?;
+        Ok(())
+    }
+}
+
 /// Writes `events` (sorted) as the run file `path`: [`RUN_BATCH`] events per batch, each
 /// with its line. Written to a temporary file renamed into place.
 pub(super) fn write_run(path: &Path, events: &[Event]) -> Result<(), StoreError> {
     let tmp = path.with_extension("tmp");
-    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
     let servers = || events.iter().map(|e| e.server.as_str());
     let range = match servers().min().zip(servers().max()) {
         Some((first, last)) => RunServers::Range(first.to_string(), last.to_string()),
         None => RunServers::NoEvents,
     };
-    let schema = run_schema(&range);
-    let mut w =
-        StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|e| invalid(path, e))?;
-    let mut text = Vec::new();
+    let mut w = RunWriter::create(&tmp, &range)?;
     for part in events.chunks(RUN_BATCH) {
-        let mut lines = Vec::with_capacity(part.len());
-        for e in part {
-            text.clear();
-            serde_json::to_writer(&mut text, e).map_err(|err| invalid(path, err))?;
-            // serde_json writes UTF-8.
-            lines.push(String::from_utf8_lossy(&text).into_owned());
-        }
+        let lines = part
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(path, e))?;
         let mut columns = events_to_batch(part).columns().to_vec();
         columns.push(Arc::new(StringArray::from(lines)));
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| invalid(path, e))?;
-        w.write(&batch).map_err(|e| invalid(path, e))?;
+        w.write(columns)?;
     }
-    w.finish().map_err(|e| invalid(path, e))?;
-    w.into_inner()
-        .map_err(|e| invalid(path, e))?
-        .into_inner()
-        .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+    w.finish()?;
     std::fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
 }
 
@@ -220,29 +253,18 @@ pub(super) fn merge_runs(
         let mut next = Vec::new();
         for (g, group) in runs.chunks(MAX_OPEN).enumerate() {
             let out = dir.join(format!("level{level}-{g:06}.{RUN_EXT}"));
-            let file = File::create(&out).map_err(|e| StoreError::io(&out, e))?;
-            let servers = group
-                .iter()
-                .map(|r| Ok(RunServers::of(&open_run(r)?.reader.schema())))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            let schema = run_schema(&RunServers::merged(&servers));
-            let mut w = StreamWriter::try_new(BufWriter::new(file), &schema)
-                .map_err(|e| invalid(&out, e))?;
+            let readers = open_runs(group)?;
+            let servers: Vec<_> = readers.iter().map(|r| r.servers.clone()).collect();
+            let mut w = RunWriter::create(&out, &RunServers::merged(&servers))?;
             merge(
-                group,
+                readers,
                 |_, _| Ok(()),
                 |gathered| {
                     let batch = gathered.interleave(None).map_err(|e| invalid(&out, e))?;
-                    let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
-                        .map_err(|e| invalid(&out, e))?;
-                    w.write(&batch).map_err(|e| invalid(&out, e))
+                    w.write(batch.columns().to_vec())
                 },
             )?;
-            w.finish().map_err(|e| invalid(&out, e))?;
-            w.into_inner()
-                .map_err(|e| invalid(&out, e))?
-                .into_inner()
-                .map_err(|e| StoreError::io(&out, e.into_error()))?;
+            w.finish()?;
             for r in group {
                 let _ = std::fs::remove_file(r);
             }
@@ -278,21 +300,23 @@ pub(super) fn merge_runs(
                 .map_err(|e| StoreError::io(&encoder_tmp, e.into_error()))?;
             Ok(())
         });
-        let merged = merge(
-            runs,
-            |cols, row| {
-                lines
-                    .write_all(cols.line.value(row).as_bytes())
-                    .and_then(|()| lines.write_all(b"\n"))
-                    .map_err(|e| StoreError::io(&jsonl_tmp, e))?;
-                tally.add_key(cols.tally_key(row));
-                Ok(())
-            },
-            |gathered| {
-                tx.send(gathered)
-                    .map_err(|_| invalid(parquet, "the event encoder stopped"))
-            },
-        );
+        let merged = open_runs(runs).and_then(|readers| {
+            merge(
+                readers,
+                |cols, row| {
+                    lines
+                        .write_all(cols.line.value(row).as_bytes())
+                        .and_then(|()| lines.write_all(b"\n"))
+                        .map_err(|e| StoreError::io(&jsonl_tmp, e))?;
+                    tally.add_key(cols.tally_key(row));
+                    Ok(())
+                },
+                |gathered| {
+                    tx.send(gathered)
+                        .map_err(|_| invalid(parquet, "the event encoder stopped"))
+                },
+            )
+        });
         drop(tx);
         let encoded = encoder
             .join()
@@ -347,13 +371,8 @@ struct RunBatch {
 }
 
 impl RunBatch {
-    fn new(batch: RecordBatch, path: &Path) -> Result<Self, StoreError> {
-        if batch.schema().fields() != run_schema(&RunServers::Unknown).fields() {
-            return Err(invalid(
-                path,
-                "not a KVScope event run (unexpected columns)",
-            ));
-        }
+    /// The batch's columns typed (its schema was checked when the run was opened).
+    fn new(batch: RecordBatch) -> Self {
         let f64s = |n: &str| -> Float64Array {
             batch
                 .column_by_name(n)
@@ -366,7 +385,7 @@ impl RunBatch {
                 .map(|c| c.as_string::<i32>().clone())
                 .unwrap_or_else(|| StringArray::new_null(batch.num_rows()))
         };
-        Ok(Self {
+        Self {
             t_rel_sec: f64s("t_rel_sec"),
             server: strs("server"),
             kind: strs("type"),
@@ -376,7 +395,7 @@ impl RunBatch {
             duration_sec: f64s("duration_sec"),
             line: strs(LINE),
             batch,
-        })
+        }
     }
 
     fn opt(a: &StringArray, row: usize) -> Option<&str> {
@@ -412,16 +431,33 @@ impl RunBatch {
 struct Run {
     reader: StreamReader<BufReader<File>>,
     path: PathBuf,
+    servers: RunServers,
 }
 
-fn open_run(path: &Path) -> Result<Run, StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
-        .map_err(|e| invalid(path, e))?;
-    Ok(Run {
-        reader,
-        path: path.to_path_buf(),
-    })
+/// Opens the runs at `paths`; a file that is not a run (other columns) is an error
+/// naming it.
+fn open_runs(paths: &[PathBuf]) -> Result<Vec<Run>, StoreError> {
+    let expected = run_schema(&RunServers::Unknown);
+    paths
+        .iter()
+        .map(|path| {
+            let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+            let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
+                .map_err(|e| invalid(path, e))?;
+            let schema = reader.schema();
+            if schema.fields() != expected.fields() {
+                return Err(invalid(
+                    path,
+                    "not a KVScope event run (unexpected columns)",
+                ));
+            }
+            Ok(Run {
+                servers: RunServers::of(&schema),
+                reader,
+                path: path.clone(),
+            })
+        })
+        .collect()
 }
 
 impl Run {
@@ -430,7 +466,7 @@ impl Run {
         for batch in self.reader.by_ref() {
             let batch = batch.map_err(|e| invalid(&self.path, e))?;
             if batch.num_rows() > 0 {
-                return Ok(Some(Arc::new(RunBatch::new(batch, &self.path)?)));
+                return Ok(Some(Arc::new(RunBatch::new(batch))));
             }
         }
         Ok(None)
@@ -477,23 +513,16 @@ impl Ord for Head {
     }
 }
 
-/// Calls `row` with every event of `runs` (each sorted) in merged order, and `flush`
+/// Calls `row` with every event of the runs (each sorted) in merged order, and `flush`
 /// with the rows gathered, [`MERGE_BATCH`] at a time.
 fn merge(
-    runs: &[PathBuf],
+    mut readers: Vec<Run>,
     mut row: impl FnMut(&RunBatch, usize) -> Result<(), StoreError>,
     mut flush: impl FnMut(Gathered) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let mut readers = runs
-        .iter()
-        .map(|p| open_run(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let servers: Vec<_> = readers
-        .iter()
-        .map(|r| RunServers::of(&r.reader.schema()))
-        .collect();
+    let servers: Vec<_> = readers.iter().map(|r| r.servers.clone()).collect();
     let by_time_and_run = runs_in_server_order(&servers);
-    let mut heap: BinaryHeap<Head> = BinaryHeap::with_capacity(runs.len());
+    let mut heap: BinaryHeap<Head> = BinaryHeap::with_capacity(readers.len());
     for (i, run) in readers.iter_mut().enumerate() {
         if let Some(batch) = run.next_batch()? {
             heap.push(Head {
