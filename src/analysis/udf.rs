@@ -35,15 +35,25 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, Int64Array, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, Float64Builder,
+    Int64Array, StringArray, UInt32Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Schema};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{
+    ExpressionArgs, PartitionEvaluatorArgs, WindowUDFFieldArgs,
+};
 use datafusion::logical_expr::{
-    PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
+    ColumnarValue, PartitionEvaluator, Signature, Volatility, WindowUDF, WindowUDFImpl,
 };
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
 
 /// The window functions to register.
 pub fn all() -> Vec<WindowUDF> {
@@ -67,12 +77,15 @@ struct SimpleWindow {
     name: &'static str,
     signature: Signature,
     output: DataType,
+    /// Leading arguments that are columns; the rest are constants (windows, durations).
+    columns: usize,
 }
 
 impl SimpleWindow {
     fn new(name: &'static str, args: Vec<DataType>, output: DataType) -> Self {
         Self {
             name,
+            columns: args.len().min(2),
             signature: Signature::exact(args, Volatility::Immutable),
             output,
         }
@@ -126,20 +139,71 @@ impl WindowUDFImpl for SimpleWindow {
     fn signature(&self) -> &Signature {
         &self.signature
     }
+    fn expressions(&self, args: ExpressionArgs) -> Vec<Arc<dyn PhysicalExpr>> {
+        column_arguments(&args, self.columns)
+    }
     fn partition_evaluator(
         &self,
-        _args: PartitionEvaluatorArgs,
+        args: PartitionEvaluatorArgs,
     ) -> Result<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(SimpleEval { name: self.name }))
+        Ok(Box::new(SimpleEval {
+            name: self.name,
+            constants: constants(self.name, &args, self.columns)?,
+        }))
     }
     fn field(&self, args: WindowUDFFieldArgs) -> Result<FieldRef> {
         Ok(Arc::new(Field::new(args.name(), self.output.clone(), true)))
     }
 }
 
+/// The column arguments of a call: what DataFusion evaluates for each partition. The
+/// constants after them are read once by [`constants`]; passed on, each would be
+/// expanded into a column of the partition's length for every call.
+fn column_arguments(args: &ExpressionArgs, columns: usize) -> Vec<Arc<dyn PhysicalExpr>> {
+    let exprs = args.input_exprs();
+    exprs.get(..columns).unwrap_or(exprs).to_vec()
+}
+
+/// The constant arguments of a call (those after its `columns` column arguments) as
+/// floats, read when the plan is made; an argument that reads a column is an error.
+fn constants(name: &str, args: &PartitionEvaluatorArgs, columns: usize) -> Result<Vec<f64>> {
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    let mut out = Vec::new();
+    for (k, expr) in args.input_exprs().iter().enumerate().skip(columns) {
+        let value = if collect_columns(expr).is_empty() {
+            match expr.evaluate(&one_row)? {
+                ColumnarValue::Scalar(s) => s.cast_to(&DataType::Float64)?,
+                ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0)?,
+            }
+        } else {
+            ScalarValue::Null
+        };
+        match value {
+            ScalarValue::Float64(Some(v)) => out.push(v),
+            _ => return exec_err!("{name}: argument {} must be a constant number", k + 1),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(Debug)]
 struct SimpleEval {
     name: &'static str,
+    /// The call's constant arguments, in order.
+    constants: Vec<f64>,
+}
+
+impl SimpleEval {
+    fn constant(&self, k: usize) -> Result<f64> {
+        match self.constants.get(k) {
+            Some(v) => Ok(*v),
+            None => exec_err!("{}: missing constant argument", self.name),
+        }
+    }
 }
 
 impl PartitionEvaluator for SimpleEval {
@@ -159,31 +223,31 @@ impl PartitionEvaluator for SimpleEval {
                     self.name
                 );
             };
-            let window = constant_f64(values.get(2))?;
+            let window = self.constant(0)?;
             if self.name == "rolling_median" {
                 return Ok(Arc::new(rolling_median(v, t, window, num_rows)));
             }
-            let v: Vec<Option<f64>> = (0..num_rows)
-                .map(|i| v.is_valid(i).then(|| v.value(i)))
-                .collect();
-            let t = times(t, num_rows);
-            return Ok(Arc::new(Float64Array::from(rolling_sum(&v, &t, window))));
+            let t = times(t);
+            return Ok(Arc::new(rolling_sum(&known_or_zero(v), &t, window)));
         }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
             };
-            let mut last: Option<&str> = None;
-            let out: StringArray = (0..num_rows)
+            // The rows to copy from, gathered in one `take` (no string built per row).
+            let mut last: Option<u32> = None;
+            let rows = u32::try_from(num_rows.min(v.len()))
+                .map_err(|_| DataFusionError::Execution("partition over 4 G rows".into()))?;
+            let from: UInt32Array = (0..rows)
                 .map(|i| {
                     let prev = last;
-                    if v.is_valid(i) {
-                        last = Some(v.value(i));
+                    if v.is_valid(i as usize) {
+                        last = Some(i);
                     }
                     prev
                 })
                 .collect();
-            return Ok(Arc::new(out));
+            return Ok(take(v, &from, None)?);
         }
         let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) else {
             return exec_err!("{}: the first argument must be a boolean", self.name);
@@ -197,8 +261,8 @@ impl PartitionEvaluator for SimpleEval {
                 else {
                     return exec_err!("rearm: t must be a float");
                 };
-                let quiet = constant_f64(values.get(2))?;
-                let t = times(t, num_rows);
+                let quiet = self.constant(0)?;
+                let t = times(t);
                 Ok(Arc::new(rearm((0..num_rows).map(flag), &t, quiet)))
             }
             "sustained" => {
@@ -208,14 +272,13 @@ impl PartitionEvaluator for SimpleEval {
                 else {
                     return exec_err!("sustained: t must be a float");
                 };
-                let min_s = constant_f64(values.get(2))?;
-                let min_rows = constant_f64(values.get(3))?.max(1.0) as usize;
+                let min_s = self.constant(0)?;
+                let min_rows = self.constant(1)?.max(1.0) as usize;
                 let active: Vec<Option<bool>> = (0..num_rows).map(flag).collect();
-                let t = times(t, num_rows);
-                let out: BooleanArray = sustained(&active, &t, min_s, min_rows)
-                    .into_iter()
-                    .collect();
-                Ok(Arc::new(out))
+                let t = times(t);
+                Ok(Arc::new(BooleanArray::from(sustained(
+                    &active, &t, min_s, min_rows,
+                ))))
             }
             "condition_change" => Ok(Arc::new(condition_change((0..num_rows).map(flag)))),
             "next_time_where" => {
@@ -225,18 +288,17 @@ impl PartitionEvaluator for SimpleEval {
                 else {
                     return exec_err!("next_time_where: t must be a float");
                 };
-                // Backwards: the nearest row at or after i where the flag holds.
-                let mut out = vec![None; num_rows];
-                let mut next: Option<f64> = None;
-                for i in (0..num_rows).rev() {
+                // Backwards: the nearest row at or after i where the flag holds (NaN
+                // while there is none, turned into NULL below).
+                let mut out = vec![f64::NAN; num_rows];
+                let mut next = f64::NAN;
+                for (i, slot) in out.iter_mut().enumerate().rev() {
                     if flag(i) == Some(true) && t.is_valid(i) {
-                        next = Some(t.value(i));
+                        next = t.value(i);
                     }
-                    if let Some(slot) = out.get_mut(i) {
-                        *slot = next;
-                    }
+                    *slot = next;
                 }
-                Ok(Arc::new(Float64Array::from(out)))
+                Ok(Arc::new(nan_as_null(out)))
             }
             "episode_id" => {
                 let Some(t) = values
@@ -245,12 +307,10 @@ impl PartitionEvaluator for SimpleEval {
                 else {
                     return exec_err!("episode_id: t must be a float");
                 };
-                let gap = constant_f64(values.get(2))?;
-                let min = constant_f64(values.get(3))?;
+                let gap = self.constant(0)?;
+                let min = self.constant(1)?;
                 let active: Vec<Option<bool>> = (0..num_rows).map(flag).collect();
-                let t: Vec<Option<f64>> = (0..num_rows)
-                    .map(|i| t.is_valid(i).then(|| t.value(i)))
-                    .collect();
+                let t = times(t);
                 Ok(Arc::new(episode_id(&active, &t, gap, min)))
             }
             other => exec_err!("unknown window function {other}"),
@@ -258,27 +318,52 @@ impl PartitionEvaluator for SimpleEval {
     }
 }
 
-/// The times of a `t` column (NULL as `None`).
-fn times(t: &Float64Array, n: usize) -> Vec<Option<f64>> {
-    (0..n.min(t.len()))
-        .map(|i| (t.is_valid(i) && t.value(i).is_finite()).then(|| t.value(i)))
-        .collect()
+/// The times of a `t` column as the kernels read them: NaN where unknown (NULL or not
+/// finite). The column itself when every time is known, as it nearly always is.
+fn times(t: &Float64Array) -> Cow<'_, [f64]> {
+    if t.null_count() == 0 && t.values().iter().all(|x| x.is_finite()) {
+        return Cow::Borrowed(t.values());
+    }
+    Cow::Owned(
+        t.iter()
+            .map(|x| x.filter(|x| x.is_finite()).unwrap_or(f64::NAN))
+            .collect(),
+    )
+}
+
+/// Row `k`'s time, if known.
+fn at(t: &[f64], k: usize) -> Option<f64> {
+    t.get(k).copied().filter(|x| !x.is_nan())
+}
+
+/// The values of a column with NULL and non-finite values as 0 (what a sum counts).
+fn known_or_zero(v: &Float64Array) -> Cow<'_, [f64]> {
+    if v.null_count() == 0 && v.values().iter().all(|x| x.is_finite()) {
+        return Cow::Borrowed(v.values());
+    }
+    Cow::Owned(
+        v.iter()
+            .map(|x| x.filter(|x| x.is_finite()).unwrap_or(0.0))
+            .collect(),
+    )
+}
+
+/// A float column with NaN as NULL.
+fn nan_as_null(v: Vec<f64>) -> Float64Array {
+    let valid = NullBuffer::from_iter(v.iter().map(|x| !x.is_nan()));
+    Float64Array::new(v.into(), Some(valid).filter(|n| n.null_count() > 0))
 }
 
 /// The kernel behind `rearm`, public for tests: fires where the flag holds and held on
 /// no row in the `quiet_s` seconds before.
-pub fn rearm(
-    flags: impl Iterator<Item = Option<bool>>,
-    t: &[Option<f64>],
-    quiet_s: f64,
-) -> BooleanArray {
+pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[f64], quiet_s: f64) -> BooleanArray {
     // Time of the last row where the flag held.
     let mut last: Option<f64> = None;
     flags
         .enumerate()
         .map(|(i, f)| {
             let on = f == Some(true);
-            let now = t.get(i).copied().flatten();
+            let now = at(t, i);
             let quiet = match (last, now) {
                 (None, _) => true,
                 (Some(l), Some(n)) => n - l > quiet_s,
@@ -295,8 +380,8 @@ pub fn rearm(
 /// Seconds covered by the run of rows `[i, j)`: each row stands for the interval since
 /// the row before it. The first run of a partition has no row before; it counts its own
 /// mean spacing per row.
-fn run_seconds(t: &[Option<f64>], i: usize, j: usize) -> f64 {
-    let at = |k: usize| t.get(k).copied().flatten();
+fn run_seconds(t: &[f64], i: usize, j: usize) -> f64 {
+    let at = |k: usize| at(t, k);
     let Some(last) = j.checked_sub(1).and_then(at) else {
         return 0.0;
     };
@@ -312,7 +397,7 @@ fn run_seconds(t: &[Option<f64>], i: usize, j: usize) -> f64 {
 /// The kernel behind `sustained`, public for tests.
 pub fn sustained(
     active: &[Option<bool>],
-    t: &[Option<f64>],
+    t: &[f64],
     min_s: f64,
     min_rows: usize,
 ) -> Vec<Option<bool>> {
@@ -339,36 +424,26 @@ pub fn sustained(
 }
 
 /// The kernel behind `rolling_sum`, public for tests: the sum over rows with `t` in
-/// `(t_i - window, t_i]` (NULL values count 0; a row with NULL `t` gets NULL).
-pub fn rolling_sum(v: &[Option<f64>], t: &[Option<f64>], window: f64) -> Vec<Option<f64>> {
+/// `(t_i - window, t_i]` of `v` (unknown values given as 0; a row with unknown `t`, NaN,
+/// gets NULL).
+pub fn rolling_sum(v: &[f64], t: &[f64], window: f64) -> Float64Array {
     let n = v.len().min(t.len());
     let mut out = Vec::with_capacity(n);
     let (mut lo, mut sum) = (0usize, 0.0f64);
-    let val = |k: usize| {
-        v.get(k)
-            .copied()
-            .flatten()
-            .filter(|x| x.is_finite())
-            .unwrap_or(0.0)
-    };
+    let val = |k: usize| v.get(k).copied().unwrap_or(0.0);
     for i in 0..n {
         sum += val(i);
-        let Some(ti) = t.get(i).copied().flatten() else {
-            out.push(None);
+        let Some(ti) = at(t, i) else {
+            out.push(f64::NAN);
             continue;
         };
-        while lo < i
-            && t.get(lo)
-                .copied()
-                .flatten()
-                .is_none_or(|tl| tl <= ti - window)
-        {
+        while lo < i && at(t, lo).is_none_or(|tl| tl <= ti - window) {
             sum -= val(lo);
             lo += 1;
         }
-        out.push(Some(sum));
+        out.push(sum);
     }
-    out
+    nan_as_null(out)
 }
 
 /// The kernel behind `condition_change`, public for tests.
@@ -389,7 +464,7 @@ pub fn condition_change(active: impl Iterator<Item = Option<bool>>) -> StringArr
 }
 
 /// The kernel behind `episode_id`, public for tests and property tests.
-pub fn episode_id(active: &[Option<bool>], t: &[Option<f64>], gap: f64, min: f64) -> Int64Array {
+pub fn episode_id(active: &[Option<bool>], t: &[f64], gap: f64, min: f64) -> Int64Array {
     // Islands as (first row, last row, start t, end t).
     let mut islands: Vec<(usize, usize, f64, f64)> = Vec::new();
     let mut i = 0;
@@ -403,7 +478,7 @@ pub fn episode_id(active: &[Option<bool>], t: &[Option<f64>], gap: f64, min: f64
         while j + 1 < n && active.get(j + 1).copied().flatten() == Some(true) {
             j += 1;
         }
-        let tt = |k: usize| t.get(k).copied().flatten();
+        let tt = |k: usize| at(t, k);
         // The island's times are the min over its rows and the max of each row's next t.
         let start = (i..=j).filter_map(tt).fold(f64::INFINITY, f64::min);
         let end = (i..=j)
@@ -414,7 +489,9 @@ pub fn episode_id(active: &[Option<bool>], t: &[Option<f64>], gap: f64, min: f64
         }
         i = j + 1;
     }
-    let mut out: Vec<Option<i64>> = vec![None; n];
+    let mut ids = vec![0i64; n];
+    let mut kept = BooleanBufferBuilder::new(n);
+    kept.append_n(n, false);
     let mut id = 0i64;
     let mut k = 0;
     while k < islands.len() {
@@ -432,25 +509,17 @@ pub fn episode_id(active: &[Option<bool>], t: &[Option<f64>], gap: f64, min: f64
         if end - start >= min {
             id += 1;
             for g in group {
-                for slot in out.iter_mut().take(g.1 + 1).skip(g.0) {
-                    *slot = Some(id);
+                if let Some(rows) = ids.get_mut(g.0..=g.1) {
+                    rows.fill(id);
+                    for r in g.0..=g.1 {
+                        kept.set_bit(r, true);
+                    }
                 }
             }
         }
         k = m + 1;
     }
-    out.into_iter().collect()
-}
-
-fn constant_f64(arr: Option<&ArrayRef>) -> Result<f64> {
-    let Some(a) = arr else {
-        return exec_err!("missing constant argument");
-    };
-    let a = a.as_primitive_opt::<Float64Type>();
-    match a.and_then(|a| (!a.is_empty() && a.is_valid(0)).then(|| a.value(0))) {
-        Some(v) => Ok(v),
-        None => exec_err!("constant argument must be a non-null float"),
-    }
+    Int64Array::new(ids.into(), Some(NullBuffer::new(kept.finish())))
 }
 
 /// The kernel behind `rolling_median`, public for benches and tests.
@@ -588,11 +657,23 @@ impl WindowUDFImpl for Debounce {
     fn signature(&self) -> &Signature {
         &self.signature
     }
+    fn expressions(&self, args: ExpressionArgs) -> Vec<Arc<dyn PhysicalExpr>> {
+        column_arguments(&args, 2)
+    }
     fn partition_evaluator(
         &self,
-        _args: PartitionEvaluatorArgs,
+        args: PartitionEvaluatorArgs,
     ) -> Result<Box<dyn PartitionEvaluator>> {
-        Ok(Box::new(DebounceEval))
+        let c = constants("debounce", &args, 2)?;
+        let (Some(&seconds), Some(&rows)) = (c.first(), c.get(1)) else {
+            return exec_err!("debounce(label, t, min_s, min_samples) takes four arguments");
+        };
+        Ok(Box::new(DebounceEval {
+            min: Stable {
+                seconds,
+                rows: rows.max(1.0) as usize,
+            },
+        }))
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let rest = [DataType::Float64, DataType::Float64, DataType::Float64];
@@ -613,7 +694,9 @@ impl WindowUDFImpl for Debounce {
 }
 
 #[derive(Debug)]
-struct DebounceEval;
+struct DebounceEval {
+    min: Stable,
+}
 
 impl PartitionEvaluator for DebounceEval {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
@@ -623,11 +706,8 @@ impl PartitionEvaluator for DebounceEval {
         else {
             return exec_err!("debounce: t must be a float");
         };
-        let t = times(t, num_rows);
-        let min = Stable {
-            seconds: constant_f64(values.get(2))?,
-            rows: constant_f64(values.get(3))?.max(1.0) as usize,
-        };
+        let t = times(t);
+        let min = self.min;
         if let Some(flags) = values.first().and_then(|a| a.as_boolean_opt()) {
             let raw: Vec<Option<bool>> = (0..num_rows)
                 .map(|i| flags.is_valid(i).then(|| flags.value(i)))
@@ -639,10 +719,36 @@ impl PartitionEvaluator for DebounceEval {
                 "debounce(label, t, min_s, min_samples) expects a Utf8 or Boolean label"
             );
         };
-        let raw: Vec<Option<&str>> = (0..num_rows)
-            .map(|i| labels.is_valid(i).then(|| labels.value(i)))
-            .collect();
-        Ok(Arc::new(StringArray::from(debounce(&raw, &t, min))))
+        // Each label as the first row holding it (a handful of phases per partition), so
+        // the kernel compares numbers and the result is gathered in one `take`.
+        let rows = num_rows.min(labels.len());
+        let mut first: Vec<u32> = Vec::new();
+        let mut raw: Vec<Option<u32>> = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let code = if labels.is_valid(i) {
+                let label = labels.value(i);
+                match raw.last().copied().flatten() {
+                    Some(c) if labels.value(c as usize) == label => Some(c),
+                    _ => Some(
+                        match first.iter().find(|&&f| labels.value(f as usize) == label) {
+                            Some(&f) => f,
+                            None => {
+                                let f = u32::try_from(i).map_err(|_| {
+                                    DataFusionError::Execution("partition over 4 G rows".into())
+                                })?;
+                                first.push(f);
+                                f
+                            }
+                        },
+                    ),
+                }
+            } else {
+                None
+            };
+            raw.push(code);
+        }
+        let from = UInt32Array::from(debounce(&raw, &t, min));
+        Ok(take(labels, &from, None)?)
     }
 }
 
@@ -654,11 +760,7 @@ pub struct Stable {
 }
 
 /// The kernel behind `debounce`, public for tests.
-pub fn debounce<T: Copy + PartialEq>(
-    raw: &[Option<T>],
-    t: &[Option<f64>],
-    min: Stable,
-) -> Vec<Option<T>> {
+pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) -> Vec<Option<T>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut stable: Option<T> = None;
     let mut i = 0;
@@ -697,7 +799,7 @@ mod tests {
             .iter()
             .map(|s| Some(*s))
             .collect();
-        let t: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i))).collect();
+        let t: Vec<f64> = (0..8).map(f64::from).collect();
         let two = Stable {
             seconds: 2.0,
             rows: 1,
@@ -737,16 +839,10 @@ mod tests {
         // minimum: absorbed at both; a 4 s run of B is kept at both.
         for step in [0.5, 2.0] {
             let n = (20.0 / step) as usize;
-            let t: Vec<Option<f64>> = (0..n).map(|i| Some(i as f64 * step)).collect();
+            let t: Vec<f64> = (0..n).map(|i| i as f64 * step).collect();
             let label = |lo: f64, hi: f64| -> Vec<Option<&str>> {
                 t.iter()
-                    .map(|x| {
-                        Some(if x.unwrap() >= lo && x.unwrap() < hi {
-                            "B"
-                        } else {
-                            "A"
-                        })
-                    })
+                    .map(|x| Some(if *x >= lo && *x < hi { "B" } else { "A" }))
                     .collect()
             };
             let min = Stable {
@@ -763,7 +859,7 @@ mod tests {
             assert_eq!(b_time, 4.0, "step {step}");
         }
         // The floor in rows: one 5 s sample is not enough when two rows are required.
-        let t: Vec<Option<f64>> = (0..5).map(|i| Some(f64::from(i) * 5.0)).collect();
+        let t: Vec<f64> = (0..5).map(|i| f64::from(i) * 5.0).collect();
         let raw = vec![Some("A"), Some("A"), Some("B"), Some("A"), Some("A")];
         let out = debounce(
             &raw,
@@ -779,7 +875,7 @@ mod tests {
     #[test]
     fn rearm_fires_once_then_after_quiet_rows() {
         let f = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
-        let t: Vec<Option<f64>> = (0..10).map(|i| Some(f64::from(i))).collect();
+        let t: Vec<f64> = (0..10).map(f64::from).collect();
         let out = rearm(f(&[1, 1, 0, 0, 1, 0, 0, 0, 1, 1]).into_iter(), &t, 3.0);
         let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
         // Row 4 is 3 s after row 1's spike: still inside the window; row 8 fires.
@@ -791,7 +887,7 @@ mod tests {
         );
         assert!(rearm([None, Some(true)].into_iter(), &t, 5.0).value(1));
         // The same quiet time at 5 s intervals: one quiet sample is 5 s.
-        let t5: Vec<Option<f64>> = (0..4).map(|i| Some(f64::from(i) * 5.0)).collect();
+        let t5: Vec<f64> = (0..4).map(|i| f64::from(i) * 5.0).collect();
         let out = rearm(f(&[1, 0, 1, 0]).into_iter(), &t5, 3.0);
         assert!(out.value(0) && out.value(2));
     }
@@ -799,13 +895,13 @@ mod tests {
     #[test]
     fn sustained_keeps_runs_long_enough_in_time() {
         let on = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
-        let t: Vec<Option<f64>> = (0..8).map(|i| Some(f64::from(i))).collect();
+        let t: Vec<f64> = (0..8).map(f64::from).collect();
         // Run [1,3) covers (0, 2]: 2 s; run [4,8) covers (3, 7]: 4 s.
         let got = sustained(&on(&[0, 1, 1, 0, 1, 1, 1, 1]), &t, 3.0, 1);
         let want: Vec<Option<bool>> = on(&[0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(got, want);
         // One 5 s sample is 5 s of trouble.
-        let t5: Vec<Option<f64>> = (0..3).map(|i| Some(f64::from(i) * 5.0)).collect();
+        let t5: Vec<f64> = (0..3).map(|i| f64::from(i) * 5.0).collect();
         assert_eq!(sustained(&on(&[0, 1, 0]), &t5, 5.0, 1), on(&[0, 1, 0]));
         assert_eq!(
             sustained(&[None, Some(true)], &t5, 0.0, 1),
@@ -815,16 +911,22 @@ mod tests {
 
     #[test]
     fn rolling_sum_counts_a_trailing_time_window() {
-        let t: Vec<Option<f64>> = [0.0, 1.0, 2.0, 10.0, 10.5]
-            .iter()
-            .map(|x| Some(*x))
-            .collect();
-        let v = vec![Some(1.0), None, Some(2.0), Some(4.0), Some(1.0)];
-        // (t-10, t]: at t=10 the row at 0 has left.
+        let t = [0.0, 1.0, 2.0, 10.0, 10.5, f64::NAN, 11.0];
+        let v = [1.0, 0.0, 2.0, 4.0, 1.0, 5.0, 0.0];
+        // (t-10, t]: at t=10 the row at 0 has left; a row of unknown time gets NULL but
+        // its value still counts for the rows after it while they reach back to it.
         let got = rolling_sum(&v, &t, 10.0);
         assert_eq!(
-            got,
-            vec![Some(1.0), Some(1.0), Some(3.0), Some(6.0), Some(7.0)]
+            got.iter().collect::<Vec<_>>(),
+            vec![
+                Some(1.0),
+                Some(1.0),
+                Some(3.0),
+                Some(6.0),
+                Some(7.0),
+                None,
+                Some(12.0)
+            ]
         );
     }
 
@@ -853,7 +955,7 @@ mod tests {
     #[test]
     fn episodes_merge_gaps_and_drop_short_ones() {
         let on = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
-        let t: Vec<Option<f64>> = (0..14).map(|i| Some(i as f64)).collect();
+        let t: Vec<f64> = (0..14).map(|i| i as f64).collect();
         // Islands [1,3) and [4,6) are 1 s apart (merged, lasting 5 s); [10,11) starts 4 s
         // after and lasts 1 s (dropped).
         let ids = episode_id(
@@ -883,6 +985,141 @@ mod tests {
         assert_eq!(m.value(2), 1.5);
         assert_eq!(m.value(3), 51.0); // t in [0.5, 3): 2 and 100
         assert!(m.is_null(4));
+    }
+}
+
+#[cfg(test)]
+mod sql {
+    //! The functions as SQL calls them: constants read once from the plan, labels
+    //! gathered from their rows, NULLs where nothing is known.
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    async fn run(sql: &str) -> datafusion::common::Result<Vec<RecordBatch>> {
+        let ctx = crate::analysis::context();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Float64, true),
+            Field::new("label", DataType::Utf8, true),
+            Field::new("on", DataType::Boolean, true),
+        ]));
+        let t = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let label = [
+            Some("IDLE"),
+            Some("IDLE"),
+            Some("IDLE"),
+            Some("QUEUE_PRESSURE"),
+            Some("IDLE"),
+            None,
+            Some("SATURATED"),
+            Some("SATURATED"),
+        ];
+        let on = [false, true, true, false, true, true, false, false];
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(datafusion::arrow::array::Float64Array::from(t.to_vec())),
+                Arc::new(StringArray::from(label.to_vec())),
+                Arc::new(datafusion::arrow::array::BooleanArray::from(on.to_vec())),
+            ],
+        )?;
+        ctx.register_batch("s", batch)?;
+        ctx.sql(sql).await?.collect().await
+    }
+
+    fn strings(batches: &[RecordBatch], col: usize) -> Vec<Option<String>> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(col)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                a.iter().map(|v| v.map(str::to_owned)).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn labels_and_constants_through_sql() {
+        let out = run(
+            "SELECT debounce(label, t, 2, 1) OVER w, previous_value(label) OVER w, \
+                       next_time_where(\"on\", t) OVER w, episode_id(\"on\", t, 0.5, 2.0) OVER w \
+                       FROM s WINDOW w AS (ORDER BY t)",
+        )
+        .await
+        .unwrap();
+        let s = |v: &[Option<&str>]| v.iter().map(|x| x.map(str::to_owned)).collect::<Vec<_>>();
+        // The 1 s QUEUE_PRESSURE blip takes IDLE's label; the NULL passes through and
+        // ends the stable label, so the short SATURATED run after it keeps its own.
+        assert_eq!(
+            strings(&out, 0),
+            s(&[
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("IDLE"),
+                None,
+                Some("SATURATED"),
+                Some("SATURATED")
+            ])
+        );
+        assert_eq!(
+            strings(&out, 1),
+            s(&[
+                None,
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("QUEUE_PRESSURE"),
+                Some("IDLE"),
+                Some("IDLE"),
+                Some("SATURATED")
+            ])
+        );
+        let next = out[0]
+            .column(2)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .unwrap();
+        assert_eq!(
+            next.iter().collect::<Vec<_>>(),
+            vec![
+                Some(1.0),
+                Some(1.0),
+                Some(2.0),
+                Some(4.0),
+                Some(4.0),
+                Some(5.0),
+                None,
+                None
+            ]
+        );
+        // Islands [1, 3) and [4, 6) stay apart (the 1 s gap is over 0.5 s) and each
+        // lasts 2 s, so both are kept.
+        let ids = out[0]
+            .column(3)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(
+            ids.iter().collect::<Vec<_>>(),
+            vec![None, Some(1), Some(1), None, Some(2), Some(2), None, None]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_column_where_a_constant_belongs_is_an_error() {
+        let err = run("SELECT rolling_median(t, t, t) OVER (ORDER BY t) FROM s")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rolling_median: argument 3 must be a constant number"),
+            "{err}"
+        );
     }
 }
 
