@@ -33,10 +33,12 @@ use datafusion::prelude::{SessionConfig, SessionContext, col};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use futures::StreamExt;
 
+use super::spill::Spill;
 use super::{
     AnalysisError, AnalyzeOptions, CATALOG, CatalogOutput, Query, QueryKind, Thresholds,
     UNITS_SINGLE_ENGINE, events_from_batch, qerr, run_histogram_queries, sort_events,
 };
+use crate::store::StoreError;
 
 /// Samples per chunk (whole servers, so a chunk can be bigger): bounds memory for
 /// fleets and days of data.
@@ -111,27 +113,44 @@ pub(super) async fn run_catalog(
     let schema = input.schema();
     let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Vec<RecordBatch>)>(1);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    // A streamed analysis keeps its result rows on disk until the end too (`spill.rs`),
+    // in a directory of their own: `spill` holds only event runs (a cluster worker ships
+    // every file in it).
+    let results_dir = match spill {
+        Some(dir) => {
+            let parent = dir.parent().unwrap_or(dir);
+            Some(
+                tempfile::Builder::new()
+                    .prefix(".kvscope-results-")
+                    .tempdir_in(parent)
+                    .map_err(|e| StoreError::io(parent, e))?,
+            )
+        }
+        None => None,
+    };
     let mut handles = Vec::new();
-    for _ in 0..chunk_workers(opts) {
+    for k in 0..chunk_workers(opts) {
         let rx = rx.clone();
         let mut worker =
             Worker::new(schema.clone(), samples_view, chunk_rows, thresholds, opts).await?;
         let spill = spill.map(Path::to_path_buf);
+        let mut kept = results_dir.as_ref().map(|d| Spill::new(d.path(), k));
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, batches)) = next else { break };
                 let (events, results) = worker.run(batches).await?;
-                match &spill {
-                    Some(dir) => {
+                match (&spill, &mut kept) {
+                    (Some(dir), Some(kept)) => {
                         super::merge::write_run(&super::merge::run_path(dir, i), &events)?;
-                        out.push((i, (Vec::new(), results)));
+                        kept.add(i, results)?;
                     }
-                    None => out.push((i, (events, results))),
+                    _ => out.push((i, (events, results))),
                 }
             }
-            Ok::<_, AnalysisError>(out)
+            let kept = kept.map(Spill::finish).transpose()?;
+            Ok::<_, AnalysisError>((out, kept))
         }));
     }
     // Cut the ordered stream where a server starts, once the rows before reach
@@ -165,18 +184,23 @@ pub(super) async fn run_catalog(
     }
     drop(tx);
     let mut parts = Vec::new();
+    let mut spilled = Vec::new();
     for h in handles {
-        let done = h.await.map_err(|e| AnalysisError::Query {
+        let (done, kept) = h.await.map_err(|e| AnalysisError::Query {
             query: "chunk worker",
             source: DataFusionError::External(Box::new(e)),
         })??;
         parts.extend(done);
+        spilled.extend(kept);
     }
     parts.sort_by_key(|(i, _)| *i);
     // One allocation of the final size: growing by doubling would hold up to twice the
     // events (and both buffers while moving) at the peak of a fleet analysis.
     let mut events = Vec::with_capacity(parts.iter().map(|(_, (ev, _))| ev.len()).sum());
-    let mut results: BTreeMap<&'static str, Vec<RecordBatch>> = BTreeMap::new();
+    let mut results = match results_dir {
+        Some(_) => super::spill::read_back(spilled)?,
+        None => BTreeMap::new(),
+    };
     for (_, (ev, res)) in parts {
         events.extend(ev);
         for (k, v) in res {

@@ -8,6 +8,7 @@
 
 mod chunks;
 mod merge;
+mod spill;
 pub mod summary;
 pub mod thresholds;
 pub mod udf;
