@@ -59,9 +59,11 @@ fn chunk_workers(opts: AnalyzeOptions) -> usize {
 /// and `histograms`; `samples_view` is the SQL of the `samples` view over `samples_raw`.
 ///
 /// With `spill`, each chunk's events (sorted) are written to `spill/run-NNNNNN.arrows` as
-/// soon as the chunk is done instead of being returned: memory then holds (workers + 1)
-/// chunks whatever the number of events, and [`super::merge`] merges the runs into
-/// `events.jsonl` and `events.parquet`. The events returned are then empty.
+/// soon as the chunk is done instead of being returned, and its result rows to a
+/// directory next to `spill` ([`super::spill`]), read back when every chunk is done:
+/// memory then holds (workers + 1) chunks whatever the number of events or servers, and
+/// [`super::merge`] merges the runs into `events.jsonl` and `events.parquet`. The events
+/// returned are then empty.
 pub(super) async fn run_catalog(
     ctx: &SessionContext,
     samples_view: &str,
