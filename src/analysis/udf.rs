@@ -33,9 +33,8 @@
 //!
 //! All expect `ORDER BY` on the time column in their `OVER` clause.
 
-use std::sync::Arc;
-
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, Float64Builder,
@@ -85,6 +84,8 @@ impl SimpleWindow {
     fn new(name: &'static str, args: Vec<DataType>, output: DataType) -> Self {
         Self {
             name,
+            // Each takes a value or flag and its time (previous_value and
+            // condition_change: the value alone), then constants.
             columns: args.len().min(2),
             signature: Signature::exact(args, Volatility::Immutable),
             output,
