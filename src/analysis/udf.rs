@@ -38,9 +38,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Array, Float64Builder,
-    Int64Array, StringArray, UInt32Array,
+    Int64Array, StringArray, StringBuilder, UInt32Array,
 };
-use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -373,9 +373,10 @@ pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[f64], quiet_s: f64)
             if on && let Some(n) = now {
                 last = Some(n);
             }
-            Some(on && quiet)
+            on && quiet
         })
-        .collect()
+        .collect::<BooleanBuffer>()
+        .into()
 }
 
 /// Seconds covered by the run of rows `[i, j)`: each row stands for the interval since
@@ -449,19 +450,23 @@ pub fn rolling_sum(v: &[f64], t: &[f64], window: f64) -> Float64Array {
 
 /// The kernel behind `condition_change`, public for tests.
 pub fn condition_change(active: impl Iterator<Item = Option<bool>>) -> StringArray {
+    // Sized up front: most rows get no label, and growing the buffers was most of the cost.
+    let rows = active.size_hint().0;
+    let mut out = StringBuilder::with_capacity(rows, rows / 8);
     let mut prev = false;
-    active
-        .map(|a| {
-            let a = a?;
-            let out = match (prev, a) {
-                (false, true) => Some("start"),
-                (true, false) => Some("end"),
-                _ => None,
-            };
-            prev = a;
-            out
-        })
-        .collect()
+    for a in active {
+        let Some(a) = a else {
+            out.append_null();
+            continue;
+        };
+        out.append_option(match (prev, a) {
+            (false, true) => Some("start"),
+            (true, false) => Some("end"),
+            _ => None,
+        });
+        prev = a;
+    }
+    out.finish()
 }
 
 /// The kernel behind `episode_id`, public for tests and property tests.
