@@ -148,13 +148,6 @@ fn runs_in_server_order(runs: &[RunServers]) -> bool {
     true
 }
 
-fn invalid(path: &Path, message: impl ToString) -> StoreError {
-    StoreError::Invalid {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-    }
-}
-
 /// A run file being written: batches of [`run_schema`], its metadata naming the servers.
 struct RunWriter {
     w: StreamWriter<BufWriter<File>>,
@@ -166,8 +159,8 @@ impl RunWriter {
     fn create(path: &Path, servers: &RunServers) -> Result<Self, StoreError> {
         let file = File::create(path).map_err(|e| StoreError::io(path, e))?;
         let schema = run_schema(servers);
-        let w =
-            StreamWriter::try_new(BufWriter::new(file), &schema).map_err(|e| invalid(path, e))?;
+        let w = StreamWriter::try_new(BufWriter::new(file), &schema)
+            .map_err(|e| StoreError::invalid(path, e))?;
         Ok(Self {
             w,
             schema,
@@ -178,15 +171,19 @@ impl RunWriter {
     /// Writes the run columns `columns` (the events', then the lines).
     fn write(&mut self, columns: Vec<ArrayRef>) -> Result<(), StoreError> {
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| invalid(&self.path, e))?;
-        self.w.write(&batch).map_err(|e| invalid(&self.path, e))
+            .map_err(|e| StoreError::invalid(&self.path, e))?;
+        self.w
+            .write(&batch)
+            .map_err(|e| StoreError::invalid(&self.path, e))
     }
 
     fn finish(mut self) -> Result<(), StoreError> {
-        self.w.finish().map_err(|e| invalid(&self.path, e))?;
+        self.w
+            .finish()
+            .map_err(|e| StoreError::invalid(&self.path, e))?;
         self.w
             .into_inner()
-            .map_err(|e| invalid(&self.path, e))?
+            .map_err(|e| StoreError::invalid(&self.path, e))?
             .into_inner()
             .map_err(|e| StoreError::io(&self.path, e.into_error()))?;
         Ok(())
@@ -208,7 +205,7 @@ pub(super) fn write_run(path: &Path, events: &[Event]) -> Result<(), StoreError>
             .iter()
             .map(serde_json::to_string)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(path, e))?;
+            .map_err(|e| StoreError::invalid(path, e))?;
         let mut columns = events_to_batch(part).columns().to_vec();
         columns.push(Arc::new(StringArray::from(lines)));
         w.write(columns)?;
@@ -260,7 +257,9 @@ pub(super) fn merge_runs(
                 readers,
                 |_, _| Ok(()),
                 |gathered| {
-                    let batch = gathered.interleave(None).map_err(|e| invalid(&out, e))?;
+                    let batch = gathered
+                        .interleave(None)
+                        .map_err(|e| StoreError::invalid(&out, e))?;
                     w.write(batch.columns().to_vec())
                 },
             )?;
@@ -290,9 +289,9 @@ pub(super) fn merge_runs(
             for gathered in rx {
                 let batch = gathered
                     .interleave(Some(&columns))
-                    .map_err(|e| invalid(parquet, e))?;
+                    .map_err(|e| StoreError::invalid(parquet, e))?;
                 let batch = RecordBatch::try_new(events.clone(), batch.columns().to_vec())
-                    .map_err(|e| invalid(parquet, e))?;
+                    .map_err(|e| StoreError::invalid(parquet, e))?;
                 pq.write(&batch)?;
             }
             pq.finish()?
@@ -313,14 +312,14 @@ pub(super) fn merge_runs(
                 },
                 |gathered| {
                     tx.send(gathered)
-                        .map_err(|_| invalid(parquet, "the event encoder stopped"))
+                        .map_err(|_| StoreError::invalid(parquet, "the event encoder stopped"))
                 },
             )
         });
         drop(tx);
         let encoded = encoder
             .join()
-            .unwrap_or_else(|_| Err(invalid(parquet, "the event encoder panicked")));
+            .unwrap_or_else(|_| Err(StoreError::invalid(parquet, "the event encoder panicked")));
         // The encoder's error explains a merge stopped by it.
         encoded.and(merged)
     })?;
@@ -443,10 +442,10 @@ fn open_runs(paths: &[PathBuf]) -> Result<Vec<Run>, StoreError> {
         .map(|path| {
             let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
             let reader = StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
-                .map_err(|e| invalid(path, e))?;
+                .map_err(|e| StoreError::invalid(path, e))?;
             let schema = reader.schema();
             if schema.fields() != expected.fields() {
-                return Err(invalid(
+                return Err(StoreError::invalid(
                     path,
                     "not a KVScope event run (unexpected columns)",
                 ));
@@ -464,7 +463,7 @@ impl Run {
     /// The run's next non-empty batch, if any.
     fn next_batch(&mut self) -> Result<Option<Arc<RunBatch>>, StoreError> {
         for batch in self.reader.by_ref() {
-            let batch = batch.map_err(|e| invalid(&self.path, e))?;
+            let batch = batch.map_err(|e| StoreError::invalid(&self.path, e))?;
             if batch.num_rows() > 0 {
                 return Ok(Some(Arc::new(RunBatch::new(batch))));
             }

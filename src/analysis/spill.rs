@@ -23,13 +23,6 @@ use crate::store::StoreError;
 /// One query's result rows per chunk, as the catalog returns them.
 pub(super) type Results = BTreeMap<&'static str, Vec<RecordBatch>>;
 
-fn invalid(path: &Path, message: impl ToString) -> StoreError {
-    StoreError::Invalid {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-    }
-}
-
 /// A worker's spilled results: one stream per query, and which chunk wrote how many
 /// batches to which stream, in the order written.
 pub(super) struct Spill {
@@ -64,12 +57,12 @@ impl Spill {
                     let path = self.dir.join(format!("w{}-{query}.arrows", self.worker));
                     let file = File::create(&path).map_err(|e| StoreError::io(&path, e))?;
                     let w = StreamWriter::try_new(BufWriter::new(file), &first.schema())
-                        .map_err(|e| invalid(&path, e))?;
+                        .map_err(|e| StoreError::invalid(&path, e))?;
                     self.writers.insert(query, (path, w));
                 }
                 if let Some((path, w)) = self.writers.get_mut(query) {
                     for b in &batches {
-                        w.write(b).map_err(|e| invalid(path, e))?;
+                        w.write(b).map_err(|e| StoreError::invalid(path, e))?;
                     }
                 }
             }
@@ -82,7 +75,7 @@ impl Spill {
     pub(super) fn finish(self) -> Result<Spilled, StoreError> {
         let mut files = BTreeMap::new();
         for (query, (path, mut w)) in self.writers {
-            w.finish().map_err(|e| invalid(&path, e))?;
+            w.finish().map_err(|e| StoreError::invalid(&path, e))?;
             files.insert(query, path);
         }
         Ok(Spilled {
@@ -100,20 +93,23 @@ pub(super) fn read_back(spilled: Vec<Spilled>) -> Result<Results, StoreError> {
         let mut readers = BTreeMap::new();
         for (query, path) in &s.files {
             let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-            let r =
-                StreamReader::try_new(BufReader::new(file), None).map_err(|e| invalid(path, e))?;
+            let r = StreamReader::try_new(BufReader::new(file), None)
+                .map_err(|e| StoreError::invalid(path, e))?;
             readers.insert(*query, (path, r));
         }
         for (chunk, query, n) in s.index {
             let mut batches = Vec::with_capacity(n);
             if n > 0 {
                 let Some((path, r)) = readers.get_mut(query) else {
-                    return Err(invalid(&PathBuf::from(query), "spilled results missing"));
+                    return Err(StoreError::invalid(
+                        &PathBuf::from(query),
+                        "spilled results missing",
+                    ));
                 };
                 for _ in 0..n {
                     match r.next() {
-                        Some(b) => batches.push(b.map_err(|e| invalid(path, e))?),
-                        None => return Err(invalid(path, "spilled results end early")),
+                        Some(b) => batches.push(b.map_err(|e| StoreError::invalid(path, e))?),
+                        None => return Err(StoreError::invalid(path, "spilled results end early")),
                     }
                 }
             }

@@ -78,10 +78,7 @@ pub struct ExportReport {
 const PARTITION_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
 fn invalid(loc: &Location, message: impl ToString) -> StoreError {
-    StoreError::Invalid {
-        path: PathBuf::from(loc.to_string()),
-        message: message.to_string(),
-    }
+    StoreError::invalid(&PathBuf::from(loc.to_string()), message)
 }
 
 /// Exports one session into the dataset at `out`, adding to `report`.

@@ -78,6 +78,13 @@ impl StoreError {
             source,
         }
     }
+    /// A file that is not what it should be (damaged, wrong format), and why.
+    pub fn invalid(path: &Path, message: impl ToString) -> Self {
+        Self::Invalid {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
     fn pq(path: &Path, source: parquet::errors::ParquetError) -> Self {
         Self::Parquet {
             path: path.to_path_buf(),
