@@ -135,23 +135,25 @@ pub(super) async fn run_catalog(
         let rx = rx.clone();
         let mut worker =
             Worker::new(schema.clone(), samples_view, chunk_rows, thresholds, opts).await?;
-        let spill = spill.map(Path::to_path_buf);
-        let mut kept = results_dir.as_ref().map(|d| Spill::new(d.path(), k));
+        // Streamed: where this worker's event runs and result rows go.
+        let mut streamed = spill
+            .zip(results_dir.as_ref())
+            .map(|(runs, results)| (runs.to_path_buf(), Spill::new(results.path(), k)));
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some((i, batches)) = next else { break };
                 let (events, results) = worker.run(batches).await?;
-                match (&spill, &mut kept) {
-                    (Some(dir), Some(kept)) => {
-                        super::merge::write_run(&super::merge::run_path(dir, i), &events)?;
+                match &mut streamed {
+                    Some((runs, kept)) => {
+                        super::merge::write_run(&super::merge::run_path(runs, i), &events)?;
                         kept.add(i, results)?;
                     }
-                    _ => out.push((i, (events, results))),
+                    None => out.push((i, (events, results))),
                 }
             }
-            let kept = kept.map(Spill::finish).transpose()?;
+            let kept = streamed.map(|(_, kept)| kept.finish()).transpose()?;
             Ok::<_, AnalysisError>((out, kept))
         }));
     }
