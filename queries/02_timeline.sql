@@ -1,7 +1,9 @@
 -- timeline: units plus rolling baselines, the phase of every sample and the conditions.
 -- Time is in seconds, never in samples: a phase or condition must hold
 -- ${debounce_s} s (and ${debounce_min_samples} samples) before it replaces the previous
--- one, so the same incident reads the same at a 0.5 s or a 15 s scrape interval.
+-- one, so the same incident reads the same at a 0.5 s or a 15 s scrape interval. Short
+-- runs flickering among other labels for that long, without the stable one, read as the
+-- label that held longest among them (udf.rs, `debounce`).
 --
 -- Phases, first match wins (CONTRACT.md):
 --   NO_DATA           the scrape failed: nothing is known, nothing is carried across

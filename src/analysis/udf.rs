@@ -766,9 +766,21 @@ pub struct Stable {
 }
 
 /// The kernel behind `debounce`, public for tests.
+///
+/// A run of one label at least `min` long is stable and replaces the previous stable
+/// label from its first row. Shorter runs take the previous stable label, except when
+/// they flicker among other labels: consecutive short runs that never show the stable
+/// label and together last at least `min` prove the stable label no longer holds (a KV
+/// cache pinned near `kv_saturated_pct` alternates SATURATED and QUEUE_PRESSURE every
+/// second or two while requests come and go; neither holds `min` alone, yet the server
+/// is not HEALTHY). Such a stretch takes the label that held longest in it (ties: the
+/// first), and that label becomes the stable one. Two labels (conditions) never form a
+/// stretch: a short run of the other value is followed by the stable one.
 pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) -> Vec<Option<T>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut stable: Option<T> = None;
+    // Consecutive short runs whose label is not the stable one, not yet emitted.
+    let mut stretch = Stretch::default();
     let mut i = 0;
     while i < raw.len() {
         let label = raw.get(i).copied().flatten();
@@ -777,22 +789,91 @@ pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) 
             j += 1;
         }
         let len = j - i;
-        let emit = match label {
+        match label {
+            Some(l) if len >= min.rows && run_seconds(t, i, j) >= min.seconds => {
+                stretch.flush(&mut out, &mut stable, t, min);
+                stable = Some(l);
+                out.extend(std::iter::repeat_n(Some(l), len));
+            }
+            Some(l) => {
+                // A short run of the stable label ends the stretch before it, which may
+                // make another label the stable one.
+                if stable == Some(l) {
+                    stretch.flush(&mut out, &mut stable, t, min);
+                }
+                if stable == Some(l) {
+                    out.extend(std::iter::repeat_n(Some(l), len));
+                } else {
+                    stretch.push(l, i, j, t);
+                }
+            }
             // A gap in the data: nothing known, and nothing carried across it.
             None => {
+                stretch.flush(&mut out, &mut stable, t, min);
                 stable = None;
-                None
+                out.extend(std::iter::repeat_n(None, len));
             }
-            Some(l) if len >= min.rows && run_seconds(t, i, j) >= min.seconds => {
-                stable = Some(l);
-                Some(l)
-            }
-            Some(l) => Some(stable.unwrap_or(l)),
-        };
-        out.extend(std::iter::repeat_n(emit, len));
+        }
         i = j;
     }
+    stretch.flush(&mut out, &mut stable, t, min);
     out
+}
+
+/// Short runs waiting for `debounce` to decide what they read as.
+struct Stretch<T> {
+    /// Each run's label and rows `[from, to)`.
+    runs: Vec<(T, usize, usize)>,
+    /// Each label's seconds in the stretch, in order of first appearance.
+    seconds: Vec<(T, f64)>,
+}
+
+impl<T> Default for Stretch<T> {
+    fn default() -> Self {
+        Self {
+            runs: Vec::new(),
+            seconds: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy + PartialEq> Stretch<T> {
+    fn push(&mut self, label: T, i: usize, j: usize, t: &[f64]) {
+        self.runs.push((label, i, j));
+        let s = run_seconds(t, i, j);
+        match self.seconds.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, total)) => *total += s,
+            None => self.seconds.push((label, s)),
+        }
+    }
+
+    /// Emits the stretch: as its longest-held label when it lasted `min` (which becomes
+    /// the stable label), else each run as the stable label (its own before any).
+    fn flush(&mut self, out: &mut Vec<Option<T>>, stable: &mut Option<T>, t: &[f64], min: Stable) {
+        let (Some(&(_, from, _)), Some(&(_, _, to))) = (self.runs.first(), self.runs.last()) else {
+            return;
+        };
+        let longest = self
+            .seconds
+            .iter()
+            .fold(None::<(T, f64)>, |best, &(l, s)| match best {
+                Some((_, b)) if b >= s => best,
+                _ => Some((l, s)),
+            });
+        match longest {
+            Some((l, _)) if to - from >= min.rows && run_seconds(t, from, to) >= min.seconds => {
+                *stable = Some(l);
+                out.extend(std::iter::repeat_n(Some(l), to - from));
+            }
+            _ => {
+                for &(l, i, j) in &self.runs {
+                    out.extend(std::iter::repeat_n(Some(stable.unwrap_or(l)), j - i));
+                }
+            }
+        }
+        self.runs.clear();
+        self.seconds.clear();
+    }
 }
 
 #[cfg(test)]
@@ -876,6 +957,52 @@ mod tests {
             },
         );
         assert!(out.iter().all(|l| *l == Some("A")));
+    }
+
+    #[test]
+    fn debounce_reads_a_flicker_among_other_labels_as_its_longest_label() {
+        // H, then 8 s where S and Q alternate in 2 s and 1 s runs (neither holds 3 s
+        // alone), then H again: the flicker is S, at 0.5 s and 1 s intervals alike.
+        let min = Stable {
+            seconds: 3.0,
+            rows: 2,
+        };
+        for step in [0.5, 1.0] {
+            let n = (20.0 / step) as usize;
+            let t: Vec<f64> = (0..n).map(|i| i as f64 * step).collect();
+            let raw: Vec<Option<&str>> = t
+                .iter()
+                .map(|x| {
+                    Some(match *x {
+                        x if !(5.0..13.0).contains(&x) => "H",
+                        x if (x - 5.0) % 3.0 < 2.0 => "S",
+                        _ => "Q",
+                    })
+                })
+                .collect();
+            let out = debounce(&raw, &t, min);
+            let want: Vec<Option<&str>> = t
+                .iter()
+                .map(|x| Some(if (5.0..13.0).contains(x) { "S" } else { "H" }))
+                .collect();
+            assert_eq!(out, want, "step {step}");
+        }
+        let t: Vec<f64> = (0..12).map(f64::from).collect();
+        let at = |s: &str| -> Vec<Option<char>> { s.chars().map(Some).collect() };
+        // A flicker shorter than 3 s, or one the stable label keeps interrupting, is
+        // absorbed.
+        assert_eq!(debounce(&at("HHHHSQHHHHHH"), &t, min), at("HHHHHHHHHHHH"));
+        assert_eq!(debounce(&at("HHHHSQHSQHSQ"), &t, min), at("HHHHHHHHHHHH"));
+        // A tie goes to the label seen first; after it, the flicker's label is the
+        // stable one, so a short run of H that follows is absorbed into it.
+        assert_eq!(debounce(&at("HHHHSQQSHQQQ"), &t, min), at("HHHHSSSSSQQQ"));
+        // A gap ends a flicker: each side is judged alone (before it S and Q hold 2 s
+        // each, S came first; after it Q holds 2 s of 3).
+        let mut raw = at("HHHHSQSQSQSQ");
+        raw[8] = None;
+        let mut want = at("HHHHSSSSSQQQ");
+        want[8] = None;
+        assert_eq!(debounce(&raw, &t, min), want);
     }
 
     #[test]
