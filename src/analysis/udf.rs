@@ -780,7 +780,7 @@ pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) 
     let mut out = Vec::with_capacity(raw.len());
     let mut stable: Option<T> = None;
     // Consecutive short runs whose label is not the stable one, not yet emitted.
-    let mut stretch = Stretch::default();
+    let mut stretch: Vec<(T, usize, usize)> = Vec::new();
     let mut i = 0;
     while i < raw.len() {
         let label = raw.get(i).copied().flatten();
@@ -791,7 +791,7 @@ pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) 
         let len = j - i;
         match label {
             Some(l) if len >= min.rows && run_seconds(t, i, j) >= min.seconds => {
-                stretch.flush(&mut out, &mut stable, t, min);
+                flush_stretch(&mut stretch, &mut out, &mut stable, t, min);
                 stable = Some(l);
                 out.extend(std::iter::repeat_n(Some(l), len));
             }
@@ -799,81 +799,66 @@ pub fn debounce<T: Copy + PartialEq>(raw: &[Option<T>], t: &[f64], min: Stable) 
                 // A short run of the stable label ends the stretch before it, which may
                 // make another label the stable one.
                 if stable == Some(l) {
-                    stretch.flush(&mut out, &mut stable, t, min);
+                    flush_stretch(&mut stretch, &mut out, &mut stable, t, min);
                 }
                 if stable == Some(l) {
                     out.extend(std::iter::repeat_n(Some(l), len));
                 } else {
-                    stretch.push(l, i, j, t);
+                    stretch.push((l, i, j));
                 }
             }
             // A gap in the data: nothing known, and nothing carried across it.
             None => {
-                stretch.flush(&mut out, &mut stable, t, min);
+                flush_stretch(&mut stretch, &mut out, &mut stable, t, min);
                 stable = None;
                 out.extend(std::iter::repeat_n(None, len));
             }
         }
         i = j;
     }
-    stretch.flush(&mut out, &mut stable, t, min);
+    flush_stretch(&mut stretch, &mut out, &mut stable, t, min);
     out
 }
 
-/// Short runs waiting for `debounce` to decide what they read as.
-struct Stretch<T> {
-    /// Each run's label and rows `[from, to)`.
-    runs: Vec<(T, usize, usize)>,
-    /// Each label's seconds in the stretch, in order of first appearance.
-    seconds: Vec<(T, f64)>,
-}
-
-impl<T> Default for Stretch<T> {
-    fn default() -> Self {
-        Self {
-            runs: Vec::new(),
-            seconds: Vec::new(),
+/// Emits a stretch of short runs (label, rows `[from, to)`) and empties it: as its
+/// longest-held label when it lasted `min` (which becomes the stable label), else each
+/// run as the stable label (its own before any).
+fn flush_stretch<T: Copy + PartialEq>(
+    runs: &mut Vec<(T, usize, usize)>,
+    out: &mut Vec<Option<T>>,
+    stable: &mut Option<T>,
+    t: &[f64],
+    min: Stable,
+) {
+    let (Some(&(_, from, _)), Some(&(_, _, to))) = (runs.first(), runs.last()) else {
+        return;
+    };
+    if to - from >= min.rows && run_seconds(t, from, to) >= min.seconds {
+        // Each label's seconds, in order of first appearance (a handful of labels).
+        let mut seconds: Vec<(T, f64)> = Vec::new();
+        for &(l, i, j) in runs.iter() {
+            let s = run_seconds(t, i, j);
+            match seconds.iter_mut().find(|(x, _)| *x == l) {
+                Some((_, total)) => *total += s,
+                None => seconds.push((l, s)),
+            }
         }
-    }
-}
-
-impl<T: Copy + PartialEq> Stretch<T> {
-    fn push(&mut self, label: T, i: usize, j: usize, t: &[f64]) {
-        self.runs.push((label, i, j));
-        let s = run_seconds(t, i, j);
-        match self.seconds.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, total)) => *total += s,
-            None => self.seconds.push((label, s)),
-        }
-    }
-
-    /// Emits the stretch: as its longest-held label when it lasted `min` (which becomes
-    /// the stable label), else each run as the stable label (its own before any).
-    fn flush(&mut self, out: &mut Vec<Option<T>>, stable: &mut Option<T>, t: &[f64], min: Stable) {
-        let (Some(&(_, from, _)), Some(&(_, _, to))) = (self.runs.first(), self.runs.last()) else {
-            return;
-        };
-        let longest = self
-            .seconds
+        let longest = seconds
             .iter()
             .fold(None::<(T, f64)>, |best, &(l, s)| match best {
                 Some((_, b)) if b >= s => best,
                 _ => Some((l, s)),
             });
-        match longest {
-            Some((l, _)) if to - from >= min.rows && run_seconds(t, from, to) >= min.seconds => {
-                *stable = Some(l);
-                out.extend(std::iter::repeat_n(Some(l), to - from));
-            }
-            _ => {
-                for &(l, i, j) in &self.runs {
-                    out.extend(std::iter::repeat_n(Some(stable.unwrap_or(l)), j - i));
-                }
-            }
+        if let Some((l, _)) = longest {
+            *stable = Some(l);
+            out.extend(std::iter::repeat_n(Some(l), to - from));
         }
-        self.runs.clear();
-        self.seconds.clear();
+    } else {
+        for &(l, i, j) in runs.iter() {
+            out.extend(std::iter::repeat_n(Some(stable.unwrap_or(l)), j - i));
+        }
     }
+    runs.clear();
 }
 
 #[cfg(test)]
