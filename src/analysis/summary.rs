@@ -1,16 +1,16 @@
 //! `summary.json`: per-server and whole-session aggregates, built from the summary
 //! queries' rows. Session latency quantiles come from merged histogram deltas.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use super::{AnalysisError, Cols, Thresholds, round3};
 use crate::adapter::histogram::Histogram;
-use crate::store::Metadata;
 use crate::store::events::Event;
 use crate::store::schema::SCHEMA_VERSION;
+use crate::store::{Metadata, ServerMeta};
 use crate::vocab::{EventName, EventType, Phase};
 
 /// Time spent in one phase.
@@ -515,6 +515,13 @@ pub(super) fn build(
         }
         c.check()?;
     }
+    // Rows of the other queries find their server by name: an index, not a scan of a
+    // fleet's thousands of servers per row.
+    let at: HashMap<String, usize> = servers
+        .iter()
+        .enumerate()
+        .map(|(k, s)| (s.server.clone(), k))
+        .collect();
     for b in get(PHASE_TIME) {
         let c = Columns::new(b, PHASE_TIME);
         for i in 0..b.num_rows() {
@@ -522,7 +529,7 @@ pub(super) fn build(
                 continue;
             };
             let phase: Phase = phase.parse().map_err(AnalysisError::Vocabulary)?;
-            if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+            if let Some(s) = at.get(&server).and_then(|&k| servers.get_mut(k)) {
                 let seconds = c.f64("seconds", i).unwrap_or(0.0);
                 if phase == Phase::NoData {
                     s.no_data_s = round3(s.no_data_s + seconds);
@@ -577,12 +584,15 @@ pub(super) fn build(
                 generation_tokens_per_s_avg: f("gen_tps_avg"),
                 prompt_tokens_per_s_avg: f("prompt_tps_avg"),
             };
-            if let Some(s) = servers.iter_mut().find(|s| s.server == server) {
+            if let Some(s) = at.get(&server).and_then(|&k| servers.get_mut(k)) {
                 s.trouble.push(ep);
             }
         }
         c.check()?;
     }
+    let servers_meta: HashMap<&str, &ServerMeta> = meta
+        .map(|m| m.servers.iter().map(|x| (x.server.as_str(), x)).collect())
+        .unwrap_or_default();
     for s in &mut servers {
         s.trouble_count = s.trouble.len() as u64;
         s.trouble_s = round3(s.trouble.iter().map(|e| e.duration_s).sum());
@@ -592,8 +602,8 @@ pub(super) fn build(
             s.trouble.truncate(MAX_TROUBLE_KEPT);
         }
         s.trouble.sort_by(|a, b| a.start.cmp(&b.start));
-        s.cuda_graphs = meta
-            .and_then(|m| m.servers.iter().find(|x| x.server == s.server))
+        s.cuda_graphs = servers_meta
+            .get(s.server.as_str())
             .and_then(|x| x.cuda_graphs.clone());
     }
     for s in &mut servers {
@@ -638,7 +648,7 @@ pub(super) fn build(
         let Some(name) = LATENCY.iter().find(|(m, _)| m == metric).map(|(_, n)| *n) else {
             continue;
         };
-        if let Some(s) = servers.iter_mut().find(|s| &s.server == server) {
+        if let Some(s) = at.get(server).and_then(|&k| servers.get_mut(k)) {
             s.latency.insert(name.to_string(), quantiles(h));
             seen_metrics.push(name.to_string());
         }
