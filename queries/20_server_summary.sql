@@ -97,6 +97,21 @@ SELECT
   MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_running_max,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_pct END) AS queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_kv_max_pct,
+  -- The same for the queueing with KV to spare (below ${kv_rising_pct} %): what a KV
+  -- exhaustion elsewhere in the session does not explain (a server can run out of
+  -- sequence slots with KV to spare at one time and out of KV at another, under another
+  -- workload).
+  MIN(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_start_ts,
+  MAX(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_end_ts,
+  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}), 0)
+    AS spare_kv_queue_s,
+  MAX(waiting) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_waiting_max,
+  AVG(CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct})
+    AS spare_kv_queue_running_at_peak_share,
+  MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_running_max,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} THEN kv_pct END)
+    AS spare_kv_queue_kv_p95_pct,
+  MAX(kv_max_pct) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_kv_max_pct,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(kv_pct / running) FILTER (WHERE running > 0) AS kv_pct_per_running_max,
   median(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median

@@ -50,6 +50,22 @@ pub struct Residency {
     pub reuse_gap_beyond_lifetime_share: Option<f64>,
 }
 
+/// Queueing time of a server and what running and KV did in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueWindow {
+    /// First and last sample in it, RFC 3339.
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub seconds: f64,
+    pub waiting_max: Option<f64>,
+    pub running_max: Option<f64>,
+    /// Share of it with running within 10 % of the server's peak.
+    pub running_at_peak_share: Option<f64>,
+    pub kv_p95_pct: Option<f64>,
+    pub kv_max_pct: Option<f64>,
+}
+
 /// One episode of trouble and what the resources did in it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -204,6 +220,9 @@ pub struct ServerSummary {
     pub queue_running_max: Option<f64>,
     pub queue_kv_p95_pct: Option<f64>,
     pub queue_kv_max_pct: Option<f64>,
+    /// The same for the QUEUE_PRESSURE time with KV below `kv_rising_pct`: the queueing
+    /// a KV exhaustion elsewhere does not explain (absent when there was none).
+    pub queue_kv_to_spare: Option<QueueWindow>,
     pub kv_pct_per_running_max: Option<f64>,
     pub kv_pct_per_running_median: Option<f64>,
     pub episodes: BTreeMap<String, EpisodeStats>,
@@ -508,6 +527,21 @@ pub(super) fn build(
                 queue_running_max: f("queue_running_max"),
                 queue_kv_p95_pct: f("queue_kv_p95_pct"),
                 queue_kv_max_pct: f("queue_kv_max_pct"),
+                queue_kv_to_spare: Some(QueueWindow {
+                    start: c
+                        .ts_us("spare_kv_queue_start_ts", i)
+                        .map(crate::record::rfc3339),
+                    end: c
+                        .ts_us("spare_kv_queue_end_ts", i)
+                        .map(crate::record::rfc3339),
+                    seconds: f("spare_kv_queue_s").unwrap_or(0.0),
+                    waiting_max: f("spare_kv_queue_waiting_max"),
+                    running_max: f("spare_kv_queue_running_max"),
+                    running_at_peak_share: f("spare_kv_queue_running_at_peak_share"),
+                    kv_p95_pct: f("spare_kv_queue_kv_p95_pct"),
+                    kv_max_pct: f("spare_kv_queue_kv_max_pct"),
+                })
+                .filter(|q| q.seconds > 0.0),
                 kv_pct_per_running_max: f("kv_pct_per_running_max"),
                 kv_pct_per_running_median: f("kv_pct_per_running_median"),
                 ..Default::default()

@@ -271,6 +271,32 @@ fn real_capture_reads_the_same_at_every_interval() {
                 "{interval} s: CLIENT_ABORT_SURGE after queue_pressure {surge:?}, at most {most} within 10 s"
             ));
         }
+        // The whole session: the KV exhaustion first, and queue_pressure's queue (running
+        // pinned at --max-num-seqs 64 with KV below 40 %) found apart from it, without
+        // advice on --max-num-seqs that would contradict the exhaustion's (fewer).
+        let o = crate::common::kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let hyps = v["hypotheses"].as_array().cloned().unwrap_or_default();
+        let queue = hyps.iter().find(|h| h["id"] == "QUEUE_SATURATION");
+        let waited = queue.and_then(|q| {
+            q["evidence"]
+                .as_array()?
+                .iter()
+                .find(|e| e["metric"] == "requests_waiting (max)")?["observed"]
+                .as_f64()
+        });
+        let seqs_advice = queue
+            .and_then(|q| q["recommendations"].as_array())
+            .is_some_and(|r| r.iter().any(|r| r["action"] == "--max-num-seqs"));
+        if hyps.first().map(|h| &h["id"]) != Some(&"KV_CACHE_THRASHING".into())
+            || waited != Some(192.0)
+            || seqs_advice
+        {
+            problems.push(format!(
+                "{interval} s, whole session: {:?}, QUEUE_SATURATION waiting {waited:?}, --max-num-seqs advice {seqs_advice}",
+                hyps.iter().map(|h| h["id"].to_string()).collect::<Vec<_>>()
+            ));
+        }
         for (name, start, end) in scenarios() {
             // Expected phases per scenario (capture README); bursty ones are not scored.
             let expected: &[&str] = match name.as_str() {

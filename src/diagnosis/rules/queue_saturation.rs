@@ -6,6 +6,7 @@
 //!   near full — more sequences would only preempt;
 //! - prefill / token budget: the queue builds during prefill surges;
 //! - otherwise the replica is simply too small for the arrival rate.
+use crate::analysis::summary::QueueWindow;
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
 use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
@@ -24,24 +25,48 @@ const SMALLEST_DEFAULT_TOKEN_BUDGET: f64 = 2048.0;
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let share = ctx.phase_share(Phase::QueuePressure);
-    let waiting = s.waiting_max.unwrap_or(0.0);
-    let kv_max = s.kv_max_pct.unwrap_or(0.0);
-    if share < 0.1 || waiting < 5.0 {
-        return Verdict::RuledOut(format!(
-            "queue pressure {:.0}% of the time, at most {waiting:.0} waiting",
-            share * 100.0
-        ));
+    // With the KV cache exhausted (KV_CACHE_THRASHING) a queue with the cache near full
+    // is its consequence; what is left to judge is the queueing with KV to spare, which
+    // is another incident (often under another workload).
+    let thrashing = super::kv_exhausted(ctx);
+    let whole = QueueWindow {
+        start: s.queue_start.clone(),
+        end: s.queue_end.clone(),
+        seconds: ctx.phase_seconds(Phase::QueuePressure),
+        waiting_max: s.waiting_max,
+        running_max: s.queue_running_max.or(s.running_max),
+        running_at_peak_share: s.queue_running_at_peak_share,
+        kv_p95_pct: s.queue_kv_p95_pct,
+        kv_max_pct: s.queue_kv_max_pct.or(s.kv_max_pct),
+    };
+    let q = match (thrashing, &s.queue_kv_to_spare) {
+        (false, _) => whole,
+        (true, Some(q)) => q.clone(),
+        (true, None) => QueueWindow::default(),
+    };
+    let observed: f64 = s.phases.values().map(|p| p.seconds).sum();
+    let share = match thrashing {
+        false => ctx.phase_share(Phase::QueuePressure),
+        true if observed > 0.0 => q.seconds / observed,
+        true => 0.0,
+    };
+    let waiting = q.waiting_max.unwrap_or(0.0);
+    if share < 0.1 || waiting < 5.0 || (thrashing && q.seconds < ctx.threshold("finding_min_s")) {
+        return Verdict::RuledOut(if thrashing {
+            format!(
+                "the queue came with the KV cache near full or exhausted: KV_CACHE_THRASHING explains it (queueing with KV to spare {:.0}% of the time, at most {waiting:.0} waiting)",
+                share * 100.0
+            )
+        } else {
+            format!(
+                "queue pressure {:.0}% of the time, at most {waiting:.0} waiting",
+                share * 100.0
+            )
+        });
     }
     if s.stalled_s >= ctx.threshold("stall_min_s") {
         return Verdict::RuledOut(
             "the engine stopped making progress: STUCK_ENGINE explains the queue".into(),
-        );
-    }
-    if super::kv_exhausted(ctx) {
-        return Verdict::RuledOut(
-            "the queue follows sustained preemption: the KV cache ran out (KV_CACHE_THRASHING)"
-                .into(),
         );
     }
     let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
@@ -60,12 +85,12 @@ fn check(ctx: &Context) -> Verdict {
             "the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string(),
         );
     }
-    let running = s.queue_running_max.or(s.running_max).unwrap_or(0.0);
-    let pinned = s.queue_running_at_peak_share.unwrap_or(0.0);
+    let running = q.running_max.unwrap_or(0.0);
+    let pinned = q.running_at_peak_share.unwrap_or(0.0);
     let pinned_share = ctx.threshold("queue_pinned_share");
-    let queue_kv = s.queue_kv_max_pct.unwrap_or(kv_max);
+    let queue_kv = q.kv_max_pct.unwrap_or(0.0);
     let rising = ctx.threshold("kv_rising_pct");
-    let window = match (&s.queue_start, &s.queue_end) {
+    let window = match (&q.start, &q.end) {
         (Some(a), Some(b)) => Some(format!("{a} … {b}")),
         _ => None,
     };
@@ -79,11 +104,22 @@ fn check(ctx: &Context) -> Verdict {
         "arrival rate above what the replica finishes"
     };
     let mut recs = Vec::new();
-    if cause.starts_with("sequence limit") {
+    if cause.starts_with("sequence limit") && thrashing {
+        // The advice for the exhaustion is fewer sequences; one --max-num-seqs cannot
+        // serve both.
+        recs.push(rec(
+            "serve the two workloads from separate replicas, each with its own --max-num-seqs",
+            None,
+            &format!(
+                "this queue ran out of sequence slots ({running:.0} running) with KV at most {queue_kv:.0}%, while at other times the KV cache ran out (KV_CACHE_THRASHING) and needs fewer sequences: one --max-num-seqs cannot fit both"
+            ),
+            "more replicas, and a router that tells the workloads apart",
+        ));
+    } else if cause.starts_with("sequence limit") {
         // Per engine: running is summed over data-parallel engines, KV averaged.
         let engines = s.engines.max(1) as f64;
         let per_engine = running / engines;
-        let kv_per_seq = s.queue_kv_p95_pct.unwrap_or(queue_kv).max(1.0) / per_engine.max(1.0);
+        let kv_per_seq = q.kv_p95_pct.unwrap_or(queue_kv).max(1.0) / per_engine.max(1.0);
         let fill = (90.0 / kv_per_seq).floor();
         // At most double in one step: more sequences also mean longer steps.
         let seqs = fill.min(2.0 * per_engine).max(per_engine + 1.0);
@@ -131,17 +167,26 @@ fn check(ctx: &Context) -> Verdict {
         "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT",
         "rejected requests under overload",
     ));
+    let apart = if thrashing {
+        " with KV to spare (apart from the KV exhaustion)"
+    } else {
+        ""
+    };
     Verdict::Found {
-        sustained_s: Some(ctx.phase_seconds(Phase::QueuePressure)),
+        sustained_s: Some(q.seconds),
         score,
         summary: format!(
-            "queue pressure {:.0}% of the time, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
+            "queue pressure {:.0}% of the time{apart}, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
             share * 100.0
         ),
         evidence: vec![
             ev(
-                "time QUEUE_PRESSURE (s)",
-                ctx.phase_seconds(Phase::QueuePressure),
+                if thrashing {
+                    "time QUEUE_PRESSURE with KV to spare (s)"
+                } else {
+                    "time QUEUE_PRESSURE (s)"
+                },
+                q.seconds,
             )
             .window(window.clone()),
             ev("requests_waiting (max)", waiting).threshold(ctx.threshold("queue_min_waiting")),
