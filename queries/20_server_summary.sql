@@ -94,6 +94,8 @@ SELECT
   -- (at its peak: within 10 %, as requests finish and start between scrapes)
   AVG(CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE phase = 'QUEUE_PRESSURE')
     AS queue_running_at_peak_share,
+  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND running >= 0.9 * running_peak), 0)
+    AS queue_running_at_peak_s,
   MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_running_max,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_pct END) AS queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_kv_max_pct,
@@ -108,6 +110,8 @@ SELECT
   MAX(waiting) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_waiting_max,
   AVG(CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct})
     AS spare_kv_queue_running_at_peak_share,
+  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} AND running >= 0.9 * running_peak), 0)
+    AS spare_kv_queue_running_at_peak_s,
   MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_running_max,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} THEN kv_pct END)
     AS spare_kv_queue_kv_p95_pct,

@@ -60,8 +60,9 @@ pub struct QueueWindow {
     pub seconds: f64,
     pub waiting_max: Option<f64>,
     pub running_max: Option<f64>,
-    /// Share of it with running within 10 % of the server's peak.
+    /// Share and seconds of it with running within 10 % of the server's peak.
     pub running_at_peak_share: Option<f64>,
+    pub running_at_peak_s: f64,
     pub kv_p95_pct: Option<f64>,
     pub kv_max_pct: Option<f64>,
 }
@@ -217,6 +218,8 @@ pub struct ServerSummary {
     pub queue_start: Option<String>,
     pub queue_end: Option<String>,
     pub queue_running_at_peak_share: Option<f64>,
+    /// Seconds of it with running within 10 % of the server's peak.
+    pub queue_running_at_peak_s: f64,
     pub queue_running_max: Option<f64>,
     pub queue_kv_p95_pct: Option<f64>,
     pub queue_kv_max_pct: Option<f64>,
@@ -524,6 +527,7 @@ pub(super) fn build(
                 queue_start: c.ts_us("queue_start_ts", i).map(crate::record::rfc3339),
                 queue_end: c.ts_us("queue_end_ts", i).map(crate::record::rfc3339),
                 queue_running_at_peak_share: f("queue_running_at_peak_share"),
+                queue_running_at_peak_s: f("queue_running_at_peak_s").unwrap_or(0.0),
                 queue_running_max: f("queue_running_max"),
                 queue_kv_p95_pct: f("queue_kv_p95_pct"),
                 queue_kv_max_pct: f("queue_kv_max_pct"),
@@ -538,6 +542,7 @@ pub(super) fn build(
                     waiting_max: f("spare_kv_queue_waiting_max"),
                     running_max: f("spare_kv_queue_running_max"),
                     running_at_peak_share: f("spare_kv_queue_running_at_peak_share"),
+                    running_at_peak_s: f("spare_kv_queue_running_at_peak_s").unwrap_or(0.0),
                     kv_p95_pct: f("spare_kv_queue_kv_p95_pct"),
                     kv_max_pct: f("spare_kv_queue_kv_max_pct"),
                 })

@@ -36,6 +36,7 @@ fn check(ctx: &Context) -> Verdict {
         waiting_max: s.waiting_max,
         running_max: s.queue_running_max.or(s.running_max),
         running_at_peak_share: s.queue_running_at_peak_share,
+        running_at_peak_s: s.queue_running_at_peak_s,
         kv_p95_pct: s.queue_kv_p95_pct,
         kv_max_pct: s.queue_kv_max_pct.or(s.kv_max_pct),
     };
@@ -88,6 +89,11 @@ fn check(ctx: &Context) -> Verdict {
     let running = q.running_max.unwrap_or(0.0);
     let pinned = q.running_at_peak_share.unwrap_or(0.0);
     let pinned_share = ctx.threshold("queue_pinned_share");
+    // Pinned for most of the queueing, or for a sustained time of it: queueing from
+    // other causes around it (prefill surges, another workload) dilutes the share but
+    // does not undo the limit that bound then.
+    let pinned_s = q.running_at_peak_s;
+    let min_s = ctx.threshold("finding_min_s");
     let queue_kv = q.kv_max_pct.unwrap_or(0.0);
     let rising = ctx.threshold("kv_rising_pct");
     let window = match (&q.start, &q.end) {
@@ -96,7 +102,7 @@ fn check(ctx: &Context) -> Verdict {
     };
     let cause = if queue_kv >= rising {
         "KV capacity: the cache was near full while requests waited"
-    } else if pinned >= pinned_share && running > 0.0 {
+    } else if (pinned >= pinned_share || pinned_s >= min_s) && running > 0.0 {
         "sequence limit: running stayed pinned at its peak while the KV cache had room"
     } else if prefill {
         "prefill: the queue grew during prefill surges (token budget)"
@@ -135,7 +141,7 @@ fn check(ctx: &Context) -> Verdict {
             "--max-num-seqs",
             Some(format!("{seqs:.0}")),
             &format!(
-                "running stayed at {per_engine:.0} per engine for {:.0}% of the queueing time while KV was at most {queue_kv:.0}% ({:.2}% per sequence): the sequence limit, not memory, binds; {sizing}",
+                "running stayed at {per_engine:.0} per engine for {:.0}% of the queueing time ({pinned_s:.0} s) while KV was at most {queue_kv:.0}% ({:.2}% per sequence): the sequence limit, not memory, binds; {sizing}",
                 pinned * 100.0,
                 kv_per_seq
             ),
@@ -196,6 +202,11 @@ fn check(ctx: &Context) -> Verdict {
                 pinned,
             )
             .threshold(pinned_share),
+            ev(
+                "time queueing with running within 10% of its peak (s)",
+                pinned_s,
+            )
+            .threshold(min_s),
             ev("kv_cache_usage_pct while queueing (max)", queue_kv)
                 .threshold(rising)
                 .window(window),
