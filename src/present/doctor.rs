@@ -32,13 +32,13 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
         paint(&format!("[{tag}]"), sev_color(sev), color),
         paint(&report.verdict, "1", color)
     );
-    let shown: Vec<_> = report
+    let loud: Vec<_> = report
         .hypotheses
         .iter()
         .filter(|f| verbose || f.severity.is_loud() || f.rank == 1)
-        .take(if verbose { usize::MAX } else { 3 })
         .collect();
-    for f in shown {
+    let shown = if verbose { loud.len() } else { 3 };
+    for f in loud.iter().take(shown) {
         let _ = writeln!(
             out,
             "\n#{} {} — {} ({}, score {:.2}, confidence {:.2})",
@@ -86,6 +86,19 @@ pub fn render(report: &Report, verbose: bool, color: bool) -> String {
                 let _ = writeln!(out, "     cost: {}", r.tradeoff);
             }
         }
+    }
+    // Findings the quiet view leaves out are named, never silently dropped.
+    if let Some(rest) = loud.get(shown..).filter(|r| !r.is_empty()) {
+        let names: Vec<String> = rest
+            .iter()
+            .map(|f| format!("{} ({}, {})", f.id, f.severity, f.server))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\n… {} more: {} (--verbose)",
+            rest.len(),
+            names.join(", ")
+        );
     }
     for c in &report.context {
         let _ = writeln!(out, "\nContext on {}: {}", c.server, c.note);
@@ -162,4 +175,67 @@ pub fn render_fleet(reports: &[(String, &Report)], color: bool) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnosis::Finding;
+    use crate::vocab::Hypothesis;
+
+    fn finding(rank: usize, id: Hypothesis, severity: Severity) -> Finding {
+        Finding {
+            id,
+            title: format!("{id} title"),
+            server: "s:8000".into(),
+            rank,
+            score: 0.5,
+            severity,
+            confidence: 1.0,
+            summary: format!("{id} summary"),
+            evidence: Vec::new(),
+            counter_evidence: Vec::new(),
+            recommendations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_quiet_view_names_the_loud_findings_it_leaves_out() {
+        let ids = [
+            Hypothesis::KvCacheThrashing,
+            Hypothesis::PrefillStarvation,
+            Hypothesis::ClientAborts,
+            Hypothesis::QueueSaturation,
+            Hypothesis::PrefixCacheIneffective,
+        ];
+        let severities = [
+            Severity::High,
+            Severity::High,
+            Severity::Medium,
+            Severity::Medium,
+            Severity::Info,
+        ];
+        let report = Report {
+            status: Status::Findings,
+            hypotheses: ids
+                .iter()
+                .zip(severities)
+                .enumerate()
+                .map(|(k, (id, sev))| finding(k + 1, *id, sev))
+                .collect(),
+            ..Default::default()
+        };
+        let quiet = render(&report, false, false);
+        assert!(quiet.contains("#3 CLIENT_ABORTS"), "{quiet}");
+        assert!(!quiet.contains("#4 "), "{quiet}");
+        assert!(
+            quiet.contains("… 1 more: QUEUE_SATURATION (medium, s:8000) (--verbose)"),
+            "{quiet}"
+        );
+        // An informational finding is not loud: neither shown nor counted.
+        assert!(!quiet.contains("PREFIX_CACHE_INEFFECTIVE"), "{quiet}");
+        let verbose = render(&report, true, false);
+        assert!(verbose.contains("#5 PREFIX_CACHE_INEFFECTIVE"), "{verbose}");
+        assert!(!verbose.contains("more:"), "{verbose}");
+    }
 }
