@@ -9,6 +9,8 @@
 pub mod flags;
 pub mod rules;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::Summary;
@@ -585,13 +587,16 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
     let factor = factor.clamp(0.3, 1.0);
     let mut found: Vec<Finding> = Vec::new();
     let mut ruled_out = Vec::new();
+    // Each server's events, in one pass: filtering all events per server is quadratic on
+    // a fleet (1,000 servers × 550,000 events took 20 s of string comparisons).
+    let mut by_server: HashMap<&str, Vec<&Event>> = HashMap::new();
+    for e in events {
+        by_server.entry(e.server.as_str()).or_default().push(e);
+    }
     for server in &summary.servers {
         let mut ctx = Context {
             server,
-            events: events
-                .iter()
-                .filter(|e| e.server == server.server)
-                .collect(),
+            events: by_server.remove(server.server.as_str()).unwrap_or_default(),
             facts: ServerFacts::from_metadata(meta, &server.server),
             thresholds: &summary.thresholds,
             worst_other_score: 0.0,
