@@ -260,6 +260,18 @@ pub async fn register_session(
                     "t_rel_sec" => format!(
                         "CAST(CAST(\"ts\" AS BIGINT) - {t0_us} AS DOUBLE) / 1e6 AS \"t_rel_sec\""
                     ),
+                    // Each sample stands for the time since the one before it (the
+                    // recorder's interval_s): without it every time-weighted figure
+                    // (preempting, KV-wait, decode-drop seconds) would read 0. The view
+                    // runs per chunk of whole servers, so the window stays in the chunk.
+                    "interval_s" => format!(
+                        "CAST(CAST(\"ts\" AS BIGINT) - LAG(CAST(\"ts\" AS BIGINT)) OVER (PARTITION BY \"server\"{} ORDER BY \"ts\") AS DOUBLE) / 1e6 AS \"interval_s\"",
+                        if present.iter().any(|p| p == "engine") {
+                            ", \"engine\""
+                        } else {
+                            ""
+                        }
+                    ),
                     _ => format!("CAST(NULL AS {ty}) AS \"{}\"", c.name),
                 }
             }

@@ -84,7 +84,11 @@ fn core_only_parquet_session() {
             Arc::new(StringArray::from(vec!["core:1"; n as usize])),
             Arc::new(Float64Array::from(kv)),
             Arc::new(Int64Array::from(vec![8; n as usize])),
-            Arc::new(Int64Array::from(vec![0; n as usize])),
+            Arc::new(Int64Array::from(
+                (0..n)
+                    .map(|i| if (40..80).contains(&i) { 3 } else { 0 })
+                    .collect::<Vec<i64>>(),
+            )),
             Arc::new(Float64Array::from(vec![500.0; n as usize])),
         ],
     )
@@ -105,6 +109,9 @@ fn core_only_parquet_session() {
         .collect();
     assert_eq!(sat.len(), 1);
     assert_eq!(sat[0].t_rel_sec, 40.0);
+    // Time-weighted figures without an interval_s column: each sample stands for the
+    // second since the one before it (40 samples of 1 s waiting with KV at 97 %).
+    assert_eq!(s.kv_wait_s, 40.0);
 }
 
 #[test]
