@@ -717,9 +717,18 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
         }
         h.push_str("</div>");
     }
-    // Charts per server.
+    // Charts per server (on a fleet session, the ones that matter most).
     let mut servers: Vec<&str> = v.series.iter().map(|e| e.server.as_str()).collect();
     servers.dedup();
+    let all = servers.len();
+    let servers = charted_servers(v, servers);
+    if servers.len() < all {
+        let _ = write!(
+            h,
+            "<p class='muted'>Charts for the {} of {all} servers the findings rank first, then by time in trouble; every server is in summary.json, and <code>kvscope timeline SESSION --server PATTERN</code> shows any one.</p>",
+            servers.len()
+        );
+    }
     for (i, server) in servers.iter().enumerate() {
         let a = format!("{anchor}-s{i}");
         let _ = write!(h, "<h3 id='{a}'>{}</h3>", esc(server));
@@ -727,6 +736,47 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
     }
     h.push_str("</section>");
     h
+}
+
+/// Most servers charted in one session's report: a fleet session's 1,000 servers made a
+/// 437 MB page that took minutes to write and no browser opens.
+const MAX_CHARTED_SERVERS: usize = 24;
+
+/// The servers to chart: all of them up to [`MAX_CHARTED_SERVERS`], in session order;
+/// beyond, the servers the findings name, in rank order, then the others by time in
+/// trouble.
+fn charted_servers<'s>(v: &SessionView, servers: Vec<&'s str>) -> Vec<&'s str> {
+    if servers.len() <= MAX_CHARTED_SERVERS {
+        return servers;
+    }
+    let rank = |server: &str| {
+        let finding = v
+            .report
+            .hypotheses
+            .iter()
+            .position(|f| f.severity.is_loud() && f.server == server)
+            .unwrap_or(usize::MAX);
+        let trouble = v
+            .summary
+            .servers
+            .iter()
+            .find(|s| s.server == server)
+            .map_or(0.0, |s| s.trouble_s);
+        (finding, -trouble)
+    };
+    let mut ranked: Vec<(usize, f64, &str)> = servers
+        .into_iter()
+        .map(|s| {
+            let (f, t) = rank(s);
+            (f, t, s)
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(b.2)));
+    ranked
+        .into_iter()
+        .take(MAX_CHARTED_SERVERS)
+        .map(|(_, _, s)| s)
+        .collect()
 }
 
 fn page(title: &str, body: &str) -> String {

@@ -225,3 +225,40 @@ fn a_day_at_one_hertz_is_under_3_mb() {
     assert!(html.len() < 3_000_000, "{} bytes", html.len());
     assert!(html.contains("id='panel-kv'"));
 }
+
+/// A fleet session (30 servers): charts for the 24 servers that matter most, the top
+/// finding's server first, and a line saying so; a 1,000-server session made a 437 MB
+/// page before.
+#[test]
+fn a_fleet_session_charts_the_servers_that_matter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flags = [
+        "--fleet",
+        "30",
+        "--seconds",
+        "900",
+        "--profile",
+        "busy",
+        "--seed",
+        "11",
+    ];
+    let dir = simulated(tmp.path(), "fleet", &flags);
+    let (_, html) = report_of(&dir);
+    assert!(
+        html.contains("Charts for the 24 of 30 servers the findings rank first"),
+        "no note on the charted servers"
+    );
+    let charted: Vec<&str> = html
+        .match_indices("<h3 id='session-s")
+        .filter_map(|(i, _)| {
+            let rest = html.get(i..)?;
+            let name = rest.split('>').nth(1)?.split('<').next()?;
+            Some(name)
+        })
+        .collect();
+    assert_eq!(charted.len(), 24, "{charted:?}");
+    let doctor = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let top = v["hypotheses"][0]["server"].as_str().unwrap_or_default();
+    assert_eq!(charted.first().copied(), Some(top));
+}
