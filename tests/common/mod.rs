@@ -23,6 +23,26 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kvscope"))
 }
 
+/// Records the 30-server busy fleet (900 s, seed 11) of the fleet snapshot and report
+/// tests into `dir`.
+pub fn record_busy_fleet(dir: &Path) {
+    let dir = dir.to_str().expect("utf-8 temp path");
+    let o = kvscope([
+        "simulate",
+        "--fleet",
+        "30",
+        "--seconds",
+        "900",
+        "--profile",
+        "busy",
+        "--seed",
+        "11",
+        "--record-to",
+        dir,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// Records `scenario` offline into a fresh temp dir and returns (tempdir, session dir).
 pub fn record_scenario(name: &str, seed: u64) -> (tempfile::TempDir, PathBuf) {
     record_scenario_with(name, seed, |_| {})

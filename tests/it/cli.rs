@@ -689,20 +689,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn fleet_analyze_prints_a_ranked_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fleet");
-    let o = kvscope([
-        "simulate",
-        "--fleet",
-        "30",
-        "--seconds",
-        "900",
-        "--profile",
-        "busy",
-        "--seed",
-        "11",
-        "--record-to",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::record_busy_fleet(&dir);
     let o = kvscope(["analyze", dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout).replace(dir.to_str().unwrap(), "DIR");

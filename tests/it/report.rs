@@ -232,17 +232,8 @@ fn a_day_at_one_hertz_is_under_3_mb() {
 #[test]
 fn a_fleet_session_charts_the_servers_that_matter() {
     let tmp = tempfile::tempdir().unwrap();
-    let flags = [
-        "--fleet",
-        "30",
-        "--seconds",
-        "900",
-        "--profile",
-        "busy",
-        "--seed",
-        "11",
-    ];
-    let dir = simulated(tmp.path(), "fleet", &flags);
+    let dir = tmp.path().join("fleet");
+    crate::common::record_busy_fleet(&dir);
     let (_, html) = report_of(&dir);
     assert!(
         html.contains("Charts for the 24 of 30 servers the findings rank first"),
