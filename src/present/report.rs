@@ -720,16 +720,18 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
     // Charts per server (on a fleet session, the ones that matter most).
     let mut servers: Vec<&str> = v.series.iter().map(|e| e.server.as_str()).collect();
     servers.dedup();
-    let all = servers.len();
-    let servers = charted_servers(v, servers);
-    if servers.len() < all {
+    let charted = charted_servers(v, servers.clone());
+    if charted.len() < servers.len() {
         let _ = write!(
             h,
-            "<p class='muted'>Charts for the {} of {all} servers the findings rank first, then by time in trouble; every server is in summary.json, and <code>kvscope timeline SESSION --server PATTERN</code> shows any one.</p>",
+            "<p class='muted'>Charts for the {} of {} servers the findings rank first, then by time in trouble; every server is in summary.json, and <code>kvscope timeline SESSION --server PATTERN</code> shows any one.</p>",
+            charted.len(),
             servers.len()
         );
     }
-    for (i, server) in servers.iter().enumerate() {
+    for server in &charted {
+        // Anchored by the server's place in the session, as the fleet table links it.
+        let i = servers.iter().position(|s| s == server).unwrap_or_default();
         let a = format!("{anchor}-s{i}");
         let _ = write!(h, "<h3 id='{a}'>{}</h3>", esc(server));
         h.push_str(&server_charts(v, server, &a));
@@ -852,19 +854,29 @@ pub fn fleet_html(views: &[SessionView]) -> String {
     for (i, v) in views.iter().enumerate() {
         let mut servers: Vec<&str> = v.series.iter().map(|e| e.server.as_str()).collect();
         servers.dedup();
+        let charted = charted_servers(v, servers.clone());
         for (j, server) in servers.iter().enumerate() {
             let top = v.report.hypotheses.iter().find(|f| f.server == *server);
             let sev = top.map_or(Severity::Info, |f| f.severity);
             let score = top.map_or(0.0, |f| f.score);
+            // Linked where its session's section charts it.
+            let name = if charted.contains(server) {
+                format!("<a href='#s{i}-s{j}'>{}</a>", esc(server))
+            } else {
+                esc(server)
+            };
             rows.push((
                 sev.rank(),
                 score,
                 format!(
-                    "<tr><td>{}</td><td><a href='#s{i}-s{j}'>{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td>{name}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     severity_tag(sev),
-                    esc(server),
                     esc(&v.name),
-                    top.map_or("—".to_string(), |f| format!("{} ({:.2})", f.id.as_str(), f.score)),
+                    top.map_or("—".to_string(), |f| format!(
+                        "{} ({:.2})",
+                        f.id.as_str(),
+                        f.score
+                    )),
                     sparkline(v.series, server)
                 ),
             ));

@@ -252,4 +252,15 @@ fn a_fleet_session_charts_the_servers_that_matter() {
     let v: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
     let top = v["hypotheses"][0]["server"].as_str().unwrap_or_default();
     assert_eq!(charted.first().copied(), Some(top));
+    // Anchored by the server's place in the session (srv-0000 … srv-0029), as a fleet
+    // report's table links it, not by its place among the charted.
+    let k: usize = top
+        .trim_start_matches("srv-")
+        .trim_end_matches(":8000")
+        .parse()
+        .unwrap();
+    assert!(
+        html.contains(&format!("<h3 id='session-s{k}'>{top}</h3>")),
+        "{top} not anchored as session-s{k}"
+    );
 }
