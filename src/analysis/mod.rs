@@ -410,8 +410,12 @@ pub struct EngineSeries {
     pub values: Vec<Vec<Option<f64>>>,
 }
 
-/// Every engine's chart columns, ordered by (server, engine, ts).
-pub async fn chart_series(loc: &Location) -> Result<Vec<EngineSeries>, AnalysisError> {
+/// Every engine's chart columns, ordered by (server, engine, ts): of every server, or of
+/// `servers` only.
+pub async fn chart_series(
+    loc: &Location,
+    servers: Option<&[String]>,
+) -> Result<Vec<EngineSeries>, AnalysisError> {
     let input = loc.samples_input().await?;
     let ctx = context();
     loc.register(&ctx);
@@ -420,8 +424,15 @@ pub async fn chart_series(loc: &Location) -> Result<Vec<EngineSeries>, AnalysisE
         .iter()
         .map(|c| format!("CAST(\"{c}\" AS DOUBLE) AS \"{c}\""))
         .collect();
+    let only = servers.map_or(String::new(), |servers| {
+        let list: Vec<String> = servers
+            .iter()
+            .map(|s| format!("'{}'", s.replace('\'', "''")))
+            .collect();
+        format!(" WHERE server IN ({})", list.join(", "))
+    });
     let sql = format!(
-        "SELECT server, engine, ts, scrape_ok, {} FROM samples ORDER BY server, engine, ts",
+        "SELECT server, engine, ts, scrape_ok, {} FROM samples{only} ORDER BY server, engine, ts",
         cols.join(", ")
     );
     let df = ctx.sql(&sql).await.map_err(qerr("chart series"))?;

@@ -718,9 +718,8 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
         h.push_str("</div>");
     }
     // Charts per server (on a fleet session, the ones that matter most).
-    let mut servers: Vec<&str> = v.series.iter().map(|e| e.server.as_str()).collect();
-    servers.dedup();
-    let charted = charted_servers(v, servers.clone());
+    let servers = session_servers(v);
+    let charted = charted_servers(v.report, v.summary, servers.clone());
     if charted.len() < servers.len() {
         let _ = write!(
             h,
@@ -744,22 +743,33 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
 /// 437 MB page that took minutes to write and no browser opens.
 const MAX_CHARTED_SERVERS: usize = 24;
 
+/// A session's servers in session order (the summary's: sorted by name).
+fn session_servers<'a>(v: &SessionView<'a>) -> Vec<&'a str> {
+    v.summary
+        .servers
+        .iter()
+        .map(|s| s.server.as_str())
+        .collect()
+}
+
 /// The servers to chart: all of them up to [`MAX_CHARTED_SERVERS`], in session order;
 /// beyond, the servers the findings name, in rank order, then the others by time in
-/// trouble.
-fn charted_servers<'s>(v: &SessionView, servers: Vec<&'s str>) -> Vec<&'s str> {
+/// trouble. `kvscope report` reads chart series for these alone.
+pub fn charted_servers<'s>(
+    report: &Report,
+    summary: &Summary,
+    servers: Vec<&'s str>,
+) -> Vec<&'s str> {
     if servers.len() <= MAX_CHARTED_SERVERS {
         return servers;
     }
     let rank = |server: &str| {
-        let finding = v
-            .report
+        let finding = report
             .hypotheses
             .iter()
             .position(|f| f.severity.is_loud() && f.server == server)
             .unwrap_or(usize::MAX);
-        let trouble = v
-            .summary
+        let trouble = summary
             .servers
             .iter()
             .find(|s| s.server == server)
@@ -852,9 +862,8 @@ fn sparkline(series: &[EngineSeries], server: &str) -> String {
 pub fn fleet_html(views: &[SessionView]) -> String {
     let mut rows: Vec<(u8, f64, String)> = Vec::new();
     for (i, v) in views.iter().enumerate() {
-        let mut servers: Vec<&str> = v.series.iter().map(|e| e.server.as_str()).collect();
-        servers.dedup();
-        let charted = charted_servers(v, servers.clone());
+        let servers = session_servers(v);
+        let charted = charted_servers(v.report, v.summary, servers.clone());
         for (j, server) in servers.iter().enumerate() {
             let top = v.report.hypotheses.iter().find(|f| f.server == *server);
             let sev = top.map_or(Severity::Info, |f| f.severity);
