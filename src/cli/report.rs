@@ -59,15 +59,9 @@ pub async fn load(loc: &Location, th: &Thresholds) -> anyhow::Result<Loaded> {
     let meta = loc.read_metadata().await?;
     let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
     // Chart series (every sample of six metrics) only for the servers the report charts.
-    let all: Vec<&str> = analysis
-        .summary
-        .servers
-        .iter()
-        .map(|s| s.server.as_str())
-        .collect();
-    let charted = report::charted_servers(&report, &analysis.summary, all.clone());
-    let only: Option<Vec<String>> =
-        (charted.len() < all.len()).then(|| charted.iter().map(|s| s.to_string()).collect());
+    let charted = report::charted_servers(&report, &analysis.summary);
+    let only: Option<Vec<String>> = (charted.len() < analysis.summary.servers.len())
+        .then(|| charted.iter().map(|s| s.to_string()).collect());
     let series = analysis::chart_series(loc, only.as_deref()).await?;
     let name = meta
         .as_ref()

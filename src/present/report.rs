@@ -719,7 +719,7 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
     }
     // Charts per server (on a fleet session, the ones that matter most).
     let servers = session_servers(v);
-    let charted = charted_servers(v.report, v.summary, servers.clone());
+    let charted = charted_servers(v.report, v.summary);
     if charted.len() < servers.len() {
         let _ = write!(
             h,
@@ -755,33 +755,21 @@ fn session_servers<'a>(v: &SessionView<'a>) -> Vec<&'a str> {
 /// The servers to chart: all of them up to [`MAX_CHARTED_SERVERS`], in session order;
 /// beyond, the servers the findings name, in rank order, then the others by time in
 /// trouble. `kvscope report` reads chart series for these alone.
-pub fn charted_servers<'s>(
-    report: &Report,
-    summary: &Summary,
-    servers: Vec<&'s str>,
-) -> Vec<&'s str> {
+pub fn charted_servers<'s>(report: &Report, summary: &'s Summary) -> Vec<&'s str> {
+    let servers = &summary.servers;
     if servers.len() <= MAX_CHARTED_SERVERS {
-        return servers;
+        return servers.iter().map(|s| s.server.as_str()).collect();
     }
-    let rank = |server: &str| {
-        let finding = report
+    let first_finding = |server: &str| {
+        report
             .hypotheses
             .iter()
             .position(|f| f.severity.is_loud() && f.server == server)
-            .unwrap_or(usize::MAX);
-        let trouble = summary
-            .servers
-            .iter()
-            .find(|s| s.server == server)
-            .map_or(0.0, |s| s.trouble_s);
-        (finding, -trouble)
+            .unwrap_or(usize::MAX)
     };
     let mut ranked: Vec<(usize, f64, &str)> = servers
-        .into_iter()
-        .map(|s| {
-            let (f, t) = rank(s);
-            (f, t, s)
-        })
+        .iter()
+        .map(|s| (first_finding(&s.server), -s.trouble_s, s.server.as_str()))
         .collect();
     ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(b.2)));
     ranked
@@ -863,7 +851,7 @@ pub fn fleet_html(views: &[SessionView]) -> String {
     let mut rows: Vec<(u8, f64, String)> = Vec::new();
     for (i, v) in views.iter().enumerate() {
         let servers = session_servers(v);
-        let charted = charted_servers(v.report, v.summary, servers.clone());
+        let charted = charted_servers(v.report, v.summary);
         for (j, server) in servers.iter().enumerate() {
             let top = v.report.hypotheses.iter().find(|f| f.server == *server);
             let sev = top.map_or(Severity::Info, |f| f.severity);
