@@ -76,17 +76,7 @@ pub(super) async fn run_catalog(
     // Only a shard's servers (a cluster task): every query partitions by server, so a
     // shard's results are its servers' part of the whole session's. Row groups whose
     // server range misses the shard are skipped by their statistics.
-    let filter = match shard {
-        Some(servers) => format!(
-            " WHERE server IN ({})",
-            servers
-                .iter()
-                .map(|s| format!("'{}'", s.replace('\'', "''")))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None => String::new(),
-    };
+    let filter = shard.map_or(String::new(), super::servers_filter);
     // Raw columns only: the `samples` view (NULL columns, t_rel_sec) is evaluated in
     // each worker's context, so that work runs on the workers, not on this reader.
     let df = ctx

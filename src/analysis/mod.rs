@@ -410,6 +410,15 @@ pub struct EngineSeries {
     pub values: Vec<Vec<Option<f64>>>,
 }
 
+/// ` WHERE server IN ('a', 'b')` for a query over samples, quotes doubled.
+fn servers_filter(servers: &[String]) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect();
+    format!(" WHERE server IN ({})", list.join(", "))
+}
+
 /// Every engine's chart columns, ordered by (server, engine, ts): of every server, or of
 /// `servers` only.
 pub async fn chart_series(
@@ -424,13 +433,7 @@ pub async fn chart_series(
         .iter()
         .map(|c| format!("CAST(\"{c}\" AS DOUBLE) AS \"{c}\""))
         .collect();
-    let only = servers.map_or(String::new(), |servers| {
-        let list: Vec<String> = servers
-            .iter()
-            .map(|s| format!("'{}'", s.replace('\'', "''")))
-            .collect();
-        format!(" WHERE server IN ({})", list.join(", "))
-    });
+    let only = servers.map_or(String::new(), servers_filter);
     let sql = format!(
         "SELECT server, engine, ts, scrape_ok, {} FROM samples{only} ORDER BY server, engine, ts",
         cols.join(", ")
