@@ -518,6 +518,28 @@ async fn analyze_registered(
     ))
 }
 
+/// The events and per-sample phases of `servers` only, in memory: every query
+/// partitions by server, so they are those servers' part of the whole session's
+/// analysis (what a fleet report charts, without holding the fleet's).
+pub async fn analyze_servers(
+    loc: &Location,
+    servers: &[String],
+    thresholds: &Thresholds,
+) -> Result<(Vec<Event>, Vec<PhasePoint>), AnalysisError> {
+    let input = loc.samples_input().await?;
+    let ctx = context();
+    loc.register(&ctx);
+    // Registered whole: a session without t_rel_sec measures from its first sample.
+    let view = register_session(&ctx, &input, None).await?;
+    let opts = AnalyzeOptions {
+        series: true,
+        ..Default::default()
+    };
+    let (events, results) =
+        chunks::run_catalog(&ctx, &view, thresholds, opts, None, Some(servers)).await?;
+    Ok((events, series_from(&results)?))
+}
+
 /// Analyses rows held in memory (the dashboard's recent window, tests).
 pub async fn analyze_rows(
     rows: Vec<Sample>,
@@ -558,15 +580,43 @@ pub async fn analyze_and_write_location(
     thresholds: &Thresholds,
     opts: AnalyzeOptions,
 ) -> Result<Written, AnalysisError> {
+    Ok(write_keeping(loc, out, thresholds, opts, None).await?.0)
+}
+
+/// [`analyze_and_write_location`], and the written events `keep` selects, read back from
+/// the merged `events.jsonl`: memory holds those only (a diagnosis keeps the events its
+/// rules read).
+pub async fn analyze_write_and_keep(
+    loc: &Location,
+    out: Option<&Location>,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    keep: impl Fn(&Event) -> bool + Sync,
+) -> Result<(Written, Vec<Event>), AnalysisError> {
+    write_keeping(loc, out, thresholds, opts, Some(&keep)).await
+}
+
+async fn write_keeping(
+    loc: &Location,
+    out: Option<&Location>,
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    keep: Option<&(dyn Fn(&Event) -> bool + Sync)>,
+) -> Result<(Written, Vec<Event>), AnalysisError> {
     let out = out.unwrap_or(loc);
     let staging = Staging::new(out)?;
     let (analysis, events) =
         analyze_location_to(loc, thresholds, opts, Some(&staging.files)).await?;
+    let kept = match keep {
+        Some(keep) => store::events::read_events_where(&staging.files.jsonl, keep)?,
+        None => Vec::new(),
+    };
     staging.publish(out, &analysis.summary).await?;
-    Ok(Written {
+    let written = Written {
         summary: analysis.summary,
         events,
-    })
+    };
+    Ok((written, kept))
 }
 
 /// The private directory a written analysis keeps its event runs in (next to a local

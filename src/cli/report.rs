@@ -49,19 +49,48 @@ impl Loaded {
     }
 }
 
-/// Analyses and diagnoses a session in memory and reads its chart series.
+/// Analyses and diagnoses a session and reads its chart series. A session of up to
+/// [`report::MAX_CHARTED_SERVERS`] servers (all charted) is analysed in memory; a
+/// larger one is analysed streamed (its event files to a temporary directory, only the
+/// events the rules read kept), diagnosed, and then its charted servers alone are
+/// analysed again for their events and phases: memory holds what the page shows, not the
+/// fleet's events and per-sample phases.
 pub async fn load(loc: &Location, th: &Thresholds) -> anyhow::Result<Loaded> {
-    let opts = AnalyzeOptions {
-        series: true,
-        ..Default::default()
-    };
-    let analysis = analysis::analyze_location(loc, th, opts).await?;
     let meta = loc.read_metadata().await?;
-    let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+    let fleet = analysis::session_servers(loc).await?.len() > report::MAX_CHARTED_SERVERS;
+    let (analysis, report, only) = if fleet {
+        let tmp = tempfile::tempdir()?;
+        let (written, read) = analysis::analyze_write_and_keep(
+            loc,
+            Some(&Location::Local(tmp.path().to_path_buf())),
+            th,
+            AnalyzeOptions::default(),
+            diagnosis::rules_read,
+        )
+        .await?;
+        let report = diagnosis::diagnose(&written.summary, &read, meta.as_ref());
+        drop(read);
+        let charted: Vec<String> = report::charted_servers(&report, &written.summary)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let (events, series) = analysis::analyze_servers(loc, &charted, th).await?;
+        let analysis = analysis::Analysis {
+            events,
+            summary: written.summary,
+            series,
+        };
+        (analysis, report, Some(charted))
+    } else {
+        let opts = AnalyzeOptions {
+            series: true,
+            ..Default::default()
+        };
+        let analysis = analysis::analyze_location(loc, th, opts).await?;
+        let report = diagnosis::diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+        (analysis, report, None)
+    };
     // Chart series (every sample of six metrics) only for the servers the report charts.
-    let charted = report::charted_servers(&report, &analysis.summary);
-    let only: Option<Vec<String>> = (charted.len() < analysis.summary.servers.len())
-        .then(|| charted.iter().map(|s| s.to_string()).collect());
     let series = analysis::chart_series(loc, only.as_deref()).await?;
     let name = meta
         .as_ref()

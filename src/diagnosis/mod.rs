@@ -184,6 +184,32 @@ impl ServerFacts {
     }
 }
 
+/// The transient and data-quality events the rules read ([`Context::events_named`]).
+pub const NAMED_READ: &[EventName] = &[
+    EventName::TtftSpike,
+    EventName::DecodeThroughputDrop,
+    EventName::ClientAbortSurge,
+    EventName::CounterReset,
+    EventName::ScrapeGap,
+];
+/// The conditions whose episodes the rules read ([`Context::episodes`]).
+pub const EPISODES_READ: &[Condition] = &[Condition::EngineStalled, Condition::TtftElevated];
+/// The conditions whose every event (changes and episodes) the rules read
+/// ([`Context::condition_events`]).
+pub const CONDITIONS_READ: &[Condition] = &[Condition::PrefillPressure];
+
+/// Whether a rule reads `e`: all of a session's events a diagnosis needs (the accessors of
+/// [`Context`] check, in debug builds, that a rule asks for nothing else). A streamed
+/// `doctor` keeps only these in memory: on a busy fleet about a fifth of the events.
+pub fn rules_read(e: &Event) -> bool {
+    e.event_name().is_some_and(|n| NAMED_READ.contains(&n))
+        || e.condition_name().is_some_and(|c| {
+            CONDITIONS_READ.contains(&c)
+                || (EPISODES_READ.contains(&c)
+                    && e.event_type() == Some(EventType::ConditionEpisode))
+        })
+}
+
 /// What a rule sees.
 pub struct Context<'a> {
     pub server: &'a ServerSummary,
@@ -209,16 +235,35 @@ impl Context<'_> {
     pub fn phase_seconds(&self, phase: Phase) -> f64 {
         self.server.phases.get(&phase).map_or(0.0, |p| p.seconds)
     }
-    /// Events named `name` (transient/data-quality).
+    /// Events named `name` (transient/data-quality); `name` must be in [`NAMED_READ`].
     pub fn events_named(&self, name: EventName) -> Vec<&Event> {
+        debug_assert!(NAMED_READ.contains(&name), "{name:?} is not in NAMED_READ");
         self.events
             .iter()
             .copied()
             .filter(|e| e.event_name() == Some(name))
             .collect()
     }
-    /// Episodes of `condition`.
+    /// Every event of `condition`, changes and episodes; `condition` must be in
+    /// [`CONDITIONS_READ`].
+    pub fn condition_events(&self, condition: Condition) -> Vec<&Event> {
+        debug_assert!(
+            CONDITIONS_READ.contains(&condition),
+            "{condition:?} is not in CONDITIONS_READ"
+        );
+        self.events
+            .iter()
+            .copied()
+            .filter(|e| e.condition_name() == Some(condition))
+            .collect()
+    }
+    /// Episodes of `condition`; `condition` must be in [`EPISODES_READ`] or
+    /// [`CONDITIONS_READ`].
     pub fn episodes(&self, condition: Condition) -> Vec<&Event> {
+        debug_assert!(
+            EPISODES_READ.contains(&condition) || CONDITIONS_READ.contains(&condition),
+            "{condition:?} is not in EPISODES_READ"
+        );
         self.events
             .iter()
             .copied()
@@ -279,14 +324,21 @@ pub async fn doctor_location(
     version: Option<crate::adapter::version::VllmVersion>,
 ) -> Result<Report, DoctorError> {
     use crate::analysis;
-    let analysis =
-        analysis::analyze_location(loc, thresholds, analysis::AnalyzeOptions::default()).await?;
-    analysis::write_analysis(loc, &analysis).await?;
+    // Streamed: the events go to the session's files as the chunks finish, and only
+    // those the rules read come back (memory bounded on a fleet session).
+    let (written, events) = analysis::analyze_write_and_keep(
+        loc,
+        None,
+        thresholds,
+        analysis::AnalyzeOptions::default(),
+        rules_read,
+    )
+    .await?;
     let mut meta = loc.read_metadata().await?;
     if let (Some(v), Some(m)) = (version, meta.as_mut()) {
         m.state_vllm_version(&v.to_string(), "stated (doctor --vllm-version)");
     }
-    let report = diagnose(&analysis.summary, &analysis.events, meta.as_ref());
+    let report = diagnose(&written.summary, &events, meta.as_ref());
     loc.write(
         crate::store::DOCTOR_JSON,
         serde_json::to_vec_pretty(&report)?,

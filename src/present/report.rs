@@ -741,7 +741,7 @@ fn session_body(v: &SessionView, anchor: &str) -> String {
 
 /// Most servers charted in one session's report: a fleet session's 1,000 servers made a
 /// 437 MB page that took minutes to write and no browser opens.
-const MAX_CHARTED_SERVERS: usize = 24;
+pub const MAX_CHARTED_SERVERS: usize = 24;
 
 /// A session's servers in session order (the summary's: sorted by name).
 fn session_servers<'a>(v: &SessionView<'a>) -> Vec<&'a str> {

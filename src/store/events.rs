@@ -401,12 +401,29 @@ pub fn write_events_parquet(path: &Path, events: &[Event]) -> Result<(), StoreEr
 
 /// Reads `events.jsonl`; a malformed line is an error naming it.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, StoreError> {
+    read_events_where(path, |_| true)
+}
+
+/// The events of `events.jsonl` that `keep` selects (the others are parsed and
+/// dropped, never held); a malformed line is an error naming it.
+pub fn read_events_where(
+    path: &Path,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Vec<Event>, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    events_from_reader(BufReader::new(file), path)
+    events_from_reader_where(BufReader::new(file), path, keep)
 }
 
 /// [`read_events`] over any reader; `path` names the file in errors.
 pub fn events_from_reader(r: impl BufRead, path: &Path) -> Result<Vec<Event>, StoreError> {
+    events_from_reader_where(r, path, |_| true)
+}
+
+fn events_from_reader_where(
+    r: impl BufRead,
+    path: &Path,
+    keep: impl Fn(&Event) -> bool,
+) -> Result<Vec<Event>, StoreError> {
     let mut out = Vec::new();
     for (i, line) in r.lines().enumerate() {
         let line = line.map_err(|e| StoreError::io(path, e))?;
@@ -418,7 +435,9 @@ pub fn events_from_reader(r: impl BufRead, path: &Path) -> Result<Vec<Event>, St
             line: i + 1,
             message: e.to_string(),
         })?;
-        out.push(ev);
+        if keep(&ev) {
+            out.push(ev);
+        }
     }
     Ok(out)
 }

@@ -14,11 +14,25 @@ use crate::common::{block_on, record_scenario};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
 
-/// Analyses a recorded session with its phase series and diagnoses it.
+/// Analyses a recorded session with its phase series and diagnoses it: from all its
+/// events, and (as `doctor` does, streamed) from only those the rules read — the same
+/// report.
 fn analyze_and_diagnose(dir: &std::path::Path) -> (analysis::Analysis, diagnosis::Report) {
     let a = crate::common::analyze_with_series(dir);
     let meta = store::read_metadata(dir).unwrap();
     let report = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+    let read: Vec<_> = a
+        .events
+        .iter()
+        .filter(|e| diagnosis::rules_read(e))
+        .cloned()
+        .collect();
+    assert_eq!(
+        diagnosis::diagnose(&a.summary, &read, meta.as_ref()),
+        report,
+        "{}",
+        dir.display()
+    );
     (a, report)
 }
 

@@ -48,12 +48,7 @@ fn check(ctx: &Context) -> Verdict {
     let mut score = 0.5
         + 0.2 * (1.0 - (value / baseline.max(1e-9)).clamp(0.0, 1.0))
         + 0.15 * (s.decode_drop_s / 60.0).min(1.0);
-    if !ctx.episodes(Condition::PrefillPressure).is_empty()
-        || ctx
-            .events
-            .iter()
-            .any(|e| e.condition_name() == Some(Condition::PrefillPressure))
-    {
+    if !ctx.condition_events(Condition::PrefillPressure).is_empty() {
         score *= 0.7;
         counter.push("prefill pressure at the same time: long prompts, not slower steps, may explain the drop".to_string());
     }

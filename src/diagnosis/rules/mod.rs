@@ -188,6 +188,59 @@ mod tests {
         assert!(seen > 20, "only {seen} threshold reads found");
     }
 
+    /// A streamed `doctor` holds only the events [`super::super::rules_read`] selects:
+    /// rules read events through the accessors that check that list, never directly.
+    #[test]
+    fn rules_read_events_through_the_checked_accessors() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diagnosis/rules");
+        let mut rules = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_name() == "mod.rs" {
+                continue; // (this test)
+            }
+            rules += 1;
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            for part in text.split(".events").skip(1) {
+                assert!(
+                    part.starts_with("_named("),
+                    "{}: reads ctx.events directly",
+                    e.path().display()
+                );
+            }
+        }
+        assert_eq!(rules, super::RULES.len());
+    }
+
+    #[test]
+    fn a_diagnosis_keeps_the_events_its_rules_read() {
+        use crate::store::events::Event;
+        let ev = |json: &str| -> Event { serde_json::from_str(json).unwrap() };
+        let head = r#""ts":"2027-01-15T08:00:00.000Z","t_rel_sec":1.0,"server":"s""#;
+        let read = |json: &str| super::super::rules_read(&ev(&format!("{{{head},{json}}}")));
+        assert!(read(r#""type":"transient","event":"TTFT_SPIKE""#));
+        assert!(read(r#""type":"data_quality","event":"SCRAPE_GAP""#));
+        assert!(!read(r#""type":"transient","event":"KV_SATURATION""#));
+        // Prefill pressure: every event; stalls and TTFT: episodes only.
+        assert!(read(
+            r#""type":"condition_change","condition":"PREFILL_PRESSURE","state":"start""#
+        ));
+        assert!(read(
+            r#""type":"condition_episode","condition":"TTFT_ELEVATED""#
+        ));
+        assert!(!read(
+            r#""type":"condition_change","condition":"TTFT_ELEVATED","state":"start""#
+        ));
+        assert!(read(
+            r#""type":"condition_episode","condition":"ENGINE_STALLED""#
+        ));
+        assert!(!read(
+            r#""type":"condition_episode","condition":"QUEUE_DELAY""#
+        ));
+        assert!(!read(
+            r#""type":"phase_transition","from":"HEALTHY","to":"SATURATED""#
+        ));
+    }
+
     #[test]
     fn every_rule_file_is_registered() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/diagnosis/rules");

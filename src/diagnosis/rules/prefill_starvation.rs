@@ -14,13 +14,9 @@ pub const RULE: Rule = Rule {
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let changes: Vec<_> = ctx
-        .events
-        .iter()
-        .copied()
-        .filter(|e| {
-            e.condition_name() == Some(Condition::PrefillPressure)
-                && e.state.as_deref() == Some("start")
-        })
+        .condition_events(Condition::PrefillPressure)
+        .into_iter()
+        .filter(|e| e.state.as_deref() == Some("start"))
         .collect();
     let spikes = ctx.events_named(EventName::TtftSpike);
     if changes.is_empty() {

@@ -76,10 +76,7 @@ fn check(ctx: &Context) -> Verdict {
         score *= 0.6;
         counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
     }
-    let prefill = ctx
-        .events
-        .iter()
-        .any(|e| e.condition_name() == Some(Condition::PrefillPressure));
+    let prefill = !ctx.condition_events(Condition::PrefillPressure).is_empty();
     if prefill {
         score *= 0.6;
         counter.push(

@@ -24,10 +24,7 @@ fn check(ctx: &Context) -> Verdict {
             loaded * 100.0
         ));
     }
-    let prefill = ctx
-        .events
-        .iter()
-        .any(|e| e.condition_name() == Some(Condition::PrefillPressure));
+    let prefill = !ctx.condition_events(Condition::PrefillPressure).is_empty();
     if prefill {
         return Verdict::RuledOut(
             "TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into(),
