@@ -2,7 +2,21 @@
 -- samples says so with FILTER (a mask the aggregate reads) rather than a CASE inside it
 -- (a copy of each argument with the other rows set to NULL): ~25 of them per server.
 -- Medians keep the CASE: DataFusion's median with a FILTER allocated fresh memory per
--- batch (its system time ate the gain).
+-- batch (its system time ate the gain). The predicates several aggregates share are
+-- defined once, below (the queue window, its KV-to-spare part, running at its peak, the
+-- time a sample stands for), and evaluated once per sample.
+WITH s AS (
+  SELECT
+    *,
+    raw_phase = 'IDLE' AS raw_idle,
+    phase = 'QUEUE_PRESSURE' AS queueing,
+    -- queueing with KV to spare (below ${kv_rising_pct} %)
+    phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} AS queueing_kv_to_spare,
+    -- running at its peak: within 10 %, as requests finish and start between scrapes
+    running >= 0.9 * running_peak AS running_at_peak,
+    COALESCE(interval_s, interval_median_s) AS span_s
+  FROM timeline
+)
 SELECT
   server,
   MIN(ts) AS start_ts,
@@ -41,8 +55,8 @@ SELECT
   AVG(gpu_util_pct) AS gpu_util_avg_pct,
   AVG(gpu_sm_active_pct) AS gpu_sm_active_avg_pct,
   AVG(gpu_mem_used_pct) AS gpu_mem_used_avg_pct,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE gpu_throttled), 0) AS gpu_throttled_s,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE api_cpu_util_pct >= ${api_cpu_saturated_pct}), 0) AS api_cpu_saturated_s,
+  COALESCE(SUM(span_s) FILTER (WHERE gpu_throttled), 0) AS gpu_throttled_s,
+  COALESCE(SUM(span_s) FILTER (WHERE api_cpu_util_pct >= ${api_cpu_saturated_pct}), 0) AS api_cpu_saturated_s,
   -- Residency: sampled evictions while the KV cache was exhausted (kv_exhausted,
   -- 02_timeline.sql), and the blocks' median lifetime and idle time there.
   SUM(kv_evictions_sampled) AS kv_evictions_sampled,
@@ -56,30 +70,30 @@ SELECT
   -- not the debounced phase: a 1-2 s burst inside an idle stretch is not idle KV. The
   -- median, because one snapshot taken between a request's end and its blocks' release
   -- can read high.
-  MAX(kv_pct) FILTER (WHERE raw_phase = 'IDLE') AS idle_kv_max_pct,
-  MIN(kv_pct) FILTER (WHERE raw_phase = 'IDLE') AS idle_kv_min_pct,
-  median(CASE WHEN raw_phase = 'IDLE' THEN kv_pct END) AS idle_kv_median_pct,
-  COUNT(*) FILTER (WHERE raw_phase = 'IDLE') AS idle_samples,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE raw_phase = 'IDLE'), 0) AS idle_s,
+  MAX(kv_pct) FILTER (WHERE raw_idle) AS idle_kv_max_pct,
+  MIN(kv_pct) FILTER (WHERE raw_idle) AS idle_kv_min_pct,
+  median(CASE WHEN raw_idle THEN kv_pct END) AS idle_kv_median_pct,
+  COUNT(*) FILTER (WHERE raw_idle) AS idle_samples,
+  COALESCE(SUM(span_s) FILTER (WHERE raw_idle), 0) AS idle_s,
   -- ENGINE_STALLED time (frozen progress with work present) and the gauges at the
   -- freeze.
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE engine_stalled), 0) AS stalled_s,
+  COALESCE(SUM(span_s) FILTER (WHERE engine_stalled), 0) AS stalled_s,
   -- ...of which with every gauge frozen too: the engine core hung (not merely unable to
   -- schedule).
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE engine_stalled AND gauges_same), 0) AS hung_s,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE prefill_pressure), 0) AS prefill_pressure_s,
+  COALESCE(SUM(span_s) FILTER (WHERE engine_stalled AND gauges_same), 0) AS hung_s,
+  COALESCE(SUM(span_s) FILTER (WHERE prefill_pressure), 0) AS prefill_pressure_s,
   MAX(running) FILTER (WHERE engine_stalled) AS stall_running_max,
   MAX(waiting) FILTER (WHERE engine_stalled) AS stall_waiting_max,
   MAX(kv_max_pct) FILTER (WHERE engine_stalled) AS stall_kv_max_pct,
   -- Time with at least one preemption in the trailing window: the KV cache ran out.
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE preemptions_recent >= 1), 0)
+  COALESCE(SUM(span_s) FILTER (WHERE preemptions_recent >= 1), 0)
     AS preempting_s,
   MAX(preemptions_recent) AS preemptions_window_max,
   -- Requests waiting while the KV cache ran hot: waiting for capacity.
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE waiting >= ${queue_min_waiting} AND kv_max_pct >= ${kv_rising_pct}), 0) AS kv_wait_s,
+  COALESCE(SUM(span_s) FILTER (WHERE waiting >= ${queue_min_waiting} AND kv_max_pct >= ${kv_rising_pct}), 0) AS kv_wait_s,
   SUM(COALESCE(abandoned, 0)) AS requests_abandoned,
   MAX(abandoned_recent) AS abandoned_window_max,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE decode_drop), 0) AS decode_drop_s,
+  COALESCE(SUM(span_s) FILTER (WHERE decode_drop), 0) AS decode_drop_s,
   COUNT(*) FILTER (WHERE scrape_ok AND counter_reset) AS counter_resets,
   -- The KV-exhaustion window (kv_exhausted, 02_timeline.sql): its
   -- span and the KV share each running request held there (episode-local advice).
@@ -89,36 +103,35 @@ SELECT
     AS exhausted_kv_pct_per_running_median,
   -- The queue window (QUEUE_PRESSURE): why the queue grew. Running pinned at its peak
   -- with KV to spare is the sequence limit; KV near full or preemption is capacity.
-  MIN(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_start_ts,
-  MAX(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_end_ts,
-  -- (at its peak: within 10 %, as requests finish and start between scrapes)
-  AVG(CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE phase = 'QUEUE_PRESSURE')
+  MIN(ts) FILTER (WHERE queueing) AS queue_start_ts,
+  MAX(ts) FILTER (WHERE queueing) AS queue_end_ts,
+  AVG(CASE WHEN running_at_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE queueing)
     AS queue_running_at_peak_share,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND running >= 0.9 * running_peak), 0)
+  COALESCE(SUM(span_s) FILTER (WHERE queueing AND running_at_peak), 0)
     AS queue_running_at_peak_s,
-  MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_running_max,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' THEN kv_pct END) AS queue_kv_p95_pct,
-  MAX(kv_max_pct) FILTER (WHERE phase = 'QUEUE_PRESSURE') AS queue_kv_max_pct,
+  MAX(running) FILTER (WHERE queueing) AS queue_running_max,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing THEN kv_pct END) AS queue_kv_p95_pct,
+  MAX(kv_max_pct) FILTER (WHERE queueing) AS queue_kv_max_pct,
   -- The same for the queueing with KV to spare (below ${kv_rising_pct} %): what a KV
   -- exhaustion elsewhere in the session does not explain (a server can run out of
   -- sequence slots with KV to spare at one time and out of KV at another, under another
   -- workload).
-  MIN(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_start_ts,
-  MAX(ts) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_end_ts,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}), 0)
+  MIN(ts) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_start_ts,
+  MAX(ts) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_end_ts,
+  COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare), 0)
     AS spare_kv_queue_s,
-  MAX(waiting) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_waiting_max,
-  AVG(CASE WHEN running >= 0.9 * running_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct})
+  MAX(waiting) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_waiting_max,
+  AVG(CASE WHEN running_at_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE queueing_kv_to_spare)
     AS spare_kv_queue_running_at_peak_share,
-  COALESCE(SUM(COALESCE(interval_s, interval_median_s)) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} AND running >= 0.9 * running_peak), 0)
+  COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND running_at_peak), 0)
     AS spare_kv_queue_running_at_peak_s,
-  MAX(running) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_running_max,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} THEN kv_pct END)
+  MAX(running) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_running_max,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing_kv_to_spare THEN kv_pct END)
     AS spare_kv_queue_kv_p95_pct,
-  MAX(kv_max_pct) FILTER (WHERE phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct}) AS spare_kv_queue_kv_max_pct,
+  MAX(kv_max_pct) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_kv_max_pct,
   -- Tokens each running request holds at the worst moment, from KV usage and running.
   MAX(kv_pct / running) FILTER (WHERE running > 0) AS kv_pct_per_running_max,
   median(CASE WHEN running > 0 THEN kv_pct / running END) AS kv_pct_per_running_median
-FROM timeline
+FROM s
 GROUP BY server
 ORDER BY server

@@ -601,6 +601,11 @@ fn sorted_remove(sorted: &mut Vec<f64>, x: f64) {
 
 /// Replaces one `old` by `new`, moving only the elements between their positions.
 fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
+    if old.to_bits() == new.to_bits() {
+        // A gauge that held its value (running requests, a bucket-bound quantile):
+        // nothing moves (`cargo bench --bench analyze -- kernels`, stepped: −14 %).
+        return;
+    }
     let p = count_below(sorted, old);
     if sorted.get(p) != Some(&old) {
         return; // not in the window (cannot happen: `old` entered earlier)
