@@ -526,18 +526,31 @@ pub async fn analyze_servers(
     servers: &[String],
     thresholds: &Thresholds,
 ) -> Result<(Vec<Event>, Vec<PhasePoint>), AnalysisError> {
-    let input = loc.samples_input().await?;
-    let ctx = context();
-    loc.register(&ctx);
-    // Registered whole: a session without t_rel_sec measures from its first sample.
-    let view = register_session(&ctx, &input, None).await?;
     let opts = AnalyzeOptions {
         series: true,
         ..Default::default()
     };
-    let (events, results) =
-        chunks::run_catalog(&ctx, &view, thresholds, opts, None, Some(servers)).await?;
+    let (events, results) = catalog_of_servers(loc, servers, thresholds, opts, None).await?;
     Ok((events, series_from(&results)?))
+}
+
+/// The catalog over `servers` of the session at `loc` (every query partitions by server:
+/// their part of the whole session's analysis), events returned or left as runs in
+/// `runs`. Histograms are not read: they are per session.
+async fn catalog_of_servers(
+    loc: &Location,
+    servers: &[String],
+    thresholds: &Thresholds,
+    opts: AnalyzeOptions,
+    runs: Option<&Path>,
+) -> Result<CatalogOutput, AnalysisError> {
+    let input = loc.samples_input().await?;
+    let ctx = context();
+    loc.register(&ctx);
+    // Registered whole: a session without t_rel_sec measures from its first sample, the
+    // same origin whatever the servers.
+    let view = register_session(&ctx, &input, None).await?;
+    chunks::run_catalog(&ctx, &view, thresholds, opts, runs, Some(servers)).await
 }
 
 /// Analyses rows held in memory (the dashboard's recent window, tests).
@@ -714,14 +727,7 @@ pub async fn analyze_shard(
     opts: AnalyzeOptions,
     runs: &Path,
 ) -> Result<BTreeMap<&'static str, Vec<RecordBatch>>, AnalysisError> {
-    let input = loc.samples_input().await?;
-    let ctx = context();
-    loc.register(&ctx);
-    // Registered whole: a session without t_rel_sec measures from its first sample, the
-    // same origin on every shard.
-    let view = register_session(&ctx, &input, None).await?;
-    let (_, results) =
-        chunks::run_catalog(&ctx, &view, thresholds, opts, Some(runs), Some(servers)).await?;
+    let (_, results) = catalog_of_servers(loc, servers, thresholds, opts, Some(runs)).await?;
     Ok(results)
 }
 
