@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{ClusterArgs, ThresholdArgs};
+use super::common::{self, ClusterArgs, ThresholdArgs};
 use crate::analysis::{self, Written};
 use crate::present::fleet;
 use crate::store::location::Location;
@@ -37,6 +37,10 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let filter = fleet::ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
+    if !filter.is_empty() {
+        // Before the analysis: a pattern that selects nothing is a mistyped flag.
+        common::select_servers(&Location::parse(&a.session)?, &filter).await?;
+    }
     let (analysis, written_to) = execute(&a).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&analysis.summary)?);

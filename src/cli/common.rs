@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::adapter::version::VllmVersion;
-use crate::analysis::Thresholds;
+use crate::analysis::{self, Thresholds};
+use crate::present::fleet::ServerFilter;
 use crate::store::location::Location;
 
 /// Longest duration any flag takes: a year.
@@ -253,6 +254,22 @@ pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
     }
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// The servers of the session at `loc` that `filter` (`--server`) selects, in the
+/// session's order, and how many it has: an error naming the patterns when they select
+/// none (a mistyped flag), before any analysis.
+pub async fn select_servers(
+    loc: &Location,
+    filter: &ServerFilter,
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let names: Vec<String> = analysis::session_servers(loc)
+        .await?
+        .into_iter()
+        .map(|(server, _)| server)
+        .collect();
+    let selected = filter.select(&names).map_err(anyhow::Error::msg)?;
+    Ok((selected, names.len()))
 }
 
 #[cfg(test)]

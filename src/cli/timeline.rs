@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
-use super::common::ThresholdArgs;
-use crate::analysis::{self, Thresholds};
-use crate::present;
+use super::common::{self, ThresholdArgs};
+use crate::analysis::{self, AnalyzeOptions, Thresholds};
+use crate::present::{self, fleet::ServerFilter};
 use crate::store::{self, events::Event, location::Location};
 
 #[derive(Debug, clap::Args)]
@@ -33,15 +33,15 @@ pub struct Args {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let th = a.thresholds.load()?;
     let servers = present::fleet::ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
-    let (events, summary) = load_or_analyze(&Location::parse(&a.session)?, &th).await?;
-    if let Some(summary) = &summary
-        && !a.json
-        && present::fleet::use_fleet_view(summary, &servers, a.all)
-    {
-        print!("{}", present::fleet::render(summary, &servers));
-        println!("(a fleet: the timeline of one server with --server NAME, of all with --all)");
-        return Ok(ExitCode::SUCCESS);
-    }
+    let loc = Location::parse(&a.session)?;
+    let events = match load(&loc, &th, &servers, a.all || a.json).await? {
+        Loaded::Fleet(summary) => {
+            print!("{}", present::fleet::render(&summary, &servers));
+            println!("(a fleet: the timeline of one server with --server NAME, of all with --all)");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Loaded::Events(events) => events,
+    };
     let opts = present::timeline::TimelineOptions {
         verbose: a.verbose,
         servers,
@@ -58,24 +58,49 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Events of a session: analysed now, in memory, when the session has samples (so they
-/// match the thresholds in force), else read from a legacy `events.jsonl`.
-pub async fn load_or_analyze(
+/// What `timeline` prints from.
+enum Loaded {
+    /// Many servers selected: the ranked fleet table, from the summary alone.
+    Fleet(Box<analysis::Summary>),
+    /// The events of the servers selected (or of every server).
+    Events(Vec<Event>),
+}
+
+/// Analyses a session with samples now (so the events match the thresholds in force);
+/// reads a legacy session's `events.jsonl`. Memory holds only what is printed: a fleet
+/// table is analysed streamed, as `analyze` does, into a temporary directory (never into
+/// the session); the events of a few servers come from an analysis of those servers
+/// alone (every query partitions by server, so they are their part of the whole
+/// session's); every event of a session from a streamed analysis read back.
+/// `events_wanted` (`--all`, `--json`): events even when many servers are selected.
+async fn load(
     loc: &Location,
     th: &Thresholds,
-) -> anyhow::Result<(Vec<Event>, Option<analysis::Summary>)> {
-    if loc.has_samples().await? {
-        let a = analysis::analyze_location(loc, th, analysis::AnalyzeOptions::default()).await?;
-        return Ok((a.events, Some(a.summary)));
-    }
-    match loc.read(store::EVENTS_JSONL).await? {
-        Some(b) => Ok((
-            store::events::events_from_reader(
+    filter: &ServerFilter,
+    events_wanted: bool,
+) -> anyhow::Result<Loaded> {
+    if !loc.has_samples().await? {
+        return match loc.read(store::EVENTS_JSONL).await? {
+            Some(b) => Ok(Loaded::Events(store::events::events_from_reader(
                 &b[..],
                 Path::new(&loc.file_url(store::EVENTS_JSONL)),
-            )?,
-            None,
-        )),
-        None => bail!("{loc}: no samples and no events.jsonl"),
+            )?)),
+            None => bail!("{loc}: no samples and no events.jsonl"),
+        };
     }
+    let (selected, total) = common::select_servers(loc, filter).await?;
+    let scratch = tempfile::tempdir()?;
+    let scratch_loc = Location::Local(scratch.path().to_path_buf());
+    let opts = AnalyzeOptions::default();
+    if !events_wanted && present::fleet::fleet_view_of(selected.len(), false) {
+        let written = analysis::analyze_and_write_location(loc, Some(&scratch_loc), th, opts);
+        return Ok(Loaded::Fleet(Box::new(written.await?.summary)));
+    }
+    if selected.len() < total {
+        let (events, _) = analysis::analyze_servers(loc, &selected, th).await?;
+        return Ok(Loaded::Events(events));
+    }
+    let (_, events) =
+        analysis::analyze_write_and_keep(loc, Some(&scratch_loc), th, opts, |_| true).await?;
+    Ok(Loaded::Events(events))
 }

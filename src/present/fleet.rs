@@ -38,16 +38,44 @@ impl ServerFilter {
     pub fn matches(&self, server: &str) -> bool {
         self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(server))
     }
+
+    /// The servers of `all` (a session's, in its order) the patterns select; an error
+    /// naming the patterns and a few of the servers when they select none.
+    pub fn select(&self, all: &[String]) -> Result<Vec<String>, String> {
+        let selected: Vec<String> = all.iter().filter(|s| self.matches(s)).cloned().collect();
+        if selected.is_empty() && !all.is_empty() {
+            let patterns: Vec<String> = self
+                .patterns
+                .iter()
+                .map(|p| format!("`{}`", p.as_str()))
+                .collect();
+            let mut some = all.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            if all.len() > 3 {
+                some.push_str(", …");
+            }
+            return Err(format!(
+                "--server {}: no server of the session matches (it has {}: {some})",
+                patterns.join(", "),
+                all.len()
+            ));
+        }
+        Ok(selected)
+    }
 }
 
 /// Whether to print the fleet view: many servers selected and no `--all`.
 pub fn use_fleet_view(summary: &Summary, filter: &ServerFilter, all: bool) -> bool {
-    !all && summary
+    let selected = summary
         .servers
         .iter()
         .filter(|s| filter.matches(&s.server))
-        .count()
-        > FLEET_VIEW_MIN_SERVERS
+        .count();
+    fleet_view_of(selected, all)
+}
+
+/// [`use_fleet_view`] from the number of servers selected (known before an analysis).
+pub fn fleet_view_of(selected: usize, all: bool) -> bool {
+    !all && selected > FLEET_VIEW_MIN_SERVERS
 }
 
 fn share(s: &ServerSummary, p: Phase) -> String {

@@ -737,6 +737,40 @@ fn fleet_analyze_prints_a_ranked_summary() {
         "{text}"
     );
     assert!(!text.contains("srv-0004:8000"));
+    // A few servers are analysed alone: their events are their part of the whole
+    // session's (events.jsonl, written by `analyze` above).
+    let pattern = "srv-000[3-4]:*";
+    let o = kvscope([
+        "timeline",
+        dir.to_str().unwrap(),
+        "--server",
+        pattern,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let whole = kvscope::store::events::read_events(&dir.join("events.jsonl")).unwrap();
+    let opts = kvscope::present::timeline::TimelineOptions {
+        servers: kvscope::present::fleet::ServerFilter::parse(&[pattern.to_string()]).unwrap(),
+        ..Default::default()
+    };
+    let want = serde_json::to_value(kvscope::present::timeline::doc(&whole, &opts)).unwrap();
+    assert!(
+        got["events"].as_array().is_some_and(|e| e.len() > 10),
+        "{got}"
+    );
+    assert_eq!(got, want);
+    // A pattern that selects no server is a mistyped flag: an error naming it, before
+    // any analysis.
+    for cmd in ["timeline", "analyze"] {
+        let o = kvscope([cmd, dir.to_str().unwrap(), "--server", "srv-9*"]);
+        assert_eq!(o.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--server `srv-9*`: no server of the session matches (it has 30: srv-0000:8000, srv-0001:8000, srv-0002:8000, …)"),
+            "{cmd}: {err}"
+        );
+    }
 
     // events.parquet: the same records, typed.
     let jsonl = kvscope::store::events::read_events(&dir.join("events.jsonl")).unwrap();
