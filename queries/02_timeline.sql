@@ -18,7 +18,8 @@
 --                         engine's tokens and TTFT p95 is a spike over its baseline
 --   HIGH_PROMPT_INGESTION running >= ${high_running_share} of the session peak and prompt
 --                         tokens/s >= ${high_ingestion_factor} x the session median
---   TTFT_ELEVATED         TTFT p95 >= ${ttft_elevated_s} s
+--   TTFT_ELEVATED         TTFT p95 >= ${ttft_elevated_s} s (the last observed while
+--                         requests wait through intervals without a first token)
 --   QUEUE_DELAY           waiting >= ${queue_min_waiting} or mean queue time >= ${queue_delay_s} s
 --   ENGINE_STALLED        an engine with running or waiting requests moved none of its
 --                         progress counters (prompt and generation tokens, finished
@@ -50,6 +51,12 @@ base AS (
     rolling_median(e2e_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
     rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
+    -- TTFT p95 as last observed while requests wait: an interval in which no request got
+    -- its first token has no TTFT of its own (NULL), yet the requests waiting through it
+    -- had none either, so the last observation stands (a saturated engine at 0.5 s
+    -- scrapes sees a first token every few seconds; at 15 s in every interval). Not
+    -- carried over an interval with nothing waiting, nor over a failed scrape.
+    hold_while(ttft_p95_counted_s, scrape_ok AND waiting > 0) OVER w AS ttft_p95_held_s,
     -- Every gauge as in the previous sample: vLLM V1's hung engine core publishes nothing,
     -- so its gauges freeze too; an engine that is alive but schedules nothing (its KV
     -- cache held by leaked blocks) still moves waiting.
@@ -113,7 +120,7 @@ raw_conditions AS (
       (running_peak > 0 AND running >= ${high_running_share} * running_peak
         AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median) IS TRUE
     END AS raw_high_prompt_ingestion,
-    CASE WHEN NOT scrape_ok THEN NULL ELSE (ttft_p95_counted_s >= ${ttft_elevated_s}) IS TRUE END
+    CASE WHEN NOT scrape_ok THEN NULL ELSE (ttft_p95_held_s >= ${ttft_elevated_s}) IS TRUE END
       AS raw_ttft_elevated,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       (waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}) IS TRUE

@@ -17,6 +17,9 @@
 //!   one) and `min_samples` rows; other rows false, NULL stays NULL. O(n).
 //! - `rolling_sum(value, t, window_s)`: sum of `value` over the rows whose `t` lies in
 //!   `(t - window_s, t]` (a trailing count over a time window, whatever the interval). O(n).
+//! - `hold_while(value, keep)`: `value`, or where it is NULL and `keep` holds, the value
+//!   held on the row before (the last observation carried over rows that observed
+//!   nothing); NULL where both are missing or `keep` does not hold. O(n).
 //!
 //! - `previous_value(label)`: the last non-NULL label before the row (LAG skipping
 //!   NULLs), for phase transitions. O(n).
@@ -66,6 +69,7 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(SimpleWindow::episode_id()),
         WindowUDF::new_from_impl(SimpleWindow::sustained()),
         WindowUDF::new_from_impl(SimpleWindow::rolling_sum()),
+        WindowUDF::new_from_impl(SimpleWindow::hold_while()),
     ]
 }
 
@@ -111,6 +115,10 @@ impl SimpleWindow {
     fn rolling_sum() -> Self {
         let args = vec![DataType::Float64, DataType::Float64, DataType::Float64];
         Self::new("rolling_sum", args, DataType::Float64)
+    }
+    fn hold_while() -> Self {
+        let args = vec![DataType::Float64, DataType::Boolean];
+        Self::new("hold_while", args, DataType::Float64)
     }
     fn previous_value() -> Self {
         Self::new("previous_value", vec![DataType::Utf8], DataType::Utf8)
@@ -231,6 +239,17 @@ impl PartitionEvaluator for SimpleEval {
             let t = times(t);
             return Ok(Arc::new(rolling_sum(&known_or_zero(v), &t, window)));
         }
+        if self.name == "hold_while" {
+            let (Some(v), Some(keep)) = (
+                values
+                    .first()
+                    .and_then(|a| a.as_primitive_opt::<Float64Type>()),
+                values.get(1).and_then(|a| a.as_boolean_opt()),
+            ) else {
+                return exec_err!("hold_while(value, keep) expects Float64 and Boolean");
+            };
+            return Ok(Arc::new(hold_while(v, keep, num_rows)));
+        }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
@@ -317,6 +336,23 @@ impl PartitionEvaluator for SimpleEval {
             other => exec_err!("unknown window function {other}"),
         }
     }
+}
+
+/// The kernel behind `hold_while`, public for tests: `v`, or where it is NULL (or NaN)
+/// and `keep` is true, the value held on the row before.
+pub fn hold_while(v: &Float64Array, keep: &BooleanArray, n: usize) -> Float64Array {
+    let mut held: Option<f64> = None;
+    (0..n.min(v.len()).min(keep.len()))
+        .map(|i| {
+            let value = (v.is_valid(i) && !v.value(i).is_nan()).then(|| v.value(i));
+            held = match value {
+                Some(x) => Some(x),
+                None if keep.is_valid(i) && keep.value(i) => held,
+                None => None,
+            };
+            held
+        })
+        .collect()
 }
 
 /// The times of a `t` column as the kernels read them: NaN where unknown (NULL or not
@@ -869,6 +905,43 @@ fn flush_stretch<T: Copy + PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hold_while_carries_the_last_value_only_while_keep_holds() {
+        let v = Float64Array::from(vec![
+            Some(3.0),
+            None,
+            Some(f64::NAN),
+            Some(1.0),
+            None,
+            None,
+            None,
+        ]);
+        let keep = BooleanArray::from(vec![
+            Some(true),
+            Some(true),
+            Some(true),
+            Some(false),
+            Some(true),
+            None,
+            Some(true),
+        ]);
+        let out: Vec<Option<f64>> = hold_while(&v, &keep, 7).iter().collect();
+        // Held over the rows that observed nothing while `keep` holds; a row that
+        // observed nothing without `keep` (here NULL) ends the hold.
+        assert_eq!(
+            out,
+            vec![
+                Some(3.0),
+                Some(3.0),
+                Some(3.0),
+                Some(1.0),
+                Some(1.0),
+                None,
+                None
+            ]
+        );
+    }
 
     #[test]
     fn debounce_absorbs_short_runs() {
