@@ -17,9 +17,10 @@
 --                                   median <= ${kv_churn_lifetime_s} s (vLLM's residency
 --                                   histograms, --kv-cache-metrics; shortest-lived engine)
 --
--- This table holds each sample's predicates and whether each fires (`rearm`: held on
--- no sample of the previous ${event_rearm_s} s), computed once; 13_transient_events.sql
--- turns the firing ones into events.
+-- This table holds each sample's predicates and whether each fires (`rearm`: samples
+-- without it covering ${event_rearm_s} s since it last held; consecutive samples with it
+-- are one event however far apart), computed once; 13_transient_events.sql turns the
+-- firing ones into events.
 CREATE TABLE transient_flags AS
 WITH p AS (
   SELECT

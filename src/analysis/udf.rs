@@ -9,8 +9,9 @@
 //!   rows; shorter runs take the label of the last stable run, so one noisy sample cannot
 //!   produce two transitions at any scrape interval. NULLs (failed scrapes) pass through
 //!   and end the stable label: nothing is carried across an outage. O(n).
-//! - `rearm(flag, t, quiet_s)`: true where `flag` holds and held on no row of the previous
-//!   `quiet_s` seconds (an event fires once, then re-arms after `quiet_s` quiet seconds).
+//! - `rearm(flag, t, quiet_s)`: true where `flag` holds after rows that did not hold it
+//!   covering at least `quiet_s` seconds since it last held (an event fires once, then
+//!   re-arms after `quiet_s` quiet seconds seen, whatever the interval).
 //!   O(n).
 //! - `sustained(flag, t, min_s, min_samples)`: `flag` kept only on runs of true rows that
 //!   last at least `min_s` seconds (each row standing for the interval since the previous
@@ -394,20 +395,27 @@ fn nan_as_null(v: Vec<f64>) -> Float64Array {
 /// The kernel behind `rearm`, public for tests: fires where the flag holds and held on
 /// no row in the `quiet_s` seconds before.
 pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[f64], quiet_s: f64) -> BooleanArray {
-    // Time of the last row where the flag held.
+    // Times of the last row where the flag held and of the row before this one: the rows
+    // between them (each standing for the interval since the one before it) are the
+    // quiet seen since. Two flagged rows in a row saw none, however far apart: at 15 s
+    // scrapes one burst spans consecutive samples and must fire once, as at 1 s.
     let mut last: Option<f64> = None;
+    let mut prev: Option<f64> = None;
     flags
         .enumerate()
         .map(|(i, f)| {
             let on = f == Some(true);
             let now = at(t, i);
-            let quiet = match (last, now) {
+            let quiet = match (last, prev) {
                 (None, _) => true,
-                (Some(l), Some(n)) => n - l > quiet_s,
+                (Some(l), Some(p)) => p - l >= quiet_s,
                 (Some(_), None) => false,
             };
             if on && let Some(n) = now {
                 last = Some(n);
+            }
+            if now.is_some() {
+                prev = now;
             }
             on && quiet
         })
@@ -1086,6 +1094,12 @@ mod tests {
         let t5: Vec<f64> = (0..4).map(|i| f64::from(i) * 5.0).collect();
         let out = rearm(f(&[1, 0, 1, 0]).into_iter(), &t5, 3.0);
         assert!(out.value(0) && out.value(2));
+        // One burst over consecutive 15 s samples fires once: no quiet was seen between
+        // them. One quiet sample (15 s) re-arms it.
+        let t15: Vec<f64> = (0..4).map(|i| f64::from(i) * 15.0).collect();
+        let out = rearm(f(&[1, 1, 0, 1]).into_iter(), &t15, 10.0);
+        let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
+        assert_eq!(got, [true, false, false, true]);
     }
 
     #[test]

@@ -261,6 +261,17 @@ fn real_capture_reads_the_same_at_every_interval() {
                 to - from
             ));
         }
+        // Its 22 preemptions came in one stretch: one PREEMPTION_BURST at every interval
+        // (at 15 s the burst spans consecutive samples with no quiet seen between them).
+        let bursts = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == "PREEMPTION_BURST")
+            .count();
+        if bursts != 1 {
+            problems.push(format!("{interval} s: {bursts} PREEMPTION_BURST events"));
+        }
         // The whole session: the KV exhaustion first, and queue_pressure's queue (running
         // pinned at --max-num-seqs 64 with KV below 40 %) found apart from it, without
         // advice on --max-num-seqs that would contradict the exhaustion's (fewer).
