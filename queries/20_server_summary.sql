@@ -110,6 +110,10 @@ SELECT
   COALESCE(SUM(span_s) FILTER (WHERE queueing AND running_at_peak), 0)
     AS queue_running_at_peak_s,
   MAX(running) FILTER (WHERE queueing) AS queue_running_max,
+  -- Queueing under PREFILL_PRESSURE, and with decode throughput dropped
+  -- (DECODE_THROUGHPUT_DROP): the shares of the queue those may explain.
+  COALESCE(SUM(span_s) FILTER (WHERE queueing AND prefill_pressure), 0) AS queue_prefill_s,
+  COALESCE(SUM(span_s) FILTER (WHERE queueing AND decode_drop), 0) AS queue_decode_drop_s,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing THEN kv_pct END) AS queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE queueing) AS queue_kv_max_pct,
   -- The same for the queueing with KV to spare (below ${kv_rising_pct} %): what a KV
@@ -126,6 +130,10 @@ SELECT
   COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND running_at_peak), 0)
     AS spare_kv_queue_running_at_peak_s,
   MAX(running) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_running_max,
+  COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND prefill_pressure), 0)
+    AS spare_kv_queue_prefill_s,
+  COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND decode_drop), 0)
+    AS spare_kv_queue_decode_drop_s,
   percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing_kv_to_spare THEN kv_pct END)
     AS spare_kv_queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_kv_max_pct,

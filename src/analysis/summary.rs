@@ -65,6 +65,9 @@ pub struct QueueWindow {
     pub running_at_peak_s: f64,
     pub kv_p95_pct: Option<f64>,
     pub kv_max_pct: Option<f64>,
+    /// Seconds of it under PREFILL_PRESSURE, and with decode throughput dropped.
+    pub prefill_s: f64,
+    pub decode_drop_s: f64,
 }
 
 /// One episode of trouble and what the resources did in it.
@@ -221,6 +224,9 @@ pub struct ServerSummary {
     /// Seconds of it with running within 10 % of the server's peak.
     pub queue_running_at_peak_s: f64,
     pub queue_running_max: Option<f64>,
+    /// Seconds of it under PREFILL_PRESSURE, and with decode throughput dropped.
+    pub queue_prefill_s: f64,
+    pub queue_decode_drop_s: f64,
     pub queue_kv_p95_pct: Option<f64>,
     pub queue_kv_max_pct: Option<f64>,
     /// The same for the QUEUE_PRESSURE time with KV below `kv_rising_pct`: the queueing
@@ -529,6 +535,8 @@ pub(super) fn build(
                 queue_running_at_peak_share: f("queue_running_at_peak_share"),
                 queue_running_at_peak_s: f("queue_running_at_peak_s").unwrap_or(0.0),
                 queue_running_max: f("queue_running_max"),
+                queue_prefill_s: f("queue_prefill_s").unwrap_or(0.0),
+                queue_decode_drop_s: f("queue_decode_drop_s").unwrap_or(0.0),
                 queue_kv_p95_pct: f("queue_kv_p95_pct"),
                 queue_kv_max_pct: f("queue_kv_max_pct"),
                 queue_kv_to_spare: Some(QueueWindow {
@@ -545,6 +553,8 @@ pub(super) fn build(
                     running_at_peak_s: f("spare_kv_queue_running_at_peak_s").unwrap_or(0.0),
                     kv_p95_pct: f("spare_kv_queue_kv_p95_pct"),
                     kv_max_pct: f("spare_kv_queue_kv_max_pct"),
+                    prefill_s: f("spare_kv_queue_prefill_s").unwrap_or(0.0),
+                    decode_drop_s: f("spare_kv_queue_decode_drop_s").unwrap_or(0.0),
                 })
                 .filter(|q| q.seconds > 0.0),
                 kv_pct_per_running_max: f("kv_pct_per_running_max"),

@@ -8,7 +8,7 @@
 //! - otherwise the replica is simply too small for the arrival rate.
 use crate::analysis::summary::QueueWindow;
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
-use crate::vocab::{Condition, EventName, Hypothesis, Phase};
+use crate::vocab::{Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
     id: Hypothesis::QueueSaturation,
@@ -39,6 +39,8 @@ fn check(ctx: &Context) -> Verdict {
         running_at_peak_s: s.queue_running_at_peak_s,
         kv_p95_pct: s.queue_kv_p95_pct,
         kv_max_pct: s.queue_kv_max_pct.or(s.kv_max_pct),
+        prefill_s: s.queue_prefill_s,
+        decode_drop_s: s.queue_decode_drop_s,
     };
     let q = match (thrashing, &s.queue_kv_to_spare) {
         (false, _) => whole,
@@ -72,16 +74,31 @@ fn check(ctx: &Context) -> Verdict {
     }
     let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
     let mut counter = Vec::new();
-    if !ctx.events_named(EventName::DecodeThroughputDrop).is_empty() {
-        score *= 0.6;
-        counter.push("decode throughput dropped first: the queue may be a consequence".to_string());
+    // A decode-throughput drop or prefill surges explain the part of the queueing they
+    // came with, not a queue at another time of the session: the score gives up to 40 %
+    // for each one's share of the queueing; prefill is the cause when it is most of it.
+    let share_of_queue = |s: f64| match q.seconds > 0.0 {
+        true => (s / q.seconds).clamp(0.0, 1.0),
+        false => 0.0,
+    };
+    let drop_share = share_of_queue(q.decode_drop_s);
+    if drop_share > 0.0 {
+        score *= 1.0 - 0.4 * drop_share;
+        counter.push(format!(
+            "{:.0}% of the queueing ({:.0} s) came with decode throughput dropped: that part may be its consequence",
+            drop_share * 100.0,
+            q.decode_drop_s
+        ));
     }
-    let prefill = !ctx.condition_events(Condition::PrefillPressure).is_empty();
-    if prefill {
-        score *= 0.6;
-        counter.push(
-            "the queue builds during prefill surges: PREFILL_STARVATION may explain it".to_string(),
-        );
+    let prefill_share = share_of_queue(q.prefill_s);
+    let prefill = prefill_share >= 0.5;
+    if prefill_share > 0.0 {
+        score *= 1.0 - 0.4 * prefill_share;
+        counter.push(format!(
+            "{:.0}% of the queueing ({:.0} s) came with prefill surges: PREFILL_STARVATION may explain that part",
+            prefill_share * 100.0,
+            q.prefill_s
+        ));
     }
     let running = q.running_max.unwrap_or(0.0);
     let pinned = q.running_at_peak_share.unwrap_or(0.0);
