@@ -32,7 +32,7 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let th = a.thresholds.load()?;
-    let servers = present::fleet::ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
+    let servers = ServerFilter::parse(&a.servers).map_err(anyhow::Error::msg)?;
     let loc = Location::parse(&a.session)?;
     let events = match load(&loc, &th, &servers, a.all || a.json).await? {
         Loaded::Fleet(summary) => {
@@ -89,18 +89,19 @@ async fn load(
         };
     }
     let (selected, total) = common::select_servers(loc, filter).await?;
-    let scratch = tempfile::tempdir()?;
-    let scratch_loc = Location::Local(scratch.path().to_path_buf());
-    let opts = AnalyzeOptions::default();
-    if !events_wanted && present::fleet::fleet_view_of(selected.len(), false) {
-        let written = analysis::analyze_and_write_location(loc, Some(&scratch_loc), th, opts);
-        return Ok(Loaded::Fleet(Box::new(written.await?.summary)));
-    }
-    if selected.len() < total {
+    let fleet = present::fleet::fleet_view_of(selected.len(), events_wanted);
+    if !fleet && selected.len() < total {
         let (events, _) = analysis::analyze_servers(loc, &selected, th).await?;
         return Ok(Loaded::Events(events));
     }
-    let (_, events) =
-        analysis::analyze_write_and_keep(loc, Some(&scratch_loc), th, opts, |_| true).await?;
-    Ok(Loaded::Events(events))
+    let dir = tempfile::tempdir()?;
+    let scratch = Some(Location::Local(dir.path().to_path_buf()));
+    let opts = AnalyzeOptions::default();
+    if fleet {
+        let written = analysis::analyze_and_write_location(loc, scratch.as_ref(), th, opts);
+        return Ok(Loaded::Fleet(Box::new(written.await?.summary)));
+    }
+    let all = |_: &Event| true;
+    let written = analysis::analyze_write_and_keep(loc, scratch.as_ref(), th, opts, all);
+    Ok(Loaded::Events(written.await?.1))
 }
