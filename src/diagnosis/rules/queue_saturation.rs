@@ -81,25 +81,27 @@ fn check(ctx: &Context) -> Verdict {
         true => (s / q.seconds).clamp(0.0, 1.0),
         false => 0.0,
     };
-    let drop_share = share_of_queue(q.decode_drop_s);
-    if drop_share > 0.0 {
-        score *= 1.0 - 0.4 * drop_share;
-        counter.push(format!(
-            "{:.0}% of the queueing ({:.0} s) came with decode throughput dropped: that part may be its consequence",
-            drop_share * 100.0,
-            q.decode_drop_s
-        ));
+    let explained = [
+        (
+            q.decode_drop_s,
+            "decode throughput dropped: that part may be its consequence",
+        ),
+        (
+            q.prefill_s,
+            "prefill surges: PREFILL_STARVATION may explain that part",
+        ),
+    ];
+    for (seconds, what) in explained {
+        let share = share_of_queue(seconds);
+        if share > 0.0 {
+            score *= 1.0 - 0.4 * share;
+            counter.push(format!(
+                "{:.0}% of the queueing ({seconds:.0} s) came with {what}",
+                share * 100.0
+            ));
+        }
     }
-    let prefill_share = share_of_queue(q.prefill_s);
-    let prefill = prefill_share >= 0.5;
-    if prefill_share > 0.0 {
-        score *= 1.0 - 0.4 * prefill_share;
-        counter.push(format!(
-            "{:.0}% of the queueing ({:.0} s) came with prefill surges: PREFILL_STARVATION may explain that part",
-            prefill_share * 100.0,
-            q.prefill_s
-        ));
-    }
+    let prefill = share_of_queue(q.prefill_s) >= 0.5;
     let running = q.running_max.unwrap_or(0.0);
     let pinned = q.running_at_peak_share.unwrap_or(0.0);
     let pinned_share = ctx.threshold("queue_pinned_share");
