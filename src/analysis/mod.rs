@@ -518,16 +518,18 @@ async fn analyze_registered(
     ))
 }
 
-/// The events and per-sample phases of `servers` only, in memory: every query
-/// partitions by server, so they are those servers' part of the whole session's
-/// analysis (what a fleet report charts, without holding the fleet's).
+/// The events of `servers` only, and with `series` their per-sample phases (else none),
+/// in memory: every query partitions by server, so they are those servers' part of the
+/// whole session's analysis (what a fleet report charts, without holding the fleet's;
+/// what `timeline --server` prints).
 pub async fn analyze_servers(
     loc: &Location,
     servers: &[String],
     thresholds: &Thresholds,
+    series: bool,
 ) -> Result<(Vec<Event>, Vec<PhasePoint>), AnalysisError> {
     let opts = AnalyzeOptions {
-        series: true,
+        series,
         ..Default::default()
     };
     let (events, results) = catalog_of_servers(loc, servers, thresholds, opts, None).await?;

@@ -74,7 +74,7 @@ pub async fn load(loc: &Location, th: &Thresholds) -> anyhow::Result<Loaded> {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let (events, series) = analysis::analyze_servers(loc, &charted, th).await?;
+        let (events, series) = analysis::analyze_servers(loc, &charted, th, true).await?;
         let analysis = analysis::Analysis {
             events,
             summary: written.summary,

@@ -91,7 +91,7 @@ async fn load(
     let (selected, total) = common::select_servers(loc, filter).await?;
     let fleet = present::fleet::fleet_view_of(selected.len(), events_wanted);
     if !fleet && selected.len() < total {
-        let (events, _) = analysis::analyze_servers(loc, &selected, th).await?;
+        let (events, _) = analysis::analyze_servers(loc, &selected, th, false).await?;
         return Ok(Loaded::Events(events));
     }
     let dir = tempfile::tempdir()?;
