@@ -96,9 +96,11 @@ spikes AS (
   SELECT
     *,
     -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
-    -- event (13_transient_events.sql) both use it.
-    (ttft_p95_counted_s >= GREATEST(${spike_factor} * ttft_p95_baseline_s, ${ttft_spike_min_s})) IS TRUE
-      AS ttft_spike,
+    -- event (13_transient_events.sql) both use it. A spike is a multiple of a baseline:
+    -- with nothing observed in the trailing window (the first requests after idle; a
+    -- server's first minute at a 15 s interval) there is none, and no spike.
+    (ttft_p95_counted_s >= ${spike_factor} * ttft_p95_baseline_s
+     AND ttft_p95_counted_s >= ${ttft_spike_min_s}) IS TRUE AS ttft_spike,
     -- The KV cache exhausted, defined once: saturated, or preemption in the trailing
     -- window (NULL when neither is known). Trouble episodes (03_sample_flags.sql), KV
     -- block churn (04_transient_flags.sql) and the summary's exhaustion window

@@ -19,14 +19,16 @@
 --
 -- This table holds each sample's predicates and whether each fires (`rearm`: samples
 -- without it covering ${event_rearm_s} s since it last held; consecutive samples with it
--- are one event however far apart), computed once; 13_transient_events.sql turns the
--- firing ones into events.
+-- are one event however far apart; KV_SATURATION also waits for the exhaustion to end),
+-- computed once; 13_transient_events.sql turns the firing ones into events.
 CREATE TABLE transient_flags AS
 WITH p AS (
   SELECT
     *,
     ttft_spike AS is_ttft_spike,
-    (e2e_p95_counted_s >= GREATEST(${spike_factor} * e2e_p95_baseline_s, ${e2e_spike_min_s})) IS TRUE AS is_e2e_spike,
+    -- (as ttft_spike, 02_timeline.sql: no spike without a baseline)
+    (e2e_p95_counted_s >= ${spike_factor} * e2e_p95_baseline_s
+     AND e2e_p95_counted_s >= ${e2e_spike_min_s}) IS TRUE AS is_e2e_spike,
     (kv_max_pct >= ${kv_saturated_pct}) IS TRUE AS is_kv_saturated,
     (scrape_ok AND decode_drop) IS TRUE AS is_decode_drop,
     (preemptions_recent >= ${preemption_burst_count} - 1e-9) IS TRUE AS is_preemption_burst,
@@ -43,7 +45,12 @@ SELECT
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_baseline,
   rearm(is_ttft_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_ttft_spike,
   rearm(is_e2e_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_e2e_spike,
-  rearm(is_kv_saturated, t_rel_sec, ${event_rearm_s}) OVER w AS fire_kv_saturated,
+  -- KV usage is a gauge: a saturated engine's saws between ~85 and 100 % as it preempts
+  -- every few seconds, and reads 5-15 s apart can land in the troughs several times in a
+  -- row. Preemptions are counted, not sampled: KV_SATURATION re-arms only once the KV
+  -- cache was not exhausted either (kv_exhausted, 02_timeline.sql) for the quiet time.
+  rearm_held(is_kv_saturated, kv_exhausted IS TRUE, t_rel_sec, ${event_rearm_s}) OVER w
+    AS fire_kv_saturated,
   rearm(is_decode_drop, t_rel_sec, ${event_rearm_s}) OVER w AS fire_decode_drop,
   rearm(is_preemption_burst, t_rel_sec, ${event_rearm_s}) OVER w AS fire_preemption_burst,
   rearm(is_abort_surge, t_rel_sec, ${event_rearm_s}) OVER w AS fire_abort_surge,

@@ -13,6 +13,10 @@
 //!   covering at least `quiet_s` seconds since it last held (an event fires once, then
 //!   re-arms after `quiet_s` quiet seconds seen, whatever the interval).
 //!   O(n).
+//! - `rearm_held(flag, held, t, quiet_s)`: the same, where rows on which `held` holds
+//!   while the event goes on are not quiet either: a flag read from a gauge that aliases
+//!   at coarse intervals re-arms only once the state the gauge samples (`held`, from
+//!   counters) has ended. `held` never fires an event itself. O(n).
 //! - `sustained(flag, t, min_s, min_samples)`: `flag` kept only on runs of true rows that
 //!   last at least `min_s` seconds (each row standing for the interval since the previous
 //!   one) and `min_samples` rows; other rows false, NULL stays NULL. O(n).
@@ -64,6 +68,7 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(SimpleWindow::rolling_median()),
         WindowUDF::new_from_impl(Debounce::new()),
         WindowUDF::new_from_impl(SimpleWindow::rearm()),
+        WindowUDF::new_from_impl(SimpleWindow::rearm_held()),
         WindowUDF::new_from_impl(SimpleWindow::condition_change()),
         WindowUDF::new_from_impl(SimpleWindow::previous_value()),
         WindowUDF::new_from_impl(SimpleWindow::next_time_where()),
@@ -103,6 +108,19 @@ impl SimpleWindow {
     fn rearm() -> Self {
         let args = vec![DataType::Boolean, DataType::Float64, DataType::Float64];
         Self::new("rearm", args, DataType::Boolean)
+    }
+    fn rearm_held() -> Self {
+        let args = vec![
+            DataType::Boolean,
+            DataType::Boolean,
+            DataType::Float64,
+            DataType::Float64,
+        ];
+        // (flag, held, t): three columns, then the constant.
+        Self {
+            columns: 3,
+            ..Self::new("rearm_held", args, DataType::Boolean)
+        }
     }
     fn sustained() -> Self {
         let args = vec![
@@ -275,16 +293,26 @@ impl PartitionEvaluator for SimpleEval {
         };
         let flag = |i: usize| flags.is_valid(i).then(|| flags.value(i));
         match self.name {
-            "rearm" => {
+            "rearm" | "rearm_held" => {
+                // rearm(flag, t, quiet_s); rearm_held(flag, held, t, quiet_s)
+                let held = match self.name {
+                    "rearm_held" => match values.get(1).and_then(|a| a.as_boolean_opt()) {
+                        Some(h) => Some(h),
+                        None => return exec_err!("rearm_held: held must be a boolean"),
+                    },
+                    _ => None,
+                };
                 let Some(t) = values
-                    .get(1)
+                    .get(1 + usize::from(held.is_some()))
                     .and_then(|a| a.as_primitive_opt::<Float64Type>())
                 else {
-                    return exec_err!("rearm: t must be a float");
+                    return exec_err!("{}: t must be a float", self.name);
                 };
                 let quiet = self.constant(0)?;
                 let t = times(t);
-                Ok(Arc::new(rearm((0..num_rows).map(flag), &t, quiet)))
+                let held = |i: usize| held.is_some_and(|h| h.is_valid(i) && h.value(i));
+                let rows = (0..num_rows).map(|i| (flag(i), held(i)));
+                Ok(Arc::new(rearm(rows, &t, quiet)))
             }
             "sustained" => {
                 let Some(t) = values
@@ -392,18 +420,25 @@ fn nan_as_null(v: Vec<f64>) -> Float64Array {
     Float64Array::new(v.into(), Some(valid).filter(|n| n.null_count() > 0))
 }
 
-/// The kernel behind `rearm`, public for tests: fires where the flag holds and held on
-/// no row in the `quiet_s` seconds before.
-pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[f64], quiet_s: f64) -> BooleanArray {
-    // Times of the last row where the flag held and of the row before this one: the rows
-    // between them (each standing for the interval since the one before it) are the
-    // quiet seen since. Two flagged rows in a row saw none, however far apart: at 15 s
-    // scrapes one burst spans consecutive samples and must fire once, as at 1 s.
+/// The kernel behind `rearm` and `rearm_held`, public for tests: over rows of (flag,
+/// held), fires where the flag holds and held on no row in the `quiet_s` seconds
+/// before, where rows on which `held` holds while the event is still going (less than
+/// `quiet_s` quiet since the flag last held) count as the flag's (`rearm`: `held` never
+/// holds).
+pub fn rearm(
+    rows: impl Iterator<Item = (Option<bool>, bool)>,
+    t: &[f64],
+    quiet_s: f64,
+) -> BooleanArray {
+    // Times of the last row where the flag (or `held`) held and of the row before this
+    // one: the rows between them (each standing for the interval since the one before
+    // it) are the quiet seen since. Two flagged rows in a row saw none, however far
+    // apart: at 15 s scrapes one burst spans consecutive samples and must fire once, as
+    // at 1 s.
     let mut last: Option<f64> = None;
     let mut prev: Option<f64> = None;
-    flags
-        .enumerate()
-        .map(|(i, f)| {
+    rows.enumerate()
+        .map(|(i, (f, held))| {
             let on = f == Some(true);
             let now = at(t, i);
             let quiet = match (last, prev) {
@@ -411,7 +446,12 @@ pub fn rearm(flags: impl Iterator<Item = Option<bool>>, t: &[f64], quiet_s: f64)
                 (Some(l), Some(p)) => p - l >= quiet_s,
                 (Some(_), None) => false,
             };
-            if on && let Some(n) = now {
+            // `held` continues an event (a row that is not quiet extends the chain since
+            // the flag last held); it never starts one, so the flag still fires where it
+            // first holds, whether or not `held` came first.
+            if (on || (held && !quiet))
+                && let Some(n) = now
+            {
                 last = Some(n);
             }
             if now.is_some() {
@@ -1078,7 +1118,7 @@ mod tests {
 
     #[test]
     fn rearm_fires_once_then_after_quiet_rows() {
-        let f = |v: &[u8]| v.iter().map(|x| Some(*x == 1)).collect::<Vec<_>>();
+        let f = |v: &[u8]| v.iter().map(|x| (Some(*x == 1), false)).collect::<Vec<_>>();
         let t: Vec<f64> = (0..10).map(f64::from).collect();
         let out = rearm(f(&[1, 1, 0, 0, 1, 0, 0, 0, 1, 1]).into_iter(), &t, 3.0);
         let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
@@ -1089,7 +1129,7 @@ mod tests {
                 true, false, false, false, false, false, false, false, true, false
             ]
         );
-        assert!(rearm([None, Some(true)].into_iter(), &t, 5.0).value(1));
+        assert!(rearm([(None, false), (Some(true), false)].into_iter(), &t, 5.0).value(1));
         // The same quiet time at 5 s intervals: one quiet sample is 5 s.
         let t5: Vec<f64> = (0..4).map(|i| f64::from(i) * 5.0).collect();
         let out = rearm(f(&[1, 0, 1, 0]).into_iter(), &t5, 3.0);
@@ -1100,6 +1140,29 @@ mod tests {
         let out = rearm(f(&[1, 1, 0, 1]).into_iter(), &t15, 10.0);
         let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
         assert_eq!(got, [true, false, false, true]);
+    }
+
+    #[test]
+    fn rearm_held_counts_held_rows_as_not_quiet() {
+        // A KV gauge read every 5 s lands in its sawtooth's troughs at rows 1-3 while
+        // preemptions (held) show the cache stayed exhausted: one event. Rows 5-7 are
+        // quiet on both (15 s): row 8 fires again.
+        let flag = [1, 0, 0, 0, 1, 0, 0, 0, 1].map(|x| Some(x == 1));
+        let held = [1, 1, 1, 1, 1, 0, 0, 0, 1].map(|x| x == 1);
+        let t: Vec<f64> = (0..9).map(|i| f64::from(i) * 5.0).collect();
+        let out = rearm(flag.into_iter().zip(held), &t, 10.0);
+        let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
+        assert_eq!(
+            got,
+            [true, false, false, false, false, false, false, false, true]
+        );
+        // Held alone never fires, and held before the flag does not keep it from firing
+        // (preemptions seen before the gauge first reads saturated).
+        let flag = [0, 0, 1, 0, 1].map(|x| Some(x == 1));
+        let held = [1, 1, 1, 1, 1].map(|x| x == 1);
+        let out = rearm(flag.into_iter().zip(held), &t, 10.0);
+        let got: Vec<bool> = out.iter().map(|b| b == Some(true)).collect();
+        assert_eq!(got, [false, false, true, false, false]);
     }
 
     #[test]
