@@ -62,6 +62,11 @@ base AS (
     -- cache held by leaked blocks) still moves waiting.
     (running = LAG(running) OVER w AND waiting = LAG(waiting) OVER w
      AND kv_max_pct = LAG(kv_max_pct) OVER w) IS TRUE AS gauges_same,
+    -- The smaller batch of the interval's two ends (this sample and the one before):
+    -- rates are averages over the interval, gauges are read at its end, and at a 10 s
+    -- scrape the interval in which 64 requests joined 2 averaged the 2's generation, a
+    -- drop per request that never was if divided by 64. (LEAST skips an unknown start.)
+    LEAST(running, LAG(running) OVER w) AS batch_low,
     -- Preemptions counted over the trailing window (a count over time, not per sample).
     rolling_sum(preemptions_per_s * interval_s, t_rel_sec, ${preemption_window_s}) OVER w
       AS preemptions_recent,
@@ -140,14 +145,16 @@ smoothed AS (
     sustained(frozen, t_rel_sec, ${stall_min_s}, 1) OVER w AS d_engine_stalled,
     -- Decode throughput drop (DECODE_THROUGHPUT_DROP, 04_transient_flags.sql): generation
     -- per running request at or below ${decode_drop_share} x its rolling median while the
-    -- batch holds (each step got slower), sustained in time, never on frozen telemetry
+    -- batch holds through the interval (each step got slower; both judged on batch_low:
+    -- a batch that changed within the interval proves no slower step), sustained in
+    -- time, never on frozen telemetry
     -- (no progress at all is a stall, not slower steps).
     sustained((gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
-      AND running > 0 AND running >= ${decode_drop_running_share} * running_baseline
+      AND running > 0 AND batch_low >= ${decode_drop_running_share} * running_baseline
       -- generation per running request (what each engine step delivers, whatever the
       -- batch size: a 5x slower step with a batch grown 5x keeps gen_tps but not this)
       -- against the baselines' ratio
-      AND gen_tps / running <= ${decode_drop_share} * gen_tps_baseline / NULLIF(running_baseline, 0)
+      AND gen_tps / batch_low <= ${decode_drop_share} * gen_tps_baseline / NULLIF(running_baseline, 0)
       AND NOT frozen) IS TRUE,
       t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
   FROM raw_conditions

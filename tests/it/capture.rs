@@ -284,6 +284,22 @@ fn real_capture_reads_the_same_at_every_interval() {
         if saturations != 1 {
             problems.push(format!("{interval} s: {saturations} KV_SATURATION events"));
         }
+        // queue_pressure's 64 requests joined a batch of 2 at once, and each step of the
+        // 64 then delivered as before: no DECODE_THROUGHPUT_DROP there at any interval (at
+        // 10 s the interval of the join, its generation averaged mostly over the 2,
+        // was divided by the 64 read at its end).
+        let (_, qp_start, qp_end) = scenarios()
+            .into_iter()
+            .find(|s| s.0 == "queue_pressure")
+            .unwrap();
+        for e in v["events"].as_array().unwrap() {
+            let at = t(&e["ts"]);
+            if e["event"] == "DECODE_THROUGHPUT_DROP" && at >= qp_start && at <= qp_end {
+                problems.push(format!(
+                    "{interval} s: a decode drop in queue_pressure: {e}"
+                ));
+            }
+        }
         // A spike is a multiple of its baseline: none without one (at 10 and 15 s the
         // first E2E p95 after idle fired against no baseline at all).
         for e in v["events"].as_array().unwrap() {
