@@ -106,6 +106,11 @@ spikes AS (
     -- server's first minute at a 15 s interval) there is none, and no spike.
     (ttft_p95_counted_s >= ${spike_factor} * ttft_p95_baseline_s
      AND ttft_p95_counted_s >= ${ttft_spike_min_s}) IS TRUE AS ttft_spike,
+    -- ...and on the TTFT as last observed while requests wait (ttft_p95_held_s): a spike
+    -- still going through intervals without a first token (the TTFT_SPIKE event re-arms
+    -- only after it ends, not on intervals that observed nothing).
+    (ttft_p95_held_s >= ${spike_factor} * ttft_p95_baseline_s
+     AND ttft_p95_held_s >= ${ttft_spike_min_s}) IS TRUE AS ttft_spike_held,
     -- The KV cache exhausted, defined once: saturated, or preemption in the trailing
     -- window (NULL when neither is known). Trouble episodes (03_sample_flags.sql), KV
     -- block churn (04_transient_flags.sql) and the summary's exhaustion window

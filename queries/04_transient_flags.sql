@@ -19,8 +19,10 @@
 --
 -- This table holds each sample's predicates and whether each fires (`rearm`: samples
 -- without it covering ${event_rearm_s} s since it last held; consecutive samples with it
--- are one event however far apart; KV_SATURATION also waits for the exhaustion to end),
--- computed once; 13_transient_events.sql turns the firing ones into events.
+-- are one event however far apart; `rearm_held`: KV_SATURATION and PREEMPTION_BURST also
+-- wait for the KV cache's exhaustion to end, TTFT_SPIKE for requests waiting through
+-- intervals without a first token to end), computed once; 13_transient_events.sql turns
+-- the firing ones into events.
 CREATE TABLE transient_flags AS
 WITH p AS (
   SELECT
@@ -43,7 +45,10 @@ SELECT
   server, ts, t_rel_sec, running, waiting, kv_max_pct, preemptions_per_s, preemptions_recent,
   abandoned_recent, queue_time_mean_s, ttft_count, kv_block_lifetime_p50_s, kv_evictions_sampled,
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_baseline,
-  rearm(is_ttft_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_ttft_spike,
+  -- A saturated engine's first tokens come seconds apart: at 0.5-2 s scrapes most
+  -- intervals observe none, and they are no quiet (ttft_spike_held, 02_timeline.sql).
+  rearm_held(is_ttft_spike, ttft_spike_held, t_rel_sec, ${event_rearm_s}) OVER w
+    AS fire_ttft_spike,
   rearm(is_e2e_spike, t_rel_sec, ${event_rearm_s}) OVER w AS fire_e2e_spike,
   -- KV usage is a gauge: a saturated engine's saws between ~85 and 100 % as it preempts
   -- every few seconds, and reads 5-15 s apart can land in the troughs several times in a
@@ -52,7 +57,10 @@ SELECT
   rearm_held(is_kv_saturated, kv_exhausted IS TRUE, t_rel_sec, ${event_rearm_s}) OVER w
     AS fire_kv_saturated,
   rearm(is_decode_drop, t_rel_sec, ${event_rearm_s}) OVER w AS fire_decode_drop,
-  rearm(is_preemption_burst, t_rel_sec, ${event_rearm_s}) OVER w AS fire_preemption_burst,
+  -- A burst is one while the KV cache stays exhausted: at 10 s scrapes the window holds
+  -- one interval, and an interval of a long stretch with fewer preemptions is no quiet.
+  rearm_held(is_preemption_burst, kv_exhausted IS TRUE, t_rel_sec, ${event_rearm_s}) OVER w
+    AS fire_preemption_burst,
   rearm(is_abort_surge, t_rel_sec, ${event_rearm_s}) OVER w AS fire_abort_surge,
   rearm(is_kv_churn, t_rel_sec, ${event_rearm_s}) OVER w AS fire_kv_churn
 FROM p
