@@ -262,27 +262,22 @@ fn real_capture_reads_the_same_at_every_interval() {
             ));
         }
         // Its 22 preemptions came in one stretch: one PREEMPTION_BURST at every interval
-        // (at 15 s the burst spans consecutive samples with no quiet seen between them).
-        let bursts = v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == "PREEMPTION_BURST")
-            .count();
-        if bursts != 1 {
-            problems.push(format!("{interval} s: {bursts} PREEMPTION_BURST events"));
-        }
-        // Its KV usage saws between ~85 and 100 % as the engine preempts every few
-        // seconds: one KV_SATURATION at every interval, though reads 5-15 s apart land in
-        // the troughs several times in a row (were 3, 3, 2 at 5, 10, 15 s).
-        let saturations = v["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["event"] == "KV_SATURATION")
-            .count();
-        if saturations != 1 {
-            problems.push(format!("{interval} s: {saturations} KV_SATURATION events"));
+        // (at 15 s the burst spans consecutive samples with no quiet seen between them;
+        // at 10 s an interval of the stretch with fewer preemptions re-armed it, in one
+        // test run in a few). Its KV usage saws between ~85 and 100 % as the engine
+        // preempts every few seconds: one KV_SATURATION at every interval, though reads
+        // 5-15 s apart land in the troughs several times in a row (were 3, 3, 2 at 5, 10,
+        // 15 s).
+        for name in ["PREEMPTION_BURST", "KV_SATURATION"] {
+            let n = v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["event"] == name)
+                .count();
+            if n != 1 {
+                problems.push(format!("{interval} s: {n} {name} events"));
+            }
         }
         // Its TTFT rose from 2.4 s to 78 s in one stretch while 192 requests waited: one
         // TTFT_SPIKE, and a second only over a baseline that caught up (78 s over a 20 s
