@@ -100,15 +100,12 @@ base AS (
 spikes AS (
   SELECT
     *,
-    -- The TTFT spike predicate, defined once: PREFILL_PRESSURE below and the TTFT_SPIKE
-    -- event (13_transient_events.sql) both use it. A spike is a multiple of a baseline:
-    -- with nothing observed in the trailing window (the first requests after idle; a
-    -- server's first minute at a 15 s interval) there is none, and no spike.
-    (ttft_p95_counted_s >= ${spike_factor} * ttft_p95_baseline_s
-     AND ttft_p95_counted_s >= ${ttft_spike_min_s}) IS TRUE AS ttft_spike,
-    -- ...and on the TTFT as last observed while requests wait (ttft_p95_held_s): a spike
-    -- still going through intervals without a first token (the TTFT_SPIKE event re-arms
-    -- only after it ends, not on intervals that observed nothing).
+    -- The TTFT spike predicate, defined once, on the TTFT as last observed while
+    -- requests wait (ttft_p95_held_s: a spike still going through intervals without a
+    -- first token; the TTFT_SPIKE event re-arms only after it ends, not on intervals
+    -- that observed nothing). A spike is a multiple of a baseline: with nothing observed
+    -- in the trailing window (the first requests after idle; a server's first minute at
+    -- a 15 s interval) there is none, and no spike.
     (ttft_p95_held_s >= ${spike_factor} * ttft_p95_baseline_s
      AND ttft_p95_held_s >= ${ttft_spike_min_s}) IS TRUE AS ttft_spike_held,
     -- The KV cache exhausted, defined once: saturated, or preemption in the trailing
@@ -117,6 +114,13 @@ spikes AS (
     -- (20_server_summary.sql) read it.
     kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1 AS kv_exhausted
   FROM base
+),
+own_spikes AS (
+  -- An interval's own TTFT spike: the predicate where the interval observed a TTFT of
+  -- its own (there the held TTFT is that one). PREFILL_PRESSURE below and the
+  -- TTFT_SPIKE event (13_transient_events.sql) both use it.
+  SELECT *, ttft_spike_held AND ttft_p95_counted_s IS NOT NULL AS ttft_spike
+  FROM spikes
 ),
 raw_conditions AS (
   -- (`x IS TRUE`, not COALESCE(x, false): the same value, and DataFusion evaluates it
@@ -137,7 +141,7 @@ raw_conditions AS (
     CASE WHEN NOT scrape_ok THEN NULL ELSE
       (waiting >= ${queue_min_waiting} OR queue_time_mean_s >= ${queue_delay_s}) IS TRUE
     END AS raw_queue_delay
-  FROM spikes
+  FROM own_spikes
 ),
 smoothed AS (
   SELECT
