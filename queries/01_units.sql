@@ -2,8 +2,27 @@
 -- request gauges and rates are summed over engines, KV usage is averaged with the most
 -- loaded engine kept (kv_max_pct drives the phases, as vLLM's KV dashboard does), and
 -- latency quantiles take the worst engine. Progress is judged per engine first
--- (frozen_engines), then counted.
+-- (frozen_engines, hung_engines), then counted.
 CREATE TABLE units AS
+WITH engine_rows AS (
+  SELECT
+    *,
+    -- Frozen: the engine had work and its progress counters all stood still over the
+    -- interval (NULL, unknown, counts as not frozen below).
+    (scrape_ok AND interval_s IS NOT NULL
+     AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
+     AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
+     AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
+     AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0)
+    AS frozen,
+    -- Every gauge of the engine as in its previous sample: vLLM V1's hung engine core
+    -- publishes nothing, so its gauges freeze too; an engine that is alive but schedules
+    -- nothing (its KV cache held by leaked blocks) still moves waiting.
+    (unchanged(requests_running) OVER e AND unchanged(requests_waiting) OVER e
+     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same
+  FROM samples
+  WINDOW e AS (PARTITION BY server, engine ORDER BY ts)
+)
 SELECT
   server,
   ts,
@@ -51,16 +70,15 @@ SELECT
   MIN(kv_block_idle_p50_s) AS kv_block_idle_p50_s,
   -- One API server process for all engines: the same value on every engine row.
   MAX(api_cpu_util_pct) AS api_cpu_util_pct,
-  -- Engines whose progress counters all stood still over the interval while they had
-  -- work (judged per engine: one frozen engine of several disappears in a sum).
-  SUM(CASE WHEN scrape_ok AND interval_s IS NOT NULL
-            AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
-            AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
-            AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
-            AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0
-           THEN 1 ELSE 0 END) AS frozen_engines,
+  -- Engines judged one by one (one frozen engine of several disappears in a sum).
+  SUM(CASE WHEN frozen THEN 1 ELSE 0 END) AS frozen_engines,
+  SUM(CASE WHEN frozen AND gauges_same THEN 1 ELSE 0 END) AS hung_engines,
+  -- The frozen engines' own gauges (the others' would hide in a sum).
+  CAST(SUM(CASE WHEN frozen THEN requests_running END) AS DOUBLE) AS frozen_running,
+  CAST(SUM(CASE WHEN frozen THEN requests_waiting END) AS DOUBLE) AS frozen_waiting,
+  MAX(CASE WHEN frozen THEN kv_cache_usage_pct END) AS frozen_kv_pct,
   SUM(engine_steps_per_s) AS steps_per_s,
   COUNT(*) AS engines
-FROM samples
+FROM engine_rows
 GROUP BY server, ts
 ORDER BY server, ts

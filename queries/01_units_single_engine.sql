@@ -2,6 +2,22 @@
 -- as 01_units.sql, where each aggregate of one row is the row's value. Chosen by the
 -- analyzer after checking the rows; a test keeps the two files equivalent.
 CREATE TABLE units AS
+WITH engine_rows AS (
+  SELECT
+    *,
+    (scrape_ok AND interval_s IS NOT NULL
+     AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
+     AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
+     AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
+     AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0)
+    AS frozen,
+    (unchanged(requests_running) OVER e AND unchanged(requests_waiting) OVER e
+     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same
+  FROM samples
+  -- (One engine per server here: the server's rows are the engine's, in the order the
+  -- chunk comes in.)
+  WINDOW e AS (PARTITION BY server ORDER BY ts)
+)
 SELECT
   server,
   ts,
@@ -42,13 +58,13 @@ SELECT
   kv_block_lifetime_p50_s,
   kv_block_idle_p50_s,
   api_cpu_util_pct,
-  CASE WHEN scrape_ok AND interval_s IS NOT NULL
-        AND (COALESCE(requests_running, 0) > 0 OR COALESCE(requests_waiting, 0) > 0)
-        AND (generation_tokens_per_s IS NOT NULL OR engine_steps_per_s IS NOT NULL)
-        AND COALESCE(generation_tokens_per_s, 0) = 0 AND COALESCE(prompt_tokens_per_s, 0) = 0
-        AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0
-       THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS frozen_engines,
+  CASE WHEN frozen THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS frozen_engines,
+  CASE WHEN frozen AND gauges_same THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END
+    AS hung_engines,
+  CASE WHEN frozen THEN CAST(requests_running AS DOUBLE) END AS frozen_running,
+  CASE WHEN frozen THEN CAST(requests_waiting AS DOUBLE) END AS frozen_waiting,
+  CASE WHEN frozen THEN kv_cache_usage_pct END AS frozen_kv_pct,
   engine_steps_per_s AS steps_per_s,
   CAST(1 AS BIGINT) AS engines
-FROM samples
+FROM engine_rows
 ORDER BY server, ts

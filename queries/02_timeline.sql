@@ -57,11 +57,6 @@ base AS (
     -- scrapes sees a first token every few seconds; at 15 s in every interval). Not
     -- carried over an interval with nothing waiting, nor over a failed scrape.
     hold_while(ttft_p95_counted_s, scrape_ok AND waiting > 0) OVER w AS ttft_p95_held_s,
-    -- Every gauge as in the previous sample: vLLM V1's hung engine core publishes nothing,
-    -- so its gauges freeze too; an engine that is alive but schedules nothing (its KV
-    -- cache held by leaked blocks) still moves waiting.
-    (running = LAG(running) OVER w AND waiting = LAG(waiting) OVER w
-     AND kv_max_pct = LAG(kv_max_pct) OVER w) IS TRUE AS gauges_same,
     -- The smaller batch of the interval's two ends (this sample and the one before):
     -- rates are averages over the interval, gauges are read at its end, and at a 10 s
     -- scrape the interval in which 64 requests joined 2 averaged the 2's generation, a
@@ -80,6 +75,8 @@ base AS (
     median(interval_s) OVER whole AS interval_median_s,
     GREATEST(COALESCE(prompt_tps, 0) - COALESCE(prompt_cached_tps, 0), 0) AS computed_prompt_tps,
     CASE WHEN scrape_ok THEN frozen_engines > 0 END AS frozen,
+    -- ...of which with every gauge of the engine frozen too: its core hung (01_units.sql).
+    CASE WHEN scrape_ok THEN hung_engines > 0 END AS hung,
     CASE
       WHEN NOT scrape_ok THEN NULL
       -- (A source without request counts, e.g. profilemate, is idle only with no KV

@@ -75,16 +75,16 @@ SELECT
   median(CASE WHEN raw_idle THEN kv_pct END) AS idle_kv_median_pct,
   COUNT(*) FILTER (WHERE raw_idle) AS idle_samples,
   COALESCE(SUM(span_s) FILTER (WHERE raw_idle), 0) AS idle_s,
-  -- ENGINE_STALLED time (frozen progress with work present) and the gauges at the
-  -- freeze.
+  -- ENGINE_STALLED time (frozen progress with work present) and the frozen engines'
+  -- gauges at the freeze.
   COALESCE(SUM(span_s) FILTER (WHERE engine_stalled), 0) AS stalled_s,
   -- ...of which with every gauge frozen too: the engine core hung (not merely unable to
   -- schedule).
-  COALESCE(SUM(span_s) FILTER (WHERE engine_stalled AND gauges_same), 0) AS hung_s,
+  COALESCE(SUM(span_s) FILTER (WHERE engine_stalled AND hung), 0) AS hung_s,
   COALESCE(SUM(span_s) FILTER (WHERE prefill_pressure), 0) AS prefill_pressure_s,
-  MAX(running) FILTER (WHERE engine_stalled) AS stall_running_max,
-  MAX(waiting) FILTER (WHERE engine_stalled) AS stall_waiting_max,
-  MAX(kv_max_pct) FILTER (WHERE engine_stalled) AS stall_kv_max_pct,
+  MAX(frozen_running) FILTER (WHERE engine_stalled) AS stall_running_max,
+  MAX(frozen_waiting) FILTER (WHERE engine_stalled) AS stall_waiting_max,
+  MAX(frozen_kv_pct) FILTER (WHERE engine_stalled) AS stall_kv_max_pct,
   -- Time with at least one preemption in the trailing window: the KV cache ran out.
   COALESCE(SUM(span_s) FILTER (WHERE preemptions_recent >= 1), 0)
     AS preempting_s,

@@ -191,7 +191,8 @@ pub struct ServerSummary {
     pub hung_s: f64,
     /// Seconds of PREFILL_PRESSURE.
     pub prefill_pressure_s: f64,
-    /// Gauges while stalled (as frozen at the hang).
+    /// The stalled engines' own gauges (as frozen at the hang; a data-parallel server's
+    /// other engines left out).
     pub stall_running_max: Option<f64>,
     pub stall_waiting_max: Option<f64>,
     pub stall_kv_max_pct: Option<f64>,

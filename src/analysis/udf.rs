@@ -28,6 +28,9 @@
 //!
 //! - `previous_value(label)`: the last non-NULL label before the row (LAG skipping
 //!   NULLs), for phase transitions. O(n).
+//! - `unchanged(value)`: `value = LAG(value)`, the partition at once: DataFusion streams
+//!   a `LAG` whose window needs no other function row by row (~80 ns a row, a quarter
+//!   of the whole units query on a fleet); this is one vectorizable pass. O(n).
 //! - `next_time_where(flag, t)`: `t` of the nearest row at or after this one where `flag`
 //!   holds (a reverse scan instead of a `MIN` over an unbounded following frame). O(n).
 //! - `condition_change(active)`: `'start'` where `active` becomes true, `'end'` where it
@@ -71,6 +74,7 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(SimpleWindow::rearm_held()),
         WindowUDF::new_from_impl(SimpleWindow::condition_change()),
         WindowUDF::new_from_impl(SimpleWindow::previous_value()),
+        WindowUDF::new_from_impl(SimpleWindow::unchanged()),
         WindowUDF::new_from_impl(SimpleWindow::next_time_where()),
         WindowUDF::new_from_impl(SimpleWindow::episode_id()),
         WindowUDF::new_from_impl(SimpleWindow::sustained()),
@@ -141,6 +145,14 @@ impl SimpleWindow {
     }
     fn previous_value() -> Self {
         Self::new("previous_value", vec![DataType::Utf8], DataType::Utf8)
+    }
+    fn unchanged() -> Self {
+        // Gauges are integers (running, waiting) or floats (KV usage): both compared as
+        // floats, exactly (an integer gauge is far below 2^53).
+        Self {
+            signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Immutable),
+            ..Self::new("unchanged", vec![DataType::Float64], DataType::Boolean)
+        }
     }
     fn next_time_where() -> Self {
         let args = vec![DataType::Boolean, DataType::Float64];
@@ -269,6 +281,15 @@ impl PartitionEvaluator for SimpleEval {
             };
             return Ok(Arc::new(hold_while(v, keep, num_rows)));
         }
+        if self.name == "unchanged" {
+            let Some(v) = values
+                .first()
+                .and_then(|a| a.as_primitive_opt::<Float64Type>())
+            else {
+                return exec_err!("unchanged expects a Float64 argument");
+            };
+            return Ok(Arc::new(unchanged(v, num_rows)));
+        }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
@@ -365,6 +386,16 @@ impl PartitionEvaluator for SimpleEval {
             other => exec_err!("unknown window function {other}"),
         }
     }
+}
+
+/// The kernel behind `unchanged`: `v[i] == v[i - 1]`, NULL where either is NULL (the
+/// first row has none before it).
+pub fn unchanged(v: &Float64Array, n: usize) -> BooleanArray {
+    let n = n.min(v.len());
+    let x = v.values();
+    let same = BooleanBuffer::collect_bool(n, |i| i > 0 && x[i] == x[i - 1]);
+    let valid = BooleanBuffer::collect_bool(n, |i| i > 0 && v.is_valid(i) && v.is_valid(i - 1));
+    BooleanArray::new(same, Some(NullBuffer::new(valid)))
 }
 
 /// The kernel behind `hold_while`, public for tests: `v`, or where it is NULL (or NaN)
@@ -953,6 +984,21 @@ fn flush_stretch<T: Copy + PartialEq>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unchanged_compares_each_row_with_the_one_before() {
+        let v = Float64Array::from(vec![
+            Some(3.0),
+            Some(3.0),
+            Some(4.0),
+            None,
+            Some(4.0),
+            Some(4.0),
+        ]);
+        let got: Vec<Option<bool>> = unchanged(&v, 6).iter().collect();
+        assert_eq!(got, [None, Some(true), Some(false), None, None, Some(true)]);
+        assert_eq!(unchanged(&v, 0).len(), 0);
+    }
 
     #[test]
     fn hold_while_carries_the_last_value_only_while_keep_holds() {

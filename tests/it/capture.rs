@@ -725,3 +725,184 @@ fn record_raw_keeps_every_page_and_replays() {
     let _ = again.wait();
     assert!(body.contains("vllm:num_requests_running"), "{body}");
 }
+
+/// A data-parallel page as vLLM's API server writes it: `page`'s engine series as engine
+/// 0 and the same series of `other` as engine 1, each family's series together (as
+/// prometheus_client groups them). Both engines' `cache_config_info` lines carry the sum
+/// of their blocks (`num_gpu_blocks` is summed over engines, flag reference §3).
+fn two_engines(page: &str, other: &str) -> String {
+    fn key_value(line: &str) -> Option<(&str, &str)> {
+        line.rsplit_once(' ')
+    }
+    let values: std::collections::HashMap<&str, &str> = other
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(key_value)
+        .collect();
+    let summed_blocks = |line: &str| -> String {
+        let Some((head, rest)) = line.split_once("num_gpu_blocks=\"") else {
+            return line.to_string();
+        };
+        let (n, tail) = rest.split_once('"').unwrap();
+        let n: u64 = n.parse().unwrap();
+        format!("{head}num_gpu_blocks=\"{}\"{tail}", 2 * n)
+    };
+    let mut out = String::new();
+    for line in page.lines() {
+        out.push_str(&summed_blocks(line));
+        out.push('\n');
+        if line.starts_with('#') || !line.contains("engine=\"0\"") {
+            continue;
+        }
+        let Some((key, _)) = key_value(line) else {
+            continue;
+        };
+        if let Some(v) = values.get(key) {
+            let other = format!("{} {v}", key.replace("engine=\"0\"", "engine=\"1\""));
+            out.push_str(&summed_blocks(&other));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A data-parallel server built from the real capture's pages: each engine is judged
+/// before summing. One engine saturated while the other sits idle (a router that
+/// keeps sending to one engine) averages to half the KV cache; one engine hung while
+/// the other works still moves every sum. vLLM's flags are per engine, so the advice is
+/// the single engine's.
+#[test]
+fn data_parallel_real_pages_judge_each_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (kv_start, kv_end) = window_of("kv_saturation");
+    let (idle_start, _) = window_of("idle");
+    let window = |pages: &mut Vec<RawPage>| {
+        pages.retain(|p| p.ts >= kv_start - 20.0 && p.ts <= kv_end + 5.0);
+    };
+    // Engine 1 idle throughout: the capture's page 10 s into its idle scenario.
+    let saturated_dir = tmp.path().join("saturated");
+    std::fs::create_dir(&saturated_dir).unwrap();
+    let saturated = spliced(&saturated_dir, |pages| {
+        let idle = pages
+            .iter()
+            .find(|p| p.ts >= idle_start + 10.0)
+            .and_then(|p| p.text.clone())
+            .unwrap();
+        window(pages);
+        for p in pages.iter_mut() {
+            p.text = p.text.as_deref().map(|t| two_engines(t, &idle));
+        }
+    });
+    // Both engines under kv_saturation's load; engine 1's series frozen for 20 s.
+    let frozen_dir = tmp.path().join("frozen");
+    std::fs::create_dir(&frozen_dir).unwrap();
+    let (from, to) = (kv_start + 20.0, kv_start + 40.0);
+    let frozen = spliced(&frozen_dir, |pages| {
+        window(pages);
+        let at_freeze = pages
+            .iter()
+            .find(|p| p.ts >= from)
+            .and_then(|p| p.text.clone())
+            .unwrap();
+        for p in pages.iter_mut() {
+            let other = if p.ts >= from && p.ts < to {
+                at_freeze.clone()
+            } else {
+                p.text.clone().unwrap_or_default()
+            };
+            p.text = p.text.as_deref().map(|t| two_engines(t, &other));
+        }
+    });
+    // What engine 1 shows while frozen: kv_saturation's running requests at the freeze.
+    let frozen_running: f64 = raw::read_pages(&frozen)
+        .unwrap()
+        .iter()
+        .find(|p| p.ts >= from)
+        .and_then(|p| p.text.as_deref())
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("vllm:num_requests_running{") && l.contains("engine=\"1\""))
+        })
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap();
+    assert!(frozen_running >= 4.0, "{frozen_running}");
+    let mut problems = Vec::new();
+    for (interval, dir) in
+        [1.0, 5.0]
+            .iter()
+            .zip(replay_and_record(&saturated, &[1.0, 5.0], &saturated_dir))
+    {
+        let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+        let engines: std::collections::BTreeSet<_> =
+            rows.iter().map(|r| r.engine.clone()).collect();
+        assert_eq!(engines.into_iter().collect::<Vec<_>>(), ["0", "1"]);
+        let r = diagnose_window(&dir, kv_start + SETTLE_S + interval, kv_end);
+        let top = r.hypotheses.first().map(|h| h.id.to_string());
+        if top.as_deref() != Some("KV_CACHE_THRASHING") {
+            problems.push(format!(
+                "{interval} s saturated: top {top:?}, {:?}",
+                medium_or_high(&r)
+            ));
+            continue;
+        }
+        // The single engine's advice (4–9, see the single-engine test), on one engine's
+        // 1,024 blocks × 16 tokens though cache_config_info shows 2,048 blocks.
+        match recommended(&r, "KV_CACHE_THRASHING", "--max-num-seqs") {
+            Some(v) if (4.0..=9.0).contains(&v) => {}
+            other => problems.push(format!(
+                "{interval} s saturated: --max-num-seqs {other:?} outside 4–9"
+            )),
+        }
+        let reasons: Vec<&str> = r.hypotheses[0]
+            .recommendations
+            .iter()
+            .map(|x| x.reason.as_str())
+            .collect();
+        if !reasons
+            .iter()
+            .any(|x| x.contains("one engine's 16384-token KV cache"))
+        {
+            problems.push(format!("{interval} s saturated: {reasons:?}"));
+        }
+    }
+    for (interval, dir) in
+        [1.0, 5.0]
+            .iter()
+            .zip(replay_and_record(&frozen, &[1.0, 5.0], &frozen_dir))
+    {
+        let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Report = serde_json::from_slice(&o.stdout).unwrap();
+        let ids: Vec<(&str, &str)> = r
+            .hypotheses
+            .iter()
+            .map(|h| (h.id.as_str(), h.severity.as_str()))
+            .collect();
+        if ids.first().copied() != Some(("STUCK_ENGINE", "high")) {
+            problems.push(format!("{interval} s frozen engine 1: {ids:?}"));
+            continue;
+        }
+        let evidence = |what: &str| {
+            r.hypotheses[0]
+                .evidence
+                .iter()
+                .find(|e| e.metric == what)
+                .and_then(|e| e.observed.as_f64())
+        };
+        let frozen_s = r.hypotheses[0].evidence[0].observed.as_f64().unwrap();
+        if !(15.0..=25.0).contains(&frozen_s) {
+            problems.push(format!(
+                "{interval} s frozen engine 1: stalled {frozen_s} s"
+            ));
+        }
+        // The frozen engine's own gauges, not the sum with the engine still working.
+        let running = evidence("requests_running frozen at");
+        if running != Some(frozen_running) {
+            problems.push(format!(
+                "{interval} s frozen engine 1: running frozen at {running:?}, engine 1 had {frozen_running}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
