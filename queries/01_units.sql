@@ -34,6 +34,9 @@ SELECT
   AVG(kv_cache_usage_pct) AS kv_pct,
   MAX(kv_cache_usage_pct) AS kv_max_pct,
   CAST(SUM(requests_running) AS DOUBLE) AS running,
+  -- The most loaded engine's running: --max-num-seqs is per engine, and an uneven
+  -- router pins one engine at it while the sum stays below the sum of the limits.
+  CAST(MAX(requests_running) AS DOUBLE) AS running_busiest,
   CAST(SUM(requests_waiting) AS DOUBLE) AS waiting,
   SUM(preemptions_per_s) AS preemptions_per_s,
   SUM(prompt_tokens_per_s) AS prompt_tps,

@@ -29,6 +29,7 @@ SELECT
   kv_cache_usage_pct AS kv_pct,
   kv_cache_usage_pct AS kv_max_pct,
   CAST(requests_running AS DOUBLE) AS running,
+  CAST(requests_running AS DOUBLE) AS running_busiest,
   CAST(requests_waiting AS DOUBLE) AS waiting,
   preemptions_per_s,
   prompt_tokens_per_s AS prompt_tps,

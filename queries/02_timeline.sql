@@ -70,7 +70,8 @@ base AS (
     abandoned_per_s * interval_s AS abandoned,
     rolling_sum(abandoned_per_s * interval_s, t_rel_sec, ${abort_window_s}) OVER w
       AS abandoned_recent,
-    MAX(running) OVER whole AS running_peak,
+    -- The busiest engine's peak (per engine, as --max-num-seqs is).
+    MAX(running_busiest) OVER whole AS running_peak,
     median(CASE WHEN prompt_tps > 0 THEN prompt_tps END) OVER whole AS prompt_tps_median,
     median(interval_s) OVER whole AS interval_median_s,
     GREATEST(COALESCE(prompt_tps, 0) - COALESCE(prompt_cached_tps, 0), 0) AS computed_prompt_tps,
@@ -130,7 +131,7 @@ raw_conditions AS (
         AND ttft_spike) IS TRUE
     END AS raw_prefill_pressure,
     CASE WHEN NOT scrape_ok THEN NULL ELSE
-      (running_peak > 0 AND running >= ${high_running_share} * running_peak
+      (running_peak > 0 AND running_busiest >= ${high_running_share} * running_peak
         AND computed_prompt_tps >= ${high_ingestion_factor} * prompt_tps_median) IS TRUE
     END AS raw_high_prompt_ingestion,
     CASE WHEN NOT scrape_ok THEN NULL ELSE (ttft_p95_held_s >= ${ttft_elevated_s}) IS TRUE END

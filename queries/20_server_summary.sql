@@ -12,8 +12,9 @@ WITH s AS (
     phase = 'QUEUE_PRESSURE' AS queueing,
     -- queueing with KV to spare (below ${kv_rising_pct} %)
     phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} AS queueing_kv_to_spare,
-    -- running at its peak: within 10 %, as requests finish and start between scrapes
-    running >= 0.9 * running_peak AS running_at_peak,
+    -- running at its peak: within 10 %, as requests finish and start between scrapes;
+    -- judged on the busiest engine (--max-num-seqs is per engine)
+    running_busiest >= 0.9 * running_peak AS running_at_peak,
     COALESCE(interval_s, interval_median_s) AS span_s
   FROM timeline
 )
@@ -103,18 +104,19 @@ SELECT
     AS exhausted_kv_pct_per_running_median,
   -- The queue window (QUEUE_PRESSURE): why the queue grew. Running pinned at its peak
   -- with KV to spare is the sequence limit; KV near full or preemption is capacity.
+  -- Running and KV of the busiest engine: the limit and the cache are per engine.
   MIN(ts) FILTER (WHERE queueing) AS queue_start_ts,
   MAX(ts) FILTER (WHERE queueing) AS queue_end_ts,
   AVG(CASE WHEN running_at_peak THEN 1.0 ELSE 0.0 END) FILTER (WHERE queueing)
     AS queue_running_at_peak_share,
   COALESCE(SUM(span_s) FILTER (WHERE queueing AND running_at_peak), 0)
     AS queue_running_at_peak_s,
-  MAX(running) FILTER (WHERE queueing) AS queue_running_max,
+  MAX(running_busiest) FILTER (WHERE queueing) AS queue_running_max,
   -- Queueing under PREFILL_PRESSURE, and with decode throughput dropped
   -- (DECODE_THROUGHPUT_DROP): the shares of the queue those may explain.
   COALESCE(SUM(span_s) FILTER (WHERE queueing AND prefill_pressure), 0) AS queue_prefill_s,
   COALESCE(SUM(span_s) FILTER (WHERE queueing AND decode_drop), 0) AS queue_decode_drop_s,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing THEN kv_pct END) AS queue_kv_p95_pct,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing THEN kv_max_pct END) AS queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE queueing) AS queue_kv_max_pct,
   -- The same for the queueing with KV to spare (below ${kv_rising_pct} %): what a KV
   -- exhaustion elsewhere in the session does not explain (a server can run out of
@@ -129,12 +131,12 @@ SELECT
     AS spare_kv_queue_running_at_peak_share,
   COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND running_at_peak), 0)
     AS spare_kv_queue_running_at_peak_s,
-  MAX(running) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_running_max,
+  MAX(running_busiest) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_running_max,
   COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND prefill_pressure), 0)
     AS spare_kv_queue_prefill_s,
   COALESCE(SUM(span_s) FILTER (WHERE queueing_kv_to_spare AND decode_drop), 0)
     AS spare_kv_queue_decode_drop_s,
-  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing_kv_to_spare THEN kv_pct END)
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY CASE WHEN queueing_kv_to_spare THEN kv_max_pct END)
     AS spare_kv_queue_kv_p95_pct,
   MAX(kv_max_pct) FILTER (WHERE queueing_kv_to_spare) AS spare_kv_queue_kv_max_pct,
   -- Tokens each running request holds at the worst moment, from KV usage and running.

@@ -59,10 +59,13 @@ pub struct QueueWindow {
     pub end: Option<String>,
     pub seconds: f64,
     pub waiting_max: Option<f64>,
+    /// The busiest engine's running (`--max-num-seqs` is per engine).
     pub running_max: Option<f64>,
-    /// Share and seconds of it with running within 10 % of the server's peak.
+    /// Share and seconds of it with the busiest engine's running within 10 % of its
+    /// peak.
     pub running_at_peak_share: Option<f64>,
     pub running_at_peak_s: f64,
+    /// The most loaded engine's KV usage in it.
     pub kv_p95_pct: Option<f64>,
     pub kv_max_pct: Option<f64>,
     /// Seconds of it under PREFILL_PRESSURE, and with decode throughput dropped.
@@ -218,7 +221,8 @@ pub struct ServerSummary {
     pub exhausted_end: Option<String>,
     /// Median KV % per running request inside that window.
     pub exhausted_kv_pct_per_running_median: Option<f64>,
-    /// The QUEUE_PRESSURE window, RFC 3339, and what running and KV did there.
+    /// The QUEUE_PRESSURE window, RFC 3339, and what running and KV did there (the
+    /// busiest engine's running, the most loaded engine's KV).
     pub queue_start: Option<String>,
     pub queue_end: Option<String>,
     pub queue_running_at_peak_share: Option<f64>,

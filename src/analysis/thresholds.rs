@@ -75,7 +75,7 @@ thresholds! {
     /// dominates the step budget.
     prefill_token_share: 0.8;
     /// Running requests, as a share of the session's peak, that count as a high running
-    /// count (HIGH_PROMPT_INGESTION).
+    /// count (HIGH_PROMPT_INGESTION; the busiest engine's, on a data-parallel server).
     high_running_share: 0.75;
     /// Prompt tokens/s, as a multiple of the session's median over active samples, that
     /// count as high ingestion.

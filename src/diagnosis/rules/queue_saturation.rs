@@ -138,9 +138,8 @@ fn check(ctx: &Context) -> Verdict {
             "more replicas, and a router that tells the workloads apart",
         ));
     } else if cause.starts_with("sequence limit") {
-        // Per engine: running is summed over data-parallel engines, KV averaged.
-        let engines = s.engines.max(1) as f64;
-        let per_engine = running / engines;
+        // Per engine: the queue window's running and KV are the busiest engine's.
+        let per_engine = running;
         let kv_per_seq = q.kv_p95_pct.unwrap_or(queue_kv).max(1.0) / per_engine.max(1.0);
         let fill = (90.0 / kv_per_seq).floor();
         // At most double in one step: more sequences also mean longer steps.
