@@ -1179,6 +1179,59 @@ mod tests {
         assert_eq!(files, known);
     }
 
+    /// `01_units_single_engine.sql` is `01_units.sql` where every (server, ts) has one
+    /// row: on recorded single-engine sessions with a hung engine, an outage and a
+    /// restart, and KV saturation, both give the same table, column for column.
+    #[tokio::test]
+    async fn the_single_engine_units_query_equals_the_general_one() {
+        let thresholds = Thresholds::default();
+        for name in ["stuck-engine", "restart", "kv-saturation"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("s");
+            let run = crate::sim::OfflineRun {
+                scenario: crate::sim::scenario::scenario(name).unwrap(),
+                seed: 3,
+                engines: 1,
+                interval_s: 1.0,
+                seconds: None,
+                epoch_unix: 1_800_000_000.0,
+                server: "sim:8000".into(),
+                raw: false,
+                gpu: false,
+            };
+            crate::sim::record_offline(&run, &dir, "t").unwrap();
+            let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+            let ctx = context();
+            register_session(&ctx, &SamplesInput::Rows(rows), None)
+                .await
+                .unwrap();
+            let mut tables = Vec::new();
+            for q in [&CATALOG[0], &UNITS_SINGLE_ENGINE] {
+                let sql = thresholds.substitute(q.name, q.sql).unwrap();
+                let (_, select) = sql.split_once("CREATE TABLE units AS").unwrap();
+                let batches = ctx.sql(select).await.unwrap().collect().await.unwrap();
+                let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string();
+                tables.push(text);
+            }
+            assert_eq!(CATALOG[0].name, "01_units.sql");
+            assert!(tables[0].lines().count() > 60, "{name}: {}", tables[0]);
+            assert!(
+                tables[0] == tables[1],
+                "{name}: the two units queries differ"
+            );
+            if name == "stuck-engine" {
+                // The hang is in the table: frozen and hung samples with their gauges.
+                let hung = tables[0]
+                    .lines()
+                    .filter(|l| l.contains("| 1              | 1            |"))
+                    .count();
+                assert!(hung >= 5, "{hung} hung samples:\n{}", tables[0]);
+            }
+        }
+    }
+
     /// The names the catalog can emit are the vocabulary's, and every vocabulary value
     /// is emitted by some query: a rename on either side fails here.
     #[test]

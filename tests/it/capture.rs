@@ -165,6 +165,12 @@ fn recommended(r: &Report, id: &str, flag: &str) -> Option<f64> {
         .ok()
 }
 
+/// `None` when `id` is the report's top finding, else what the report found instead.
+fn top_other_than(r: &Report, id: &str) -> Option<String> {
+    let top = r.hypotheses.first().map(|h| h.id.as_str());
+    (top != Some(id)).then(|| format!("top {top:?}, {:?}", medium_or_high(r)))
+}
+
 fn medium_or_high(r: &Report) -> Vec<String> {
     r.hypotheses
         .iter()
@@ -813,20 +819,26 @@ fn data_parallel_real_pages_judge_each_engine() {
             p.text = p.text.as_deref().map(|t| two_engines(t, &other));
         }
     });
-    // What engine 1 shows while frozen: kv_saturation's running requests at the freeze.
-    let frozen_running: f64 = raw::read_pages(&frozen)
+    // What engine 1 shows as it freezes: kv_saturation's running requests on its pages
+    // around the freeze (a scrape that lands twice on one replayed page sees an interval
+    // without progress too, so the stall may start a scrape early).
+    let engine1_running: Vec<f64> = raw::read_pages(&frozen)
         .unwrap()
         .iter()
-        .find(|p| p.ts >= from)
-        .and_then(|p| p.text.as_deref())
-        .and_then(|t| {
+        .filter(|p| p.ts >= from - 2.0 && p.ts <= from + 1.0)
+        .filter_map(|p| p.text.as_deref())
+        .filter_map(|t| {
             t.lines()
                 .find(|l| l.starts_with("vllm:num_requests_running{") && l.contains("engine=\"1\""))
         })
-        .and_then(|l| l.rsplit_once(' '))
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap();
-    assert!(frozen_running >= 4.0, "{frozen_running}");
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    let lo = engine1_running
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let hi = engine1_running.iter().copied().fold(0.0, f64::max);
+    assert!(lo >= 4.0 && hi <= 16.0, "{engine1_running:?}");
     let mut problems = Vec::new();
     for (interval, dir) in
         [1.0, 5.0]
@@ -838,12 +850,8 @@ fn data_parallel_real_pages_judge_each_engine() {
             rows.iter().map(|r| r.engine.clone()).collect();
         assert_eq!(engines.into_iter().collect::<Vec<_>>(), ["0", "1"]);
         let r = diagnose_window(&dir, kv_start + SETTLE_S + interval, kv_end);
-        let top = r.hypotheses.first().map(|h| h.id.to_string());
-        if top.as_deref() != Some("KV_CACHE_THRASHING") {
-            problems.push(format!(
-                "{interval} s saturated: top {top:?}, {:?}",
-                medium_or_high(&r)
-            ));
+        if let Some(wrong) = top_other_than(&r, "KV_CACHE_THRASHING") {
+            problems.push(format!("{interval} s saturated: {wrong}"));
             continue;
         }
         // The single engine's advice (4–9, see the single-engine test), on one engine's
@@ -896,11 +904,12 @@ fn data_parallel_real_pages_judge_each_engine() {
                 "{interval} s frozen engine 1: stalled {frozen_s} s"
             ));
         }
-        // The frozen engine's own gauges, not the sum with the engine still working.
+        // The frozen engine's own gauges, not the sum with the engine still working
+        // (engine 0 ran about as many: the sum is about twice).
         let running = evidence("requests_running frozen at");
-        if running != Some(frozen_running) {
+        if !running.is_some_and(|r| (lo..=hi).contains(&r)) {
             problems.push(format!(
-                "{interval} s frozen engine 1: running frozen at {running:?}, engine 1 had {frozen_running}"
+                "{interval} s frozen engine 1: running frozen at {running:?}, engine 1 had {engine1_running:?}"
             ));
         }
     }
@@ -942,12 +951,8 @@ fn data_parallel_real_pages_queue_is_judged_on_the_pinned_engine() {
         .zip(replay_and_record(&pages, &[1.0, 5.0], tmp.path()))
     {
         let r = diagnose_window(&dir, qp_start + SETTLE_S + interval, end);
-        let top = r.hypotheses.first().map(|h| h.id.to_string());
-        if top.as_deref() != Some("QUEUE_SATURATION") {
-            problems.push(format!(
-                "{interval} s: top {top:?}, {:?}",
-                medium_or_high(&r)
-            ));
+        if let Some(wrong) = top_other_than(&r, "QUEUE_SATURATION") {
+            problems.push(format!("{interval} s: {wrong}"));
             continue;
         }
         // As for the single engine: above 64, at most 153 (see the single-engine test),
