@@ -165,6 +165,20 @@ fn recommended(r: &Report, id: &str, flag: &str) -> Option<f64> {
         .ok()
 }
 
+/// `kvscope doctor DIR --json`, through the binary.
+fn doctor(dir: &Path) -> Report {
+    let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn ids_and_severities(r: &Report) -> Vec<(&str, &str)> {
+    r.hypotheses
+        .iter()
+        .map(|h| (h.id.as_str(), h.severity.as_str()))
+        .collect()
+}
+
 /// `None` when `id` is the report's top finding, else what the report found instead.
 fn top_other_than(r: &Report, id: &str) -> Option<String> {
     let top = r.hypotheses.first().map(|h| h.id.as_str());
@@ -590,14 +604,8 @@ fn frozen_engine_in_a_real_capture_is_stuck_engine() {
         .iter()
         .zip(replay_and_record(&pages, &[1.0, 5.0], tmp.path()))
     {
-        let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: Report = serde_json::from_slice(&o.stdout).unwrap();
-        let ids: Vec<(&str, &str)> = r
-            .hypotheses
-            .iter()
-            .map(|h| (h.id.as_str(), h.severity.as_str()))
-            .collect();
+        let r = doctor(&dir);
+        let ids = ids_and_severities(&r);
         assert_eq!(
             ids.first().copied(),
             Some(("STUCK_ENGINE", "high")),
@@ -879,14 +887,8 @@ fn data_parallel_real_pages_judge_each_engine() {
             .iter()
             .zip(replay_and_record(&frozen, &[1.0, 5.0], &frozen_dir))
     {
-        let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: Report = serde_json::from_slice(&o.stdout).unwrap();
-        let ids: Vec<(&str, &str)> = r
-            .hypotheses
-            .iter()
-            .map(|h| (h.id.as_str(), h.severity.as_str()))
-            .collect();
+        let r = doctor(&dir);
+        let ids = ids_and_severities(&r);
         if ids.first().copied() != Some(("STUCK_ENGINE", "high")) {
             problems.push(format!("{interval} s frozen engine 1: {ids:?}"));
             continue;
