@@ -18,17 +18,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = match std::env::args().nth(1) {
         Some(d) => std::path::PathBuf::from(d),
         None => {
-            let run = sim::OfflineRun {
-                scenario: scenario::scenario("kv-saturation").ok_or("scenario")?,
-                seed: 1,
-                engines: 1,
-                interval_s: 1.0,
-                seconds: None,
-                epoch_unix: 1_800_000_000.0,
-                server: "sim:8000".into(),
-                raw: false,
-                gpu: false,
-            };
+            let run =
+                sim::OfflineRun::new(scenario::scenario("kv-saturation").ok_or("scenario")?, 1);
             sim::record_offline(&run, &tmp.join("session"), "example")?
         }
     };

@@ -1188,17 +1188,7 @@ mod tests {
         for name in ["stuck-engine", "restart", "kv-saturation"] {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("s");
-            let run = crate::sim::OfflineRun {
-                scenario: crate::sim::scenario::scenario(name).unwrap(),
-                seed: 3,
-                engines: 1,
-                interval_s: 1.0,
-                seconds: None,
-                epoch_unix: 1_800_000_000.0,
-                server: "sim:8000".into(),
-                raw: false,
-                gpu: false,
-            };
+            let run = crate::sim::OfflineRun::new(crate::sim::scenario::scenario(name).unwrap(), 3);
             crate::sim::record_offline(&run, &dir, "t").unwrap();
             let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
             let ctx = context();

@@ -257,6 +257,24 @@ pub struct OfflineRun {
     pub gpu: bool,
 }
 
+impl OfflineRun {
+    /// One engine scraped every simulated second from t = 0 at Unix 1.8 × 10⁹ s, as
+    /// server `sim:8000`, for the scenario's duration, without raw pages or GPU metrics.
+    pub fn new(scenario: Scenario, seed: u64) -> Self {
+        Self {
+            scenario,
+            seed,
+            engines: 1,
+            interval_s: 1.0,
+            seconds: None,
+            epoch_unix: 1_800_000_000.0,
+            server: "sim:8000".into(),
+            raw: false,
+            gpu: false,
+        }
+    }
+}
+
 /// Records a scenario into `dir` without HTTP or wall-clock waiting: the simulation is
 /// stepped to each scrape time and its page goes through the same [`Pipeline`] as a live
 /// scrape. Deterministic for a given seed.

@@ -69,15 +69,8 @@ pub fn record_scenario_at(
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("session");
     let run = sim::OfflineRun {
-        scenario: sc,
-        seed,
-        engines: 1,
         interval_s,
-        seconds: None,
-        epoch_unix: 1_800_000_000.0,
-        server: "sim:8000".into(),
-        raw: false,
-        gpu: false,
+        ..sim::OfflineRun::new(sc, seed)
     };
     sim::record_offline(&run, &dir, "test-session").expect("offline recording");
     (tmp, dir)

@@ -259,15 +259,9 @@ fn chunked_analysis_equals_whole_session_analysis() {
     let sc = kvscope::sim::scenario::scenario("mixed-incident").unwrap();
     let dp = tmp.path().join("dp");
     let off = kvscope::sim::OfflineRun {
-        scenario: sc,
-        seed: 4,
         engines: 2,
-        interval_s: 1.0,
-        seconds: None,
-        epoch_unix: 1_800_000_000.0,
         server: "dp:8000".into(),
-        raw: false,
-        gpu: false,
+        ..kvscope::sim::OfflineRun::new(sc, 4)
     };
     kvscope::sim::record_offline(&off, &dp, "dp").unwrap();
     let whole = run(&dp, usize::MAX);
@@ -286,15 +280,13 @@ fn chunked_analysis_equals_whole_session_analysis() {
     {
         let dir = tmp.path().join(format!("part-{name}"));
         let off = kvscope::sim::OfflineRun {
-            scenario: kvscope::sim::scenario::scenario("mixed-incident").unwrap(),
-            seed: i as u64,
             engines,
-            interval_s: 1.0,
             seconds: Some(240.0),
-            epoch_unix: 1_800_000_000.0,
             server: format!("{name}:8000"),
-            raw: false,
-            gpu: false,
+            ..kvscope::sim::OfflineRun::new(
+                kvscope::sim::scenario::scenario("mixed-incident").unwrap(),
+                i as u64,
+            )
         };
         kvscope::sim::record_offline(&off, &dir, name).unwrap();
         jsonl.push_str(&std::fs::read_to_string(dir.join("samples.jsonl")).unwrap());

@@ -259,15 +259,8 @@ fn bottleneck_per_episode_from_dcgm_and_api_cpu() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("s");
         let run = kvscope::sim::OfflineRun {
-            scenario: sc,
-            seed: 1,
-            engines: 1,
-            interval_s: 1.0,
-            seconds: None,
-            epoch_unix: 1_800_000_000.0,
-            server: "sim:8000".into(),
-            raw: false,
             gpu,
+            ..kvscope::sim::OfflineRun::new(sc, 1)
         };
         kvscope::sim::record_offline(&run, &dir, "t").unwrap();
         let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
@@ -426,15 +419,8 @@ fn record_engines(
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let run = kvscope::sim::OfflineRun {
-        scenario: sc,
-        seed: 1,
         engines,
-        interval_s: 1.0,
-        seconds: None,
-        epoch_unix: 1_800_000_000.0,
-        server: "sim:8000".into(),
-        raw: false,
-        gpu: false,
+        ..kvscope::sim::OfflineRun::new(sc, 1)
     };
     kvscope::sim::record_offline(&run, &dir, "t").unwrap();
     (tmp, dir)
