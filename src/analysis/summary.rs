@@ -194,6 +194,11 @@ pub struct ServerSummary {
     pub hung_s: f64,
     /// Seconds of PREFILL_PRESSURE.
     pub prefill_pressure_s: f64,
+    /// KV usage (busiest engine, time-weighted), the worst counted TTFT p95 and the
+    /// highest uncached prompt tokens/s during PREFILL_PRESSURE.
+    pub prefill_kv_avg_pct: Option<f64>,
+    pub prefill_ttft_p95_max_s: Option<f64>,
+    pub prefill_prompt_tps_max: Option<f64>,
     /// The stalled engines' own gauges (as frozen at the hang; a data-parallel server's
     /// other engines left out).
     pub stall_running_max: Option<f64>,
@@ -521,6 +526,9 @@ pub(super) fn build(
                 stalled_s: f("stalled_s").unwrap_or(0.0),
                 hung_s: f("hung_s").unwrap_or(0.0),
                 prefill_pressure_s: f("prefill_pressure_s").unwrap_or(0.0),
+                prefill_kv_avg_pct: f("prefill_kv_avg_pct"),
+                prefill_ttft_p95_max_s: f("prefill_ttft_p95_max_s"),
+                prefill_prompt_tps_max: f("prefill_prompt_tps_max"),
                 stall_running_max: f("stall_running_max"),
                 stall_waiting_max: f("stall_waiting_max"),
                 stall_kv_max_pct: f("stall_kv_max_pct"),

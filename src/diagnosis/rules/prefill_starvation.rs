@@ -1,5 +1,9 @@
 //! PREFILL_STARVATION: long-prompt surges fill the step's token budget with prefill
 //! chunks; new requests wait behind them, so TTFT jumps while decode (ITL) keeps going.
+//! Only with KV to spare: vLLM's scheduler admits a waiting request only when its KV
+//! blocks can be allocated, so surges that come with the cache near full queue for
+//! memory (the KV findings), and neither a per-prompt chunk cap nor a larger step
+//! budget admits one more of them.
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec};
 use crate::vocab::{Condition, EventName, Hypothesis, Phase};
 
@@ -18,7 +22,6 @@ fn check(ctx: &Context) -> Verdict {
         .into_iter()
         .filter(|e| e.state.as_deref() == Some("start"))
         .collect();
-    let spikes = ctx.events_named(EventName::TtftSpike);
     if changes.is_empty() {
         return Verdict::RuledOut(
             "prefill never dominated the engine's tokens while TTFT spiked".into(),
@@ -27,6 +30,37 @@ fn check(ctx: &Context) -> Verdict {
     if ctx.phase_share(Phase::Saturated) > 0.2 {
         return Verdict::RuledOut("KV saturation, not prefill, dominates the session".into());
     }
+    let rising = ctx.threshold("kv_rising_pct");
+    if let Some(kv) = s.prefill_kv_avg_pct.filter(|kv| *kv >= rising) {
+        return Verdict::RuledOut(format!(
+            "during the prefill surges KV usage averaged {kv:.0}% (>= {rising:.0}%): waiting requests could not get KV blocks, so the cache, not the step's token budget, held them back"
+        ));
+    }
+    // The TTFT spikes of the surges themselves (from a start to its end, or to the end
+    // of the data), not those of other incidents in the session.
+    let mut periods: Vec<(&str, Option<&str>)> = Vec::new();
+    for e in ctx.condition_events(Condition::PrefillPressure) {
+        match e.state.as_deref() {
+            Some("start") => periods.push((e.ts.as_str(), None)),
+            Some("end") => {
+                if let Some(open) = periods.last_mut().filter(|p| p.1.is_none()) {
+                    open.1 = Some(e.ts.as_str());
+                }
+            }
+            _ => {}
+        }
+    }
+    let spikes: Vec<_> = ctx
+        .events_named(EventName::TtftSpike)
+        .into_iter()
+        .filter(|e| {
+            let t = e.ts.as_str();
+            periods
+                .iter()
+                .any(|(a, b)| t >= *a && b.is_none_or(|b| t <= b))
+        })
+        .collect();
+    let episodes = ctx.episodes(Condition::PrefillPressure);
     let score =
         0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
     let itl = s.itl_p95_median_s.unwrap_or(0.0);
@@ -61,22 +95,29 @@ fn check(ctx: &Context) -> Verdict {
         sustained_s: Some(s.prefill_pressure_s),
         score,
         summary: format!(
-            "{} prefill-pressure period(s) with {} TTFT spike(s) while median ITL p95 stayed {itl:.3} s",
+            "{} prefill-pressure period(s) with {} TTFT spike(s) in them while median ITL p95 stayed {itl:.3} s",
             changes.len(),
             spikes.len()
         ),
         evidence: vec![
-            ev("PREFILL_PRESSURE starts", changes.len() as f64).window(Context::window_of(
-                &ctx.episodes(Condition::PrefillPressure),
-            )),
-            ev("ttft_p95_s (max)", s.ttft_p95_max_s.unwrap_or(0.0))
-                .baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
+            ev("PREFILL_PRESSURE starts", changes.len() as f64)
+                .window(Context::window_of(&episodes)),
+            ev(
+                "ttft_p95_s (max during prefill pressure)",
+                s.prefill_ttft_p95_max_s.unwrap_or(0.0),
+            )
+            .baseline(s.ttft_p95_median_s.unwrap_or(0.0)),
             ev("itl_p95_s (median)", itl),
             ev(
-                "prompt_tokens_per_s (max)",
-                s.prompt_tokens_per_s_max.unwrap_or(0.0),
+                "uncached prompt tokens/s (max during prefill pressure)",
+                s.prefill_prompt_tps_max.unwrap_or(0.0),
             )
             .baseline(s.prompt_tokens_per_s_avg.unwrap_or(0.0)),
+            ev(
+                "kv_cache_usage_pct (average during prefill pressure)",
+                s.prefill_kv_avg_pct.unwrap_or(0.0),
+            )
+            .threshold(rising),
         ],
         counter_evidence: vec![],
         recommendations: recs,
