@@ -49,8 +49,17 @@ base AS (
     u.*,
     rolling_median(ttft_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS ttft_p95_baseline_s,
     rolling_median(e2e_p95_counted_s, t_rel_sec, ${baseline_window_s}) OVER w AS e2e_p95_baseline_s,
-    rolling_median(gen_tps, t_rel_sec, ${baseline_window_s}) OVER w AS gen_tps_baseline,
+    -- What each running request generated (what an engine step delivers per sequence):
+    -- the median of the ratio, not the ratio of two medians. Requests in lockstep (same
+    -- prompt and output lengths) finish together, so snapshots of running read 0 or the
+    -- whole batch while generation goes on: the running median could then sit anywhere
+    -- (2 against a batch of 16), and the medians' ratio with it (294 tokens/s per
+    -- request where each made 52-127). Intervals that read no one running have no
+    -- ratio.
+    rolling_median(gen_tps / NULLIF(running, 0), t_rel_sec, ${baseline_window_s}) OVER w
+      AS gen_per_running_baseline,
     rolling_median(running, t_rel_sec, ${baseline_window_s}) OVER w AS running_baseline,
+    rolling_median(itl_p95_s, t_rel_sec, ${baseline_window_s}) OVER w AS itl_p95_baseline_s,
     -- TTFT p95 as last observed while requests wait: an interval in which no request got
     -- its first token has no TTFT of its own (NULL), yet the requests waiting through it
     -- had none either, so the last observation stands (a saturated engine at 0.5 s
@@ -110,7 +119,10 @@ spikes AS (
     -- window (NULL when neither is known). Trouble episodes (03_sample_flags.sql), KV
     -- block churn (04_transient_flags.sql) and the summary's exhaustion window
     -- (20_server_summary.sql) read it.
-    kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1 AS kv_exhausted
+    kv_max_pct >= ${kv_saturated_pct} OR preemptions_recent >= 1 AS kv_exhausted,
+    -- Generation this interval's batch (its smaller end) made before: the per-request
+    -- median times the batch. DECODE_THROUGHPUT_DROP compares gen_tps with it.
+    gen_per_running_baseline * batch_low AS gen_tps_expected
   FROM base
 ),
 own_spikes AS (
@@ -156,12 +168,20 @@ smoothed AS (
     -- a batch that changed within the interval proves no slower step), sustained in
     -- time, never on frozen telemetry
     -- (no progress at all is a stall, not slower steps).
-    sustained((gen_tps_baseline >= ${decode_drop_min_tokens_per_s}
+    sustained((gen_tps_expected >= ${decode_drop_min_tokens_per_s}
       AND running > 0 AND batch_low >= ${decode_drop_running_share} * running_baseline
       -- generation per running request (what each engine step delivers, whatever the
       -- batch size: a 5x slower step with a batch grown 5x keeps gen_tps but not this)
-      -- against the baselines' ratio
-      AND gen_tps / batch_low <= ${decode_drop_share} * gen_tps_baseline / NULLIF(running_baseline, 0)
+      -- against its rolling median, i.e. generation against what this batch made before
+      AND gen_tps <= ${decode_drop_share} * gen_tps_expected
+      -- ...and each step did get slower: the time between a request's tokens rose by
+      -- the factor its generation fell (where vLLM's ITL histogram says). Rates are
+      -- interval averages and running is read at the interval's ends: under bursts
+      -- shorter than the interval (32 prompts every 8 s, scraped every 15 s) the
+      -- engine idled between them, generation averaged over the idle time, and running
+      -- read mid-burst at both ends, while the steps kept their pace.
+      AND (itl_p95_s IS NULL OR itl_p95_baseline_s IS NULL
+           OR itl_p95_s * ${decode_drop_share} >= itl_p95_baseline_s)
       AND NOT frozen) IS TRUE,
       t_rel_sec, ${decode_drop_min_s}, 1) OVER w AS decode_drop
   FROM raw_conditions

@@ -19,7 +19,7 @@ SELECT 'transient', server, ts, t_rel_sec, 'KV_SATURATION', 'kv_cache_usage_pct'
 FROM transient_flags WHERE fire_kv_saturated
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'DECODE_THROUGHPUT_DROP', 'generation_tokens_per_s',
-       gen_tps, gen_tps_baseline, running, waiting, NULL, NULL, NULL, NULL
+       gen_tps, gen_tps_expected, running, waiting, NULL, NULL, NULL, NULL
 FROM transient_flags WHERE fire_decode_drop
 UNION ALL
 SELECT 'transient', server, ts, t_rel_sec, 'PREEMPTION_BURST', 'preemptions_in_window',

@@ -83,11 +83,14 @@ SELECT
   -- schedule).
   COALESCE(SUM(span_s) FILTER (WHERE engine_stalled AND hung), 0) AS hung_s,
   COALESCE(SUM(span_s) FILTER (WHERE prefill_pressure), 0) AS prefill_pressure_s,
-  -- ...its KV usage (busiest engine, time-weighted) and worst counted TTFT there: vLLM
-  -- admits a waiting request only when its KV blocks can be allocated, so surges that
-  -- come with the cache near full queue for memory, not for the step's token budget.
-  SUM(kv_max_pct * span_s) FILTER (WHERE prefill_pressure)
-    / NULLIF(SUM(span_s) FILTER (WHERE prefill_pressure), 0) AS prefill_kv_avg_pct,
+  -- ...its KV usage (busiest engine, time-weighted, where requests were running: a
+  -- snapshot after the surge's requests left reads an empty cache) and worst counted
+  -- TTFT there: vLLM admits a waiting request only when its KV blocks can be
+  -- allocated, so surges that come with the cache near full queue for memory, not for
+  -- the step's token budget.
+  SUM(kv_max_pct * span_s) FILTER (WHERE prefill_pressure AND running > 0)
+    / NULLIF(SUM(span_s) FILTER (WHERE prefill_pressure AND running > 0), 0)
+    AS prefill_kv_avg_pct,
   MAX(ttft_p95_counted_s) FILTER (WHERE prefill_pressure) AS prefill_ttft_p95_max_s,
   MAX(computed_prompt_tps) FILTER (WHERE prefill_pressure) AS prefill_prompt_tps_max,
   MAX(frozen_running) FILTER (WHERE engine_stalled) AS stall_running_max,

@@ -88,7 +88,8 @@ thresholds! {
     /// ...when running is still at least this share of its rolling median at both ends of
     /// the interval...
     decode_drop_running_share: 0.9;
-    /// ...and the rolling median was at least this many tokens/s...
+    /// ...and the batch was expected to generate at least this many tokens/s (its
+    /// per-request rolling median times the batch)...
     decode_drop_min_tokens_per_s: 20.0;
     /// ...for at least this many seconds (a drop of one scrape is noise or a frozen page).
     decode_drop_min_s: 5.0;

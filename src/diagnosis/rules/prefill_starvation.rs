@@ -36,15 +36,17 @@ fn check(ctx: &Context) -> Verdict {
             "during the prefill surges KV usage averaged {kv:.0}% (>= {rising:.0}%): waiting requests could not get KV blocks, so the cache, not the step's token budget, held them back"
         ));
     }
-    // The TTFT spikes of the surges themselves (from a start to its end, or to the end
-    // of the data), not those of other incidents in the session.
-    let mut periods: Vec<(&str, Option<&str>)> = Vec::new();
+    // The TTFT spikes of requests that waited during the surges (from a start to its
+    // end, or to the end of the data), not those of other incidents in the session. A
+    // TTFT observed at t with value v is a wait over [t - v, t]: requests that queued in
+    // a surge may get their first token after it ended.
+    let mut periods: Vec<(f64, f64)> = Vec::new();
     for e in ctx.condition_events(Condition::PrefillPressure) {
         match e.state.as_deref() {
-            Some("start") => periods.push((e.ts.as_str(), None)),
+            Some("start") => periods.push((e.t_rel_sec, f64::INFINITY)),
             Some("end") => {
-                if let Some(open) = periods.last_mut().filter(|p| p.1.is_none()) {
-                    open.1 = Some(e.ts.as_str());
+                if let Some(open) = periods.last_mut().filter(|p| p.1.is_infinite()) {
+                    open.1 = e.t_rel_sec;
                 }
             }
             _ => {}
@@ -54,10 +56,8 @@ fn check(ctx: &Context) -> Verdict {
         .events_named(EventName::TtftSpike)
         .into_iter()
         .filter(|e| {
-            let t = e.ts.as_str();
-            periods
-                .iter()
-                .any(|(a, b)| t >= *a && b.is_none_or(|b| t <= b))
+            let (t, waited) = (e.t_rel_sec, e.value.unwrap_or(0.0));
+            periods.iter().any(|(a, b)| t >= *a && t - waited <= *b)
         })
         .collect();
     let episodes = ctx.episodes(Condition::PrefillPressure);
@@ -95,7 +95,7 @@ fn check(ctx: &Context) -> Verdict {
         sustained_s: Some(s.prefill_pressure_s),
         score,
         summary: format!(
-            "{} prefill-pressure period(s) with {} TTFT spike(s) in them while median ITL p95 stayed {itl:.3} s",
+            "{} prefill-pressure period(s), {} TTFT spike(s) of requests that waited in them, while median ITL p95 stayed {itl:.3} s",
             changes.len(),
             spikes.len()
         ),
