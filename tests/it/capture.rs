@@ -1065,10 +1065,15 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
     let tmp = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
     let mut runs = 0;
+    let (_, _, qp_end) = scenarios()
+        .into_iter()
+        .find(|s| s.0 == "queue_pressure")
+        .unwrap();
     for step in [4usize, 10, 20, 30] {
         for offset in 0..step {
             let at = format!("{} s +{offset}", step as f64 * 0.5);
             let dir = record_every(&pages, step, offset, &tmp.path().join(&at));
+            let t0 = pages[offset].ts;
             // In process (one analysis, no binary started twice per run: the replay
             // test beside this one records in real time).
             let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
@@ -1085,6 +1090,12 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
             {
                 problems.push(format!("{at}: {found:?}, queue cause {cause:?}"));
             }
+            // The thrashing advice sized on the exhaustion window (4-9, as in the other
+            // test's kv_saturation window).
+            match recommended(&r, "KV_CACHE_THRASHING", "--max-num-seqs") {
+                Some(v) if (4.0..=9.0).contains(&v) => {}
+                other => problems.push(format!("{at}: --max-num-seqs {other:?} outside 4-9")),
+            }
             // prefill_burst's and prefix_unique's long prompts queued for KV (the cache
             // holds 4 and 7 of them). Before it was judged on the samples with requests
             // running, a 10-15 s sample read after prefix_unique's requests had left (KV
@@ -1098,6 +1109,19 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
             // averaged over the idle time, running read mid-burst at both ends (45
             // tokens/s from 4 running against a baseline of 35 each), while the time
             // between tokens stayed at 24 ms.
+            // queue_pressure's 64 running and 192 waiting requests cancelled at its end:
+            // an abort surge right after it (as in the other test).
+            let interval = step as f64 * 0.5;
+            let surge = a.events.iter().any(|e| {
+                e.event.as_deref() == Some("CLIENT_ABORT_SURGE")
+                    && (qp_end..=qp_end + interval + 3.0).contains(&(t0 + e.t_rel_sec))
+            });
+            let most = a.summary.servers[0].abandoned_window_max.unwrap_or(0.0);
+            if !surge || most < 60.0 {
+                problems.push(format!(
+                    "{at}: abort surge after queue_pressure {surge}, at most {most}"
+                ));
+            }
             for e in &a.events {
                 if e.event.as_deref() == Some("DECODE_THROUGHPUT_DROP") {
                     problems.push(format!("{at}: a decode drop: {e:?}"));
