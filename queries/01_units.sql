@@ -1,8 +1,8 @@
 -- units: one row per (server, ts). A data-parallel server is analysed as one unit:
 -- request gauges and rates are summed over engines, KV usage is averaged with the most
 -- loaded engine kept (kv_max_pct drives the phases, as vLLM's KV dashboard does), and
--- latency quantiles take the worst engine. Progress is judged per engine first
--- (frozen_engines, hung_engines), then counted.
+-- latency quantiles take the worst engine. Progress and idleness are judged per engine
+-- first (frozen_engines, hung_engines, idle_engine_kv_pct), then counted.
 CREATE TABLE units AS
 WITH engine_rows AS (
   SELECT
@@ -19,7 +19,14 @@ WITH engine_rows AS (
     -- publishes nothing, so its gauges freeze too; an engine that is alive but schedules
     -- nothing (its KV cache held by leaked blocks) still moves waiting.
     (unchanged(requests_running) OVER e AND unchanged(requests_waiting) OVER e
-     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same
+     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same,
+    -- Idle: nothing running or waiting on the engine and no tokens coming out (as the
+    -- IDLE phase, 02_timeline.sql, judges the whole server). Each engine has its own
+    -- KV cache and gauge: an idle engine must read ~0 % whatever the others serve.
+    (scrape_ok
+     AND COALESCE(requests_running, CASE WHEN kv_cache_usage_pct > 0 THEN 1 END, 0) = 0
+     AND COALESCE(requests_waiting, 0) = 0
+     AND COALESCE(generation_tokens_per_s, 0) < ${idle_tokens_per_s}) AS idle_engine
   FROM samples
   WINDOW e AS (PARTITION BY server, engine ORDER BY ts)
 )
@@ -80,6 +87,9 @@ SELECT
   CAST(SUM(CASE WHEN frozen THEN requests_running END) AS DOUBLE) AS frozen_running,
   CAST(SUM(CASE WHEN frozen THEN requests_waiting END) AS DOUBLE) AS frozen_waiting,
   MAX(CASE WHEN frozen THEN kv_cache_usage_pct END) AS frozen_kv_pct,
+  -- The KV the idle engines hold (the highest: one engine's leak would hide in an
+  -- average with the others, and behind the others' load).
+  MAX(CASE WHEN idle_engine THEN kv_cache_usage_pct END) AS idle_engine_kv_pct,
   SUM(engine_steps_per_s) AS steps_per_s,
   COUNT(*) AS engines
 FROM engine_rows

@@ -12,7 +12,11 @@ WITH engine_rows AS (
      AND COALESCE(requests_finished_per_s, 0) = 0 AND COALESCE(engine_steps_per_s, 0) = 0)
     AS frozen,
     (unchanged(requests_running) OVER e AND unchanged(requests_waiting) OVER e
-     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same
+     AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same,
+    (scrape_ok
+     AND COALESCE(requests_running, CASE WHEN kv_cache_usage_pct > 0 THEN 1 END, 0) = 0
+     AND COALESCE(requests_waiting, 0) = 0
+     AND COALESCE(generation_tokens_per_s, 0) < ${idle_tokens_per_s}) AS idle_engine
   FROM samples
   -- (One engine per server here: the server's rows are the engine's, in the order the
   -- chunk comes in.)
@@ -65,6 +69,7 @@ SELECT
   CASE WHEN frozen THEN CAST(requests_running AS DOUBLE) END AS frozen_running,
   CASE WHEN frozen THEN CAST(requests_waiting AS DOUBLE) END AS frozen_waiting,
   CASE WHEN frozen THEN kv_cache_usage_pct END AS frozen_kv_pct,
+  CASE WHEN idle_engine THEN kv_cache_usage_pct END AS idle_engine_kv_pct,
   engine_steps_per_s AS steps_per_s,
   CAST(1 AS BIGINT) AS engines
 FROM engine_rows

@@ -8,7 +8,6 @@
 WITH s AS (
   SELECT
     *,
-    raw_phase = 'IDLE' AS raw_idle,
     phase = 'QUEUE_PRESSURE' AS queueing,
     -- queueing with KV to spare (below ${kv_rising_pct} %)
     phase = 'QUEUE_PRESSURE' AND kv_max_pct < ${kv_rising_pct} AS queueing_kv_to_spare,
@@ -67,15 +66,16 @@ SELECT
   AVG(api_cpu_util_pct) AS api_cpu_util_avg_pct,
   MAX(api_cpu_util_pct) AS api_cpu_util_max_pct,
   -- KV held while nothing runs: vLLM counts only blocks of live requests, so this is
-  -- zero on a healthy server. Judged on samples that are idle themselves (raw_phase),
-  -- not the debounced phase: a 1-2 s burst inside an idle stretch is not idle KV. The
-  -- median, because one snapshot taken between a request's end and its blocks' release
-  -- can read high.
-  MAX(kv_pct) FILTER (WHERE raw_idle) AS idle_kv_max_pct,
-  MIN(kv_pct) FILTER (WHERE raw_idle) AS idle_kv_min_pct,
-  median(CASE WHEN raw_idle THEN kv_pct END) AS idle_kv_median_pct,
-  COUNT(*) FILTER (WHERE raw_idle) AS idle_samples,
-  COALESCE(SUM(span_s) FILTER (WHERE raw_idle), 0) AS idle_s,
+  -- zero on a healthy server. Judged per engine (idle_engine_kv_pct, 01_units.sql: a
+  -- data-parallel engine that leaks while another serves is never "idle" as a whole)
+  -- on samples that are idle themselves, not the debounced phase: a 1-2 s burst inside
+  -- an idle stretch is not idle KV. The median, because one snapshot taken between a
+  -- request's end and its blocks' release can read high.
+  MAX(idle_engine_kv_pct) AS idle_kv_max_pct,
+  MIN(idle_engine_kv_pct) AS idle_kv_min_pct,
+  median(idle_engine_kv_pct) AS idle_kv_median_pct,
+  COUNT(idle_engine_kv_pct) AS idle_samples,
+  COALESCE(SUM(span_s) FILTER (WHERE idle_engine_kv_pct IS NOT NULL), 0) AS idle_s,
   -- ENGINE_STALLED time (frozen progress with work present) and the frozen engines'
   -- gauges at the freeze.
   COALESCE(SUM(span_s) FILTER (WHERE engine_stalled), 0) AS stalled_s,

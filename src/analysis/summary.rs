@@ -186,7 +186,8 @@ pub struct ServerSummary {
     pub idle_kv_min_pct: Option<f64>,
     pub idle_kv_median_pct: Option<f64>,
     pub idle_samples: u64,
-    /// Seconds of samples that were idle themselves (not debounced).
+    /// Seconds of samples in which an engine was idle itself (not debounced; per
+    /// engine, as the idle KV above).
     pub idle_s: f64,
     /// Seconds of ENGINE_STALLED (frozen progress with work present).
     pub stalled_s: f64,

@@ -1132,3 +1132,57 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
     assert_eq!(runs, 64);
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
+
+/// A data-parallel server whose engine 1 leaked a quarter of its KV cache while engine 0
+/// serves the capture's healthy load: the server is never idle as a whole, so a leak
+/// judged on the sum (or on the whole server being idle) is never seen. vLLM counts only
+/// live requests' blocks, each engine on its own gauge: engine 1, idle, must read ~0 %.
+#[test]
+fn data_parallel_real_pages_find_a_leak_on_one_engine() {
+    let pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let (healthy_start, healthy_end) = window_of("healthy");
+    let (idle_start, _) = window_of("idle");
+    let idle = pages
+        .iter()
+        .find(|p| p.ts >= idle_start + 10.0)
+        .and_then(|p| p.text.clone())
+        .unwrap();
+    let with_kv = |kv: &str| -> String {
+        idle.lines()
+            .map(|l| match l.starts_with("vllm:kv_cache_usage_perc{") {
+                true => format!("{} {kv}", l.rsplit_once(' ').unwrap().0),
+                false => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    for (kv, leak) in [("0.25", true), ("0.0", false)] {
+        let other = with_kv(kv);
+        let served: Vec<RawPage> = pages
+            .iter()
+            .filter(|p| p.ts >= healthy_start + SETTLE_S && p.ts <= healthy_end)
+            .map(|p| RawPage {
+                text: p.text.as_deref().map(|t| two_engines(t, &other)),
+                ..p.clone()
+            })
+            .collect();
+        for step in [2usize, 10] {
+            let at = format!("engine 1 at KV {kv}, {} s", step as f64 * 0.5);
+            let dir = record_every(&served, step, 0, &tmp.path().join(&at));
+            let r = doctor(&dir);
+            let found = r.hypotheses.iter().find(|h| h.id == "KV_LEAK");
+            let median = found.and_then(|h| h.evidence[0].observed.as_f64());
+            match (leak, median) {
+                (true, Some(m)) if (24.5..=25.5).contains(&m) => {}
+                (false, None) => {}
+                _ => problems.push(format!(
+                    "{at}: {:?}, idle KV {median:?}",
+                    ids_and_severities(&r)
+                )),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}

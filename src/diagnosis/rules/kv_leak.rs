@@ -1,6 +1,7 @@
 //! KV_LEAK: KV usage stays above zero while nothing runs. vLLM counts only blocks held by
-//! live requests (evictable prefix-cache blocks count as free), so an idle server must
-//! read ~0 %.
+//! live requests (evictable prefix-cache blocks count as free), so an idle engine must
+//! read ~0 %. Judged per engine: each data-parallel engine has its own cache and gauge,
+//! and one that leaks while another serves is never idle as a whole server.
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
 use crate::vocab::Hypothesis;
 
@@ -16,7 +17,7 @@ fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let limit = ctx.threshold("idle_kv_pct");
     if s.idle_samples < 2 {
-        return Verdict::RuledOut("the server was never idle long enough to check".into());
+        return Verdict::RuledOut("no engine was ever idle long enough to check".into());
     }
     let median = s.idle_kv_median_pct.unwrap_or(0.0);
     if median < limit {
@@ -30,7 +31,7 @@ fn check(ctx: &Context) -> Verdict {
         sustained_s: Some(s.idle_s),
         score: 0.65 + 0.3 * (median / 20.0).min(1.0),
         summary: format!(
-            "with nothing running or waiting, KV usage stayed at {median:.1}% (median; {idle_min:.1}–{idle_max:.1}%) over {:.0} s",
+            "with nothing running or waiting on the engine, its KV usage stayed at {median:.1}% (median; {idle_min:.1}–{idle_max:.1}%) over {:.0} s",
             s.idle_s
         ),
         evidence: vec![
