@@ -20,9 +20,10 @@ WITH engine_rows AS (
     -- nothing (its KV cache held by leaked blocks) still moves waiting.
     (unchanged(requests_running) OVER e AND unchanged(requests_waiting) OVER e
      AND unchanged(kv_cache_usage_pct) OVER e) AS gauges_same,
-    -- Idle: nothing running or waiting on the engine and no tokens coming out (as the
-    -- IDLE phase, 02_timeline.sql, judges the whole server). Each engine has its own
-    -- KV cache and gauge: an idle engine must read ~0 % whatever the others serve.
+    -- Idle: nothing running or waiting on the engine and no tokens coming out (a source
+    -- without request counts, e.g. profilemate, only with no KV held). The IDLE phase
+    -- is every engine idle; each engine has its own KV cache and gauge, and an idle
+    -- one must read ~0 % whatever the others serve (KV_LEAK).
     (scrape_ok
      AND COALESCE(requests_running, CASE WHEN kv_cache_usage_pct > 0 THEN 1 END, 0) = 0
      AND COALESCE(requests_waiting, 0) = 0
@@ -90,6 +91,8 @@ SELECT
   -- The KV the idle engines hold (the highest: one engine's leak would hide in an
   -- average with the others, and behind the others' load).
   MAX(CASE WHEN idle_engine THEN kv_cache_usage_pct END) AS idle_engine_kv_pct,
+  -- The IDLE phase (02_timeline.sql) is every engine idle.
+  SUM(CASE WHEN idle_engine THEN 1 ELSE 0 END) AS idle_engines,
   SUM(engine_steps_per_s) AS steps_per_s,
   COUNT(*) AS engines
 FROM engine_rows

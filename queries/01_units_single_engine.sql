@@ -70,6 +70,7 @@ SELECT
   CASE WHEN frozen THEN CAST(requests_waiting AS DOUBLE) END AS frozen_waiting,
   CASE WHEN frozen THEN kv_cache_usage_pct END AS frozen_kv_pct,
   CASE WHEN idle_engine THEN kv_cache_usage_pct END AS idle_engine_kv_pct,
+  CASE WHEN idle_engine THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END AS idle_engines,
   engine_steps_per_s AS steps_per_s,
   CAST(1 AS BIGINT) AS engines
 FROM engine_rows

@@ -7,7 +7,7 @@
 --
 -- Phases, first match wins (CONTRACT.md):
 --   NO_DATA           the scrape failed: nothing is known, nothing is carried across
---   IDLE              nothing running or waiting, no tokens produced
+--   IDLE              nothing running or waiting, no tokens produced, on every engine
 --   SATURATED         KV usage (most loaded engine) >= ${kv_saturated_pct} %
 --   QUEUE_PRESSURE    requests waiting in the scheduler
 --   KV_PRESSURE_RISING KV usage >= ${kv_rising_pct} %
@@ -89,11 +89,8 @@ base AS (
     CASE WHEN scrape_ok THEN hung_engines > 0 END AS hung,
     CASE
       WHEN NOT scrape_ok THEN NULL
-      -- (A source without request counts, e.g. profilemate, is idle only with no KV
-      -- held.)
-      WHEN COALESCE(running, CASE WHEN kv_max_pct > 0 THEN 1 END, 0) = 0
-           AND COALESCE(waiting, 0) = 0
-           AND COALESCE(gen_tps, 0) < ${idle_tokens_per_s} THEN 'IDLE'
+      -- Every engine idle (idle_engine, 01_units.sql).
+      WHEN idle_engines = engines THEN 'IDLE'
       WHEN kv_max_pct >= ${kv_saturated_pct} THEN 'SATURATED'
       WHEN waiting >= ${queue_min_waiting} THEN 'QUEUE_PRESSURE'
       WHEN kv_max_pct >= ${kv_rising_pct} THEN 'KV_PRESSURE_RISING'

@@ -98,8 +98,13 @@ fn spawn_record(url: &str, interval_s: f64, span_s: f64, out: &Path) -> Child {
         .unwrap()
 }
 
+/// Real-time recordings (shared: they may overlap one another) against this file's
+/// CPU-heavy offline analyses (exclusive), whose load would make a recorder's ticks late.
+static RECORDING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Replays `pages` once and records it at each interval; returns the session dirs.
 fn replay_and_record(pages: &Path, intervals: &[f64], tmp: &Path) -> Vec<PathBuf> {
+    let _recording = RECORDING.read().unwrap_or_else(|e| e.into_inner());
     let all = raw::read_pages(pages).unwrap();
     let span = all.last().unwrap().ts - all.first().unwrap().ts;
     let (mut replay, url) = spawn_replay(pages);
@@ -649,9 +654,12 @@ fn frozen_engine_in_a_real_capture_is_stuck_engine() {
             "{interval} s: {ids:?}"
         );
         let stuck = &r.hypotheses[0];
+        // 20 s to within one interval (the scrapes around the freeze's start see part
+        // of it) and the scheduling jitter of a loaded test machine (a 5 s run read
+        // 14.5 s: three intervals of ~4.8 s).
         let frozen_s = stuck.evidence[0].observed.as_f64().unwrap();
         assert!(
-            (15.0..=25.0).contains(&frozen_s),
+            (20.0 - interval - 1.5..=25.0).contains(&frozen_s),
             "{interval} s: stalled {frozen_s} s"
         );
         let events = store::events::read_events(&dir.join(store::EVENTS_JSONL)).unwrap();
@@ -1065,6 +1073,7 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
     let tmp = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
     let mut runs = 0;
+    let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
     let (_, _, qp_end) = scenarios()
         .into_iter()
         .find(|s| s.0 == "queue_pressure")
@@ -1074,8 +1083,7 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
             let at = format!("{} s +{offset}", step as f64 * 0.5);
             let dir = record_every(&pages, step, offset, &tmp.path().join(&at));
             let t0 = pages[offset].ts;
-            // In process (one analysis, no binary started twice per run: the replay
-            // test beside this one records in real time).
+            // In process: one analysis, no binary started twice per run.
             let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
             let meta = store::read_metadata(&dir).unwrap();
             let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
