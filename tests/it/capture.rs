@@ -1194,3 +1194,87 @@ fn data_parallel_real_pages_find_a_leak_on_one_engine() {
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
+
+/// The two-engine server of `data_parallel_real_pages_judge_each_engine` at every phase
+/// of a 2, 5, 10 and 15 s scrape (recorded offline, as in
+/// `real_capture_reads_the_same_at_every_interval_and_phase`): engine 0 saturated beside
+/// an idle engine 1 is KV_CACHE_THRASHING with the single engine's 4-9 sequences at every
+/// one; engine 1 frozen for 20 s beside a working engine 0 is STUCK_ENGINE high and first
+/// with engine 1's own 7 running, at 2, 5 and 10 s (at 15 s a 20 s freeze can show as
+/// one frozen interval, under `stall_min_s`). A freeze is proven from the first frozen
+/// page to the last: 20 s less up to one interval.
+#[test]
+fn data_parallel_real_pages_read_the_same_at_every_interval_and_phase() {
+    let pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let (kv_start, kv_end) = window_of("kv_saturation");
+    let (idle_start, _) = window_of("idle");
+    let (from, to) = (kv_start + 20.0, kv_start + 40.0);
+    let text_at = |t: f64| {
+        pages
+            .iter()
+            .find(|p| p.ts >= t)
+            .and_then(|p| p.text.clone())
+    };
+    let (idle, at_freeze) = (text_at(idle_start + 10.0).unwrap(), text_at(from).unwrap());
+    let served = |other: &dyn Fn(&RawPage) -> String| -> Vec<RawPage> {
+        pages
+            .iter()
+            .filter(|p| p.ts >= kv_start - 20.0 && p.ts <= kv_end + 5.0)
+            .map(|p| RawPage {
+                text: p.text.as_deref().map(|t| two_engines(t, &other(p))),
+                ..p.clone()
+            })
+            .collect()
+    };
+    let saturated = served(&|_| idle.clone());
+    let frozen = served(&|p| match p.ts >= from && p.ts < to {
+        true => at_freeze.clone(),
+        false => p.text.clone().unwrap_or_default(),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
+    for step in [4usize, 10, 20, 30] {
+        let interval = step as f64 * 0.5;
+        for offset in 0..step {
+            let at = format!("{interval} s +{offset}");
+            let dir = record_every(&saturated, step, offset, &tmp.path().join(&at));
+            let r = diagnose_window(&dir, kv_start + SETTLE_S + interval, kv_end);
+            let seqs = recommended(&r, "KV_CACHE_THRASHING", "--max-num-seqs");
+            if top_other_than(&r, "KV_CACHE_THRASHING").is_some()
+                || !seqs.is_some_and(|v| (4.0..=9.0).contains(&v))
+            {
+                problems.push(format!(
+                    "{at} saturated: {:?}, --max-num-seqs {seqs:?}",
+                    ids_and_severities(&r)
+                ));
+            }
+            if step == 30 {
+                continue;
+            }
+            let dir = record_every(&frozen, step, offset, &tmp.path().join(format!("{at} f")));
+            let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+            let meta = store::read_metadata(&dir).unwrap();
+            let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+            let ids = ids_and_severities(&r);
+            let evidence = |what: &str| {
+                r.hypotheses[0]
+                    .evidence
+                    .iter()
+                    .find(|e| e.metric == what)
+                    .and_then(|e| e.observed.as_f64())
+            };
+            let stalled = r.hypotheses[0].evidence[0].observed.as_f64();
+            let running = evidence("requests_running frozen at");
+            if ids.first() != Some(&("STUCK_ENGINE", "high"))
+                || !stalled.is_some_and(|s| (20.0 - interval - 0.5..=20.0 + interval).contains(&s))
+                || running != Some(7.0)
+            {
+                problems.push(format!(
+                    "{at} frozen: {ids:?}, stalled {stalled:?} s, running frozen at {running:?}"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
