@@ -607,13 +607,35 @@ fn real_capture_reads_the_same_at_every_interval() {
 
 /// The capture's pages with `edit` applied, written as a raw-pages file in `dir`.
 fn spliced(dir: &Path, edit: impl Fn(&mut Vec<RawPage>)) -> PathBuf {
-    let mut pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let mut pages = capture_pages();
     edit(&mut pages);
     let mut w = RawWriter::create(dir).unwrap();
     for p in &pages {
         w.append(p).unwrap();
     }
     dir.join(raw::RAW_PAGES)
+}
+
+/// The capture's 623 pages.
+fn capture_pages() -> Vec<RawPage> {
+    raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap()
+}
+
+/// The text of the first page taken at or after `t`.
+fn text_at(pages: &[RawPage], t: f64) -> String {
+    pages
+        .iter()
+        .find(|p| p.ts >= t)
+        .and_then(|p| p.text.clone())
+        .unwrap()
+}
+
+/// A session analysed and diagnosed in process (the offline every-phase tests).
+fn analyse_and_diagnose(dir: &Path) -> (analysis::Analysis, Report) {
+    let a = block_on(analysis::analyze_dir(dir, &Thresholds::default())).unwrap();
+    let meta = store::read_metadata(dir).unwrap();
+    let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+    (a, r)
 }
 
 fn window_of(name: &str) -> (f64, f64) {
@@ -1069,7 +1091,7 @@ fn record_every(pages: &[RawPage], step: usize, offset: usize, dir: &Path) -> Pa
 /// all of them, deterministically.
 #[test]
 fn real_capture_reads_the_same_at_every_interval_and_phase() {
-    let pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let pages = capture_pages();
     let tmp = tempfile::tempdir().unwrap();
     let mut problems = Vec::new();
     let mut runs = 0;
@@ -1084,9 +1106,7 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
             let dir = record_every(&pages, step, offset, &tmp.path().join(&at));
             let t0 = pages[offset].ts;
             // In process: one analysis, no binary started twice per run.
-            let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
-            let meta = store::read_metadata(&dir).unwrap();
-            let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+            let (a, r) = analyse_and_diagnose(&dir);
             runs += 1;
             let found = ids_and_severities(&r);
             // kv_saturation's thrashing first; queue_pressure's queue at --max-num-seqs
@@ -1147,14 +1167,10 @@ fn real_capture_reads_the_same_at_every_interval_and_phase() {
 /// live requests' blocks, each engine on its own gauge: engine 1, idle, must read ~0 %.
 #[test]
 fn data_parallel_real_pages_find_a_leak_on_one_engine() {
-    let pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let pages = capture_pages();
     let (healthy_start, healthy_end) = window_of("healthy");
     let (idle_start, _) = window_of("idle");
-    let idle = pages
-        .iter()
-        .find(|p| p.ts >= idle_start + 10.0)
-        .and_then(|p| p.text.clone())
-        .unwrap();
+    let idle = text_at(&pages, idle_start + 10.0);
     let with_kv = |kv: &str| -> String {
         idle.lines()
             .map(|l| match l.starts_with("vllm:kv_cache_usage_perc{") {
@@ -1205,17 +1221,11 @@ fn data_parallel_real_pages_find_a_leak_on_one_engine() {
 /// page to the last: 20 s less up to one interval.
 #[test]
 fn data_parallel_real_pages_read_the_same_at_every_interval_and_phase() {
-    let pages = raw::read_pages(&capture_dir().join("metrics_scrapes.jsonl.gz")).unwrap();
+    let pages = capture_pages();
     let (kv_start, kv_end) = window_of("kv_saturation");
     let (idle_start, _) = window_of("idle");
     let (from, to) = (kv_start + 20.0, kv_start + 40.0);
-    let text_at = |t: f64| {
-        pages
-            .iter()
-            .find(|p| p.ts >= t)
-            .and_then(|p| p.text.clone())
-    };
-    let (idle, at_freeze) = (text_at(idle_start + 10.0).unwrap(), text_at(from).unwrap());
+    let (idle, at_freeze) = (text_at(&pages, idle_start + 10.0), text_at(&pages, from));
     let served = |other: &dyn Fn(&RawPage) -> String| -> Vec<RawPage> {
         pages
             .iter()
@@ -1253,9 +1263,7 @@ fn data_parallel_real_pages_read_the_same_at_every_interval_and_phase() {
                 continue;
             }
             let dir = record_every(&frozen, step, offset, &tmp.path().join(format!("{at} f")));
-            let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
-            let meta = store::read_metadata(&dir).unwrap();
-            let r = diagnosis::diagnose(&a.summary, &a.events, meta.as_ref());
+            let (_, r) = analyse_and_diagnose(&dir);
             let ids = ids_and_severities(&r);
             let evidence = |what: &str| {
                 r.hypotheses[0]
