@@ -964,7 +964,9 @@ fn data_parallel_real_pages_judge_each_engine() {
                 .and_then(|e| e.observed.as_f64())
         };
         let frozen_s = r.hypotheses[0].evidence[0].observed.as_f64().unwrap();
-        if !(15.0..=25.0).contains(&frozen_s) {
+        // 20 s to within one interval plus a loaded machine's jitter (as for one engine;
+        // the offline every-phase test pins it exactly).
+        if !(20.0 - interval - 1.5..=25.0).contains(&frozen_s) {
             problems.push(format!(
                 "{interval} s frozen engine 1: stalled {frozen_s} s"
             ));
