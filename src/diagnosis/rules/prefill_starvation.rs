@@ -17,12 +17,20 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let changes: Vec<_> = ctx
-        .condition_events(Condition::PrefillPressure)
-        .into_iter()
-        .filter(|e| e.state.as_deref() == Some("start"))
-        .collect();
-    if changes.is_empty() {
+    // The prefill-pressure periods: from a start to its end, or to the end of the data.
+    let mut periods: Vec<(f64, f64)> = Vec::new();
+    for e in ctx.condition_events(Condition::PrefillPressure) {
+        match e.state.as_deref() {
+            Some("start") => periods.push((e.t_rel_sec, f64::INFINITY)),
+            Some("end") => {
+                if let Some(open) = periods.last_mut().filter(|p| p.1.is_infinite()) {
+                    open.1 = e.t_rel_sec;
+                }
+            }
+            _ => {}
+        }
+    }
+    if periods.is_empty() {
         return Verdict::RuledOut(
             "prefill never dominated the engine's tokens while TTFT spiked".into(),
         );
@@ -36,22 +44,9 @@ fn check(ctx: &Context) -> Verdict {
             "during the prefill surges KV usage averaged {kv:.0}% (>= {rising:.0}%): waiting requests could not get KV blocks, so the cache, not the step's token budget, held them back"
         ));
     }
-    // The TTFT spikes of requests that waited during the surges (from a start to its
-    // end, or to the end of the data), not those of other incidents in the session. A
-    // TTFT observed at t with value v is a wait over [t - v, t]: requests that queued in
-    // a surge may get their first token after it ended.
-    let mut periods: Vec<(f64, f64)> = Vec::new();
-    for e in ctx.condition_events(Condition::PrefillPressure) {
-        match e.state.as_deref() {
-            Some("start") => periods.push((e.t_rel_sec, f64::INFINITY)),
-            Some("end") => {
-                if let Some(open) = periods.last_mut().filter(|p| p.1.is_infinite()) {
-                    open.1 = e.t_rel_sec;
-                }
-            }
-            _ => {}
-        }
-    }
+    // The TTFT spikes of requests that waited during the surges, not those of other
+    // incidents in the session. A TTFT observed at t with value v is a wait over
+    // [t - v, t]: requests that queued in a surge may get their first token after it.
     let spikes: Vec<_> = ctx
         .events_named(EventName::TtftSpike)
         .into_iter()
@@ -62,7 +57,7 @@ fn check(ctx: &Context) -> Verdict {
         .collect();
     let episodes = ctx.episodes(Condition::PrefillPressure);
     let score =
-        0.5 + 0.1 * (changes.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
+        0.5 + 0.1 * (periods.len() as f64).min(3.0) + 0.1 * (spikes.len() as f64 / 3.0).min(1.0);
     let itl = s.itl_p95_median_s.unwrap_or(0.0);
     let mut recs = Vec::new();
     // The current budget is not on /metrics; vLLM's serve default is 8192 on ≥ 70 GiB
@@ -96,11 +91,11 @@ fn check(ctx: &Context) -> Verdict {
         score,
         summary: format!(
             "{} prefill-pressure period(s), {} TTFT spike(s) of requests that waited in them, while median ITL p95 stayed {itl:.3} s",
-            changes.len(),
+            periods.len(),
             spikes.len()
         ),
         evidence: vec![
-            ev("PREFILL_PRESSURE starts", changes.len() as f64)
+            ev("PREFILL_PRESSURE starts", periods.len() as f64)
                 .window(Context::window_of(&episodes)),
             ev(
                 "ttft_p95_s (max during prefill pressure)",
