@@ -222,6 +222,10 @@ pub struct ServerSummary {
     /// `phases`, whose shares are of observed time.
     pub no_data_s: f64,
     pub counter_resets: u64,
+    /// The server unreachable at the end of the recording (SERVER_DOWN); absent when
+    /// its last scrape succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_at_end: Option<Outage>,
     /// The KV-exhaustion window (preemption or saturation), RFC 3339.
     pub exhausted_start: Option<String>,
     pub exhausted_end: Option<String>,
@@ -247,6 +251,21 @@ pub struct ServerSummary {
     pub kv_pct_per_running_median: Option<f64>,
     pub episodes: BTreeMap<String, EpisodeStats>,
     pub events: BTreeMap<String, u64>,
+}
+
+/// A server that stopped answering and had not come back when the recording ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outage {
+    /// Its last successful scrape, RFC 3339.
+    pub last_seen: String,
+    /// Seconds from that scrape to the recording's last sample.
+    pub seconds: f64,
+    /// Running and waiting requests (summed over engines) and KV usage (most loaded
+    /// engine) at that scrape: the work it held when it went away.
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    pub kv_max_pct: Option<f64>,
 }
 
 /// Data quality of the whole session.
@@ -540,6 +559,18 @@ pub(super) fn build(
                 requests_abandoned: f("requests_abandoned"),
                 abandoned_window_max: f("abandoned_window_max"),
                 counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
+                down_at_end: c
+                    .ts_us("last_ok_ts", i)
+                    .map(crate::record::rfc3339)
+                    .zip(f("down_at_end_s"))
+                    .filter(|(_, seconds)| *seconds > 0.0)
+                    .map(|(last_seen, seconds)| Outage {
+                        last_seen,
+                        seconds,
+                        running: f("last_ok_running"),
+                        waiting: f("last_ok_waiting"),
+                        kv_max_pct: f("last_ok_kv_pct"),
+                    }),
                 exhausted_start: c.ts_us("exhausted_start_ts", i).map(crate::record::rfc3339),
                 exhausted_end: c.ts_us("exhausted_end_ts", i).map(crate::record::rfc3339),
                 exhausted_kv_pct_per_running_median: c

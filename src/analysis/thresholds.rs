@@ -110,6 +110,13 @@ thresholds! {
     /// ENGINE_STALLED. vLLM V1's engine steps take milliseconds to ~1 s (a long prefill
     /// chunk), and every step moves a counter; 5 s without one is a hang.
     stall_min_s: 5.0;
+    /// Seconds without a successful scrape at the end of a recording from which the
+    /// server is SERVER_DOWN. vLLM's API server answers /metrics from its event loop in
+    /// milliseconds even under load; it stays away for seconds only when the process has
+    /// exited (a dead engine core shuts the API server down: `EngineDeadError`, unless
+    /// `VLLM_KEEP_ALIVE_ON_ENGINE_DEATH`) or is being restarted, which loads the weights
+    /// again and takes tens of seconds.
+    server_down_min_s: 10.0;
     /// Observed seconds (successful scrapes) below which a server without findings is
     /// INDETERMINATE rather than HEALTHY: too little telemetry to call it healthy.
     min_observed_s: 30.0;

@@ -620,11 +620,33 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
     } else {
         1.0
     };
+    // A server that went down for good (SERVER_DOWN) failed every scrape after: those
+    // failures are that finding's evidence and leave what was recorded before complete.
+    // (Counted from the outage's length at the median interval, at most the failures.)
+    let after_down: u64 = summary
+        .servers
+        .iter()
+        .filter_map(|s| {
+            let d = s.down_at_end.as_ref()?;
+            let n = (d.seconds / s.interval_median_s.filter(|i| *i > 0.0)?).round() as u64;
+            Some(n.min(s.failed_scrapes))
+        })
+        .sum();
     let mut notes = Vec::new();
     let mut factor: f64 = 1.0;
     if failed_share > 0.0 {
-        factor -= (failed_share * 2.0).min(0.4);
-        notes.push(format!("{:.0}% of scrapes failed", failed_share * 100.0));
+        let share = (dq_src.failed_scrapes - after_down.min(dq_src.failed_scrapes)) as f64
+            / total_samples.max(1) as f64;
+        factor -= (share * 2.0).min(0.4);
+        notes.push(if after_down > 0 {
+            format!(
+                "{:.0}% of scrapes failed, {} after a server went down (SERVER_DOWN)",
+                failed_share * 100.0,
+                if 2 * after_down >= dq_src.failed_scrapes { "most" } else { "some" }
+            )
+        } else {
+            format!("{:.0}% of scrapes failed", failed_share * 100.0)
+        });
     }
     if total_samples < 30 {
         factor -= 0.2;

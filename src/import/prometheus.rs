@@ -163,7 +163,7 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
                             server,
                             ts_us,
                             None,
-                            "no sample in Prometheus at this step (target down, or its series went stale)",
+                            crate::source::scrape::NO_PROMETHEUS_SAMPLE,
                         )?;
                     }
                 }

@@ -34,6 +34,43 @@ pub enum ScrapeError {
     Other(String),
 }
 
+/// What kind of failure a recorded `scrape_error` is, read back from its text: the
+/// [`ScrapeError`] the recorder wrote, or [`NO_PROMETHEUS_SAMPLE`] from an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Nothing accepted the connection (or the host was unreachable).
+    Refused,
+    /// Connected, but no answer within the timeout.
+    Timeout,
+    /// An answer with an HTTP error status.
+    HttpStatus,
+    /// Prometheus history without a sample at that step.
+    NoSample,
+    Other,
+}
+
+/// The `scrape_error` of a Prometheus import's step without a sample.
+pub const NO_PROMETHEUS_SAMPLE: &str =
+    "no sample in Prometheus at this step (target down, or its series went stale)";
+
+impl FailureKind {
+    /// The kind of the failure `reason` describes (a [`ScrapeError`]'s text).
+    pub fn of_reason(reason: &str) -> Self {
+        // The prefixes of ScrapeError's #[error] texts (a test round-trips each variant).
+        if reason.starts_with("connection refused or unreachable") {
+            Self::Refused
+        } else if reason.starts_with("timed out after") {
+            Self::Timeout
+        } else if reason.starts_with("HTTP status") {
+            Self::HttpStatus
+        } else if reason == NO_PROMETHEUS_SAMPLE {
+            Self::NoSample
+        } else {
+            Self::Other
+        }
+    }
+}
+
 /// A successful scrape.
 #[derive(Debug, Clone)]
 pub struct Scraped {
@@ -156,5 +193,23 @@ mod tests {
             "error for http://***@host:1/metrics here"
         );
         assert_eq!(super::redact("http://host/x"), "http://host/x");
+    }
+
+    #[test]
+    fn every_failure_text_reads_back_as_its_kind() {
+        use super::{FailureKind as K, NO_PROMETHEUS_SAMPLE, ScrapeError as E};
+        let cases = [
+            (E::Connect("tcp connect error".into()), K::Refused),
+            (E::Timeout(std::time::Duration::from_secs(2)), K::Timeout),
+            (E::Status(503), K::HttpStatus),
+            (E::TooLarge, K::Other),
+            (E::NotText, K::Other),
+            (E::Other("body error".into()), K::Other),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(K::of_reason(&error.to_string()), kind, "{error}");
+        }
+        assert_eq!(K::of_reason(NO_PROMETHEUS_SAMPLE), K::NoSample);
+        assert_eq!(K::of_reason("no sample for 31.0 s"), K::Other);
     }
 }

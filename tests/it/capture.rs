@@ -1078,8 +1078,8 @@ fn record_every(pages: &[RawPage], step: usize, offset: usize, dir: &Path) -> Pa
                 pipe.ingest_text("capture", ts, Some(5.0), text).unwrap();
             }
             _ => {
-                pipe.ingest_failure("capture", ts, None, "scrape failed")
-                    .unwrap();
+                let reason = p.error.as_deref().unwrap_or("scrape failed");
+                pipe.ingest_failure("capture", ts, None, reason).unwrap();
             }
         }
         last = ts;
@@ -1287,4 +1287,177 @@ fn data_parallel_real_pages_read_the_same_at_every_interval_and_phase() {
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The capture's pages from `from` to `cut` (Unix s), then `down_s` of scrapes failing
+/// with `reason` every 0.5 s: a server that went away and had not come back when the
+/// recording ended.
+fn went_down(from: f64, cut: f64, down_s: f64, reason: &str) -> Vec<RawPage> {
+    let mut pages: Vec<RawPage> = capture_pages()
+        .into_iter()
+        .filter(|p| p.ts >= from && p.ts < cut)
+        .collect();
+    let n = (down_s / 0.5) as usize;
+    pages.extend((0..n).map(|k| RawPage {
+        ts: cut + 0.5 * k as f64,
+        error: Some(reason.to_string()),
+        ..Default::default()
+    }));
+    pages
+}
+
+/// A vLLM server gone in the middle of kv_saturation (8 running, 24 waiting, KV near
+/// full), its port refusing connections for the last 30 s: SERVER_DOWN, high and first,
+/// with the work it held, at 1, 5 and 15 s from every offset. Timed-out scrapes read as
+/// a server that took connections and did not answer; a server gone while idle is
+/// medium; the same pages without the failures have no SERVER_DOWN.
+#[test]
+fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
+    use kvscope::source::scrape::ScrapeError;
+    let tmp = tempfile::tempdir().unwrap();
+    let (start, _) = window_of("kv_saturation");
+    let (from, cut) = (start - 20.0, start + 30.0);
+    let refused = ScrapeError::Connect("tcp connect error: Connection refused".into());
+    let pages = went_down(from, cut, 30.0, &refused.to_string());
+    let mut problems = Vec::new();
+    let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
+    for step in [2usize, 10, 30] {
+        let interval = step as f64 * 0.5;
+        for offset in 0..step {
+            let at = format!("{interval} s +{offset}");
+            let dir = record_every(&pages, step, offset, &tmp.path().join(&at));
+            let (_, r) = analyse_and_diagnose(&dir);
+            let found = ids_and_severities(&r);
+            let Some(down) = r.hypotheses.first().filter(|h| h.id == "SERVER_DOWN") else {
+                problems.push(format!("{at}: {found:?}"));
+                continue;
+            };
+            let seconds = down.evidence[0].observed.as_f64().unwrap();
+            let running = down.evidence[1].observed.as_f64().unwrap();
+            if down.severity != "high"
+                || !(30.0 - interval - 0.5..=30.0 + interval + 0.5).contains(&seconds)
+                || running < 1.0
+                || !down.summary.contains("refused connections")
+                || !down.summary.contains("they were lost")
+            {
+                problems.push(format!(
+                    "{at}: {:?} {seconds} s, {running} running: {}",
+                    down.severity, down.summary
+                ));
+            }
+            // The trailing failures are SERVER_DOWN's evidence, not thin telemetry.
+            if found
+                .iter()
+                .any(|(id, sev)| *id == "TELEMETRY_GAPS" && matches!(*sev, "medium" | "high"))
+            {
+                problems.push(format!("{at}: telemetry gaps loud: {found:?}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+
+    // Scrapes timing out: the process is there but does not answer.
+    let timeout = ScrapeError::Timeout(Duration::from_secs(2)).to_string();
+    let dir = record_every(
+        &went_down(from, cut, 30.0, &timeout),
+        10,
+        0,
+        &tmp.path().join("timeout"),
+    );
+    let (_, r) = analyse_and_diagnose(&dir);
+    let down = &r.hypotheses[0];
+    assert_eq!(down.id, "SERVER_DOWN");
+    assert!(down.summary.contains("timed out"), "{}", down.summary);
+    assert!(
+        down.recommendations[0].action.contains("py-spy"),
+        "{:?}",
+        down.recommendations
+    );
+
+    // Gone after the load drained (the capture's idle cooldown at its end): medium, as
+    // a planned shutdown may be.
+    let (_, end) = window_of("cooldown");
+    let dir = record_every(
+        &went_down(from, end, 30.0, &refused.to_string()),
+        10,
+        0,
+        &tmp.path().join("idle"),
+    );
+    let (a, r) = analyse_and_diagnose(&dir);
+    let down = r.hypotheses.iter().find(|h| h.id == "SERVER_DOWN").unwrap();
+    assert_eq!(down.severity.as_str(), "medium", "{}", down.summary);
+    assert!(down.summary.contains("idle at its last answer"), "{}", down.summary);
+    assert_eq!(a.summary.servers[0].down_at_end.as_ref().unwrap().running, Some(0.0));
+
+    // The same pages, the recording ending with the server still answering.
+    let dir = record_every(
+        &went_down(from, cut, 0.0, ""),
+        10,
+        0,
+        &tmp.path().join("up"),
+    );
+    let (a, r) = analyse_and_diagnose(&dir);
+    assert!(a.summary.servers[0].down_at_end.is_none());
+    let ruled_out = r
+        .ruled_out
+        .iter()
+        .find(|h| h.id == "SERVER_DOWN")
+        .expect("SERVER_DOWN considered");
+    assert!(ruled_out.reason.contains("answered"), "{}", ruled_out.reason);
+}
+
+/// The real binary recording a replay that is killed mid-load: the recorder's own
+/// refused connections, and `doctor` says the server went down with work in flight.
+#[test]
+fn replay_killed_mid_load_is_server_down() {
+    let _recording = RECORDING.read().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let (start, _) = window_of("kv_saturation");
+    let pages = spliced(tmp.path(), |pages| {
+        pages.retain(|p| p.ts >= start + 10.0 && p.ts < start + 40.0)
+    });
+    // In real time (the failures' timestamps run at wall speed): 11 s up, then 14 s of
+    // refused connections.
+    let port = free_port();
+    let mut replay = Command::new(bin())
+        .arg("replay")
+        .arg(&pages)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..1000 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = tmp.path().join("rec");
+    let record = Command::new(bin())
+        .args(["record", "--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--interval", "1s", "--duration", "25s", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(11));
+    replay.kill().unwrap();
+    let _ = replay.wait();
+    let o = record.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kvscope(["doctor", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success());
+    let r: Report = serde_json::from_slice(&o.stdout).unwrap();
+    let down = &r.hypotheses[0];
+    assert_eq!(
+        (down.id.as_str(), down.severity.as_str()),
+        ("SERVER_DOWN", "high"),
+        "{:?}",
+        ids_and_severities(&r)
+    );
+    assert!(down.summary.contains("refused connections"), "{}", down.summary);
+    let seconds = down.evidence[0].observed.as_f64().unwrap();
+    assert!((11.0..=16.0).contains(&seconds), "down {seconds} s");
+    assert!(down.evidence[1].observed.as_f64().unwrap() >= 1.0, "{down:?}");
 }

@@ -13,6 +13,7 @@ mod kv_leak;
 mod prefill_starvation;
 mod prefix_cache_ineffective;
 mod queue_saturation;
+mod server_down;
 mod server_restart;
 mod stuck_engine;
 mod telemetry_gaps;
@@ -35,6 +36,7 @@ pub const RULES: &[Rule] = &[
     stuck_engine::RULE,
     gpu_underutilized::RULE,
     api_server_saturated::RULE,
+    server_down::RULE,
     server_restart::RULE,
     telemetry_gaps::RULE,
     healthy::RULE,

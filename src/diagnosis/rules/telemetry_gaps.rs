@@ -24,6 +24,16 @@ fn check(ctx: &Context) -> Verdict {
         score *= 0.6;
         counter.push("a server restart explains the gap (SERVER_RESTART)".to_string());
     }
+    // The server gone at the end (SERVER_DOWN) explains its last gap: the telemetry is
+    // not the trouble then, and a gap it alone explains is information.
+    if s
+        .down_at_end
+        .as_ref()
+        .is_some_and(|d| d.seconds >= ctx.threshold("server_down_min_s"))
+    {
+        score *= if gaps.len() <= 1 { 0.3 } else { 0.6 };
+        counter.push("the server went down and did not come back (SERVER_DOWN)".to_string());
+    }
     let reasons: Vec<String> = gaps.iter().filter_map(|e| e.reason.clone()).collect();
     Verdict::Found {
         sustained_s: Some(s.no_data_s),
