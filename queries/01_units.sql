@@ -52,6 +52,8 @@ SELECT
   SUM(generation_tokens_per_s) AS gen_tps,
   SUM(requests_finished_per_s) AS finished_per_s,
   SUM(requests_abandoned_per_s) AS abandoned_per_s,
+  -- Turned away at admission (HTTP 503): the API server's count, on one engine's row.
+  SUM(requests_rejected_per_s) AS rejected_per_s,
   AVG(prefix_cache_hit_rate_pct) AS prefix_hit_rate_pct,
   MAX(ttft_p50_s) AS ttft_p50_s,
   MAX(ttft_p95_s) AS ttft_p95_s,

@@ -41,6 +41,7 @@ SELECT
   generation_tokens_per_s AS gen_tps,
   requests_finished_per_s AS finished_per_s,
   requests_abandoned_per_s AS abandoned_per_s,
+  requests_rejected_per_s AS rejected_per_s,
   prefix_cache_hit_rate_pct AS prefix_hit_rate_pct,
   ttft_p50_s,
   ttft_p95_s,

@@ -103,6 +103,11 @@ SELECT
   -- Requests waiting while the KV cache ran hot: waiting for capacity.
   COALESCE(SUM(span_s) FILTER (WHERE waiting >= ${queue_min_waiting} AND kv_max_pct >= ${kv_rising_pct}), 0) AS kv_wait_s,
   SUM(COALESCE(abandoned, 0)) AS requests_abandoned,
+  -- Requests the API server turned away at admission (HTTP 503, vLLM >= 0.32's
+  -- --max-num-queued-reqs / --max-num-queued-tokens): NULL where it does not count them.
+  SUM(rejected_per_s * interval_s) AS requests_rejected,
+  MIN(ts) FILTER (WHERE rejected_per_s > 0) AS rejected_start_ts,
+  MAX(ts) FILTER (WHERE rejected_per_s > 0) AS rejected_end_ts,
   MAX(abandoned_recent) AS abandoned_window_max,
   COALESCE(SUM(span_s) FILTER (WHERE decode_drop), 0) AS decode_drop_s,
   COUNT(*) FILTER (WHERE scrape_ok AND counter_reset) AS counter_resets,

@@ -173,6 +173,7 @@ vocabulary! {
         PrefixCacheIneffective = "PREFIX_CACHE_INEFFECTIVE",
         KvLeak = "KV_LEAK",
         ClientAborts = "CLIENT_ABORTS",
+        AdmissionRejections = "ADMISSION_REJECTIONS",
         ServerDown = "SERVER_DOWN",
         ServerRestart = "SERVER_RESTART",
         TelemetryGaps = "TELEMETRY_GAPS",

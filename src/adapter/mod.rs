@@ -112,6 +112,8 @@ pub enum Target {
     /// V0 gauges deprecated in 0.3 and removed in 0.7.
     AvgPromptThroughput,
     AvgGenerationThroughput,
+    /// Front-end admission rejections (0.32+; no `engine` label).
+    AdmissionRejections,
     Histogram(Hist),
     CacheConfig,
     /// Recognised vLLM family that KVScope does not use.
@@ -231,6 +233,7 @@ pub const METRICS: &[Alias] = &[
         Target::Histogram(Hist::GenerationLen),
         0,
     ),
+    a("admission_rejections_total", Target::AdmissionRejections, 0),
     a("cache_config_info", Target::CacheConfig, 0),
     // Recognised, not used by the analysis.
     a("cpu_cache_usage_perc", Target::Known, 0),
@@ -243,7 +246,6 @@ pub const METRICS: &[Alias] = &[
     a("prompt_tokens_recomputed_total", Target::Known, 0),
     a("mm_cache_queries_total", Target::Known, 0),
     a("mm_cache_hits_total", Target::Known, 0),
-    a("admission_rejections_total", Target::Known, 0),
     a("corrupted_requests_total", Target::Known, 0),
     a("watermark_requests_total", Target::Known, 0),
     a("request_max_num_generation_tokens", Target::Known, 0),
@@ -348,6 +350,7 @@ pub struct EngineReading {
     generation_tokens: Option<f64>,
     finished: Option<f64>,
     aborted: Option<f64>,
+    rejected: Option<f64>,
     prefix_queries: Option<(f64, u8)>,
     prefix_hits: Option<(f64, u8)>,
     prefix_hit_rate_v0: Option<f64>,
@@ -582,6 +585,7 @@ pub fn read(exp: &Exposition) -> Reading {
                         e.prefix_hit_rate_v0 = finite(v);
                     }
                 }
+                Target::AdmissionRejections => add(&mut e.rejected, v),
                 Target::AvgPromptThroughput => e.avg_prompt_tps = finite(v),
                 Target::AvgGenerationThroughput => e.avg_gen_tps = finite(v),
                 Target::Histogram(h) => {
@@ -643,6 +647,9 @@ pub fn read(exp: &Exposition) -> Reading {
     out
 }
 
+/// Index of the admission rejections in a series' counters.
+const REJECTED: usize = 8;
+
 #[derive(Debug, Clone, Default)]
 struct PrevState {
     ts_us: i64,
@@ -651,7 +658,7 @@ struct PrevState {
     /// Running and waiting at the previous scrape (the abort books).
     running: Option<f64>,
     waiting: Option<f64>,
-    counters: [Option<f64>; 8],
+    counters: [Option<f64>; 9],
     hists: BTreeMap<Hist, Histogram>,
 }
 
@@ -711,6 +718,7 @@ impl Normalizer {
                 prompt_cached,
                 e.prefix_queries.map(|x| x.0),
                 e.prefix_hits.map(|x| x.0),
+                e.rejected,
             ];
             // A new process start time is a restart even when no counter went down yet
             // (a restart between two scrapes of an idle server).
@@ -718,9 +726,15 @@ impl Normalizer {
                 (prev.and_then(|p| p.process_start_s), reading.process_start_time_s),
                 (Some(a), Some(b)) if (a - b).abs() > 1e-3
             );
-            let mut increases = [None; 8];
+            let mut increases = [None; 9];
             for (i, cur) in counters.iter().enumerate() {
-                let prev_v = prev.and_then(|p| p.counters.get(i).copied().flatten());
+                let mut prev_v = prev.and_then(|p| p.counters.get(i).copied().flatten());
+                // Admission rejections are counted per `reason`, a series that appears
+                // at the first rejection of its kind: absent from the previous page of a
+                // running server, it stood at 0 then.
+                if i == REJECTED {
+                    prev_v = prev_v.or(prev.map(|_| 0.0));
+                }
                 if let (Some(c), Some(p)) = (cur, prev_v) {
                     if *c < p {
                         reset = true;
@@ -804,6 +818,7 @@ impl Normalizer {
                 requests_finished_total: e.finished.map(round),
                 requests_finished_per_s: rate(3),
                 requests_aborted_per_s: rate(4),
+                requests_rejected_per_s: rate(REJECTED),
                 prefix_cache_queries_total: e.prefix_queries.map(|x| round(x.0)),
                 prefix_cache_hits_total: e.prefix_hits.map(|x| round(x.0)),
                 prefix_cache_hit_rate_pct: hit_rate,
@@ -938,7 +953,7 @@ impl Normalizer {
 fn abandoned_per_s(
     prev: Option<(f64, &PrevState)>,
     e: &EngineReading,
-    increases: &[Option<f64>; 8],
+    increases: &[Option<f64>; 9],
     first_tokens: Option<f64>,
     reset: bool,
 ) -> Option<f64> {

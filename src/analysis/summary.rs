@@ -212,6 +212,15 @@ pub struct ServerSummary {
     pub requests_abandoned: Option<f64>,
     /// Most of them within one `abort_window_s`.
     pub abandoned_window_max: Option<f64>,
+    /// Requests the API server turned away at admission with HTTP 503 (vLLM ≥ 0.32's
+    /// `--max-num-queued-reqs` / `--max-num-queued-tokens`), and the first and last
+    /// sample that counted some (RFC 3339); absent where the server does not count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_rejected: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_end: Option<String>,
     /// Seconds of sustained decode-throughput drop (DECODE_THROUGHPUT_DROP).
     pub decode_drop_s: f64,
     /// Seconds with requests waiting while KV was at or above `kv_rising_pct`.
@@ -558,6 +567,9 @@ pub(super) fn build(
                 decode_drop_s: f("decode_drop_s").unwrap_or(0.0),
                 requests_abandoned: f("requests_abandoned"),
                 abandoned_window_max: f("abandoned_window_max"),
+                requests_rejected: f("requests_rejected"),
+                rejected_start: c.ts_us("rejected_start_ts", i).map(crate::record::rfc3339),
+                rejected_end: c.ts_us("rejected_end_ts", i).map(crate::record::rfc3339),
                 counter_resets: f("counter_resets").unwrap_or(0.0) as u64,
                 down_at_end: c
                     .ts_us("last_ok_ts", i)

@@ -642,7 +642,11 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
             format!(
                 "{:.0}% of scrapes failed, {} after a server went down (SERVER_DOWN)",
                 failed_share * 100.0,
-                if 2 * after_down >= dq_src.failed_scrapes { "most" } else { "some" }
+                if 2 * after_down >= dq_src.failed_scrapes {
+                    "most"
+                } else {
+                    "some"
+                }
             )
         } else {
             format!("{:.0}% of scrapes failed", failed_share * 100.0)

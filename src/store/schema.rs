@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use serde::{Deserialize, Serialize};
 
 /// Version of the on-disk session format. Written into every file.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Logical type of a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -220,6 +220,7 @@ sample_columns! {
     kv_block_idle_p50_s: OptF64, "s", "Median last access → eviction time of the blocks evicted in the interval: short means blocks still in use are thrown out (schema 3).";
     kv_block_reuse_gap_p50_s: OptF64, "s", "Median gap between consecutive accesses (prefix-cache hits) of the blocks evicted in the interval (schema 3).";
     kv_block_reuses: OptI64, "gaps", "Reuse gaps observed in the interval (count of `vllm:kv_block_reuse_gap_seconds`) (schema 3).";
+    requests_rejected_per_s: OptF64, "requests/s", "Requests the API server turned away at admission over the interval, HTTP 503 (`vllm:admission_rejections_total`, vLLM ≥ 0.32, both reasons: `--max-num-queued-reqs`, `--max-num-queued-tokens`). The API server's count, without an `engine` label: on engine 0's row (schema 4).";
     quantile_flags: OptStr, "", "Quantiles clamped to the first (`lower`) or last finite (`upper`) bucket, e.g. `ttft_p99_s:upper`.";
 }
 

@@ -1053,6 +1053,17 @@ fn data_parallel_real_pages_queue_is_judged_on_the_pinned_engine() {
 /// `dir`: what `kvscope record` at that interval would have written, without a replay's
 /// timing (every phase of the interval against the load, deterministically).
 fn record_every(pages: &[RawPage], step: usize, offset: usize, dir: &Path) -> PathBuf {
+    record_every_as(pages, step, offset, dir, None)
+}
+
+/// [`record_every`] with the server's vLLM release stated (`record --vllm-version`).
+fn record_every_as(
+    pages: &[RawPage],
+    step: usize,
+    offset: usize,
+    dir: &Path,
+    version: Option<&str>,
+) -> PathBuf {
     use kvscope::record::{Pipeline, rfc3339};
     use kvscope::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
     let first = (pages[offset].ts * 1e6) as i64;
@@ -1070,6 +1081,9 @@ fn record_every(pages: &[RawPage], step: usize, offset: usize, dir: &Path) -> Pa
         },
     );
     let mut pipe = Pipeline::new(SessionWriter::create(dir, meta).unwrap());
+    if let Some(v) = version {
+        pipe.state_vllm_version(kvscope::adapter::version::VllmVersion::parse(v).unwrap());
+    }
     let mut last = first;
     for p in pages.iter().skip(offset).step_by(step) {
         let ts = (p.ts * 1e6) as i64;
@@ -1386,8 +1400,15 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
     let (a, r) = analyse_and_diagnose(&dir);
     let down = r.hypotheses.iter().find(|h| h.id == "SERVER_DOWN").unwrap();
     assert_eq!(down.severity.as_str(), "medium", "{}", down.summary);
-    assert!(down.summary.contains("idle at its last answer"), "{}", down.summary);
-    assert_eq!(a.summary.servers[0].down_at_end.as_ref().unwrap().running, Some(0.0));
+    assert!(
+        down.summary.contains("idle at its last answer"),
+        "{}",
+        down.summary
+    );
+    assert_eq!(
+        a.summary.servers[0].down_at_end.as_ref().unwrap().running,
+        Some(0.0)
+    );
 
     // The same pages, the recording ending with the server still answering.
     let dir = record_every(
@@ -1403,7 +1424,11 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
         .iter()
         .find(|h| h.id == "SERVER_DOWN")
         .expect("SERVER_DOWN considered");
-    assert!(ruled_out.reason.contains("answered"), "{}", ruled_out.reason);
+    assert!(
+        ruled_out.reason.contains("answered"),
+        "{}",
+        ruled_out.reason
+    );
 }
 
 /// The real binary recording a replay that is killed mid-load: the recorder's own
@@ -1456,8 +1481,114 @@ fn replay_killed_mid_load_is_server_down() {
         "{:?}",
         ids_and_severities(&r)
     );
-    assert!(down.summary.contains("refused connections"), "{}", down.summary);
+    assert!(
+        down.summary.contains("refused connections"),
+        "{}",
+        down.summary
+    );
     let seconds = down.evidence[0].observed.as_f64().unwrap();
     assert!((11.0..=16.0).contains(&seconds), "down {seconds} s");
-    assert!(down.evidence[1].observed.as_f64().unwrap() >= 1.0, "{down:?}");
+    assert!(
+        down.evidence[1].observed.as_f64().unwrap() >= 1.0,
+        "{down:?}"
+    );
+}
+
+/// vLLM 0.32+'s queue bound turning requests away: queue_pressure's pages (64 running,
+/// 192 waiting) with `vllm:admission_rejections_total` added as 0.32 exposes it, its
+/// `reason` series appearing at the first rejection (absent before), 3 per 0.5 s page
+/// from 10 s into the scenario. Every rejection is counted at 1, 5 and 15 s from every
+/// offset (the lazily created series included), ADMISSION_REJECTIONS is found, and no
+/// finding advises the bound that is already in force.
+#[test]
+fn admission_rejections_of_vllm_0_32_are_counted_and_judged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (start, end) = window_of("queue_pressure");
+    let from = start + 10.0;
+    let pages: Vec<RawPage> = capture_pages()
+        .into_iter()
+        .filter(|p| p.ts >= start - 20.0 && p.ts < end)
+        .map(|mut p| {
+            let k = ((p.ts - from) / 0.5).floor();
+            if k >= 0.0 {
+                let text = p.text.take().unwrap_or_default();
+                p.text = Some(format!(
+                    "{text}# HELP vllm:admission_rejections_total Requests rejected at admission.\n# TYPE vllm:admission_rejections_total counter\nvllm:admission_rejections_total{{model_name=\"dummy-llama\",reason=\"max_num_queued_reqs\"}} {}\n",
+                    3.0 * (k + 1.0)
+                ));
+            }
+            p
+        })
+        .collect();
+    let total = |p: &RawPage| {
+        p.text
+            .as_deref()
+            .and_then(|t| t.split("reason=\"max_num_queued_reqs\"} ").nth(1))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
+    let mut problems = Vec::new();
+    for step in [2usize, 10, 30] {
+        for offset in 0..step {
+            let at = format!("{} s +{offset}", step as f64 * 0.5);
+            let dir = record_every_as(&pages, step, offset, &tmp.path().join(&at), Some("0.32.0"));
+            let (a, r) = analyse_and_diagnose(&dir);
+            // What the recorder saw: the last sampled page's count, every rejection
+            // since the series appeared (absent on the page before: 0 there).
+            let expected = pages
+                .iter()
+                .skip(offset)
+                .step_by(step)
+                .last()
+                .map_or(0.0, total);
+            let counted = a.summary.servers[0].requests_rejected.unwrap_or(0.0);
+            if (counted - expected).abs() > 1e-6 {
+                problems.push(format!("{at}: counted {counted}, expected {expected}"));
+            }
+            let Some(h) = r.hypotheses.iter().find(|h| h.id == "ADMISSION_REJECTIONS") else {
+                problems.push(format!(
+                    "{at}: no ADMISSION_REJECTIONS in {:?}",
+                    ids_and_severities(&r)
+                ));
+                continue;
+            };
+            if !matches!(h.severity.as_str(), "medium" | "high") {
+                problems.push(format!("{at}: {} {}", h.severity, h.summary));
+            }
+            for f in &r.hypotheses {
+                if f.recommendations
+                    .iter()
+                    .any(|x| x.action == "--max-num-queued-reqs")
+                {
+                    problems.push(format!("{at}: {} advises --max-num-queued-reqs", f.id));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+
+    // The same pages without the counter, as 0.32: the queue finding advises the bound,
+    // and the server's absence of the counter is no finding.
+    let plain: Vec<RawPage> = capture_pages()
+        .into_iter()
+        .filter(|p| p.ts >= start - 20.0 && p.ts < end)
+        .collect();
+    let dir = record_every_as(&plain, 10, 0, &tmp.path().join("plain"), Some("0.32.0"));
+    let (a, r) = analyse_and_diagnose(&dir);
+    assert_eq!(a.summary.servers[0].requests_rejected, None);
+    assert!(r.hypotheses.iter().all(|h| h.id != "ADMISSION_REJECTIONS"));
+    let queue = r
+        .hypotheses
+        .iter()
+        .find(|h| h.id == "QUEUE_SATURATION")
+        .unwrap();
+    assert!(
+        queue
+            .recommendations
+            .iter()
+            .any(|x| x.action == "--max-num-queued-reqs"),
+        "{:?}",
+        queue.recommendations
+    );
 }

@@ -83,7 +83,9 @@ fn check(ctx: &Context) -> Verdict {
     // release has it (flag table), else upstream.
     let why = "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks";
     let cost = "rejected requests under overload";
-    recs.push(
+    // (Not where a bound is in force already: it rejected requests.)
+    let bounded = s.requests_rejected.is_some_and(|r| r >= 1.0);
+    recs.extend((!bounded).then(|| {
         flag_rec(ctx, "--max-num-queued-reqs", None, why, cost).unwrap_or_else(|| {
             rec(
                 "shed load upstream (a gateway queue or rate limit): this vLLM release has no queue bound",
@@ -91,8 +93,8 @@ fn check(ctx: &Context) -> Verdict {
                 why,
                 cost,
             )
-        }),
-    );
+        })
+    }));
     Verdict::Found {
         sustained_s: None,
         score,

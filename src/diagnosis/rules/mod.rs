@@ -1,6 +1,7 @@
 //! One file per doctor hypothesis; [`RULES`] lists them once. A test fails when a file
 //! here is not registered.
 
+mod admission_rejections;
 mod api_server_saturated;
 mod client_aborts;
 mod decode_throughput_collapse;
@@ -33,6 +34,7 @@ pub const RULES: &[Rule] = &[
     prefix_cache_ineffective::RULE,
     kv_leak::RULE,
     client_aborts::RULE,
+    admission_rejections::RULE,
     stuck_engine::RULE,
     gpu_underutilized::RULE,
     api_server_saturated::RULE,

@@ -181,13 +181,22 @@ fn check(ctx: &Context) -> Verdict {
         "arrivals exceed what one replica finishes; the backlog only grows",
         "more GPUs",
     ));
-    recs.extend(flag_rec(
-        ctx,
-        "--max-num-queued-reqs",
-        Some(format!("{:.0}", (running * 2.0).max(8.0))),
-        "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT",
-        "rejected requests under overload",
-    ));
+    // A bound already in force rejected requests (ADMISSION_REJECTIONS): not advice.
+    let bounded = s.requests_rejected.is_some_and(|r| r >= 1.0);
+    if bounded {
+        counter.push(format!(
+            "the queue limit in force turned {:.0} requests away with HTTP 503 (ADMISSION_REJECTIONS)",
+            s.requests_rejected.unwrap_or(0.0)
+        ));
+    } else {
+        recs.extend(flag_rec(
+            ctx,
+            "--max-num-queued-reqs",
+            Some(format!("{:.0}", (running * 2.0).max(8.0))),
+            "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT",
+            "rejected requests under overload",
+        ));
+    }
     let apart = if thrashing {
         " with KV to spare (apart from the KV exhaustion)"
     } else {

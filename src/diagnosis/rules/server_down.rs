@@ -64,9 +64,12 @@ fn check(ctx: &Context) -> Verdict {
         "it was idle at its last answer (a planned shutdown, or a crash while idle)".to_string()
     };
     let mut evidence = vec![
-        ev("seconds without an answer at the end of the recording", down.seconds)
-            .threshold(min)
-            .window(Some(format!("{} … {}", down.last_seen, ctx.server.end))),
+        ev(
+            "seconds without an answer at the end of the recording",
+            down.seconds,
+        )
+        .threshold(min)
+        .window(Some(format!("{} … {}", down.last_seen, ctx.server.end))),
         ev("requests_running at its last answer", running),
         ev("requests_waiting at its last answer", waiting),
     ];

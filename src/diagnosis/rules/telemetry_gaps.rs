@@ -26,8 +26,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     // The server gone at the end (SERVER_DOWN) explains its last gap: the telemetry is
     // not the trouble then, and a gap it alone explains is information.
-    if s
-        .down_at_end
+    if s.down_at_end
         .as_ref()
         .is_some_and(|d| d.seconds >= ctx.threshold("server_down_min_s"))
     {
