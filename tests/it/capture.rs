@@ -1540,7 +1540,7 @@ fn admission_rejections_of_vllm_0_32_are_counted_and_judged() {
                 .iter()
                 .skip(offset)
                 .step_by(step)
-                .last()
+                .next_back()
                 .map_or(0.0, total);
             let counted = a.summary.servers[0].requests_rejected.unwrap_or(0.0);
             if (counted - expected).abs() > 1e-6 {
