@@ -627,7 +627,10 @@ pub fn diagnose(summary: &Summary, events: &[Event], meta: Option<&Metadata>) ->
         .servers
         .iter()
         .filter_map(|s| {
-            let d = s.down_at_end.as_ref()?;
+            let d = s
+                .down_at_end
+                .as_ref()
+                .filter(|d| d.seconds >= threshold_in(&summary.thresholds, "server_down_min_s"))?;
             let n = (d.seconds / s.interval_median_s.filter(|i| *i > 0.0)?).round() as u64;
             Some(n.min(s.failed_scrapes))
         })

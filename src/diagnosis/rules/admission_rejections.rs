@@ -19,7 +19,7 @@ pub const RULE: Rule = Rule {
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
     let rejected = s.requests_rejected.unwrap_or(0.0);
-    if rejected < 1.0 {
+    if !super::queue_bound_in_force(ctx) {
         // (vLLM creates the counter's series at the first rejection: a server that
         // rejected none and one older than 0.32 both show none.)
         return Verdict::RuledOut(

@@ -84,8 +84,7 @@ fn check(ctx: &Context) -> Verdict {
     let why = "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks";
     let cost = "rejected requests under overload";
     // (Not where a bound is in force already: it rejected requests.)
-    let bounded = s.requests_rejected.is_some_and(|r| r >= 1.0);
-    recs.extend((!bounded).then(|| {
+    recs.extend((!super::queue_bound_in_force(ctx)).then(|| {
         flag_rec(ctx, "--max-num-queued-reqs", None, why, cost).unwrap_or_else(|| {
             rec(
                 "shed load upstream (a gateway queue or rate limit): this vLLM release has no queue bound",

@@ -44,6 +44,24 @@ pub const RULES: &[Rule] = &[
     healthy::RULE,
 ];
 
+/// The server gone at the end of the recording for at least `server_down_min_s`
+/// (SERVER_DOWN), for every rule that reads it.
+pub(crate) fn server_down<'a>(
+    ctx: &super::Context<'a>,
+) -> Option<&'a crate::analysis::summary::Outage> {
+    let server: &'a crate::analysis::summary::ServerSummary = ctx.server;
+    server
+        .down_at_end
+        .as_ref()
+        .filter(|d| d.seconds >= ctx.threshold("server_down_min_s"))
+}
+
+/// Whether a queue bound (`--max-num-queued-reqs` / `--max-num-queued-tokens`) was in
+/// force: the API server rejected requests at admission (ADMISSION_REJECTIONS).
+pub(crate) fn queue_bound_in_force(ctx: &super::Context) -> bool {
+    ctx.server.requests_rejected.is_some_and(|r| r >= 1.0)
+}
+
 /// Whether the KV cache ran out in a sustained way. vLLM V1 preempts only when a running
 /// request cannot get a block, so recurring preemptions (at least
 /// `preemption_burst_count`, with preemption in the trailing window for at least

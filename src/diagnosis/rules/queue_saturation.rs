@@ -182,8 +182,7 @@ fn check(ctx: &Context) -> Verdict {
         "more GPUs",
     ));
     // A bound already in force rejected requests (ADMISSION_REJECTIONS): not advice.
-    let bounded = s.requests_rejected.is_some_and(|r| r >= 1.0);
-    if bounded {
+    if super::queue_bound_in_force(ctx) {
         counter.push(format!(
             "the queue limit in force turned {:.0} requests away with HTTP 503 (ADMISSION_REJECTIONS)",
             s.requests_rejected.unwrap_or(0.0)

@@ -18,7 +18,7 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let min = ctx.threshold("server_down_min_s");
-    let Some(down) = ctx.server.down_at_end.as_ref().filter(|d| d.seconds >= min) else {
+    let Some(down) = super::server_down(ctx) else {
         return Verdict::RuledOut(format!(
             "answered its scrapes until the end of the recording (or came back within {min} s)"
         ));

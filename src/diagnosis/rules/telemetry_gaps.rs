@@ -26,10 +26,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     // The server gone at the end (SERVER_DOWN) explains its last gap: the telemetry is
     // not the trouble then, and a gap it alone explains is information.
-    if s.down_at_end
-        .as_ref()
-        .is_some_and(|d| d.seconds >= ctx.threshold("server_down_min_s"))
-    {
+    if super::server_down(ctx).is_some() {
         score *= if gaps.len() <= 1 { 0.3 } else { 0.6 };
         counter.push("the server went down and did not come back (SERVER_DOWN)".to_string());
     }
