@@ -2,6 +2,8 @@
 -- window pass per server (Rust kernels where SQL would need extra passes):
 --   prev_phase        the phase before this sample (previous_value; NO_DATA counts)
 --   prev_ok           whether the previous scrape succeeded
+--   prev_running, prev_waiting, prev_kv_max_pct
+--                     the gauges of the previous sample
 --   next_ok_t         t of the next successful scrape, this one included (next_time_where)
 --   next_ts, next_t   the next sample
 --   *_change          'start' / 'end' where a condition turns on / off (condition_change)
@@ -29,6 +31,11 @@ SELECT
              t_rel_sec, ${episode_merge_gap_s}, ${finding_min_s}) OVER w AS load_trouble_episode,
   previous_value(phase) OVER w AS prev_phase,
   LAG(scrape_ok) OVER w AS prev_ok,
+  -- What the server held at the sample before (a SCRAPE_GAP's evidence: the work in
+  -- flight when it stopped answering).
+  LAG(running) OVER w AS prev_running,
+  LAG(waiting) OVER w AS prev_waiting,
+  LAG(kv_max_pct) OVER w AS prev_kv_max_pct,
   next_time_where(scrape_ok, t_rel_sec) OVER w AS next_ok_t,
   LEAD(ts) OVER w AS next_ts,
   LEAD(t_rel_sec) OVER w AS next_t,

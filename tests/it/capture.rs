@@ -746,10 +746,24 @@ fn outage_in_a_real_capture_is_no_data_then_restart() {
     assert!(!s.phases.contains_key(&Phase::NoData));
     let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
     let r: Report = serde_json::from_slice(&o.stdout).unwrap();
+    let restart = r
+        .hypotheses
+        .iter()
+        .find(|h| h.id == "SERVER_RESTART")
+        .unwrap_or_else(|| panic!("{:?}", ids_and_severities(&r)));
+    // It went down 10 s into queue_pressure, with 64 running and the queue growing:
+    // those requests were lost, and the restart is high.
+    assert_eq!(restart.severity, "high", "{}", restart.summary);
     assert!(
-        r.hypotheses.iter().any(|h| h.id == "SERVER_RESTART"),
-        "{:?}",
-        r.hypotheses.iter().map(|h| &h.id).collect::<Vec<_>>()
+        restart.summary.contains("they were lost"),
+        "{}",
+        restart.summary
+    );
+    let running = restart.evidence[2].observed.as_f64().unwrap();
+    let waiting = restart.evidence[3].observed.as_f64().unwrap();
+    assert!(
+        running >= 32.0 && waiting >= 1.0,
+        "{running} running, {waiting} waiting"
     );
 }
 
@@ -1591,4 +1605,52 @@ fn admission_rejections_of_vllm_0_32_are_counted_and_judged() {
         "{:?}",
         queue.recommendations
     );
+}
+
+/// The same kv_saturation cut as in `server_gone_at_the_end…`, down 30 s and back as a
+/// new process (its start time changed): SERVER_RESTART, high, with the work it held at
+/// its last answer, at 1, 5 and 15 s from every offset; not SERVER_DOWN.
+#[test]
+fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
+    use kvscope::source::scrape::ScrapeError;
+    let tmp = tempfile::tempdir().unwrap();
+    let (start, end) = window_of("kv_saturation");
+    let (from, cut) = (start - 20.0, start + 30.0);
+    let refused = ScrapeError::Connect("tcp connect error: Connection refused".into());
+    let mut pages = went_down(from, cut, 30.0, &refused.to_string());
+    pages.extend(
+        capture_pages()
+            .into_iter()
+            // Back for kv_saturation's last 10 s and 30 s of prefill_burst (a 15 s
+            // scrape sees it more than once).
+            .filter(|p| p.ts >= cut + 30.0 && p.ts < end + 30.0)
+            .map(|mut p| {
+                let t = p.text.take().unwrap_or_default();
+                p.text = Some(t.replace(
+                    "process_start_time_seconds 1.7954391699e+09",
+                    "process_start_time_seconds 1.7954394400e+09",
+                ));
+                p
+            }),
+    );
+    let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
+    let mut problems = Vec::new();
+    for step in [2usize, 10, 30] {
+        for offset in 0..step {
+            let at = format!("{} s +{offset}", step as f64 * 0.5);
+            let dir = record_every(&pages, step, offset, &tmp.path().join(&at));
+            let (_, r) = analyse_and_diagnose(&dir);
+            let found = ids_and_severities(&r);
+            let restart = r.hypotheses.iter().find(|h| h.id == "SERVER_RESTART");
+            let ok = restart.is_some_and(|h| {
+                h.severity == "high"
+                    && h.summary.contains("they were lost")
+                    && h.evidence[2].observed.as_f64().unwrap_or(0.0) >= 1.0
+            });
+            if !ok || found.iter().any(|(id, _)| *id == "SERVER_DOWN") {
+                problems.push(format!("{at}: {found:?} {:?}", restart.map(|h| &h.summary)));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }

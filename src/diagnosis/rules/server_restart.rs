@@ -1,5 +1,8 @@
-//! SERVER_RESTART: counters went back to zero — the vLLM process restarted.
+//! SERVER_RESTART: counters went back to zero — the vLLM process restarted. A restart
+//! drops every request in flight: what the server held at its last answer before the
+//! restart (the SCRAPE_GAP's evidence) is what its clients lost.
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::store::events::Event;
 use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
@@ -17,17 +20,77 @@ fn check(ctx: &Context) -> Verdict {
     }
     let gaps = ctx.events_named(EventName::ScrapeGap);
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
+    // Each restart's gap: the last one that began before its reset.
+    let held = |e: &Event, k: &str| {
+        e.evidence
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    let before: Vec<&Event> = resets
+        .iter()
+        .filter_map(|r| {
+            gaps.iter()
+                .copied()
+                .filter(|g| g.t_rel_sec <= r.t_rel_sec)
+                .max_by(|a, b| a.t_rel_sec.total_cmp(&b.t_rel_sec))
+        })
+        .collect();
+    let running: f64 = before
+        .iter()
+        .filter_map(|g| held(g, "requests_running"))
+        .sum();
+    let waiting: f64 = before
+        .iter()
+        .filter_map(|g| held(g, "requests_waiting"))
+        .sum();
+    let lost = running + waiting;
+    let mut evidence = vec![
+        ev("COUNTER_RESET events", resets.len() as f64).window(Context::window_of(&resets)),
+        ev("seconds without metrics", downtime).window(Context::window_of(&gaps)),
+    ];
+    if !before.is_empty() {
+        evidence.push(
+            ev(
+                "requests_running at the last answer before a restart",
+                running,
+            )
+            .window(Context::window_of(&before)),
+        );
+        evidence.push(ev(
+            "requests_waiting at the last answer before a restart",
+            waiting,
+        ));
+    }
+    let kv = before
+        .iter()
+        .filter_map(|g| held(g, "kv_cache_usage_pct"))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    if let Some(kv) = kv {
+        evidence.push(ev(
+            "kv_cache_usage_pct at the last answer before a restart",
+            kv,
+        ));
+    }
+    let lost_text = if lost > 0.0 {
+        format!(
+            "; at its last answer before it went down it held {running:.0} running and {waiting:.0} waiting requests{}: they were lost",
+            kv.map(|kv| format!(" with KV at {kv:.0}%"))
+                .unwrap_or_default()
+        )
+    } else {
+        String::new()
+    };
     Verdict::Found {
         sustained_s: None,
-        score: 0.75,
+        // A restart with requests in flight failed them: above the load findings it
+        // interrupted, as a server gone for good is.
+        score: if lost > 0.0 { 0.9 } else { 0.75 },
         summary: format!(
-            "{} restart(s); /metrics unavailable for {downtime:.0} s",
+            "{} restart(s); /metrics unavailable for {downtime:.0} s{lost_text}",
             resets.len()
         ),
-        evidence: vec![
-            ev("COUNTER_RESET events", resets.len() as f64).window(Context::window_of(&resets)),
-            ev("seconds without metrics", downtime).window(Context::window_of(&gaps)),
-        ],
+        evidence,
         counter_evidence: vec![],
         recommendations: vec![rec(
             "read the server's logs around the restart (OOM killer, CUDA errors, liveness-probe kills)",
