@@ -295,6 +295,39 @@ fn prometheus_history_reads_like_a_direct_recording() {
     import(&prom_url, "{job=}", &["rejected the query", "bad_data"]);
     let nobody = format!("http://127.0.0.1:{}", free_port());
     import(&nobody, "", &["cannot reach Prometheus"]);
+
+    // The replayed vLLM server goes away: Prometheus marks its series stale and holds no
+    // sample after, so history reviewed since then reads SERVER_DOWN, in Prometheus'
+    // words.
+    drop(_replay);
+    std::thread::sleep(Duration::from_secs(16));
+    let o = kvscope([
+        "doctor",
+        "--prometheus",
+        &prom_url,
+        "--since",
+        "45s",
+        "--match",
+        &format!("{{instance=\"{replay_target}\"}}"),
+        "--json",
+        "--import-to",
+        tmp.path().join("doctor-down").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let down = v["hypotheses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "SERVER_DOWN")
+        .unwrap_or_else(|| panic!("{v}"));
+    let summary = down["summary"].as_str().unwrap();
+    assert!(summary.contains("Prometheus holds no sample"), "{summary}");
+    let seconds = down["evidence"][0]["observed"].as_f64().unwrap();
+    assert!(
+        (12.0..=22.0).contains(&seconds),
+        "down {seconds} s: {summary}"
+    );
 }
 
 const CAPTURE_LOG: &str = "tests/fixtures/captures/vllm-0.26-h100-scenarios/vllm_server.log.gz";
