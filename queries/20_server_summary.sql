@@ -112,13 +112,10 @@ SELECT
   COALESCE(SUM(span_s) FILTER (WHERE decode_drop), 0) AS decode_drop_s,
   COUNT(*) FILTER (WHERE scrape_ok AND counter_reset) AS counter_resets,
   -- The server gone at the end of the recording (SERVER_DOWN): seconds from its last
-  -- successful scrape to the last sample, and its gauges at that scrape (the work it
-  -- held when it went away). Zero when the last scrape succeeded.
+  -- successful scrape to the last sample, zero when the last scrape succeeded. (What it
+  -- held then is the last SCRAPE_GAP's evidence, 14_data_quality_events.sql.)
   MAX(ts) FILTER (WHERE scrape_ok) AS last_ok_ts,
   MAX(t_rel_sec) - MAX(t_rel_sec) FILTER (WHERE scrape_ok) AS down_at_end_s,
-  last_value(running ORDER BY ts) FILTER (WHERE scrape_ok) AS last_ok_running,
-  last_value(waiting ORDER BY ts) FILTER (WHERE scrape_ok) AS last_ok_waiting,
-  last_value(kv_max_pct ORDER BY ts) FILTER (WHERE scrape_ok) AS last_ok_kv_pct,
   -- The KV-exhaustion window (kv_exhausted, 02_timeline.sql): its
   -- span and the KV share each running request held there (episode-local advice).
   MIN(ts) FILTER (WHERE kv_exhausted) AS exhausted_start_ts,

@@ -268,13 +268,9 @@ pub struct ServerSummary {
 pub struct Outage {
     /// Its last successful scrape, RFC 3339.
     pub last_seen: String,
-    /// Seconds from that scrape to the recording's last sample.
+    /// Seconds from that scrape to the recording's last sample. (What the server held
+    /// then is the evidence of the SCRAPE_GAP event that starts the outage.)
     pub seconds: f64,
-    /// Running and waiting requests (summed over engines) and KV usage (most loaded
-    /// engine) at that scrape: the work it held when it went away.
-    pub running: Option<f64>,
-    pub waiting: Option<f64>,
-    pub kv_max_pct: Option<f64>,
 }
 
 /// Data quality of the whole session.
@@ -576,13 +572,7 @@ pub(super) fn build(
                     .map(crate::record::rfc3339)
                     .zip(f("down_at_end_s"))
                     .filter(|(_, seconds)| *seconds > 0.0)
-                    .map(|(last_seen, seconds)| Outage {
-                        last_seen,
-                        seconds,
-                        running: f("last_ok_running"),
-                        waiting: f("last_ok_waiting"),
-                        kv_max_pct: f("last_ok_kv_pct"),
-                    }),
+                    .map(|(last_seen, seconds)| Outage { last_seen, seconds }),
                 exhausted_start: c.ts_us("exhausted_start_ts", i).map(crate::record::rfc3339),
                 exhausted_end: c.ts_us("exhausted_end_ts", i).map(crate::record::rfc3339),
                 exhausted_kv_pct_per_running_median: c

@@ -56,6 +56,34 @@ pub(crate) fn server_down<'a>(
         .filter(|d| d.seconds >= ctx.threshold("server_down_min_s"))
 }
 
+/// What a server held at its last good sample before a SCRAPE_GAP (the event's evidence,
+/// 14_data_quality_events.sql): running and waiting requests and KV usage.
+pub(crate) struct HeldBefore {
+    pub running: Option<f64>,
+    pub waiting: Option<f64>,
+    pub kv_max_pct: Option<f64>,
+}
+
+impl HeldBefore {
+    pub(crate) fn of(gap: &crate::store::events::Event) -> Self {
+        let get = |k: &str| {
+            gap.evidence
+                .as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(serde_json::Value::as_f64)
+        };
+        Self {
+            running: get("requests_running"),
+            waiting: get("requests_waiting"),
+            kv_max_pct: get("kv_cache_usage_pct"),
+        }
+    }
+    /// Requests in flight: running or waiting.
+    pub(crate) fn requests(&self) -> f64 {
+        self.running.unwrap_or(0.0) + self.waiting.unwrap_or(0.0)
+    }
+}
+
 /// Whether a queue bound (`--max-num-queued-reqs` / `--max-num-queued-tokens`) was in
 /// force: the API server rejected requests at admission (ADMISSION_REJECTIONS).
 pub(crate) fn queue_bound_in_force(ctx: &super::Context) -> bool {

@@ -24,13 +24,17 @@ fn check(ctx: &Context) -> Verdict {
         ));
     };
     // The trailing run of failed scrapes starts with the last SCRAPE_GAP: its reason is
-    // how the server first failed to answer.
+    // how the server first failed to answer, its evidence what it held at its last answer.
     let gaps = ctx.events_named(EventName::ScrapeGap);
-    let reason = gaps.last().and_then(|e| e.reason.clone());
+    let last_gap = gaps.last().copied();
+    let reason = last_gap.and_then(|e| e.reason.clone());
     let kind = reason
         .as_deref()
         .map_or(FailureKind::Other, FailureKind::of_reason);
-    let (running, waiting) = (down.running.unwrap_or(0.0), down.waiting.unwrap_or(0.0));
+    let held_then = last_gap.map(super::HeldBefore::of);
+    let running = held_then.as_ref().and_then(|h| h.running).unwrap_or(0.0);
+    let waiting = held_then.as_ref().and_then(|h| h.waiting).unwrap_or(0.0);
+    let kv_then = held_then.as_ref().and_then(|h| h.kv_max_pct);
     let held_work = running > 0.0 || waiting > 0.0;
     // Gone with requests in flight: they failed, and whoever sends more gets errors until
     // it is back — above every load finding, a little more the longer it has been down.
@@ -56,7 +60,7 @@ fn check(ctx: &Context) -> Verdict {
     let held = if held_work {
         format!(
             "at its last answer it held {running:.0} running and {waiting:.0} waiting requests{}: they were lost",
-            down.kv_max_pct
+            kv_then
                 .map(|kv| format!(" with KV at {kv:.0}%"))
                 .unwrap_or_default()
         )
@@ -73,7 +77,7 @@ fn check(ctx: &Context) -> Verdict {
         ev("requests_running at its last answer", running),
         ev("requests_waiting at its last answer", waiting),
     ];
-    if let Some(kv) = down.kv_max_pct {
+    if let Some(kv) = kv_then {
         evidence.push(ev("kv_cache_usage_pct at its last answer", kv));
     }
     if let Some(r) = &reason {

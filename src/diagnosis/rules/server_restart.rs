@@ -21,12 +21,6 @@ fn check(ctx: &Context) -> Verdict {
     let gaps = ctx.events_named(EventName::ScrapeGap);
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
     // Each restart's gap: the last one that began before its reset.
-    let held = |e: &Event, k: &str| {
-        e.evidence
-            .as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(serde_json::Value::as_f64)
-    };
     let before: Vec<&Event> = resets
         .iter()
         .filter_map(|r| {
@@ -36,15 +30,10 @@ fn check(ctx: &Context) -> Verdict {
                 .max_by(|a, b| a.t_rel_sec.total_cmp(&b.t_rel_sec))
         })
         .collect();
-    let running: f64 = before
-        .iter()
-        .filter_map(|g| held(g, "requests_running"))
-        .sum();
-    let waiting: f64 = before
-        .iter()
-        .filter_map(|g| held(g, "requests_waiting"))
-        .sum();
-    let lost = running + waiting;
+    let held: Vec<super::HeldBefore> = before.iter().map(|g| super::HeldBefore::of(g)).collect();
+    let running: f64 = held.iter().filter_map(|h| h.running).sum();
+    let waiting: f64 = held.iter().filter_map(|h| h.waiting).sum();
+    let lost: f64 = held.iter().map(super::HeldBefore::requests).sum();
     let mut evidence = vec![
         ev("COUNTER_RESET events", resets.len() as f64).window(Context::window_of(&resets)),
         ev("seconds without metrics", downtime).window(Context::window_of(&gaps)),
@@ -62,9 +51,9 @@ fn check(ctx: &Context) -> Verdict {
             waiting,
         ));
     }
-    let kv = before
+    let kv = held
         .iter()
-        .filter_map(|g| held(g, "kv_cache_usage_pct"))
+        .filter_map(|h| h.kv_max_pct)
         .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     if let Some(kv) = kv {
         evidence.push(ev(
