@@ -1653,4 +1653,71 @@ fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+
+    // Down and back twice, each time as a new process: a crash loop.
+    // (The pages after the first restart carry its start time.)
+    let start_time = |t: &str, new: &str| {
+        t.replace(
+            "process_start_time_seconds 1.7954394400e+09",
+            &format!("process_start_time_seconds {new}"),
+        )
+    };
+    let twice: Vec<RawPage> = pages
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if p.ts >= cut + 50.0 && p.ts < cut + 60.0 {
+                p.text = None;
+                p.error = Some(refused.to_string());
+            } else if p.ts >= cut + 60.0 {
+                p.text = p.text.map(|t| start_time(&t, "1.7954394999e+09"));
+            }
+            p
+        })
+        .collect();
+    let dir = record_every(&twice, 2, 0, &tmp.path().join("twice"));
+    let (_, r) = analyse_and_diagnose(&dir);
+    let restart = r
+        .hypotheses
+        .iter()
+        .find(|h| h.id == "SERVER_RESTART")
+        .unwrap();
+    assert!(
+        restart.summary.starts_with("2 restart(s): a crash loop"),
+        "{}",
+        restart.summary
+    );
+    assert_eq!(restart.severity, "high");
+
+    // Scrapes timing out for 6 s under load, the same process answering after: the
+    // telemetry gap is the API server's busy event loop, and the advice says so first.
+    let timeout = ScrapeError::Timeout(Duration::from_secs(2)).to_string();
+    let slow: Vec<RawPage> = capture_pages()
+        .into_iter()
+        .filter(|p| p.ts >= from && p.ts < end)
+        .map(|mut p| {
+            if p.ts >= cut && p.ts < cut + 6.0 {
+                p.text = None;
+                p.error = Some(timeout.clone());
+            }
+            p
+        })
+        .collect();
+    let dir = record_every(&slow, 2, 0, &tmp.path().join("slow"));
+    let (_, r) = analyse_and_diagnose(&dir);
+    let gaps = r
+        .hypotheses
+        .iter()
+        .find(|h| h.id == "TELEMETRY_GAPS")
+        .unwrap();
+    assert!(
+        gaps.recommendations[0].action.contains("event loop"),
+        "{:?}",
+        gaps.recommendations
+    );
+    assert!(
+        r.hypotheses
+            .iter()
+            .all(|h| h.id != "SERVER_RESTART" && h.id != "SERVER_DOWN")
+    );
 }

@@ -70,14 +70,22 @@ fn check(ctx: &Context) -> Verdict {
     } else {
         String::new()
     };
+    // Restarted again and again: a crash loop (each restart reloads the weights and
+    // fails whatever it held).
+    let crash_loop = resets.len() >= 2;
     Verdict::Found {
         sustained_s: None,
         // A restart with requests in flight failed them: above the load findings it
-        // interrupted, as a server gone for good is.
-        score: if lost > 0.0 { 0.9 } else { 0.75 },
+        // interrupted, as a server gone for good is; a crash loop above that.
+        score: match (crash_loop, lost > 0.0) {
+            (true, _) => 0.93,
+            (false, true) => 0.9,
+            (false, false) => 0.75,
+        },
         summary: format!(
-            "{} restart(s); /metrics unavailable for {downtime:.0} s{lost_text}",
-            resets.len()
+            "{} restart(s){}; /metrics unavailable for {downtime:.0} s{lost_text}",
+            resets.len(),
+            if crash_loop { ": a crash loop" } else { "" }
         ),
         evidence,
         counter_evidence: vec![],

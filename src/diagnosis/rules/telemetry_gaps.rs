@@ -1,6 +1,7 @@
 //! TELEMETRY_GAPS: scrapes failed or samples are missing; conclusions over those periods
 //! are weaker.
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
+use crate::source::scrape::FailureKind;
 use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
@@ -31,6 +32,30 @@ fn check(ctx: &Context) -> Verdict {
         counter.push("the server went down and did not come back (SERVER_DOWN)".to_string());
     }
     let reasons: Vec<String> = gaps.iter().filter_map(|e| e.reason.clone()).collect();
+    // Timed-out scrapes of a server that held work: vLLM's API server answers /metrics on
+    // the event loop that also tokenizes, detokenizes and streams every request, so a
+    // busy loop answers late — the gap is load, not the network.
+    let timed_out_under_load = gaps.iter().any(|g| {
+        g.reason
+            .as_deref()
+            .is_some_and(|r| FailureKind::of_reason(r) == FailureKind::Timeout)
+            && super::HeldBefore::of(g).requests() > 0.0
+    });
+    let mut recommendations = Vec::new();
+    if timed_out_under_load {
+        recommendations.push(rec(
+            "scrapes timed out while the server held requests: its API server's event loop (which also serves every request) was busy; check its CPU (api_cpu_util_pct, API_SERVER_SATURATED) and give the recorder a longer --timeout",
+            None,
+            "a saturated API server delays /metrics and first tokens alike",
+            "none",
+        ));
+    }
+    recommendations.push(rec(
+        "check the path from recorder to server (timeouts, load balancer, auth)",
+        reasons.first().cloned(),
+        "missing samples hide what the engine did",
+        "none",
+    ));
     Verdict::Found {
         sustained_s: Some(s.no_data_s),
         score,
@@ -45,11 +70,6 @@ fn check(ctx: &Context) -> Verdict {
             ev("failed scrapes", s.failed_scrapes as f64),
         ],
         counter_evidence: counter,
-        recommendations: vec![rec(
-            "check the path from recorder to server (timeouts, load balancer, auth)",
-            reasons.first().cloned(),
-            "missing samples hide what the engine did",
-            "none",
-        )],
+        recommendations,
     }
 }
