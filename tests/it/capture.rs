@@ -1402,6 +1402,34 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
         down.recommendations
     );
 
+    // Only the last scrape of a 15 s recording failed: refused, nothing listens (down);
+    // timed out, one slow answer (not down).
+    let last_fails = |reason: &str, name: &str| {
+        // Every 15 s (every 30th page), then one failure 15 s after the last.
+        let mut one: Vec<RawPage> = went_down(from, cut, 0.0, "")
+            .into_iter()
+            .step_by(30)
+            .collect();
+        let last = one.last().unwrap().ts;
+        one.push(RawPage {
+            ts: last + 15.0,
+            error: Some(reason.to_string()),
+            ..Default::default()
+        });
+        let dir = record_every(&one, 1, 0, &tmp.path().join(name));
+        analyse_and_diagnose(&dir).1
+    };
+    let r = last_fails(&refused.to_string(), "one-refused");
+    assert_eq!(r.hypotheses[0].id, "SERVER_DOWN", "{:?}", ids_and_severities(&r));
+    let r = last_fails(&timeout, "one-timeout");
+    assert!(
+        r.hypotheses.iter().all(|h| h.id != "SERVER_DOWN"),
+        "{:?}",
+        ids_and_severities(&r)
+    );
+    let ruled_out = r.ruled_out.iter().find(|h| h.id == "SERVER_DOWN").unwrap();
+    assert!(ruled_out.reason.contains("one slow answer"), "{}", ruled_out.reason);
+
     // Gone after the load drained (the capture's idle cooldown at its end): medium, as
     // a planned shutdown may be.
     let (_, end) = window_of("cooldown");

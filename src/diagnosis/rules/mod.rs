@@ -21,6 +21,7 @@ mod telemetry_gaps;
 mod ttft_instability;
 
 use super::Rule;
+use crate::source::scrape::FailureKind;
 
 /// Every hypothesis, in documentation order (ranking is by score).
 pub const RULES: &[Rule] = &[
@@ -44,16 +45,37 @@ pub const RULES: &[Rule] = &[
     healthy::RULE,
 ];
 
+/// A server gone at the end of the recording (SERVER_DOWN).
+pub(crate) struct Down<'a> {
+    pub outage: &'a crate::analysis::summary::Outage,
+    /// How it first failed to answer, and the SCRAPE_GAP that starts the outage (its
+    /// reason; its evidence is what the server held at its last answer).
+    pub kind: FailureKind,
+    pub gap: Option<&'a crate::store::events::Event>,
+}
+
 /// The server gone at the end of the recording for at least `server_down_min_s`
-/// (SERVER_DOWN), for every rule that reads it.
-pub(crate) fn server_down<'a>(
-    ctx: &super::Context<'a>,
-) -> Option<&'a crate::analysis::summary::Outage> {
+/// (SERVER_DOWN), for every rule that reads it. A refused connection (nothing listens)
+/// or Prometheus without a sample (its target down) proves it from one scrape; a scrape
+/// that timed out or failed otherwise can be a slow answer, so those need two in a row
+/// (down for 1.5 intervals).
+pub(crate) fn server_down<'a>(ctx: &super::Context<'a>) -> Option<Down<'a>> {
     let server: &'a crate::analysis::summary::ServerSummary = ctx.server;
-    server
+    let outage = server
         .down_at_end
         .as_ref()
-        .filter(|d| d.seconds >= ctx.threshold("server_down_min_s"))
+        .filter(|d| d.seconds >= ctx.threshold("server_down_min_s"))?;
+    let gap = ctx
+        .events
+        .iter()
+        .copied()
+        .rfind(|e| e.event_name() == Some(crate::vocab::EventName::ScrapeGap));
+    let kind = gap
+        .and_then(|e| e.reason.as_deref())
+        .map_or(FailureKind::Other, FailureKind::of_reason);
+    let proven = matches!(kind, FailureKind::Refused | FailureKind::NoSample)
+        || outage.seconds >= 1.5 * server.interval_median_s.unwrap_or(0.0);
+    proven.then_some(Down { outage, kind, gap })
 }
 
 /// What a server held at its last good sample before a SCRAPE_GAP (the event's evidence,

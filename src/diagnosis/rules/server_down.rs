@@ -6,7 +6,7 @@
 //! server held at its last answer is what was lost.
 use crate::diagnosis::{Context, Evidence, Rule, Verdict, ev, rec};
 use crate::source::scrape::FailureKind;
-use crate::vocab::{EventName, Hypothesis};
+use crate::vocab::Hypothesis;
 
 pub const RULE: Rule = Rule {
     id: Hypothesis::ServerDown,
@@ -18,20 +18,23 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let min = ctx.threshold("server_down_min_s");
-    let Some(down) = super::server_down(ctx) else {
-        return Verdict::RuledOut(format!(
-            "answered its scrapes until the end of the recording (or came back within {min} s)"
-        ));
+    let Some(super::Down {
+        outage: down,
+        kind,
+        gap,
+    }) = super::server_down(ctx)
+    else {
+        return Verdict::RuledOut(match &ctx.server.down_at_end {
+            Some(d) if d.seconds >= min => {
+                "only its last scrape failed, and not refused: one slow answer is no outage".into()
+            }
+            _ => format!(
+                "answered its scrapes until the end of the recording (or came back within {min} s)"
+            ),
+        });
     };
-    // The trailing run of failed scrapes starts with the last SCRAPE_GAP: its reason is
-    // how the server first failed to answer, its evidence what it held at its last answer.
-    let gaps = ctx.events_named(EventName::ScrapeGap);
-    let last_gap = gaps.last().copied();
-    let reason = last_gap.and_then(|e| e.reason.clone());
-    let kind = reason
-        .as_deref()
-        .map_or(FailureKind::Other, FailureKind::of_reason);
-    let held_then = last_gap.map(super::HeldBefore::of);
+    let reason = gap.and_then(|e| e.reason.clone());
+    let held_then = gap.map(super::HeldBefore::of);
     let running = held_then.as_ref().and_then(|h| h.running).unwrap_or(0.0);
     let waiting = held_then.as_ref().and_then(|h| h.waiting).unwrap_or(0.0);
     let kv_then = held_then.as_ref().and_then(|h| h.kv_max_pct);
