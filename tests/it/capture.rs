@@ -1420,7 +1420,12 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
         analyse_and_diagnose(&dir).1
     };
     let r = last_fails(&refused.to_string(), "one-refused");
-    assert_eq!(r.hypotheses[0].id, "SERVER_DOWN", "{:?}", ids_and_severities(&r));
+    assert_eq!(
+        r.hypotheses[0].id,
+        "SERVER_DOWN",
+        "{:?}",
+        ids_and_severities(&r)
+    );
     let r = last_fails(&timeout, "one-timeout");
     assert!(
         r.hypotheses.iter().all(|h| h.id != "SERVER_DOWN"),
@@ -1428,7 +1433,11 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
         ids_and_severities(&r)
     );
     let ruled_out = r.ruled_out.iter().find(|h| h.id == "SERVER_DOWN").unwrap();
-    assert!(ruled_out.reason.contains("one slow answer"), "{}", ruled_out.reason);
+    assert!(
+        ruled_out.reason.contains("one slow answer"),
+        "{}",
+        ruled_out.reason
+    );
 
     // Gone after the load drained (the capture's idle cooldown at its end): medium, as
     // a planned shutdown may be.
