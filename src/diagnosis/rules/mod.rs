@@ -60,13 +60,21 @@ pub(crate) struct Down<'a> {
 /// that timed out or failed otherwise can be a slow answer, so those need two in a row
 /// (down for 1.5 intervals).
 pub(crate) fn server_down<'a>(ctx: &super::Context<'a>) -> Option<Down<'a>> {
-    let server: &'a crate::analysis::summary::ServerSummary = ctx.server;
+    server_down_of(ctx.server, &ctx.events, ctx.thresholds)
+}
+
+/// [`server_down`] from a server's summary and events (the data-quality factor reads it
+/// before the rules run).
+pub(crate) fn server_down_of<'a>(
+    server: &'a crate::analysis::summary::ServerSummary,
+    events: &[&'a crate::store::events::Event],
+    thresholds: &std::collections::BTreeMap<String, f64>,
+) -> Option<Down<'a>> {
     let outage = server
         .down_at_end
         .as_ref()
-        .filter(|d| d.seconds >= ctx.threshold("server_down_min_s"))?;
-    let gap = ctx
-        .events
+        .filter(|d| d.seconds >= super::threshold_in(thresholds, "server_down_min_s"))?;
+    let gap = events
         .iter()
         .copied()
         .rfind(|e| e.event_name() == Some(crate::vocab::EventName::ScrapeGap));

@@ -38,7 +38,7 @@ fn check(ctx: &Context) -> Verdict {
     let running = held_then.as_ref().and_then(|h| h.running).unwrap_or(0.0);
     let waiting = held_then.as_ref().and_then(|h| h.waiting).unwrap_or(0.0);
     let kv_then = held_then.as_ref().and_then(|h| h.kv_max_pct);
-    let held_work = running > 0.0 || waiting > 0.0;
+    let held_work = held_then.as_ref().is_some_and(|h| h.requests() > 0.0);
     // Gone with requests in flight: they failed, and whoever sends more gets errors until
     // it is back — above every load finding, a little more the longer it has been down.
     // Gone while idle may be a planned shutdown: medium.
