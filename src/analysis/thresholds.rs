@@ -152,6 +152,11 @@ thresholds! {
     /// Seconds a trouble must be sustained before a finding can be medium or high (no
     /// verdict from one or two scrapes); severity then grows with duration and magnitude.
     finding_min_s: 10.0;
+    /// Seconds of queueing from which QUEUE_SATURATION's duration scores in full (a
+    /// minute, as the rolling baselines' window: longer than a burst the running batch
+    /// absorbs). Judged in seconds, never as a share of the recording, so an incident
+    /// reads the same in a short and in a long recording.
+    queue_sustained_s: 60.0;
     /// Prompt tokens/s looked up in the prefix cache from which its hit rate matters
     /// (PREFIX_CACHE_INEFFECTIVE; a small chat load is ~1000 tokens/s).
     prefix_min_prompt_tokens_per_s: 500.0;

@@ -231,6 +231,19 @@ impl Context<'_> {
     pub fn phase_share(&self, phase: Phase) -> f64 {
         self.server.phases.get(&phase).map_or(0.0, |p| p.share)
     }
+    /// Share of the busy time (known and not IDLE) in `phase` (0–1): unlike
+    /// [`Self::phase_share`], the same whether the recording idles for a minute or an
+    /// hour around the load.
+    pub fn busy_share(&self, phase: Phase) -> f64 {
+        let busy: f64 = (self.server.phases.iter())
+            .filter(|(p, _)| !matches!(p, Phase::Idle | Phase::NoData))
+            .map(|(_, t)| t.seconds)
+            .sum();
+        match busy > 0.0 {
+            true => self.phase_seconds(phase) / busy,
+            false => 0.0,
+        }
+    }
     /// Seconds in `phase`.
     pub fn phase_seconds(&self, phase: Phase) -> f64 {
         self.server.phases.get(&phase).map_or(0.0, |p| p.seconds)

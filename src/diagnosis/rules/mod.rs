@@ -114,6 +114,24 @@ impl HeldBefore {
     }
 }
 
+/// The PREFILL_PRESSURE periods, in seconds since the session start: from a start to its
+/// end, or to the end of the data.
+pub(crate) fn prefill_periods(ctx: &super::Context) -> Vec<(f64, f64)> {
+    let mut periods: Vec<(f64, f64)> = Vec::new();
+    for e in ctx.condition_events(crate::vocab::Condition::PrefillPressure) {
+        match e.state.as_deref() {
+            Some("start") => periods.push((e.t_rel_sec, f64::INFINITY)),
+            Some("end") => {
+                if let Some(open) = periods.last_mut().filter(|p| p.1.is_infinite()) {
+                    open.1 = e.t_rel_sec;
+                }
+            }
+            _ => {}
+        }
+    }
+    periods
+}
+
 /// Whether a queue bound (`--max-num-queued-reqs` / `--max-num-queued-tokens`) was in
 /// force: the API server rejected requests at admission (ADMISSION_REJECTIONS).
 pub(crate) fn queue_bound_in_force(ctx: &super::Context) -> bool {

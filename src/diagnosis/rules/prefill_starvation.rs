@@ -17,26 +17,19 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    // The prefill-pressure periods: from a start to its end, or to the end of the data.
-    let mut periods: Vec<(f64, f64)> = Vec::new();
-    for e in ctx.condition_events(Condition::PrefillPressure) {
-        match e.state.as_deref() {
-            Some("start") => periods.push((e.t_rel_sec, f64::INFINITY)),
-            Some("end") => {
-                if let Some(open) = periods.last_mut().filter(|p| p.1.is_infinite()) {
-                    open.1 = e.t_rel_sec;
-                }
-            }
-            _ => {}
-        }
-    }
+    let periods = super::prefill_periods(ctx);
     if periods.is_empty() {
         return Verdict::RuledOut(
             "prefill never dominated the engine's tokens while TTFT spiked".into(),
         );
     }
-    if ctx.phase_share(Phase::Saturated) > 0.2 {
-        return Verdict::RuledOut("KV saturation, not prefill, dominates the session".into());
+    // Of the busy time, not of the recording: idle time around the load changes nothing.
+    let saturated = ctx.busy_share(Phase::Saturated);
+    if saturated > 0.2 {
+        return Verdict::RuledOut(format!(
+            "KV saturation, not prefill, dominates the load: SATURATED {:.0}% of the busy time",
+            saturated * 100.0
+        ));
     }
     let rising = ctx.threshold("kv_rising_pct");
     if let Some(kv) = s.prefill_kv_avg_pct.filter(|kv| *kv >= rising) {

@@ -54,16 +54,19 @@ fn check(ctx: &Context) -> Verdict {
         true => 0.0,
     };
     let waiting = q.waiting_max.unwrap_or(0.0);
-    if share < 0.1 || waiting < 5.0 || (thrashing && q.seconds < ctx.threshold("finding_min_s")) {
+    // Judged on the queue's own seconds, never on its share of the recording: the same
+    // minute of queueing is the same incident in a 5-minute and in a 1-hour recording.
+    let min_s = ctx.threshold("finding_min_s");
+    if q.seconds < min_s || waiting < 5.0 {
         return Verdict::RuledOut(if thrashing {
             format!(
-                "the queue came with the KV cache near full or exhausted: KV_CACHE_THRASHING explains it (queueing with KV to spare {:.0}% of the time, at most {waiting:.0} waiting)",
-                share * 100.0
+                "the queue came with the KV cache near full or exhausted: KV_CACHE_THRASHING explains it (queueing with KV to spare for {:.0} s, at most {waiting:.0} waiting)",
+                q.seconds
             )
         } else {
             format!(
-                "queue pressure {:.0}% of the time, at most {waiting:.0} waiting",
-                share * 100.0
+                "queue pressure for {:.0} s (a finding needs {min_s:.0} s), at most {waiting:.0} waiting",
+                q.seconds
             )
         });
     }
@@ -72,7 +75,9 @@ fn check(ctx: &Context) -> Verdict {
             "the engine stopped making progress: STUCK_ENGINE explains the queue".into(),
         );
     }
-    let mut score = 0.45 + 0.35 * (share / 0.5).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
+    // Grows with the queue's duration up to queue_sustained_s, and with its depth.
+    let sustained = ctx.threshold("queue_sustained_s");
+    let mut score = 0.3 + 0.4 * (q.seconds / sustained).min(1.0) + 0.1 * (waiting / 100.0).min(1.0);
     let mut counter = Vec::new();
     // A decode-throughput drop or prefill surges explain the part of the queueing they
     // came with, not a queue at another time of the session: the score gives up to 40 %
@@ -109,7 +114,6 @@ fn check(ctx: &Context) -> Verdict {
     // other causes around it (prefill surges, another workload) dilutes the share but
     // does not undo the limit that bound then.
     let pinned_s = q.running_at_peak_s;
-    let min_s = ctx.threshold("finding_min_s");
     let queue_kv = q.kv_max_pct.unwrap_or(0.0);
     let rising = ctx.threshold("kv_rising_pct");
     let window = match (&q.start, &q.end) {
@@ -205,7 +209,8 @@ fn check(ctx: &Context) -> Verdict {
         sustained_s: Some(q.seconds),
         score,
         summary: format!(
-            "queue pressure {:.0}% of the time{apart}, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
+            "queue pressure for {:.0} s ({:.0}% of the time){apart}, up to {waiting:.0} requests waiting with running at {running:.0} and KV at most {queue_kv:.0}%; cause: {cause}",
+            q.seconds,
             share * 100.0
         ),
         evidence: vec![
@@ -217,6 +222,7 @@ fn check(ctx: &Context) -> Verdict {
                 },
                 q.seconds,
             )
+            .threshold(sustained)
             .window(window.clone()),
             ev("requests_waiting (max)", waiting).threshold(ctx.threshold("queue_min_waiting")),
             ev("requests_running while queueing (max)", running).window(window.clone()),

@@ -2,7 +2,8 @@
 //! the scheduler (API server, tokenization, network), since queueing and prefill did not
 //! change.
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
-use crate::vocab::{Condition, EventName, Hypothesis, Phase};
+use crate::store::events::Event;
+use crate::vocab::{EventName, Hypothesis, Phase};
 
 pub const RULE: Rule = Rule {
     id: Hypothesis::TtftInstability,
@@ -12,23 +13,74 @@ pub const RULE: Rule = Rule {
     runs_last: false,
 };
 
+/// What explains a TTFT spike inside the engine, if anything: TTFT is the time a request
+/// waited in the scheduler's queue plus its prefill, so a spike with requests waiting (or
+/// a long mean queue time in its interval, or the KV cache saturated: nothing admitted)
+/// or in a prefill-pressure period is load, not instability. So is a spike whose interval
+/// was prefill-dominated on a server whose prefill surges did spike TTFT (PREFILL_PRESSURE
+/// held): a surge shorter than the debounce is still one of them. Not on a server
+/// without such surges: after a front-end stall the held-back requests all reach the
+/// engine at once, and that prefill is the stall's consequence.
+fn load_at(ctx: &Context, spike: &Event, prefill: &[(f64, f64)]) -> Option<&'static str> {
+    let get = |k: &str| spike.evidence.as_ref()?.get(k)?.as_f64();
+    // A TTFT observed at t with value v is a wait over [t - v, t].
+    let (t, waited) = (spike.t_rel_sec, spike.value.unwrap_or(0.0));
+    if prefill.iter().any(|(a, b)| t >= *a && t - waited <= *b) {
+        return Some("prefill pressure");
+    }
+    if !prefill.is_empty()
+        && get("prefill_token_share").is_some_and(|s| s >= ctx.threshold("prefill_token_share"))
+    {
+        return Some("prefill surges (PREFILL_PRESSURE)");
+    }
+    if get("requests_waiting").is_some_and(|w| w >= ctx.threshold("queue_min_waiting"))
+        || get("queue_time_mean_s").is_some_and(|q| q >= ctx.threshold("queue_delay_s"))
+    {
+        return Some("requests queued");
+    }
+    if get("kv_cache_usage_pct").is_some_and(|kv| kv >= ctx.threshold("kv_saturated_pct")) {
+        return Some("KV cache saturated");
+    }
+    None
+}
+
 fn check(ctx: &Context) -> Verdict {
-    let spikes = ctx.events_named(EventName::TtftSpike);
-    if spikes.is_empty() {
+    let all = ctx.events_named(EventName::TtftSpike);
+    if all.is_empty() {
         return Verdict::RuledOut("no TTFT spike against the rolling baseline".into());
     }
-    let loaded = ctx.phase_share(Phase::Saturated) + ctx.phase_share(Phase::QueuePressure);
-    if loaded > 0.1 {
+    // Judged spike by spike, never by the load's share of the recording: spikes of a
+    // queue a long recording dilutes are still the queue's, and a spike on a quiet server
+    // is still unexplained beside a queue an hour later.
+    let prefill = super::prefill_periods(ctx);
+    // Sessions written before spikes carried their load (no evidence at all) fall back to
+    // the session's share of load.
+    let legacy = all.iter().all(|e| e.evidence.is_none());
+    let legacy_loaded = ctx.phase_share(Phase::Saturated) + ctx.phase_share(Phase::QueuePressure);
+    let mut explained: Vec<&'static str> = Vec::new();
+    let spikes: Vec<&Event> = all
+        .iter()
+        .copied()
+        .filter(|e| match (legacy, load_at(ctx, e, &prefill)) {
+            (true, _) if legacy_loaded > 0.1 => {
+                explained.push("saturated or queueing");
+                false
+            }
+            (_, Some(load)) => {
+                explained.push(load);
+                false
+            }
+            (_, None) => true,
+        })
+        .collect();
+    if spikes.is_empty() {
+        explained.sort_unstable();
+        explained.dedup();
         return Verdict::RuledOut(format!(
-            "TTFT spikes come with load: {:.0}% of the time saturated or queueing",
-            loaded * 100.0
+            "every TTFT spike ({}) came with load in the engine: {}",
+            all.len(),
+            explained.join(", ")
         ));
-    }
-    let prefill = !ctx.condition_events(Condition::PrefillPressure).is_empty();
-    if prefill {
-        return Verdict::RuledOut(
-            "TTFT spikes coincide with prefill pressure: PREFILL_STARVATION".into(),
-        );
     }
     let worst = spikes.iter().filter_map(|e| e.value).fold(0.0, f64::max);
     let base = spikes.first().and_then(|e| e.baseline).unwrap_or(0.0);
@@ -50,14 +102,14 @@ fn check(ctx: &Context) -> Verdict {
         // One spike is low; repeated spikes make the instability.
         score: 0.2 + 0.17 * (spikes.len() as f64).min(3.0),
         summary: format!(
-            "{} TTFT spike(s) up to {worst:.2} s (baseline {base:.3} s) with running, waiting and KV unchanged",
+            "{} TTFT spike(s) up to {worst:.2} s (baseline {base:.3} s) with nothing queued, KV to spare and no prefill pressure",
             spikes.len()
         ),
         evidence: vec![
             ev("ttft_p95_s (worst spike)", worst)
                 .baseline(base)
                 .window(Context::window_of(&spikes)),
-            ev("TTFT_SPIKE events", spikes.len() as f64),
+            ev("TTFT spikes with nothing queued", spikes.len() as f64),
             ev(
                 "first tokens behind the worst spike's p95",
                 spikes
@@ -67,9 +119,17 @@ fn check(ctx: &Context) -> Verdict {
                     .unwrap_or(f64::NAN),
             )
             .threshold(ctx.threshold("quantile_min_count")),
-            ev("share of time saturated or queueing", loaded),
+            ev(
+                "TTFT spikes with load in the engine",
+                (all.len() - spikes.len()) as f64,
+            ),
         ],
-        counter_evidence: vec![],
+        counter_evidence: match all.len() - spikes.len() {
+            0 => vec![],
+            n => vec![format!(
+                "{n} other TTFT spike(s) came with load in the engine (requests queued, KV saturated or prefill surges)"
+            )],
+        },
         recommendations: recs,
     }
 }
