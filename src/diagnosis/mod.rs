@@ -235,14 +235,19 @@ impl Context<'_> {
     /// [`Self::phase_share`], the same whether the recording idles for a minute or an
     /// hour around the load.
     pub fn busy_share(&self, phase: Phase) -> f64 {
-        let busy: f64 = (self.server.phases.iter())
-            .filter(|(p, _)| !matches!(p, Phase::Idle | Phase::NoData))
-            .map(|(_, t)| t.seconds)
-            .sum();
+        let busy = self.busy_seconds();
         match busy > 0.0 {
             true => self.phase_seconds(phase) / busy,
             false => 0.0,
         }
+    }
+    /// Seconds known and not IDLE: what rates of the load are averaged over (a session's
+    /// average would fall with every idle minute recorded around the load).
+    pub fn busy_seconds(&self) -> f64 {
+        (self.server.phases.iter())
+            .filter(|(p, _)| !matches!(p, Phase::Idle | Phase::NoData))
+            .map(|(_, t)| t.seconds)
+            .sum()
     }
     /// Seconds in `phase`.
     pub fn phase_seconds(&self, phase: Phase) -> f64 {

@@ -23,9 +23,16 @@ fn check(ctx: &Context) -> Verdict {
     };
     let min_tps = ctx.threshold("prefix_min_prompt_tokens_per_s");
     let max_hit = ctx.threshold("prefix_hit_rate_low_pct");
-    let tps = s.prompt_tokens_per_s_avg.unwrap_or(0.0);
+    // Averaged over the busy time: idle minutes recorded around the load change nothing.
+    let busy = ctx.busy_seconds();
+    let tps = match (s.prompt_tokens, busy > 0.0) {
+        (Some(tokens), true) => tokens / busy,
+        _ => s.prompt_tokens_per_s_avg.unwrap_or(0.0),
+    };
     if tps < min_tps {
-        return Verdict::RuledOut(format!("only {tps:.0} prompt tokens/s looked up"));
+        return Verdict::RuledOut(format!(
+            "only {tps:.0} prompt tokens/s looked up (while busy)"
+        ));
     }
     if hit >= max_hit {
         return Verdict::RuledOut(format!("hit rate {hit:.1}%"));
@@ -47,10 +54,12 @@ fn check(ctx: &Context) -> Verdict {
         } else {
             0.15
         },
-        summary: format!("{tps:.0} prompt tokens/s looked up in the prefix cache, {hit:.1}% hit"),
+        summary: format!(
+            "{tps:.0} prompt tokens/s looked up in the prefix cache while busy, {hit:.1}% hit"
+        ),
         evidence: vec![
             ev("prefix_cache_hit_rate_pct", hit).threshold(max_hit),
-            ev("prompt_tokens_per_s (avg)", tps).threshold(min_tps),
+            ev("prompt_tokens_per_s (avg while busy)", tps).threshold(min_tps),
         ],
         counter_evidence: counter,
         recommendations: vec![

@@ -179,9 +179,9 @@ fn check(ctx: &Context) -> Verdict {
     recs.push(rec(
         "scale out (more replicas / data-parallel engines)",
         s.requests_finished
-            .zip(Some(s.duration_s))
+            .zip(Some(ctx.busy_seconds()))
             .filter(|(_, d)| *d > 0.0)
-            .map(|(f, d)| format!("service rate was {:.1} req/s", f / d)),
+            .map(|(f, d)| format!("service rate was {:.1} req/s while busy", f / d)),
         "arrivals exceed what one replica finishes; the backlog only grows",
         "more GPUs",
     ));
