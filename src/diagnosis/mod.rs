@@ -210,6 +210,37 @@ pub fn rules_read(e: &Event) -> bool {
         })
 }
 
+/// The default thresholds as a rule reads them, and a [`Context`] of one server with no
+/// events: what the rules' unit tests start from.
+#[cfg(test)]
+pub(crate) mod test_context {
+    use super::{Context, ServerFacts};
+    use crate::analysis::summary::ServerSummary;
+    use std::collections::BTreeMap;
+
+    pub fn default_thresholds() -> BTreeMap<String, f64> {
+        crate::analysis::Thresholds::default()
+            .entries()
+            .into_iter()
+            .map(|(n, v, _)| (n.to_string(), v))
+            .collect()
+    }
+
+    pub fn of<'a>(
+        server: &'a ServerSummary,
+        facts: ServerFacts,
+        thresholds: &'a BTreeMap<String, f64>,
+    ) -> Context<'a> {
+        Context {
+            server,
+            events: vec![],
+            facts,
+            thresholds,
+            worst_other_score: 0.0,
+        }
+    }
+}
+
 /// What a rule sees.
 pub struct Context<'a> {
     pub server: &'a ServerSummary,

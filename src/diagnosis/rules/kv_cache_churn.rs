@@ -183,22 +183,12 @@ mod tests {
             }),
             ..Default::default()
         };
-        let thresholds = crate::analysis::Thresholds::default()
-            .entries()
-            .into_iter()
-            .map(|(n, v, _)| (n.to_string(), v))
-            .collect();
-        let ctx = crate::diagnosis::Context {
-            server: &s,
-            events: vec![],
-            facts: ServerFacts {
-                kv_cache_metrics_sample: rate,
-                ..Default::default()
-            },
-            thresholds: &thresholds,
-            worst_other_score: 0.0,
+        let thresholds = crate::diagnosis::test_context::default_thresholds();
+        let facts = ServerFacts {
+            kv_cache_metrics_sample: rate,
+            ..Default::default()
         };
-        check(&ctx)
+        check(&crate::diagnosis::test_context::of(&s, facts, &thresholds))
     }
 
     /// Reuses as late as blocks live: a larger cache (or a CPU tier) turns misses into

@@ -56,7 +56,7 @@ fn check(ctx: &Context) -> Verdict {
 mod tests {
     use super::*;
     use crate::analysis::summary::ServerSummary;
-    use crate::diagnosis::ServerFacts;
+    use crate::diagnosis::{ServerFacts, test_context};
 
     fn verdict(kv_wait_s: f64, kv_p95_pct: f64) -> Verdict {
         let s = ServerSummary {
@@ -67,19 +67,8 @@ mod tests {
             kv_wait_s,
             ..Default::default()
         };
-        let thresholds = crate::analysis::Thresholds::default()
-            .entries()
-            .into_iter()
-            .map(|(n, v, _)| (n.to_string(), v))
-            .collect();
-        let ctx = Context {
-            server: &s,
-            events: vec![],
-            facts: ServerFacts::default(),
-            thresholds: &thresholds,
-            worst_other_score: 0.0,
-        };
-        check(&ctx)
+        let thresholds = test_context::default_thresholds();
+        check(&test_context::of(&s, ServerFacts::default(), &thresholds))
     }
 
     /// 30 s of requests waiting with the cache hot is the same finding whether the
