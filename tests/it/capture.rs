@@ -1078,9 +1078,15 @@ fn record_every_as(
     dir: &Path,
     version: Option<&str>,
 ) -> PathBuf {
+    let taken: Vec<&RawPage> = pages.iter().skip(offset).step_by(step).collect();
+    record_pages(&taken, step as f64 * 0.5, dir, version)
+}
+
+/// `pages` through the recorder's pipeline, as a recorder set to `interval_s` took them.
+fn record_pages(pages: &[&RawPage], interval_s: f64, dir: &Path, version: Option<&str>) -> PathBuf {
     use kvscope::record::{Pipeline, rfc3339};
     use kvscope::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
-    let first = (pages[offset].ts * 1e6) as i64;
+    let first = (pages[0].ts * 1e6) as i64;
     let meta = Metadata::new(
         "capture",
         &rfc3339(first),
@@ -1089,7 +1095,7 @@ fn record_every_as(
             ..Default::default()
         },
         RecorderSettings {
-            interval_s: step as f64 * 0.5,
+            interval_s,
             timeout_s: 5.0,
             duration_s: None,
         },
@@ -1099,7 +1105,7 @@ fn record_every_as(
         pipe.state_vllm_version(kvscope::adapter::version::VllmVersion::parse(v).unwrap());
     }
     let mut last = first;
-    for p in pages.iter().skip(offset).step_by(step) {
+    for p in pages {
         let ts = (p.ts * 1e6) as i64;
         match (&p.text, p.ok()) {
             (Some(text), true) => {
@@ -1823,6 +1829,50 @@ fn incidents_read_the_same_in_a_longer_recording() {
         assert!(reads[1].1 > reads[0].1 + 3000.0, "{reads:?}");
         if reads[0].0 != reads[1].0 {
             problems.push(format!("{step}: {:?} against {:?}", reads[0].0, reads[1].0));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The capture's pages taken at irregular intervals, as a loaded recorder or a Prometheus
+/// with jitter takes them: steps of 0.5-1.5 s, 2.5-7.5 s and 7.5-22.5 s around a mean of
+/// 1, 5 and 15 s, from a fixed pseudo-random sequence, 4 sequences each. Time is in
+/// seconds, not samples: KV_CACHE_THRASHING high and first, and queue_pressure's queue
+/// found at --max-num-seqs (the sequence limit), in every one; no telemetry finding.
+#[test]
+fn irregular_intervals_read_the_same() {
+    let pages = capture_pages();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    for mean in [2usize, 10, 30] {
+        for seed in 1..=4u64 {
+            let mut x = seed;
+            let mut picked = Vec::new();
+            let mut i = 0;
+            while i < pages.len() {
+                picked.push(&pages[i]);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                i += mean / 2 + (x >> 33) as usize % (mean + 1);
+            }
+            let dir = tmp.path().join(format!("{mean}-{seed}"));
+            let dir = record_pages(&picked, mean as f64 * 0.5, &dir, None);
+            let (_, r) = analyse_and_diagnose(&dir);
+            let found = ids_and_severities(&r);
+            let queue = r.hypotheses.iter().find(|h| h.id == "QUEUE_SATURATION");
+            let telemetry = found.iter().any(|(id, sev)| {
+                matches!(*id, "TELEMETRY_GAPS" | "SERVER_DOWN" | "SERVER_RESTART")
+                    && matches!(*sev, "medium" | "high")
+            });
+            if found.first() != Some(&("KV_CACHE_THRASHING", "high"))
+                || !queue.is_some_and(|q| {
+                    q.severity != "low" && q.summary.contains("cause: sequence limit")
+                })
+                || telemetry
+            {
+                problems.push(format!("mean {mean} seed {seed}: {found:?}"));
+            }
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
