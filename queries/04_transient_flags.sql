@@ -45,7 +45,7 @@ SELECT
   server, ts, t_rel_sec, running, waiting, kv_max_pct, preemptions_per_s, preemptions_recent,
   abandoned_recent, queue_time_mean_s, ttft_count, kv_block_lifetime_p50_s, kv_evictions_sampled,
   ttft_p95_s, ttft_p95_baseline_s, e2e_p95_s, e2e_p95_baseline_s, gen_tps, gen_tps_expected,
-  computed_prompt_tps,
+  computed_prompt_tps, itl_p95_s, itl_p95_baseline_s,
   -- A saturated engine's first tokens come seconds apart: at 0.5-2 s scrapes most
   -- intervals observe none, and they are no quiet (ttft_spike_held, 02_timeline.sql).
   rearm_held(is_ttft_spike, ttft_spike_held, t_rel_sec, ${event_rearm_s}) OVER w

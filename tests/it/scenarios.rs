@@ -8,7 +8,7 @@ use kvscope::analysis::{self, Thresholds};
 use kvscope::diagnosis;
 use kvscope::sim::scenario;
 use kvscope::store;
-use kvscope::vocab::Phase;
+use kvscope::vocab::{Hypothesis, Phase};
 
 use crate::common::{block_on, record_scenario};
 
@@ -93,6 +93,14 @@ fn check(name: &str, seed: u64) -> Vec<String> {
         if a.events.iter().any(|x| x.event_name() == Some(*e)) {
             problems.push(format!("event {e} should not occur"));
         }
+    }
+    // The TTFT spikes of an incident inside the engine (queue, KV, prefill, slower steps)
+    // are its load: TTFT_INSTABILITY is found only where the front end is the cause.
+    let front_end = [Hypothesis::TtftInstability, Hypothesis::ApiServerSaturated];
+    if !front_end.contains(&truth.root_cause)
+        && report.hypotheses.iter().any(|h| h.id == "TTFT_INSTABILITY")
+    {
+        problems.push("TTFT_INSTABILITY found for an incident inside the engine".into());
     }
     if matches!(name, "healthy" | "idle") {
         for h in &report.hypotheses {

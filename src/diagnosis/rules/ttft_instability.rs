@@ -15,8 +15,8 @@ pub const RULE: Rule = Rule {
 
 /// What explains a TTFT spike inside the engine, if anything: TTFT is the time a request
 /// waited in the scheduler's queue plus its prefill, so a spike with requests waiting (or
-/// a long mean queue time in its interval, or the KV cache saturated: nothing admitted)
-/// or in a prefill-pressure period is load, not instability. So is a spike whose interval
+/// a long mean queue time in its interval, or the KV cache saturated: nothing admitted),
+/// with slower engine steps, or in a prefill-pressure period is load, not instability. So is a spike whose interval
 /// was prefill-dominated on a server whose prefill surges did spike TTFT (PREFILL_PRESSURE
 /// held): a surge shorter than the debounce is still one of them. Not on a server
 /// without such surges: after a front-end stall the held-back requests all reach the
@@ -41,6 +41,23 @@ fn load_at(ctx: &Context, spike: &Event, prefill: &[(f64, f64)]) -> Option<&'sta
     if get("kv_cache_usage_pct").is_some_and(|kv| kv >= ctx.threshold("kv_saturated_pct")) {
         return Some("KV cache saturated");
     }
+    // Slower engine steps (throttling, a neighbour): the inter-token latency rose by the
+    // factor a decode drop needs (DECODE_THROUGHPUT_DROP, 02_timeline.sql), and by about
+    // as much as the TTFT (within that factor again): a prefill takes its steps, so
+    // slower steps scale the TTFT by their slowdown. Not a TTFT 100x up with steps 3x
+    // slower: after a front-end stall the held-back prompts reach the engine at once and
+    // lengthen its steps, but they do not make their own first token 100x later.
+    let drop = ctx.threshold("decode_drop_share");
+    if let (Some(itl), Some(itl_base), Some(ttft), Some(ttft_base)) = (
+        get("itl_p95_s"),
+        get("itl_p95_baseline_s"),
+        spike.value,
+        spike.baseline,
+    ) && itl * drop >= itl_base
+        && ttft * itl_base * drop <= itl * ttft_base
+    {
+        return Some("slower engine steps (ITL)");
+    }
     None
 }
 
@@ -49,28 +66,30 @@ fn check(ctx: &Context) -> Verdict {
     if all.is_empty() {
         return Verdict::RuledOut("no TTFT spike against the rolling baseline".into());
     }
-    // Judged spike by spike, never by the load's share of the recording: spikes of a
-    // queue a long recording dilutes are still the queue's, and a spike on a quiet server
-    // is still unexplained beside a queue an hour later.
+    // Judged spike by spike: each spike's own load in the engine. A spike without any is
+    // still put down to load when the server was saturated or queueing for more than a
+    // tenth of its busy time: a spike's interval can miss the load behind it (a long
+    // prompt's prefill spans intervals; a surge shorter than the debounce). Of the busy
+    // time, never of the recording: idle time recorded around the load changes nothing.
     let prefill = super::prefill_periods(ctx);
-    // Sessions written before spikes carried their load (no evidence at all) fall back to
-    // the session's share of load.
-    let legacy = all.iter().all(|e| e.evidence.is_none());
-    let legacy_loaded = ctx.phase_share(Phase::Saturated) + ctx.phase_share(Phase::QueuePressure);
-    let mut explained: Vec<&'static str> = Vec::new();
+    let loaded = ctx.busy_share(Phase::Saturated) + ctx.busy_share(Phase::QueuePressure);
+    let mut explained: Vec<String> = Vec::new();
     let spikes: Vec<&Event> = all
         .iter()
         .copied()
-        .filter(|e| match (legacy, load_at(ctx, e, &prefill)) {
-            (true, _) if legacy_loaded > 0.1 => {
-                explained.push("saturated or queueing");
+        .filter(|e| match load_at(ctx, e, &prefill) {
+            Some(load) => {
+                explained.push(load.to_string());
                 false
             }
-            (_, Some(load)) => {
-                explained.push(load);
+            None if loaded > 0.1 => {
+                explained.push(format!(
+                    "saturated or queueing {:.0}% of the busy time",
+                    loaded * 100.0
+                ));
                 false
             }
-            (_, None) => true,
+            None => true,
         })
         .collect();
     if spikes.is_empty() {
@@ -127,7 +146,7 @@ fn check(ctx: &Context) -> Verdict {
         counter_evidence: match all.len() - spikes.len() {
             0 => vec![],
             n => vec![format!(
-                "{n} other TTFT spike(s) came with load in the engine (requests queued, KV saturated or prefill surges)"
+                "{n} other TTFT spike(s) came with load in the engine (requests queued, KV saturated, prefill surges or slower steps)"
             )],
         },
         recommendations: recs,
