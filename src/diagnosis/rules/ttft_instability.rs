@@ -16,11 +16,11 @@ pub const RULE: Rule = Rule {
 /// What explains a TTFT spike inside the engine, if anything: TTFT is the time a request
 /// waited in the scheduler's queue plus its prefill, so a spike with requests waiting (or
 /// a long mean queue time in its interval, or the KV cache saturated: nothing admitted),
-/// with slower engine steps, or in a prefill-pressure period is load, not instability. So is a spike whose interval
-/// was prefill-dominated on a server whose prefill surges did spike TTFT (PREFILL_PRESSURE
-/// held): a surge shorter than the debounce is still one of them. Not on a server
-/// without such surges: after a front-end stall the held-back requests all reach the
-/// engine at once, and that prefill is the stall's consequence.
+/// with slower engine steps, or in a prefill-pressure period is load, not instability.
+/// So is a spike whose interval was prefill-dominated on a server whose prefill surges
+/// did spike TTFT (PREFILL_PRESSURE held): a surge shorter than the debounce is still one
+/// of them. Not on a server without such surges: after a front-end stall the held-back
+/// requests all reach the engine at once, and that prefill is the stall's consequence.
 fn load_at(ctx: &Context, spike: &Event, prefill: &[(f64, f64)]) -> Option<&'static str> {
     let get = |k: &str| spike.evidence.as_ref()?.get(k)?.as_f64();
     // A TTFT observed at t with value v is a wait over [t - v, t].
