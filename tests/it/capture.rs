@@ -186,6 +186,14 @@ fn ids_and_severities(r: &Report) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// The finding `id` of a report; panics naming what was found instead.
+fn finding<'a>(r: &'a Report, id: &str) -> &'a diagnosis::Finding {
+    r.hypotheses
+        .iter()
+        .find(|h| h.id == id)
+        .unwrap_or_else(|| panic!("no {id} in {:?}", ids_and_severities(r)))
+}
+
 /// `None` when `id` is the report's top finding, else what the report found instead.
 fn top_other_than(r: &Report, id: &str) -> Option<String> {
     let top = r.hypotheses.first().map(|h| h.id.as_str());
@@ -746,11 +754,7 @@ fn outage_in_a_real_capture_is_no_data_then_restart() {
     assert!(!s.phases.contains_key(&Phase::NoData));
     let o = kvscope(["doctor", dir.to_str().unwrap(), "--json"]);
     let r: Report = serde_json::from_slice(&o.stdout).unwrap();
-    let restart = r
-        .hypotheses
-        .iter()
-        .find(|h| h.id == "SERVER_RESTART")
-        .unwrap_or_else(|| panic!("{:?}", ids_and_severities(&r)));
+    let restart = finding(&r, "SERVER_RESTART");
     // It went down 10 s into queue_pressure, with 64 running and the queue growing:
     // those requests were lost, and the restart is high.
     assert_eq!(restart.severity, "high", "{}", restart.summary);
@@ -1340,6 +1344,20 @@ fn went_down(from: f64, cut: f64, down_s: f64, reason: &str) -> Vec<RawPage> {
     pages
 }
 
+/// From 20 s before kv_saturation to 30 s into it (8 running, 24 waiting, KV near full),
+/// then 30 s of refused connections: `(from, cut, kv_saturation's end, pages)`.
+fn refused_mid_kv_saturation() -> (f64, f64, f64, Vec<RawPage>) {
+    let (start, end) = window_of("kv_saturation");
+    let (from, cut) = (start - 20.0, start + 30.0);
+    (from, cut, end, went_down(from, cut, 30.0, &refused()))
+}
+
+/// What the recorder says of a scrape whose connection was refused.
+fn refused() -> String {
+    kvscope::source::scrape::ScrapeError::Connect("tcp connect error: Connection refused".into())
+        .to_string()
+}
+
 /// A vLLM server gone in the middle of kv_saturation (8 running, 24 waiting, KV near
 /// full), its port refusing connections for the last 30 s: SERVER_DOWN, high and first,
 /// with the work it held, at 1, 5 and 15 s from every offset. Timed-out scrapes read as
@@ -1349,10 +1367,7 @@ fn went_down(from: f64, cut: f64, down_s: f64, reason: &str) -> Vec<RawPage> {
 fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
     use kvscope::source::scrape::ScrapeError;
     let tmp = tempfile::tempdir().unwrap();
-    let (start, _) = window_of("kv_saturation");
-    let (from, cut) = (start - 20.0, start + 30.0);
-    let refused = ScrapeError::Connect("tcp connect error: Connection refused".into());
-    let pages = went_down(from, cut, 30.0, &refused.to_string());
+    let (from, cut, _, pages) = refused_mid_kv_saturation();
     let mut problems = Vec::new();
     let _heavy = RECORDING.write().unwrap_or_else(|e| e.into_inner());
     for step in [2usize, 10, 30] {
@@ -1425,7 +1440,7 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
         let dir = record_every(&one, 1, 0, &tmp.path().join(name));
         analyse_and_diagnose(&dir).1
     };
-    let r = last_fails(&refused.to_string(), "one-refused");
+    let r = last_fails(&refused(), "one-refused");
     assert_eq!(
         r.hypotheses[0].id,
         "SERVER_DOWN",
@@ -1449,7 +1464,7 @@ fn server_gone_at_the_end_is_server_down_at_every_interval_and_phase() {
     // a planned shutdown may be.
     let (_, end) = window_of("cooldown");
     let dir = record_every(
-        &went_down(from, end, 30.0, &refused.to_string()),
+        &went_down(from, end, 30.0, &refused()),
         10,
         0,
         &tmp.path().join("idle"),
@@ -1635,11 +1650,7 @@ fn admission_rejections_of_vllm_0_32_are_counted_and_judged() {
     let (a, r) = analyse_and_diagnose(&dir);
     assert_eq!(a.summary.servers[0].requests_rejected, None);
     assert!(r.hypotheses.iter().all(|h| h.id != "ADMISSION_REJECTIONS"));
-    let queue = r
-        .hypotheses
-        .iter()
-        .find(|h| h.id == "QUEUE_SATURATION")
-        .unwrap();
+    let queue = finding(&r, "QUEUE_SATURATION");
     assert!(
         queue
             .recommendations
@@ -1657,10 +1668,7 @@ fn admission_rejections_of_vllm_0_32_are_counted_and_judged() {
 fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
     use kvscope::source::scrape::ScrapeError;
     let tmp = tempfile::tempdir().unwrap();
-    let (start, end) = window_of("kv_saturation");
-    let (from, cut) = (start - 20.0, start + 30.0);
-    let refused = ScrapeError::Connect("tcp connect error: Connection refused".into());
-    let mut pages = went_down(from, cut, 30.0, &refused.to_string());
+    let (from, cut, end, mut pages) = refused_mid_kv_saturation();
     pages.extend(
         capture_pages()
             .into_iter()
@@ -1711,7 +1719,7 @@ fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
         .map(|mut p| {
             if p.ts >= cut + 50.0 && p.ts < cut + 60.0 {
                 p.text = None;
-                p.error = Some(refused.to_string());
+                p.error = Some(refused());
             } else if p.ts >= cut + 60.0 {
                 p.text = p.text.map(|t| start_time(&t, "1.7954394999e+09"));
             }
@@ -1720,11 +1728,7 @@ fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
         .collect();
     let dir = record_every(&twice, 2, 0, &tmp.path().join("twice"));
     let (_, r) = analyse_and_diagnose(&dir);
-    let restart = r
-        .hypotheses
-        .iter()
-        .find(|h| h.id == "SERVER_RESTART")
-        .unwrap();
+    let restart = finding(&r, "SERVER_RESTART");
     assert!(
         restart.summary.starts_with("2 restart(s): a crash loop"),
         "{}",
@@ -1748,11 +1752,7 @@ fn restart_mid_load_loses_the_work_in_flight_at_every_interval_and_phase() {
         .collect();
     let dir = record_every(&slow, 2, 0, &tmp.path().join("slow"));
     let (_, r) = analyse_and_diagnose(&dir);
-    let gaps = r
-        .hypotheses
-        .iter()
-        .find(|h| h.id == "TELEMETRY_GAPS")
-        .unwrap();
+    let gaps = finding(&r, "TELEMETRY_GAPS");
     assert!(
         gaps.recommendations[0].action.contains("event loop"),
         "{:?}",

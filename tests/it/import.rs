@@ -83,6 +83,30 @@ fn fails(args: &[&str], needles: &[&str]) {
     }
 }
 
+/// `doctor --prometheus URL --since SINCE --json` of one scrape target, importing the
+/// window into `import_to`: its doctor.json.
+fn doctor_prometheus(
+    url: &str,
+    since: &str,
+    instance: &str,
+    import_to: &std::path::Path,
+) -> serde_json::Value {
+    let o = kvscope([
+        "doctor",
+        "--prometheus",
+        url,
+        "--since",
+        since,
+        "--match",
+        &format!("{{instance=\"{instance}\"}}"),
+        "--json",
+        "--import-to",
+        import_to.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn phase_at(series: &[PhasePoint], ts: i64, tol_us: i64) -> Option<&PhasePoint> {
     series
         .iter()
@@ -260,20 +284,7 @@ fn prometheus_history_reads_like_a_direct_recording() {
     );
 
     // doctor --prometheus: the same top finding straight from Prometheus.
-    let o = kvscope([
-        "doctor",
-        "--prometheus",
-        &prom_url,
-        "--since",
-        "40s",
-        "--match",
-        &format!("{{instance=\"{target}\"}}"),
-        "--json",
-        "--import-to",
-        tmp.path().join("doctor-import").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = doctor_prometheus(&prom_url, "40s", &target, &tmp.path().join("doctor-import"));
     assert_eq!(v["hypotheses"][0]["id"], "KV_CACHE_THRASHING", "{v}");
     assert_eq!(v["hypotheses"][0]["server"], target.as_str());
 
@@ -301,20 +312,12 @@ fn prometheus_history_reads_like_a_direct_recording() {
     // words.
     drop(_replay);
     std::thread::sleep(Duration::from_secs(16));
-    let o = kvscope([
-        "doctor",
-        "--prometheus",
+    let v = doctor_prometheus(
         &prom_url,
-        "--since",
         "45s",
-        "--match",
-        &format!("{{instance=\"{replay_target}\"}}"),
-        "--json",
-        "--import-to",
-        tmp.path().join("doctor-down").to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        &replay_target,
+        &tmp.path().join("doctor-down"),
+    );
     let down = v["hypotheses"]
         .as_array()
         .unwrap()
