@@ -1265,4 +1265,76 @@ mod tests {
         let unused: Vec<&str> = names.filter(|n| !literals.contains(*n)).collect();
         assert!(unused.is_empty(), "no query emits {unused:?}");
     }
+
+    /// DataFusion's `AND`/`OR` short-circuit as patched (`vendor/README.md`): where the
+    /// left side leaves at most a fifth of the rows open, the right side is evaluated on
+    /// those rows of only the columns it reads. Its values must be the unpatched ones,
+    /// whichever columns (and in which order) the right side reads.
+    #[tokio::test]
+    async fn short_circuited_and_or_read_the_right_columns() {
+        use datafusion::arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let ctx = context();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("z1", DataType::Float64, false),
+            Field::new("x", DataType::Float64, false),
+            Field::new("y", DataType::Utf8, false),
+            Field::new("z2", DataType::Float64, false),
+        ]));
+        let rows = 0..100i64;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.clone())),
+                Arc::new(Float64Array::from_iter_values(
+                    rows.clone().map(|i| i as f64),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    rows.clone().map(|i| (i % 7) as f64),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    rows.clone().map(|i| if i % 3 == 0 { "k" } else { "m" }),
+                )),
+                Arc::new(Float64Array::from_iter_values(rows.map(|i| i as f64))),
+            ],
+        )
+        .unwrap();
+        ctx.register_batch("s", batch).unwrap();
+        let out = ctx
+            .sql(
+                "SELECT a < 10 AND x > 5.0 AS p, a >= 10 OR y = 'k' AS q, \
+                        z2 < 5 AND (x + z1) > 4 AS r FROM s",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let true_rows = |col: usize| -> Vec<usize> {
+            let mut k = 0;
+            let mut rows = Vec::new();
+            for b in &out {
+                let a = b
+                    .column(col)
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .unwrap();
+                for v in a.iter() {
+                    if v == Some(true) {
+                        rows.push(k);
+                    }
+                    k += 1;
+                }
+            }
+            rows
+        };
+        // a < 10 holds on 10 % of the rows; x > 5 on those where a % 7 == 6.
+        assert_eq!(true_rows(0), vec![6]);
+        // a >= 10 leaves 10 % open; y = 'k' where a % 3 == 0.
+        let q: Vec<usize> = [0, 3, 6, 9].into_iter().chain(10..100).collect();
+        assert_eq!(true_rows(1), q);
+        // z2 < 5 leaves 5 %; x + z1 = 2a there.
+        assert_eq!(true_rows(2), vec![3, 4]);
+    }
 }
