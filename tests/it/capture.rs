@@ -657,11 +657,13 @@ fn window_of(name: &str) -> (f64, f64) {
 #[test]
 fn frozen_engine_in_a_real_capture_is_stuck_engine() {
     // vLLM V1 keeps answering /metrics when the engine core hangs, with every engine
-    // series frozen: 20 s of kv_saturation (8 running) replaced by copies of its first
-    // page, only the scrape time moving.
+    // series frozen: 30 s of kv_saturation (8 running) replaced by copies of its first
+    // page, only the scrape time moving. (30 s, not 20: scraped every 5 s in real time
+    // by a debug recorder beside the whole suite on 2 cores, a 20 s freeze was once seen
+    // by two frozen intervals only — 10 s, short of `finding_min_s`.)
     let tmp = tempfile::tempdir().unwrap();
     let (start, _) = window_of("kv_saturation");
-    let (from, to) = (start + 20.0, start + 40.0);
+    let (from, to) = (start + 20.0, start + 50.0);
     let pages = spliced(tmp.path(), |pages| {
         let frozen = pages.iter().find(|p| p.ts >= from).unwrap().text.clone();
         for p in pages.iter_mut().filter(|p| p.ts >= from && p.ts < to) {
@@ -684,12 +686,12 @@ fn frozen_engine_in_a_real_capture_is_stuck_engine() {
             "{interval} s: {ids:?}"
         );
         let stuck = &r.hypotheses[0];
-        // 20 s to within one interval (the scrapes around the freeze's start see part
-        // of it) and the scheduling jitter of a loaded test machine (a 5 s run read
-        // 14.5 s: three intervals of ~4.8 s).
+        // 30 s to within one interval (the scrapes around the freeze's start see part
+        // of it) and the scheduling jitter of a loaded test machine (up to two more
+        // intervals lost: see above).
         let frozen_s = stuck.evidence[0].observed.as_f64().unwrap();
         assert!(
-            (20.0 - interval - 1.5..=25.0).contains(&frozen_s),
+            (30.0 - 3.0 * interval - 1.5..=35.0).contains(&frozen_s),
             "{interval} s: stalled {frozen_s} s"
         );
         let events = store::events::read_events(&dir.join(store::EVENTS_JSONL)).unwrap();
