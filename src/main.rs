@@ -3,7 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    one_malloc_arena_per_core();
+    tune_malloc();
     quiet_on_broken_pipe();
     let cli = kvscope::cli::Cli::parse();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kvscope::cli::run(cli)));
@@ -19,13 +19,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Caps glibc's malloc arenas at one per core. glibc gives threads that allocate at the
-/// same time arenas of their own, up to eight per core, and memory freed in one arena
-/// serves only the threads attached to it: the catalog's workers, then the merge's
-/// parsers and encoder, then the summary each left freed memory the next stage could
-/// not reuse, so peak RSS grew with the length of an analysis (a busy 5 × 10⁷-sample
-/// fleet peaked at 506–530 MB against 340–390 MB at 10⁷; capped, 409–449 MB in the
-/// same time).
+/// Tunes glibc's malloc. Caps its arenas at one per core. glibc gives threads that
+/// allocate at the same time arenas of their own, up to eight per core, and memory
+/// freed in one arena serves only the threads attached to it: the catalog's workers,
+/// then the merge's parsers and encoder, then the summary each left freed memory the
+/// next stage could not reuse, so peak RSS grew with the length of an analysis (a busy
+/// 5 × 10⁷-sample fleet peaked at 506–530 MB against 340–390 MB at 10⁷; capped, 409–449
+/// MB in the same time).
 ///
 /// Also keeps freed memory for reuse instead of handing it back to the kernel: an
 /// analysis allocates and frees columns of a chunk (~0.5 MB each) thousands of times,
@@ -36,7 +36,7 @@ fn main() -> std::process::ExitCode {
 ///
 /// Hand-written: `mallopt` is the one knob, and no crate wraps it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn one_malloc_arena_per_core() {
+fn tune_malloc() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cores = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
     // SAFETY: `mallopt` only sets allocator parameters (glibc takes its own locks); it
@@ -49,7 +49,7 @@ fn one_malloc_arena_per_core() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn one_malloc_arena_per_core() {}
+fn tune_malloc() {}
 
 /// `print!` panics when stdout is a closed pipe (Rust ignores SIGPIPE). Hand-written
 /// because every command prints through `print!`: the hook stays silent for that one
