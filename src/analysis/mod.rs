@@ -265,7 +265,7 @@ pub async fn register_session(
                     // (preempting, KV-wait, decode-drop seconds) would read 0. The view
                     // runs per chunk of whole servers, so the window stays in the chunk.
                     "interval_s" => format!(
-                        "CAST(CAST(\"ts\" AS BIGINT) - LAG(CAST(\"ts\" AS BIGINT)) OVER (PARTITION BY \"server\"{} ORDER BY \"ts\") AS DOUBLE) / 1e6 AS \"interval_s\"",
+                        "seconds_since_previous(CAST(\"ts\" AS BIGINT)) OVER (PARTITION BY \"server\"{} ORDER BY \"ts\") AS \"interval_s\"",
                         if present.iter().any(|p| p == "engine") {
                             ", \"engine\""
                         } else {

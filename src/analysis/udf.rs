@@ -31,6 +31,9 @@
 //! - `unchanged(value)`: `value = LAG(value)`, the partition at once: DataFusion streams
 //!   a `LAG` whose window needs no other function row by row (~80 ns a row, a quarter
 //!   of the whole units query on a fleet); this is one vectorizable pass. O(n).
+//! - `seconds_since_previous(ts_us)`: `(ts_us - LAG(ts_us)) / 1e6` as a float, the
+//!   partition at once (the samples view's `interval_s` for sessions recorded without
+//!   it: a streamed `LAG` took ~58 ns a row on a busy fleet). O(n).
 //! - `next_time_where(flag, t)`: `t` of the nearest row at or after this one where `flag`
 //!   holds (a reverse scan instead of a `MIN` over an unbounded following frame). O(n).
 //! - `condition_change(active)`: `'start'` where `active` becomes true, `'end'` where it
@@ -53,7 +56,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::function::{
@@ -75,6 +78,7 @@ pub fn all() -> Vec<WindowUDF> {
         WindowUDF::new_from_impl(SimpleWindow::condition_change()),
         WindowUDF::new_from_impl(SimpleWindow::previous_value()),
         WindowUDF::new_from_impl(SimpleWindow::unchanged()),
+        WindowUDF::new_from_impl(SimpleWindow::seconds_since_previous()),
         WindowUDF::new_from_impl(SimpleWindow::next_time_where()),
         WindowUDF::new_from_impl(SimpleWindow::episode_id()),
         WindowUDF::new_from_impl(SimpleWindow::sustained()),
@@ -153,6 +157,13 @@ impl SimpleWindow {
             signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Immutable),
             ..Self::new("unchanged", vec![DataType::Float64], DataType::Boolean)
         }
+    }
+    fn seconds_since_previous() -> Self {
+        Self::new(
+            "seconds_since_previous",
+            vec![DataType::Int64],
+            DataType::Float64,
+        )
     }
     fn next_time_where() -> Self {
         let args = vec![DataType::Boolean, DataType::Float64];
@@ -290,6 +301,15 @@ impl PartitionEvaluator for SimpleEval {
             };
             return Ok(Arc::new(unchanged(v, num_rows)));
         }
+        if self.name == "seconds_since_previous" {
+            let Some(ts) = values
+                .first()
+                .and_then(|a| a.as_primitive_opt::<Int64Type>())
+            else {
+                return exec_err!("seconds_since_previous expects an Int64 argument");
+            };
+            return Ok(Arc::new(seconds_since_previous(ts, num_rows)));
+        }
         if self.name == "previous_value" {
             let Some(v) = values.first().and_then(|a| a.as_string_opt::<i32>()) else {
                 return exec_err!("previous_value expects a Utf8 argument");
@@ -386,6 +406,22 @@ impl PartitionEvaluator for SimpleEval {
             other => exec_err!("unknown window function {other}"),
         }
     }
+}
+
+/// The kernel behind `seconds_since_previous`: `(ts[i] - ts[i - 1]) / 1e6`, exactly as
+/// `CAST(ts - LAG(ts) AS DOUBLE) / 1e6` reads it; NULL on the first row and where either
+/// is NULL.
+pub fn seconds_since_previous(ts: &Int64Array, n: usize) -> Float64Array {
+    let n = n.min(ts.len());
+    let x = ts.values();
+    let values: Vec<f64> = (0..n)
+        .map(|i| match i {
+            0 => 0.0,
+            _ => x[i].wrapping_sub(x[i - 1]) as f64 / 1e6,
+        })
+        .collect();
+    let valid = BooleanBuffer::collect_bool(n, |i| i > 0 && ts.is_valid(i) && ts.is_valid(i - 1));
+    Float64Array::new(values.into(), Some(NullBuffer::new(valid)))
 }
 
 /// The kernel behind `unchanged`: `v[i] == v[i - 1]`, NULL where either is NULL (the
@@ -650,6 +686,26 @@ pub fn episode_id(active: &[Option<bool>], t: &[f64], gap: f64, min: f64) -> Int
 /// positions (usually a few, since metrics change slowly) instead of a remove and an
 /// insert that each shift the whole tail.
 pub fn rolling_median(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { rolling_median_avx2(v, t, window, n) };
+    }
+    rolling_median_body(v, t, window, n)
+}
+
+/// [`rolling_median`] compiled for AVX2: the window's counting loops compare four
+/// floats at a time where the x86-64 baseline (SSE2) compares two. Chosen at run time,
+/// so the binary still runs on any x86-64. (Hand-written: one function does not justify
+/// a multiversioning crate.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn rolling_median_avx2(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
+    rolling_median_body(v, t, window, n)
+}
+
+#[inline(always)]
+fn rolling_median_body(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
     let mut sorted: Vec<f64> = Vec::new();
     let mut out = Float64Builder::with_capacity(n);
     let value = |j: usize| (v.is_valid(j) && !v.value(j).is_nan()).then(|| v.value(j));
@@ -698,15 +754,18 @@ pub fn rolling_median(v: &Float64Array, t: &Float64Array, window: f64, n: usize)
 /// How many elements are below `x`: the insert position in a sorted slice. A counting
 /// loop the compiler vectorizes beats a binary search's unpredictable branches on
 /// windows of tens to hundreds of values.
+#[inline(always)]
 fn count_below(sorted: &[f64], x: f64) -> usize {
     sorted.iter().map(|y| usize::from(*y < x)).sum()
 }
 
+#[inline(always)]
 fn sorted_insert(sorted: &mut Vec<f64>, x: f64) {
     let pos = count_below(sorted, x);
     sorted.insert(pos, x);
 }
 
+#[inline(always)]
 fn sorted_remove(sorted: &mut Vec<f64>, x: f64) {
     let pos = count_below(sorted, x);
     if sorted.get(pos) == Some(&x) {
@@ -715,20 +774,29 @@ fn sorted_remove(sorted: &mut Vec<f64>, x: f64) {
 }
 
 /// Replaces one `old` by `new`, moving only the elements between their positions.
+#[inline(always)]
 fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
     if old.to_bits() == new.to_bits() {
         // A gauge that held its value (running requests, a bucket-bound quantile):
         // nothing moves (`cargo bench --bench analyze -- kernels`, stepped: −14 %).
         return;
     }
-    let p = count_below(sorted, old);
+    // One pass finds both positions: how many are below `old`, below `new`, and at or
+    // below `new`.
+    let (mut below_old, mut below_new, mut upto_new) = (0usize, 0usize, 0usize);
+    for y in sorted.iter() {
+        below_old += usize::from(*y < old);
+        below_new += usize::from(*y < new);
+        upto_new += usize::from(*y <= new);
+    }
+    let p = below_old;
     if sorted.get(p) != Some(&old) {
         return; // not in the window (cannot happen: `old` entered earlier)
     }
     if new >= old {
         // Elements after p that are below `new` move one step left; `new` follows them.
         // Below `new` are the p elements before `old`, `old` itself when smaller, and those.
-        let q = count_below(sorted, new) - usize::from(old < new);
+        let q = below_new - usize::from(old < new);
         if let Some(span) = sorted.get_mut(p..=q) {
             span.copy_within(1.., 0);
             if let Some(last) = span.last_mut() {
@@ -737,9 +805,8 @@ fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
         }
     } else {
         // Elements before p that are above `new` move one step right; `new` precedes them.
-        let q = sorted
-            .get(..p)
-            .map_or(0, |head| head.iter().map(|y| usize::from(*y <= new)).sum());
+        // (`new` < `old`: every element at or below `new` lies before p.)
+        let q = upto_new;
         if let Some(span) = sorted.get_mut(q..=p) {
             span.copy_within(..span.len() - 1, 1);
             if let Some(first) = span.first_mut() {
@@ -749,6 +816,7 @@ fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
     }
 }
 
+#[inline(always)]
 fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
     let m = sorted.len();
     match m {
@@ -998,6 +1066,24 @@ mod tests {
         let got: Vec<Option<bool>> = unchanged(&v, 6).iter().collect();
         assert_eq!(got, [None, Some(true), Some(false), None, None, Some(true)]);
         assert_eq!(unchanged(&v, 0).len(), 0);
+    }
+
+    #[test]
+    fn seconds_since_previous_is_the_microsecond_difference_in_seconds() {
+        let ts = Int64Array::from(vec![
+            Some(1_800_000_000_000_000),
+            Some(1_800_000_000_500_000),
+            Some(1_800_000_015_500_001),
+            None,
+            Some(1_800_000_020_000_000),
+            Some(1_800_000_020_000_000),
+        ]);
+        let got: Vec<Option<f64>> = seconds_since_previous(&ts, 6).iter().collect();
+        assert_eq!(
+            got,
+            [None, Some(0.5), Some(15.000001), None, None, Some(0.0)]
+        );
+        assert_eq!(seconds_since_previous(&ts, 0).len(), 0);
     }
 
     #[test]
