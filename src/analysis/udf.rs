@@ -686,26 +686,6 @@ pub fn episode_id(active: &[Option<bool>], t: &[f64], gap: f64, min: f64) -> Int
 /// positions (usually a few, since metrics change slowly) instead of a remove and an
 /// insert that each shift the whole tail.
 pub fn rolling_median(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { rolling_median_avx2(v, t, window, n) };
-    }
-    rolling_median_body(v, t, window, n)
-}
-
-/// [`rolling_median`] compiled for AVX2: the window's counting loops compare four
-/// floats at a time where the x86-64 baseline (SSE2) compares two. Chosen at run time,
-/// so the binary still runs on any x86-64. (Hand-written: one function does not justify
-/// a multiversioning crate.)
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn rolling_median_avx2(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
-    rolling_median_body(v, t, window, n)
-}
-
-#[inline(always)]
-fn rolling_median_body(v: &Float64Array, t: &Float64Array, window: f64, n: usize) -> Float64Array {
     let mut sorted: Vec<f64> = Vec::new();
     let mut out = Float64Builder::with_capacity(n);
     let value = |j: usize| (v.is_valid(j) && !v.value(j).is_nan()).then(|| v.value(j));
@@ -754,18 +734,15 @@ fn rolling_median_body(v: &Float64Array, t: &Float64Array, window: f64, n: usize
 /// How many elements are below `x`: the insert position in a sorted slice. A counting
 /// loop the compiler vectorizes beats a binary search's unpredictable branches on
 /// windows of tens to hundreds of values.
-#[inline(always)]
 fn count_below(sorted: &[f64], x: f64) -> usize {
     sorted.iter().map(|y| usize::from(*y < x)).sum()
 }
 
-#[inline(always)]
 fn sorted_insert(sorted: &mut Vec<f64>, x: f64) {
     let pos = count_below(sorted, x);
     sorted.insert(pos, x);
 }
 
-#[inline(always)]
 fn sorted_remove(sorted: &mut Vec<f64>, x: f64) {
     let pos = count_below(sorted, x);
     if sorted.get(pos) == Some(&x) {
@@ -774,29 +751,20 @@ fn sorted_remove(sorted: &mut Vec<f64>, x: f64) {
 }
 
 /// Replaces one `old` by `new`, moving only the elements between their positions.
-#[inline(always)]
 fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
     if old.to_bits() == new.to_bits() {
         // A gauge that held its value (running requests, a bucket-bound quantile):
         // nothing moves (`cargo bench --bench analyze -- kernels`, stepped: −14 %).
         return;
     }
-    // One pass finds both positions: how many are below `old`, below `new`, and at or
-    // below `new`.
-    let (mut below_old, mut below_new, mut upto_new) = (0usize, 0usize, 0usize);
-    for y in sorted.iter() {
-        below_old += usize::from(*y < old);
-        below_new += usize::from(*y < new);
-        upto_new += usize::from(*y <= new);
-    }
-    let p = below_old;
+    let p = count_below(sorted, old);
     if sorted.get(p) != Some(&old) {
         return; // not in the window (cannot happen: `old` entered earlier)
     }
     if new >= old {
         // Elements after p that are below `new` move one step left; `new` follows them.
         // Below `new` are the p elements before `old`, `old` itself when smaller, and those.
-        let q = below_new - usize::from(old < new);
+        let q = count_below(sorted, new) - usize::from(old < new);
         if let Some(span) = sorted.get_mut(p..=q) {
             span.copy_within(1.., 0);
             if let Some(last) = span.last_mut() {
@@ -805,8 +773,9 @@ fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
         }
     } else {
         // Elements before p that are above `new` move one step right; `new` precedes them.
-        // (`new` < `old`: every element at or below `new` lies before p.)
-        let q = upto_new;
+        let q = sorted
+            .get(..p)
+            .map_or(0, |head| head.iter().map(|y| usize::from(*y <= new)).sum());
         if let Some(span) = sorted.get_mut(q..=p) {
             span.copy_within(..span.len() - 1, 1);
             if let Some(first) = span.first_mut() {
@@ -816,7 +785,6 @@ fn sorted_replace(sorted: &mut [f64], old: f64, new: f64) {
     }
 }
 
-#[inline(always)]
 fn median_of_sorted(sorted: &[f64]) -> Option<f64> {
     let m = sorted.len();
     match m {
