@@ -471,6 +471,48 @@ fn data_parallel_advice_is_per_engine() {
     );
 }
 
+/// `--max-num-queued-reqs` counts every unfinished request of the API server, running and
+/// waiting, over all its engines (vLLM's `AsyncLLM.check_admission`): the bound advised
+/// for a queue on 4 data-parallel engines is about 4× one engine's, and never below twice
+/// what the server ran at once (a bound under that would cap the running batch itself).
+#[test]
+fn data_parallel_queue_bound_counts_every_engine() {
+    let bound = |engines: usize| -> (f64, f64) {
+        let (_tmp, dir) = record_engines("queue-pressure", engines, true);
+        let a = block_on(analysis::analyze_dir(&dir, &Thresholds::default())).unwrap();
+        // The simulator's pages are 0.26's, which has no queue bound: as a 0.32 server.
+        let mut meta = store::read_metadata(&dir).unwrap().unwrap();
+        meta.state_vllm_version("0.32.0", "stated");
+        let r = diagnosis::diagnose(&a.summary, &a.events, Some(&meta));
+        let f = r
+            .hypotheses
+            .iter()
+            .find(|h| h.id == "QUEUE_SATURATION")
+            .unwrap_or_else(|| panic!("{engines} engines: no QUEUE_SATURATION"));
+        let rec = f
+            .recommendations
+            .iter()
+            .find(|x| x.action == "--max-num-queued-reqs")
+            .expect("queue bound advice");
+        let running = a.summary.servers[0].running_max.unwrap();
+        (rec.value.as_deref().unwrap().parse().unwrap(), running)
+    };
+    let (one, one_running) = bound(1);
+    let (four, four_running) = bound(4);
+    assert!(
+        one >= 2.0 * one_running,
+        "1 engine: {one} for {one_running} running"
+    );
+    assert!(
+        four >= 2.0 * four_running,
+        "4 engines: {four} for {four_running} running"
+    );
+    assert!(
+        four >= 3.0 * one && four <= 5.0 * one,
+        "1 engine → {one}, 4 engines → {four}"
+    );
+}
+
 /// One frozen engine of two: the sum over engines still moves, but the server is
 /// ENGINE_STALLED because each engine is judged before summing.
 #[test]

@@ -138,6 +138,23 @@ pub(crate) fn queue_bound_in_force(ctx: &super::Context) -> bool {
     ctx.server.requests_rejected.is_some_and(|r| r >= 1.0)
 }
 
+/// A `--max-num-queued-reqs` value for this server. vLLM counts every unfinished request
+/// of the API server against the bound, running and waiting alike, over all its engines
+/// (`AsyncLLM.check_admission`, 0.29+: `get_num_unfinished_requests() + n >
+/// max_num_queued_reqs`), so a bound of twice the busiest engine's batch on a 4-engine
+/// server would cap the running requests at half what the engines take. The bound is the
+/// requests the whole server ran at once — the larger of its observed peak and its
+/// engine count times the busiest engine's peak while requests waited — plus as many
+/// waiting: an admitted request then waits about one batch turnover; at least 8. `None`
+/// when nothing is known to have run.
+pub(crate) fn queue_bound(ctx: &super::Context) -> Option<u64> {
+    let s = ctx.server;
+    let per_engine = s.queue_running_max.or(s.running_max).unwrap_or(0.0);
+    let engines = s.engines.max(1) as f64;
+    let running = s.running_max.unwrap_or(0.0).max(engines * per_engine);
+    (running >= 1.0).then(|| (2.0 * running).max(8.0).round() as u64)
+}
+
 /// Whether the KV cache ran out in a sustained way. vLLM V1 preempts only when a running
 /// request cannot get a block, so recurring preemptions (at least
 /// `preemption_burst_count`, with preemption in the trailing window for at least
@@ -188,11 +205,13 @@ pub(crate) fn kv_memory_recs(ctx: &super::Context) -> Vec<super::Recommendation>
             "small accuracy cost on some models; check your evals",
         ));
     }
+    // The server's tensor parallelism is in none of its metrics: 2 from vLLM's default 1,
+    // said so, since a flag without its value makes `vllm serve` exit.
     recs.extend(flag_rec(
         ctx,
         "--tensor-parallel-size",
-        None,
-        "sharding the model over more GPUs frees memory per GPU for KV blocks",
+        Some("2".into()),
+        "sharding the model over more GPUs frees memory per GPU for KV blocks (2 from vLLM's default 1; a server that shards already: twice its size, which the model's attention heads must divide by)",
         "more GPUs per replica and inter-GPU communication per step",
     ));
     recs

@@ -195,8 +195,8 @@ fn check(ctx: &Context) -> Verdict {
         recs.extend(flag_rec(
             ctx,
             "--max-num-queued-reqs",
-            Some(format!("{:.0}", (running * 2.0).max(8.0))),
-            "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT",
+            super::queue_bound(ctx).map(|n| n.to_string()),
+            "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT; it counts running and waiting requests of all engines together, so it is twice what the server ran at once",
             "rejected requests under overload",
         ));
     }
