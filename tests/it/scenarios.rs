@@ -360,6 +360,16 @@ fn every_recommended_flag_and_value_is_accepted_by_vllm() {
                                 "{name}/{engines}: {flag} in {v}: table says {claimed}"
                             ));
                         }
+                        // A flag that takes a value comes with one: `vllm serve` exits
+                        // on a bare `--tensor-parallel-size`.
+                        if let Some(info) = info
+                            && info.get("type").and_then(|t| t.as_str()) != Some("bool")
+                            && rec.value.is_none()
+                        {
+                            problems.push(format!(
+                                "{name}/{engines}: {flag} takes a value in {v}, the advice has none"
+                            ));
+                        }
                         let (Some(info), Some(value)) = (info, rec.value.as_deref()) else {
                             continue;
                         };
@@ -511,6 +521,55 @@ fn data_parallel_queue_bound_counts_every_engine() {
         four >= 3.0 * one && four <= 5.0 * one,
         "1 engine → {one}, 4 engines → {four}"
     );
+}
+
+/// The prefill advice has its values where the prompt-length histogram is missing (an
+/// import of core columns, a vLLM log): `--long-prefill-token-threshold` is then a
+/// quarter of the proposed step budget, as it is a quarter of the longest prompts with it.
+#[test]
+fn prefill_advice_has_values_without_prompt_lengths() {
+    let (_tmp, dir) = record_engines("prefill-burst", 1, false);
+    let rows = store::read_samples_jsonl(&dir.join(store::SAMPLES_JSONL)).unwrap();
+    let advice = |rows: Vec<kvscope::store::schema::Sample>| -> (String, String) {
+        let a = block_on(analysis::analyze_rows(rows, &Thresholds::default())).unwrap();
+        let r = diagnosis::diagnose(&a.summary, &a.events, None);
+        let f = r
+            .hypotheses
+            .iter()
+            .find(|h| h.id == "PREFILL_STARVATION")
+            .unwrap_or_else(|| panic!("no PREFILL_STARVATION: {:?}", r.hypotheses));
+        let value = |flag: &str| {
+            f.recommendations
+                .iter()
+                .find(|x| x.action == flag)
+                .and_then(|x| x.value.clone())
+                .unwrap_or_else(|| panic!("no value for {flag}: {:?}", f.recommendations))
+        };
+        (
+            value("--long-prefill-token-threshold"),
+            value("--max-num-batched-tokens"),
+        )
+    };
+    let (with, budget) = advice(rows.clone());
+    let p95 = rows
+        .iter()
+        .filter_map(|r| r.prompt_len_p95)
+        .fold(0.0, f64::max);
+    assert_eq!(with, format!("{:.0}", (p95 / 4.0).max(512.0)));
+    let stripped = rows
+        .into_iter()
+        .map(|r| kvscope::store::schema::Sample {
+            prompt_len_p95: None,
+            ..r
+        })
+        .collect();
+    let (without, budget_without) = advice(stripped);
+    assert_eq!(budget_without, "16384");
+    assert_eq!(
+        without, "4096",
+        "a quarter of the {budget_without}-token budget"
+    );
+    assert!(budget.parse::<u64>().unwrap() >= 16384);
 }
 
 /// One frozen engine of two: the sum over engines still moves, but the server is

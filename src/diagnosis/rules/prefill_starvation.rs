@@ -66,7 +66,14 @@ fn check(ctx: &Context) -> Verdict {
     recs.extend(flag_rec(
         ctx,
         "--long-prefill-token-threshold",
-        s.prompt_len_p95_max.map(|p| format!("{:.0}", (p / 4.0).max(512.0))),
+        // A quarter of the longest prompts (p95), at least 512; without the prompt-length
+        // histogram a quarter of the proposed step budget: one long prompt then takes at
+        // most a quarter of a step either way.
+        Some(format!(
+            "{:.0}",
+            s.prompt_len_p95_max
+                .map_or(budget / 4.0, |p| (p / 4.0).max(512.0))
+        )),
         "caps how many tokens one long prompt may prefill per step, so short requests are scheduled alongside it",
         "the long prompt's own TTFT grows",
     ));
