@@ -328,7 +328,8 @@ pub(super) fn merge_runs(
 
 /// `events.jsonl`'s lines written by a thread of their own: the merge fills a buffer of
 /// [`LINE_BUFFER`] bytes and hands it over, so the file system's copy of 10⁸ bytes
-/// (and its page zeroing) runs beside the merge, not in it. Two buffers go round.
+/// (and its page zeroing) runs beside the merge, not in it. Written buffers come back
+/// to be filled again (three at most: filling, queued, being written).
 struct LineWriter<'scope> {
     buffer: Vec<u8>,
     full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
