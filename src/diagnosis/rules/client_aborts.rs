@@ -81,12 +81,13 @@ fn check(ctx: &Context) -> Verdict {
     )];
     // A fast rejection instead of a long wait: vLLM's own queue bound where the server's
     // release has it (flag table), else upstream.
-    let why = "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks (the bound counts running and waiting requests of all engines together: twice what the server ran at once)";
+    let why = "a rejected request costs the engine nothing; an abandoned one cost it prefill and KV blocks";
     let cost = "rejected requests under overload";
     // (Not where a bound is in force already: it rejected requests.)
     recs.extend((!super::queue_bound_in_force(ctx)).then(|| {
         let bound = super::queue_bound(ctx).map(|n| n.to_string());
-        flag_rec(ctx, "--max-num-queued-reqs", bound, why, cost).unwrap_or_else(|| {
+        let sized = format!("{why} ({})", super::QUEUE_BOUND_SIZE);
+        flag_rec(ctx, "--max-num-queued-reqs", bound, &sized, cost).unwrap_or_else(|| {
             rec(
                 "shed load upstream (a gateway queue or rate limit): this vLLM release has no queue bound",
                 None,

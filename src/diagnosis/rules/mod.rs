@@ -138,6 +138,9 @@ pub(crate) fn queue_bound_in_force(ctx: &super::Context) -> bool {
     ctx.server.requests_rejected.is_some_and(|r| r >= 1.0)
 }
 
+/// What [`queue_bound`]'s value is, said with each recommendation of it.
+pub(crate) const QUEUE_BOUND_SIZE: &str = "the bound counts running and waiting requests of all engines together: twice what the server ran at once";
+
 /// A `--max-num-queued-reqs` value for this server. vLLM counts every unfinished request
 /// of the API server against the bound, running and waiting alike, over all its engines
 /// (`AsyncLLM.check_admission`, 0.29+: `get_num_unfinished_requests() + n >

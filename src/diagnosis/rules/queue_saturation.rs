@@ -196,7 +196,10 @@ fn check(ctx: &Context) -> Verdict {
             ctx,
             "--max-num-queued-reqs",
             super::queue_bound(ctx).map(|n| n.to_string()),
-            "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT; it counts running and waiting requests of all engines together, so it is twice what the server ran at once",
+            &format!(
+                "bound the queue so clients get a fast rejection (HTTP 503) to retry elsewhere instead of an ever-growing TTFT ({})",
+                super::QUEUE_BOUND_SIZE
+            ),
             "rejected requests under overload",
         ));
     }
