@@ -131,22 +131,36 @@ pub(super) async fn run_catalog(
             .map(|(runs, results)| (runs.to_path_buf(), Spill::new(results.path(), k)));
         handles.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            loop {
-                let next = rx.lock().await.recv().await;
-                let Some((i, batches)) = next else { break };
-                let (events, results) = worker.run(batches).await?;
-                match &mut streamed {
-                    Some((runs, kept)) => {
-                        super::merge::write_run(&super::merge::run_path(runs, i), &events)?;
-                        kept.add(i, results)?;
+            let done = async {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some((i, batches)) = next else { break };
+                    let (events, results) = worker.run(batches).await?;
+                    match &mut streamed {
+                        Some((runs, kept)) => {
+                            super::merge::write_run(&super::merge::run_path(runs, i), &events)?;
+                            kept.add(i, results)?;
+                        }
+                        None => out.push((i, (events, results))),
                     }
-                    None => out.push((i, (events, results))),
                 }
+                Ok::<_, AnalysisError>(())
             }
+            .await;
+            if done.is_err() {
+                // No chunk for anyone any more: the reader's next send fails and it
+                // stops, the other workers finish what is queued, and the error is
+                // reported below. (Otherwise the reader waits forever on a full channel
+                // once every worker has failed.)
+                rx.lock().await.close();
+            }
+            done?;
             let kept = streamed.map(|(_, kept)| kept.finish()).transpose()?;
             Ok::<_, AnalysisError>((out, kept))
         }));
     }
+    // Only the workers hold the receiving end: if they all stop, sending fails.
+    drop(rx);
     // Cut the ordered stream where a server starts, once the rows before reach
     // `chunk_rows`: chunks of whole servers, each at least `chunk_rows` (the last aside).
     let mut pending: Vec<RecordBatch> = Vec::new();

@@ -482,3 +482,88 @@ fn bearer_token_is_sent_and_never_stored_and_clock_jumps_are_survived() {
     let o = kvscope([std::ffi::OsStr::new("analyze"), out.as_os_str()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// A fleet's `samples.parquet` with a column of the wrong type (KV usage written as
+/// text) is an error naming the file and the column, exit 2, at once. (It once failed in
+/// a query of every chunk worker, and with more chunks than workers the reader then
+/// waited forever to hand over the next one: the run hung instead of exiting.)
+#[test]
+fn a_column_of_the_wrong_type_is_named_not_hung() {
+    use datafusion::arrow::array::{RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    let o = kvscope([
+        "simulate",
+        "--fleet",
+        "6",
+        "--seconds",
+        "60",
+        "--profile",
+        "busy",
+        "--record-to",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = dir.join(store::SAMPLES_PARQUET);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let k = schema.index_of("kv_cache_usage_pct").unwrap();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[k] = Field::new("kv_cache_usage_pct", DataType::Utf8, true);
+    let text_schema = Arc::new(Schema::new(fields));
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        text_schema.clone(),
+        None,
+    )
+    .unwrap();
+    for b in &batches {
+        let kv = b.column(k);
+        let text: StringArray = (0..kv.len())
+            .map(|i| datafusion::arrow::util::display::array_value_to_string(kv, i).ok())
+            .collect();
+        let mut columns = b.columns().to_vec();
+        columns[k] = Arc::new(text);
+        writer
+            .write(&RecordBatch::try_new(text_schema.clone(), columns).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let mut child = Command::new(bin())
+        .args(["analyze", dir.to_str().unwrap(), "--chunk-rows", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("analyze still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("samples.parquet") && err.contains("kv_cache_usage_pct is Utf8"),
+        "{err}"
+    );
+}
