@@ -26,13 +26,19 @@ pub fn bin() -> PathBuf {
 /// Records the 30-server busy fleet (900 s, seed 11) of the fleet snapshot and report
 /// tests into `dir`.
 pub fn record_busy_fleet(dir: &Path) {
+    record_fleet(dir, 30, 900);
+}
+
+/// Records a busy fleet of `servers` × `seconds` (seed 11) into `dir`.
+pub fn record_fleet(dir: &Path, servers: usize, seconds: usize) {
     let dir = dir.to_str().expect("utf-8 temp path");
+    let (servers, seconds) = (servers.to_string(), seconds.to_string());
     let o = kvscope([
         "simulate",
         "--fleet",
-        "30",
+        &servers,
         "--seconds",
-        "900",
+        &seconds,
         "--profile",
         "busy",
         "--seed",

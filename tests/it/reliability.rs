@@ -496,18 +496,7 @@ fn a_column_of_the_wrong_type_is_named_not_hung() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fleet");
-    let o = kvscope([
-        "simulate",
-        "--fleet",
-        "6",
-        "--seconds",
-        "60",
-        "--profile",
-        "busy",
-        "--record-to",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    crate::common::record_fleet(&dir, 6, 60);
     let path = dir.join(store::SAMPLES_PARQUET);
     let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
         .unwrap()
