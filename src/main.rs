@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
     match run {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", kvscope::cli::error_message(&e));
             std::process::ExitCode::from(2)
         }
         // `kvscope … | head`: the reader went away; the output it wanted was written.

@@ -88,6 +88,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// What `kvscope` prints for an error: each cause after its context, as anyhow's `{:#}`
+/// does, but a cause its parent's message already ends with is said once. The store's
+/// errors name their file and show their cause inline (`{path}: {source}`) and keep it
+/// as the `source` too, so `{:#}` printed "…: no such session or directory: no such
+/// session or directory".
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&cli.log);
@@ -107,5 +126,36 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => rt.block_on(report::run(a)),
         Command::Repair(a) => verify::repair(a),
         Command::Worker(a) => rt.block_on(worker::run(a)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_shown_inline_is_printed_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("/x/samples.parquet: {source}")]
+        struct Named {
+            #[source]
+            source: std::io::Error,
+        }
+        let inner = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Named { source: inner }).context("reading the session");
+        assert_eq!(
+            error_message(&e),
+            "reading the session: /x/samples.parquet: no such file"
+        );
+        // Causes not in their parent's message are all kept, in order.
+        let e = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing events.jsonl")
+            .context("analyze")
+            .unwrap_err();
+        assert_eq!(
+            error_message(&e),
+            "analyze: writing events.jsonl: disk full"
+        );
     }
 }

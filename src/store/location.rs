@@ -256,6 +256,8 @@ impl Location {
         }
         let listing = self.listing().await?;
         let named = |f: &str| PathBuf::from(self.file_url(f));
+        // A samples.parquet without its footer, passed over for the next source.
+        let mut footerless = None;
         for source in listing.samples() {
             match source {
                 SamplesSource::Parts => {
@@ -269,6 +271,7 @@ impl Location {
                         "{}: no footer (recorder crashed?); reading the next samples file",
                         self.file_url(source.name())
                     );
+                    footerless = Some(named(source.name()));
                 }
                 SamplesSource::Jsonl => {
                     if let Some(b) = self.read(source.name()).await? {
@@ -283,6 +286,14 @@ impl Location {
                     }
                 }
             }
+        }
+        // The one samples file there is, unreadable: say so, not "no samples".
+        if let Some(file) = footerless {
+            return Err(StoreError::invalid(
+                &file,
+                "no Parquet footer (the recorder stopped before closing it?) and no \
+                 samples.jsonl or metrics.csv beside it to read instead",
+            ));
         }
         Err(StoreError::NotASession(PathBuf::from(self.to_string())))
     }

@@ -381,6 +381,23 @@ fn bad_sessions_give_clear_errors() {
     let o = kvscope([std::ffi::OsStr::new("analyze"), empty.path().as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a KVScope session"));
+    // A file where a session directory is expected: named, and the cause said once.
+    let file = empty.path().join("samples.parquet");
+    std::fs::write(&file, b"x").unwrap();
+    let o = kvscope([std::ffi::OsStr::new("doctor"), file.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!("error: {}: no such session or directory", file.display())
+    );
+    // A samples.parquet that is not Parquet, and nothing else to read: the file is named.
+    let o = kvscope([std::ffi::OsStr::new("analyze"), empty.path().as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("error: {}: no Parquet footer", file.display())),
+        "{err}"
+    );
 }
 
 #[test]
