@@ -99,7 +99,7 @@ pub fn error_message(e: &anyhow::Error) -> String {
         let text = cause.to_string();
         if out.is_empty() {
             out = text;
-        } else if !out.ends_with(&text) {
+        } else if !(out == text || out.ends_with(&format!(": {text}"))) {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -157,5 +157,10 @@ mod tests {
             error_message(&e),
             "analyze: writing events.jsonl: disk full"
         );
+        // A cause that merely ends its parent's text, not after ": ", is kept.
+        let e = Err::<(), _>(std::io::Error::other("1"))
+            .context("reading line 1")
+            .unwrap_err();
+        assert_eq!(error_message(&e), "reading line 1: 1");
     }
 }
