@@ -37,3 +37,23 @@ pub mod sim;
 pub mod source;
 pub mod store;
 pub mod vocab;
+
+/// An error and its sources as `anyhow`'s `{:#}` prints them (`a: b: c`), except that a
+/// source its parent's message already ends with (`…: source`) is said once: the
+/// stages' errors name their file and show their cause inline (`{path}: {source}`) and
+/// keep it as the `source` too, where `{:#}` printed "…: no such session or directory:
+/// no such session or directory". What the CLI prints, and what a cluster worker sends
+/// back for a failed session, so both read the same.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !(out == text || out.ends_with(&format!(": {text}"))) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -125,7 +125,7 @@ pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
         None => execute(&sessions, &th, a.vllm_version, jobs).await,
     };
     for (loc, e) in &o.failures {
-        eprintln!("error: {loc}: {e:#}");
+        eprintln!("error: {loc}: {}", super::error_message(e));
     }
     print(&o, &a)?;
     Ok(o.exit_code(a.fail_on))

@@ -32,7 +32,7 @@ pub struct Outcome {
 pub async fn run(a: Args) -> anyhow::Result<ExitCode> {
     let o = execute(&a).await?;
     for (loc, e) in &o.failures {
-        eprintln!("error: exporting {loc}: {e:#}");
+        eprintln!("error: exporting {loc}: {}", super::error_message(e));
     }
     let r = &o.report;
     eprintln!(

@@ -88,23 +88,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// What `kvscope` prints for an error: each cause after its context, as anyhow's `{:#}`
-/// does, but a cause its parent's message already ends with is said once. The store's
-/// errors name their file and show their cause inline (`{path}: {source}`) and keep it
-/// as the `source` too, so `{:#}` printed "…: no such session or directory: no such
-/// session or directory".
+/// What `kvscope` prints for an error: its chain, each cause once ([`crate::error_chain`]).
 pub fn error_message(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.is_empty() {
-            out = text;
-        } else if !(out == text || out.ends_with(&format!(": {text}"))) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-    }
-    out
+    crate::error_chain(e.as_ref())
 }
 
 /// Runs a parsed command line.

@@ -52,19 +52,6 @@ fn die_if_told() {
     }
 }
 
-/// An error and its sources as `anyhow`'s `{:#}` prints them (`a: b: c`), so a session's
-/// failure reads the same from a worker as from a local run.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 fn ext(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -108,7 +95,7 @@ pub async fn run_unit(job: &Job, unit: &Unit, tx: &Sender<Result<RecordBatch>>) 
                 // The session's own error (unreadable, empty): the same on any worker,
                 // so reported, not retried.
                 Err(e) => {
-                    let message = error_chain(&e);
+                    let message = crate::error_chain(&e);
                     send(
                         tx,
                         part_batch(unit.index, Part::Failed, 0, "", message.as_bytes())?,
@@ -151,7 +138,7 @@ pub async fn run_unit(job: &Job, unit: &Unit, tx: &Sender<Result<RecordBatch>>) 
             let outcome = match Location::parse(session) {
                 Ok(loc) => crate::diagnosis::doctor_location(&loc, thresholds, version)
                     .await
-                    .map_err(|e| error_chain(&e))
+                    .map_err(|e| crate::error_chain(&e))
                     .and_then(|r| serde_json::to_vec_pretty(&r).map_err(|e| e.to_string())),
                 Err(e) => Err(e.to_string()),
             };
@@ -180,11 +167,11 @@ async fn export_one(session: &str, out: &str, partition_by: &[String]) -> Result
         .iter()
         .map(|k| PartitionKey::parse(k))
         .collect::<Result<Vec<_>, _>>()?;
-    let loc = Location::parse(session).map_err(|e| error_chain(&e))?;
-    let out = Location::parse(out).map_err(|e| error_chain(&e))?;
+    let loc = Location::parse(session).map_err(|e| crate::error_chain(&e))?;
+    let out = Location::parse(out).map_err(|e| crate::error_chain(&e))?;
     let mut report = ExportReport::default();
     export::export_session(&loc, &out, &keys, &mut report)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| crate::error_chain(&e))?;
     serde_json::to_vec(&report).map_err(|e| e.to_string())
 }

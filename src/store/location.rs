@@ -267,23 +267,26 @@ impl Location {
                     if self.parquet_footer_ok(source.name()).await? {
                         return Ok(SamplesInput::Parquet(self.file_url(source.name())));
                     }
-                    tracing::warn!(
-                        "{}: no footer (recorder crashed?); reading the next samples file",
-                        self.file_url(source.name())
-                    );
                     footerless = Some(named(source.name()));
                 }
-                SamplesSource::Jsonl => {
-                    if let Some(b) = self.read(source.name()).await? {
-                        let rows = super::samples_jsonl_from_reader(&b[..], &named(source.name()))?;
-                        return Ok(SamplesInput::Rows(rows));
+                SamplesSource::Jsonl | SamplesSource::Csv => {
+                    let Some(b) = self.read(source.name()).await? else {
+                        continue;
+                    };
+                    if let Some(parquet) = &footerless {
+                        tracing::warn!(
+                            "{}: no footer (recorder crashed?); reading {} instead",
+                            parquet.display(),
+                            source.name()
+                        );
                     }
-                }
-                SamplesSource::Csv => {
-                    if let Some(b) = self.read(source.name()).await? {
-                        let rows = super::samples_csv_from_reader(&b[..], &named(source.name()))?;
-                        return Ok(SamplesInput::Rows(rows));
-                    }
+                    let file = named(source.name());
+                    let rows = if source == SamplesSource::Jsonl {
+                        super::samples_jsonl_from_reader(&b[..], &file)?
+                    } else {
+                        super::samples_csv_from_reader(&b[..], &file)?
+                    };
+                    return Ok(SamplesInput::Rows(rows));
                 }
             }
         }
