@@ -148,6 +148,27 @@ vocabulary! {
     }
 }
 
+impl EventName {
+    /// What an event's `baseline` field holds, as the text output names it: a rolling
+    /// median for the spikes, what the batch generated before for a decode drop, the
+    /// median scrape interval for a gap, and for the events that fire on a fixed
+    /// threshold that threshold (13_transient_events.sql, 14_data_quality_events.sql
+    /// choose the values; "95" after a KV saturation is the threshold crossed, not a
+    /// baseline the server had).
+    pub const fn baseline_label(self) -> &'static str {
+        match self {
+            Self::TtftSpike | Self::E2eLatencySpike => "baseline",
+            Self::DecodeThroughputDrop => "expected",
+            Self::ScrapeGap => "median interval",
+            Self::KvSaturation
+            | Self::PreemptionBurst
+            | Self::ClientAbortSurge
+            | Self::KvBlockChurn
+            | Self::CounterReset => "threshold",
+        }
+    }
+}
+
 vocabulary! {
     /// The `type` of an `events.jsonl` line.
     EventType, "event type" {

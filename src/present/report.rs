@@ -537,9 +537,7 @@ fn panel_svg(
                 e.value
                     .map(|v| format!(": {}", fmt_num(v)))
                     .unwrap_or_default(),
-                e.baseline
-                    .map(|b| format!(" (baseline {})", fmt_num(b)))
-                    .unwrap_or_default()
+                super::baseline_note(e, fmt_num)
             );
         }
         // Exact values on hover: one transparent column per 10 pixels.

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::{clock, paint};
+use super::{baseline_note, clock, paint};
 use crate::store::events::Event;
 use crate::vocab::{Condition, EventName, EventType, Phase};
 
@@ -183,9 +183,7 @@ pub fn render(events: &[Event], opts: &TimelineOptions) -> String {
         if let Some(v) = e.value {
             let _ = write!(line, " {}={v}", e.metric.as_deref().unwrap_or("value"));
         }
-        if let Some(b) = e.baseline {
-            let _ = write!(line, " (baseline {b})");
-        }
+        line.push_str(&baseline_note(e, |b| b.to_string()));
         if let Some(r) = &e.reason {
             let _ = write!(line, " — {r}");
         }
