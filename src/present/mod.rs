@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(note("TTFT_SPIKE", Some(0.048)), " (baseline 0.048)");
         assert_eq!(note("KV_SATURATION", Some(95.0)), " (threshold 95)");
         assert_eq!(note("CLIENT_ABORT_SURGE", Some(10.0)), " (threshold 10)");
-        assert_eq!(note("DECODE_THROUGHPUT_DROP", Some(812.5)), " (expected 812.5)");
+        assert_eq!(
+            note("DECODE_THROUGHPUT_DROP", Some(812.5)),
+            " (expected 812.5)"
+        );
         assert_eq!(note("SCRAPE_GAP", Some(1.0)), " (median interval 1)");
         // A name from a newer KVScope: its number stays, called a baseline.
         assert_eq!(note("SOMETHING_NEW", Some(2.0)), " (baseline 2)");

@@ -171,7 +171,7 @@ fn residency_from_real_pages_matches_hand_computation() {
         .find(|l| l.contains("KV_BLOCK_CHURN"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.contains("kv_block_lifetime_p50_s=") && line.contains("(baseline 10)"),
+        line.contains("kv_block_lifetime_p50_s=") && line.contains("(threshold 10)"),
         "{line}"
     );
 }
