@@ -154,7 +154,7 @@ impl EventName {
     /// median scrape interval for a gap, and for the events that fire on a fixed
     /// threshold that threshold (13_transient_events.sql, 14_data_quality_events.sql
     /// choose the values; "95" after a KV saturation is the threshold crossed, not a
-    /// baseline the server had).
+    /// baseline the server had; a test in `analysis` checks the two agree).
     pub const fn baseline_label(self) -> &'static str {
         match self {
             Self::TtftSpike | Self::E2eLatencySpike => "baseline",

@@ -1297,6 +1297,62 @@ mod tests {
         assert!(unused.is_empty(), "no query emits {unused:?}");
     }
 
+    /// The queries choose what an event's `baseline` holds; the text output names it
+    /// (`EventName::baseline_label`): "threshold" exactly where the query writes a
+    /// threshold (`${…}`) there, so changing either side without the other fails here.
+    #[test]
+    fn event_baselines_are_named_for_what_the_queries_put_there() {
+        let mut seen = Vec::new();
+        for q in CATALOG
+            .iter()
+            .filter(|q| q.name.starts_with("13_") || q.name.starts_with("14_"))
+        {
+            let code: String = q
+                .sql
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" ");
+            for branch in code.split("UNION ALL") {
+                let select = branch.split_once("SELECT").map_or("", |(_, s)| s);
+                let select = select.split(" FROM ").next().unwrap_or_default();
+                // The SELECT list at the top level (commas inside parentheses belong
+                // to an expression): type, server, ts, t_rel_sec, event, metric, value,
+                // baseline, …
+                let (mut items, mut depth, mut item) = (Vec::new(), 0i32, String::new());
+                for c in select.chars() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        ',' if depth == 0 => {
+                            items.push(std::mem::take(&mut item));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                let event = items
+                    .get(4)
+                    .and_then(|i| i.trim().split('\'').nth(1))
+                    .and_then(|n| n.parse::<EventName>().ok())
+                    .unwrap_or_else(|| panic!("no event name in {}: {select}", q.name));
+                let baseline = items.get(7).map_or("", |i| i.trim());
+                if baseline.starts_with("NULL") {
+                    continue;
+                }
+                assert_eq!(
+                    event.baseline_label() == "threshold",
+                    baseline.starts_with("${"),
+                    "{event}: the query's baseline is `{baseline}`, the text calls it {}",
+                    event.baseline_label()
+                );
+                seen.push(event);
+            }
+        }
+        assert_eq!(seen.len(), 9, "{seen:?}");
+    }
+
     /// DataFusion's `AND`/`OR` short-circuit as patched (`vendor/README.md`): where the
     /// left side leaves at most a fifth of the rows open, the right side is evaluated on
     /// those rows of only the columns it reads. Its values must be the unpatched ones,
