@@ -175,8 +175,8 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     Ok(out)
 }
 
-/// The scrape interval Prometheus used: the median gap between raw samples of the
-/// server's core gauge in the last ten minutes of the window (or its first ten).
+/// The scrape interval Prometheus used, read from the gaps between raw samples of
+/// the server's core gauge in the last ten minutes of the window (or its first ten).
 async fn detect_step(
     prom: &Prometheus,
     cfg: &PromImportConfig,
@@ -196,17 +196,44 @@ async fn detect_step(
             .flat_map(|s| s.values.windows(2).map(|w| w[1].0 - w[0].0))
             .filter(|g| *g > 0.0)
             .collect();
-        if gaps.is_empty() {
-            continue;
+        if let Some(step) = scrape_interval(&mut gaps) {
+            return Ok(step);
         }
-        gaps.sort_by(f64::total_cmp);
-        let median = gaps[gaps.len() / 2];
-        // Millisecond resolution, as Prometheus stores time.
-        return Ok((median * 1000.0).round().max(1.0) / 1000.0);
     }
     Err(ImportError::Invalid(format!(
         "cannot tell the scrape interval of {server} (fewer than two raw samples near either end of the window); give --step"
     )))
+}
+
+/// The configured scrape interval behind raw sample gaps (seconds), or `None` if
+/// there are none.
+///
+/// A single gap is the interval plus the difference of two scrape-start jitters
+/// (tens of milliseconds on a loaded Prometheus host), so the median of the gaps
+/// can sit a few milliseconds off, and a step of 1.005 s drifts half a step
+/// against the scrapes within 100 steps — then a step repeats or skips a scrape
+/// and a counter's rate reads 0 then double. Prometheus' ticker does not drift,
+/// so jitters cancel in a sum: the interval is the mean of the gaps near the
+/// median (missed scrapes, restarts and gaps excluded), snapped to the 50 ms
+/// grid intervals are configured on when within 1 % of it (`15s`, `500ms`,
+/// `2500ms`), else kept to the millisecond Prometheus stores time in.
+fn scrape_interval(gaps: &mut [f64]) -> Option<f64> {
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    let near: Vec<f64> = gaps
+        .iter()
+        .copied()
+        .filter(|g| (g - median).abs() <= 0.5 * median)
+        .collect();
+    let mean = near.iter().sum::<f64>() / near.len() as f64;
+    let grid = (mean / 0.05).round() * 0.05;
+    if grid > 0.0 && (mean - grid).abs() <= 0.01 * grid {
+        return Some((grid * 1000.0).round() / 1000.0);
+    }
+    Some((mean * 1000.0).round().max(1.0) / 1000.0)
 }
 
 /// How a series name lays out in an exposition page.
@@ -340,6 +367,33 @@ mod tests {
             metric,
             values: values.iter().map(|(t, v)| (*t, v.to_string())).collect(),
         }
+    }
+
+    /// Jittered scrape starts (a loaded host): the median gap is 1.005 s, the
+    /// configured interval 1 s; missed scrapes do not stretch it; intervals off the
+    /// 50 ms grid keep their milliseconds.
+    #[test]
+    fn scrape_interval_sees_through_jitter_and_missed_scrapes() {
+        // Scrape starts at k s plus a jitter in 0..40 ms, two scrapes missed.
+        let jitter = [
+            0.0, 0.031, 0.004, 0.038, 0.012, 0.027, 0.009, 0.035, 0.001, 0.022,
+        ];
+        let starts: Vec<f64> = (0..60)
+            .filter(|k| *k != 17 && *k != 41)
+            .map(|k| 1000.0 + k as f64 + jitter[k % jitter.len()])
+            .collect();
+        let mut gaps: Vec<f64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert!(sorted[sorted.len() / 2] > 1.004, "the median alone is off");
+        assert_eq!(scrape_interval(&mut gaps), Some(1.0));
+        let mut half = vec![0.5, 0.52, 0.48, 0.51, 0.49, 1.0];
+        assert_eq!(scrape_interval(&mut half), Some(0.5));
+        let mut fifteen = vec![15.02, 14.99, 15.01, 30.0, 15.0];
+        assert_eq!(scrape_interval(&mut fifteen), Some(15.0));
+        let mut odd = vec![0.333, 0.334, 0.333];
+        assert_eq!(scrape_interval(&mut odd), Some(0.333));
+        assert_eq!(scrape_interval(&mut []), None);
     }
 
     /// A Prometheus 3.x result (float `le`) lays out as pages the adapter reads: a
