@@ -265,11 +265,21 @@ pub async fn import_prometheus(
     };
     let started = std::time::Instant::now();
     let o = prometheus::import(&cfg).await?;
+    let (finest, coarsest) = o
+        .steps_s
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), s| {
+            (lo.min(*s), hi.max(*s))
+        });
+    let step = if finest < coarsest {
+        format!("{finest}–{coarsest} s (each server at its own scrape interval)")
+    } else {
+        format!("{finest} s")
+    };
     eprintln!(
-        "imported {} server(s), {} step(s) of {} s ({} without data) in {} request(s), {:.1} s",
+        "imported {} server(s), {} step(s) of {step} ({} without data) in {} request(s), {:.1} s",
         o.servers.len(),
         o.steps,
-        o.step_s,
         o.no_data_steps,
         o.requests,
         started.elapsed().as_secs_f64()

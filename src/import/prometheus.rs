@@ -1,7 +1,7 @@
 //! `kvscope import prometheus`: a window of Prometheus history becomes a session.
 //!
 //! Every vLLM series of each server is read through `query_range` at the step Prometheus
-//! scraped at (detected from the raw samples, or `--step`), per server and in time chunks
+//! scraped that server at (detected from its raw samples, or `--step`), in time chunks
 //! small enough for Prometheus's 11,000-points-per-series limit and for bounded memory.
 //! Each step's values are laid out as the `/metrics` page the server showed then (series
 //! names and labels as stored, `# TYPE` from the name's suffix) and go through the same
@@ -50,7 +50,9 @@ pub struct PromImportConfig {
 pub struct PromImportOutcome {
     pub dir: PathBuf,
     pub servers: Vec<String>,
-    pub step_s: f64,
+    /// Seconds between points, per server (`servers`' order): each server's own scrape
+    /// interval, or `--step` for all.
+    pub steps_s: Vec<f64>,
     /// Steps written (all servers).
     pub steps: u64,
     /// Steps without a sample (NO_DATA).
@@ -103,11 +105,30 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
             }
         }
     }
-    let first = servers.keys().next().cloned().unwrap_or_default();
-    let step = match cfg.step {
-        Some(s) => s,
-        None => detect_step(&prom, cfg, &first).await?,
-    };
+    // Each server at its own scrape interval: jobs differ (5 s here, 15 s there), and a
+    // step shorter than a server's scrapes repeats each of them, so a counter's rate
+    // reads 0, 0, then triple — throughput that never dropped.
+    // A server with too few raw samples to tell (a pod that lived seconds) takes the
+    // finest interval of the others.
+    let mut detected = Vec::with_capacity(servers.len());
+    for server in servers.keys() {
+        detected.push(match cfg.step {
+            Some(s) => Some(s),
+            None => detect_step(&prom, cfg, server).await?,
+        });
+    }
+    let finest = detected
+        .iter()
+        .flatten()
+        .copied()
+        .reduce(f64::min)
+        .ok_or_else(|| {
+            ImportError::Invalid(format!(
+                "cannot tell the scrape interval of any server (fewer than two raw samples of {} near either end of the window); give --step",
+                servers.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    let steps_s: Vec<f64> = detected.iter().map(|d| d.unwrap_or(finest)).collect();
     let meta = Metadata::new(
         &cfg.session_id,
         &rfc3339((cfg.start * 1e6) as i64),
@@ -120,7 +141,7 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
             ..Default::default()
         },
         RecorderSettings {
-            interval_s: step,
+            interval_s: finest,
             timeout_s: cfg.timeout.as_secs_f64(),
             duration_s: Some(cfg.end - cfg.start),
         },
@@ -129,13 +150,13 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     let mut out = PromImportOutcome {
         dir: cfg.out_dir.clone(),
         servers: servers.keys().cloned().collect(),
-        step_s: step,
+        steps_s: steps_s.clone(),
         steps: 0,
         no_data_steps: 0,
         requests: 0,
     };
-    let total_steps = ((cfg.end - cfg.start) / step).floor() as u64 + 1;
-    for (server, n_series) in &servers {
+    for ((server, n_series), step) in servers.iter().zip(steps_s) {
+        let total_steps = ((cfg.end - cfg.start) / step).floor() as u64 + 1;
         let per_chunk =
             (POINTS_PER_REQUEST / (*n_series).max(1)).clamp(1, MAX_POINTS_PER_SERIES - 1);
         let query = promapi::selector(
@@ -175,13 +196,14 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     Ok(out)
 }
 
-/// The scrape interval Prometheus used, read from the gaps between raw samples of
-/// the server's core gauge in the last ten minutes of the window (or its first ten).
+/// The scrape interval Prometheus used for `server`, read from the gaps between raw
+/// samples of its core gauge in the last ten minutes of the window (or its first ten);
+/// None with fewer than two samples in both.
 async fn detect_step(
     prom: &Prometheus,
     cfg: &PromImportConfig,
     server: &str,
-) -> Result<f64, ImportError> {
+) -> Result<Option<f64>, ImportError> {
     let span = (cfg.end - cfg.start).clamp(1.0, 600.0);
     let sel = promapi::selector(
         &format!("vllm:{}", adapter::CORE_GAUGE),
@@ -197,12 +219,10 @@ async fn detect_step(
             .filter(|g| *g > 0.0)
             .collect();
         if let Some(step) = scrape_interval(&mut gaps) {
-            return Ok(step);
+            return Ok(Some(step));
         }
     }
-    Err(ImportError::Invalid(format!(
-        "cannot tell the scrape interval of {server} (fewer than two raw samples near either end of the window); give --step"
-    )))
+    Ok(None)
 }
 
 /// The configured scrape interval behind raw sample gaps (seconds), or `None` if

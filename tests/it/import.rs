@@ -39,18 +39,20 @@ fn prometheus_binary() -> String {
 }
 
 /// Starts Prometheus on a free loopback port scraping `targets` every second.
-fn spawn_prometheus(dir: &std::path::Path, targets: &[&str]) -> (Killed, String) {
+/// Prometheus scraping each (target, interval in s), all with `job="vllm"` (one scrape
+/// job per interval, the job label set on its targets).
+fn spawn_prometheus(dir: &std::path::Path, targets: &[(&str, u32)]) -> (Killed, String) {
     let port = free_port();
-    let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    let mut yml = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (target, every) in targets {
+        yml.push_str(&format!(
+            "  - job_name: 'vllm-{every}s-{target}'\n    scrape_interval: {every}s\n    static_configs:\n      - targets: ['{target}']\n        labels: {{job: vllm}}\n"
+        ));
+    }
     let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: vllm\n    static_configs:\n      - targets: [{}]\n",
-            list.join(", ")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, yml).unwrap();
     let child = Command::new(prometheus_binary())
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!(
@@ -145,7 +147,9 @@ fn prometheus_history_reads_like_a_direct_recording() {
         .unwrap();
     let _replay = Killed(replay);
     let replay_target = format!("127.0.0.1:{replay_port}");
-    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[&target, &replay_target]);
+    // The capture every 2 s, the simulator every 1 s: each server is imported at its own
+    // scrape interval.
+    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[(&target, 1), (&replay_target, 2)]);
     let direct = tmp.path().join("direct");
     let rec = Command::new(bin())
         .args([
@@ -186,8 +190,8 @@ fn prometheus_history_reads_like_a_direct_recording() {
         imported_dir.to_str().unwrap(),
     ]);
     assert!(
-        err.contains("of 1 s"),
-        "step detected from the 1 s scrapes: {err}"
+        err.contains("of 1–2 s (each server at its own scrape interval)"),
+        "steps detected from the 1 s and 2 s scrapes: {err}"
     );
     let meta = store::read_metadata(&imported_dir).unwrap().unwrap();
     assert_eq!(meta.source.kind, "prometheus-import");
@@ -204,6 +208,18 @@ fn prometheus_history_reads_like_a_direct_recording() {
         .unwrap();
     assert_eq!(real.vllm_version.as_deref(), Some("0.26"));
     let mut imported = analyze_with_series(&imported_dir);
+    // The capture at its 2 s (a 1 s step would repeat each of its scrapes).
+    let replayed: Vec<i64> = imported
+        .series
+        .iter()
+        .filter(|p| p.server == replay_target)
+        .map(|p| p.ts)
+        .collect();
+    assert!(replayed.len() >= 20, "{} replayed steps", replayed.len());
+    assert!(
+        replayed.windows(2).all(|w| w[1] - w[0] == 2_000_000),
+        "{replayed:?}"
+    );
     imported.series.retain(|p| p.server == target);
     // Same phases, except within one step of a phase boundary of either.
     let (b_rec, b_imp) = (boundaries(&recorded), boundaries(&imported));
