@@ -107,9 +107,8 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     }
     // Each server at its own scrape interval: jobs differ (5 s here, 15 s there), and a
     // step shorter than a server's scrapes repeats each of them, so a counter's rate
-    // reads 0, 0, then triple — throughput that never dropped.
-    // A server with too few raw samples to tell (a pod that lived seconds) takes the
-    // finest interval of the others.
+    // reads 0, 0, then triple — throughput that never dropped. A server with too few
+    // raw samples to tell (a pod that lived seconds) takes the finest of the others.
     let mut detected = Vec::with_capacity(servers.len());
     for server in servers.keys() {
         detected.push(match cfg.step {
