@@ -10,6 +10,7 @@
 //! has no sample (down, or its series went stale) is a failed scrape — `NO_DATA` —
 //! never interpolated.
 
+use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ use crate::source::promapi::{self, MAX_POINTS_PER_SERIES, Prometheus, Series};
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
 
 use super::ImportError;
+
+/// Scrape-interval detections in flight at once (one server each).
+const DETECT_CONCURRENCY: usize = 8;
 
 /// Points fetched per request at most (series × steps): bounds memory per chunk.
 const POINTS_PER_REQUEST: u64 = 400_000;
@@ -109,13 +113,18 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     // step shorter than a server's scrapes repeats each of them, so a counter's rate
     // reads 0, 0, then triple — throughput that never dropped. A server with too few
     // raw samples to tell (a pod that lived seconds) takes the finest of the others.
-    let mut detected = Vec::with_capacity(servers.len());
-    for server in servers.keys() {
-        detected.push(match cfg.step {
-            Some(s) => Some(s),
-            None => detect_step(&prom, cfg, server).await?,
-        });
-    }
+    // One or two small raw queries per server, a few at a time: a 1,000-server fleet
+    // must not wait for them one by one.
+    let detected: Vec<Option<f64>> = match cfg.step {
+        Some(s) => vec![Some(s); servers.len()],
+        None => {
+            futures::stream::iter(servers.keys())
+                .map(|server| detect_step(&prom, cfg, server))
+                .buffered(DETECT_CONCURRENCY)
+                .try_collect()
+                .await?
+        }
+    };
     let finest = detected
         .iter()
         .flatten()
