@@ -17,7 +17,7 @@ pub enum DensityArg {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Server base URL or metrics URL (repeatable).
+    /// Server address (host:port), base URL or metrics URL (repeatable).
     #[arg(long = "server", required = true)]
     pub servers: Vec<String>,
     #[arg(long, value_enum, default_value = "compact")]

@@ -104,7 +104,7 @@ fn parse_step(s: &str) -> Result<Step, String> {
 
 #[derive(Debug, clap::Args)]
 pub struct PromArgs {
-    /// Prometheus base URL (http://HOST:9090; user:password@ for basic auth).
+    /// Prometheus base URL (HOST:9090 or http://HOST:9090; user:password@ for basic auth).
     #[arg(long)]
     pub url: String,
     /// Window start: RFC 3339, Unix seconds, or a duration before now (e.g. 1h).

@@ -13,7 +13,7 @@ use crate::store::location::Location;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Server base URL or metrics URL (repeatable).
+    /// Server address (host:port), base URL or metrics URL (repeatable).
     #[arg(long = "server", required = true)]
     pub servers: Vec<String>,
     /// How long to record (e.g. 90, 90s, 5m). Until Ctrl-C when absent.

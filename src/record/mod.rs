@@ -48,13 +48,15 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `--server`: adds `/metrics` when the URL has no path.
+    /// Parses `--server`: `http://` when it names no scheme (`localhost:8000`), and
+    /// `/metrics` when the URL has no path.
     pub fn parse(raw: &str) -> Result<Self, RecordError> {
         let bad = |reason: &str| RecordError::BadUrl {
             url: scrape::redact(raw),
             reason: reason.to_string(),
         };
-        let mut url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+        let mut url =
+            url::Url::parse(&scrape::with_default_scheme(raw)).map_err(|e| bad(&e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad("scheme must be http or https"));
         }
@@ -848,6 +850,12 @@ mod tests {
         assert_eq!(t.label, "127.0.0.1:8000");
         assert!(Target::parse("ftp://x").is_err());
         assert!(Target::parse("not a url").is_err());
+        // As vLLM prints its address: http:// assumed.
+        let t = Target::parse("localhost:8000").unwrap();
+        assert_eq!(t.url, "http://localhost:8000/metrics");
+        assert_eq!(t.label, "localhost:8000");
+        let t = Target::parse("10.0.0.7:8001/metrics").unwrap();
+        assert_eq!(t.url, "http://10.0.0.7:8001/metrics");
         let t = Target::parse("https://u:secret@h/m").unwrap();
         assert!(!t.redacted_url().contains("secret"));
         assert_eq!(t.label, "h:443");

@@ -90,7 +90,8 @@ impl Prometheus {
             url: crate::source::scrape::redact(url),
             reason,
         };
-        let mut base = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let mut base = url::Url::parse(&crate::source::scrape::with_default_scheme(url))
+            .map_err(|e| bad(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(bad("scheme must be http or https".into()));
         }

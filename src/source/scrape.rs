@@ -162,6 +162,17 @@ pub fn describe(e: &reqwest::Error) -> String {
     redact(&text)
 }
 
+/// A URL as given on the command line, `http://` assumed when it names no scheme: vLLM
+/// prints its address as `host:port`, and `localhost:8000` would otherwise parse as the
+/// scheme `localhost` with the path `8000`.
+pub fn with_default_scheme(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.contains("://") {
+        std::borrow::Cow::Borrowed(raw)
+    } else {
+        std::borrow::Cow::Owned(format!("http://{raw}"))
+    }
+}
+
 /// Removes `user:password@` from any URL inside `s`.
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
