@@ -65,11 +65,13 @@ fn record_fixture_pages_end_to_end() {
     let (url, _h) = serve_pages(vec![p09.clone(), p09.clone(), p10.clone(), p10]);
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s");
+    // The server as vLLM prints its address (host:port): http:// and /metrics assumed.
+    let host_port = url.trim_start_matches("http://");
     let o = Command::new(bin())
         .args([
             "record",
             "--server",
-            &url,
+            host_port,
             "--duration",
             "2.6s",
             "--interval",
@@ -105,6 +107,7 @@ fn record_fixture_pages_end_to_end() {
     assert!(step.ttft_p95_s.is_some() && step.ttft_count.is_some());
     // Cache config and server facts in metadata.
     let server = &meta.servers[0];
+    assert_eq!(server.server, host_port);
     assert_eq!(server.cache_config[0]["num_gpu_blocks"], "1024");
     assert_eq!(server.kv_capacity_tokens, Some(16384.0));
 }
