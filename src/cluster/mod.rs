@@ -233,11 +233,7 @@ impl Cluster {
             if spec.is_empty() {
                 continue;
             }
-            let full = if spec.contains("://") {
-                spec.to_string()
-            } else {
-                format!("http://{spec}")
-            };
+            let full = crate::source::scrape::with_default_scheme(spec);
             let url = Url::parse(&full).map_err(|_| ClusterError::BadUrl(spec.to_string()))?;
             if url.scheme() != "http" || url.host_str().is_none() || url.port().is_none() {
                 return Err(ClusterError::BadUrl(spec.to_string()));
