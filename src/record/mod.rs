@@ -55,11 +55,7 @@ impl Target {
             url: scrape::redact(raw),
             reason: reason.to_string(),
         };
-        let mut url =
-            url::Url::parse(&scrape::with_default_scheme(raw)).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(bad("scheme must be http or https"));
-        }
+        let mut url = scrape::http_url(raw).map_err(|e| bad(&e))?;
         let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
         if url.path().is_empty() || url.path() == "/" {
             url.set_path("/metrics");

@@ -90,11 +90,7 @@ impl Prometheus {
             url: crate::source::scrape::redact(url),
             reason,
         };
-        let mut base = url::Url::parse(&crate::source::scrape::with_default_scheme(url))
-            .map_err(|e| bad(e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("scheme must be http or https".into()));
-        }
+        let mut base = crate::source::scrape::http_url(url).map_err(bad)?;
         let basic = (!base.username().is_empty()).then(|| {
             (
                 base.username().to_string(),

@@ -173,6 +173,17 @@ pub fn with_default_scheme(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// An HTTP(S) endpoint given on the command line (`--server`, `--gpu-metrics`,
+/// Prometheus' URL): [`with_default_scheme`], parsed, any other scheme refused. The
+/// error is the reason, for the caller to name the flag.
+pub fn http_url(raw: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(&with_default_scheme(raw)).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("scheme must be http or https".into());
+    }
+    Ok(url)
+}
+
 /// Removes `user:password@` from any URL inside `s`.
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
