@@ -11,7 +11,9 @@ use crate::record::Target;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DensityArg {
+    /// KV gauge, sparklines and recent events per server.
     Compact,
+    /// Also latency quantiles, counters and each engine (`d` toggles while running).
     Full,
 }
 
@@ -20,6 +22,7 @@ pub struct Args {
     /// Server address (host:port), base URL or metrics URL (repeatable).
     #[arg(long = "server", required = true)]
     pub servers: Vec<String>,
+    /// How much each server's pane shows.
     #[arg(long, value_enum, default_value = "compact")]
     pub density: DensityArg,
     #[command(flatten)]

@@ -16,6 +16,7 @@ use crate::store::{self, location::Location};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The incident to simulate (`kvscope simulate --describe --scenario NAME` tells what it does).
     #[arg(long, default_value = "mixed-incident")]
     pub scenario: String,
     /// Simulated seconds to record (default: the scenario's length).
@@ -24,6 +25,7 @@ pub struct Args {
     /// Simulated seconds per wall second.
     #[arg(long, default_value_t = 6.0, value_parser = parse_speed)]
     pub speed: f64,
+    /// Random seed: the same seed gives the same run.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Session directory (default results/sessions/<id>).

@@ -49,8 +49,10 @@ pub struct Args {
     /// Sessions diagnosed concurrently (default: number of CPUs).
     #[arg(long, short = 'j', value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
+    /// Every finding with its evidence and every fix (with a fleet: each session's report too).
     #[arg(long)]
     pub verbose: bool,
+    /// Print doctor.json to stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
     /// Exit with status 1 when a finding of this severity or worse exists.

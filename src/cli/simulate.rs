@@ -13,6 +13,7 @@ use crate::sim::{self, scenario};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The scenario to run (an unknown name lists them).
     #[arg(long, default_value = "healthy")]
     pub scenario: String,
     /// Address to listen on (loopback by default).
@@ -21,6 +22,7 @@ pub struct Args {
     /// Simulated seconds per wall second.
     #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
+    /// Random seed: the same seed gives the same telemetry.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Data-parallel engines behind the endpoint (1–64).

@@ -15,8 +15,10 @@ use crate::store::{self, events::Event, location::Location};
 pub struct Args {
     /// Session directory, file:// or s3:// URL.
     pub session: String,
+    /// Also condition changes, and each event's evidence.
     #[arg(long)]
     pub verbose: bool,
+    /// Print the timeline as JSON (phases, episodes, events) instead of text.
     #[arg(long)]
     pub json: bool,
     /// Only these servers (globs such as 'srv-01*'; repeatable).

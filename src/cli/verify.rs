@@ -13,6 +13,7 @@ use crate::store::{self, location::Location, verify::Level};
 pub struct VerifyArgs {
     /// Session directory.
     pub session: String,
+    /// Print the checks as JSON.
     #[arg(long)]
     pub json: bool,
 }
