@@ -304,12 +304,35 @@ pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_secon
 /// scraped then).
 pub const CORE_GAUGE: &str = "num_requests_running";
 
+/// Whether a full series name (`vllm:num_requests_running`) is the [`CORE_GAUGE`].
+pub fn is_core_gauge(name: &str) -> bool {
+    PREFIXES
+        .iter()
+        .any(|p| name.strip_prefix(p) == Some(CORE_GAUGE))
+}
+
 /// The families whose absence means "not a vLLM endpoint".
 pub const REQUIRED_FOR_VLLM: &[&str] = &[
     "vllm:num_requests_running",
     "vllm:num_requests_waiting",
     "vllm:kv_cache_usage_perc (or vllm:gpu_cache_usage_perc)",
 ];
+
+/// The label the vLLM production-stack router puts on the `vllm:`-named gauges it
+/// re-exports, one series per backend (`vllm:num_requests_running{server="http://…"}`,
+/// no `model_name`, no `engine`; its `metrics_service`). Summed, they would read as one
+/// engine running every backend's requests, with no KV usage.
+pub const ROUTER_BACKEND_LABEL: &str = "server";
+
+/// The backend a `vllm:` series belongs to when it is a router's re-export rather than
+/// an engine's own: it names a [`ROUTER_BACKEND_LABEL`] and neither `model_name` nor
+/// `engine` (vLLM labels every series of these families with `model_name`).
+pub fn router_backend<'a>(label: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+    if label("model_name").is_some() || label("engine").is_some() {
+        return None;
+    }
+    label(ROUTER_BACKEND_LABEL)
+}
 
 /// The alias a bare family name reads as: an exact name first, then a counter named
 /// without `_total` (OpenMetrics TYPE lines), the first alias in [`METRICS`] winning.
@@ -397,6 +420,9 @@ pub struct Reading {
     pub process_cpu_s: Option<f64>,
     /// `process_start_time_seconds` of the process serving the page (restart detection).
     pub process_start_time_s: Option<f64>,
+    /// Backends of a router's re-exported gauges on the page ([`router_backend`]): not
+    /// read as engines.
+    pub router_backends: BTreeSet<String>,
 }
 
 impl Reading {
@@ -525,10 +551,18 @@ pub fn read(exp: &Exposition) -> Reading {
             if s.name.ends_with("_created") && fam.kind != MetricType::Gauge {
                 continue;
             }
-            let model = s
-                .label("model_name")
-                .or_else(|| s.label("model"))
-                .unwrap_or("");
+            let model_name = s.label("model_name");
+            // (Only a series without `model_name` can be a router's: no extra lookups
+            // on vLLM's own pages.)
+            if model_name.is_none()
+                && let Some(backend) = router_backend(|k| s.label(k))
+            {
+                if !out.router_backends.contains(backend) {
+                    out.router_backends.insert(backend.to_string());
+                }
+                continue;
+            }
+            let model = model_name.or_else(|| s.label("model")).unwrap_or("");
             let engine = s.label("engine").unwrap_or("0");
             let i = match engines
                 .iter()

@@ -284,5 +284,11 @@ pub async fn import_prometheus(
         o.requests,
         started.elapsed().as_secs_f64()
     );
+    for (instance, backends) in &o.routers {
+        eprintln!(
+            "skipped {instance}: a router's /metrics, not a vLLM engine's (its gauges re-exported per backend: {})",
+            backends.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(o)
 }

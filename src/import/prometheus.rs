@@ -11,7 +11,7 @@
 //! never interpolated.
 
 use futures::{StreamExt, TryStreamExt};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub struct PromImportOutcome {
     /// Steps without a sample (NO_DATA).
     pub no_data_steps: u64,
     pub requests: u64,
+    /// Instances whose vLLM series are all a router's re-exports
+    /// ([`adapter::router_backend`]), with their backends: not imported as servers.
+    pub routers: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Imports the window into a new session at `cfg.out_dir`.
@@ -95,10 +98,31 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
             prom.url()
         )));
     }
+    // Series per server; a router's backends; servers with an engine's own core gauge.
     let mut servers: BTreeMap<String, u64> = BTreeMap::new();
+    let mut routers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut engines: HashSet<&str> = HashSet::new();
     for ls in &label_sets {
+        // Grouped by the router's own backend label, its series are what the user asked for.
+        let backend = (cfg.server_label != adapter::ROUTER_BACKEND_LABEL)
+            .then(|| adapter::router_backend(|k| ls.get(k).map(String::as_str)))
+            .flatten();
         match ls.get(&cfg.server_label) {
-            Some(s) => *servers.entry(s.clone()).or_default() += 1,
+            Some(s) => {
+                *servers.entry(s.clone()).or_default() += 1;
+                match backend {
+                    Some(b) => {
+                        routers.entry(s.clone()).or_default().insert(b.to_string());
+                    }
+                    None if ls
+                        .get("__name__")
+                        .is_some_and(|n| adapter::is_core_gauge(n)) =>
+                    {
+                        engines.insert(s);
+                    }
+                    None => {}
+                }
+            }
             None => {
                 return Err(ImportError::Invalid(format!(
                     "series {} has no `{}` label to name its server; choose one with --server-label (labels: {})",
@@ -108,6 +132,24 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
                 )));
             }
         }
+    }
+    // A server with an engine's core gauge too stays a server (the adapter skips its
+    // router series); one without is no engine (the router's own counters have no
+    // `server` label): said, not imported.
+    routers.retain(|instance, _| !engines.contains(instance.as_str()));
+    servers.retain(|instance, _| !routers.contains_key(instance));
+    if servers.is_empty() {
+        let (instance, backends) = routers
+            .iter()
+            .next()
+            .map_or(("?", String::new()), |(i, b)| {
+                (i.as_str(), b.iter().cloned().collect::<Vec<_>>().join(", "))
+            });
+        return Err(ImportError::Empty(format!(
+            "the vLLM series {} are a router's, not an engine's: `{}` {instance} re-exports gauges per backend ({backends}) with no KV usage; scrape the engines themselves into Prometheus and import those",
+            window(),
+            cfg.server_label
+        )));
     }
     // Each server at its own scrape interval: jobs differ (5 s here, 15 s there), and a
     // step shorter than a server's scrapes repeats each of them, so a counter's rate
@@ -162,6 +204,7 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
         steps: 0,
         no_data_steps: 0,
         requests: 0,
+        routers,
     };
     for ((server, n_series), step) in servers.iter().zip(steps_s) {
         let total_steps = ((cfg.end - cfg.start) / step).floor() as u64 + 1;
@@ -369,9 +412,7 @@ fn layout(s: &Series, names: &HashSet<&str>, server_label: &str) -> Layout {
     } else {
         format!("{name}{{{}}} ", labels.join(","))
     };
-    let core = name
-        .rsplit_once(':')
-        .is_some_and(|(_, bare)| bare == adapter::CORE_GAUGE);
+    let core = adapter::is_core_gauge(name);
     Layout {
         family,
         kind,

@@ -28,6 +28,10 @@ pub enum RecordError {
     Unreachable { url: String, reason: String },
     #[error("{url} does not look like a vLLM /metrics endpoint: missing {missing}")]
     NotVllm { url: String, missing: String },
+    #[error(
+        "{url} is a router's /metrics, not a vLLM engine's: its vllm: gauges are re-exported per backend ({backends}) with no KV usage; record the engines themselves, one --server each"
+    )]
+    RouterPage { url: String, backends: String },
     #[error("{url} does not look like a GPU exporter: no DCGM_FI_* field on the page")]
     NotGpu { url: String },
     #[error("--gpu-metrics {url}: {reason}")]
@@ -375,8 +379,7 @@ impl Pipeline {
             );
         }
         if reading.engines.is_empty() {
-            let missing = reading.missing_required().join(", ");
-            let reason = format!("not vLLM metrics (missing {missing})");
+            let reason = not_vllm_reason(&reading);
             let samples = self.ingest_failure(server, ts_us, scrape_ms, &reason)?;
             return Ok(Ingested {
                 samples,
@@ -515,6 +518,32 @@ impl Pipeline {
                 message: "no session attached to finish".into(),
             })
     }
+}
+
+/// Why a page gave no engine (a failed scrape's reason in the session).
+fn not_vllm_reason(reading: &adapter::Reading) -> String {
+    if reading.router_backends.is_empty() {
+        let missing = reading.missing_required().join(", ");
+        format!("not vLLM metrics (missing {missing})")
+    } else {
+        format!(
+            "a router's /metrics, not a vLLM engine's (backends: {})",
+            backends_list(reading)
+        )
+    }
+}
+
+/// The first few backends a router page names, for a message.
+fn backends_list(reading: &adapter::Reading) -> String {
+    const SHOWN: usize = 4;
+    let b = &reading.router_backends;
+    let mut list: Vec<&str> = b.iter().take(SHOWN).map(String::as_str).collect();
+    let more = b.len().saturating_sub(SHOWN);
+    let tail = format!("{more} more");
+    if more > 0 {
+        list.push(&tail);
+    }
+    list.join(", ")
 }
 
 fn raw_err(e: RawError) -> StoreError {
@@ -713,7 +742,14 @@ pub async fn record(
                     }
                 }
                 Ok(page) => {
-                    let missing = adapter::read(&prom::parse(&page.body)).missing_required();
+                    let reading = adapter::read(&prom::parse(&page.body));
+                    let missing = reading.missing_required();
+                    if reading.engines.is_empty() && !reading.router_backends.is_empty() {
+                        return Err(RecordError::RouterPage {
+                            url: t.redacted_url(),
+                            backends: backends_list(&reading),
+                        });
+                    }
                     if !missing.is_empty() {
                         return Err(RecordError::NotVllm {
                             url: t.redacted_url(),

@@ -254,3 +254,85 @@ impl S3Server {
         self.root.path().join(bucket_and_key)
     }
 }
+
+/// A vLLM production-stack router's `/metrics` for two backends, as prometheus_client
+/// writes the gauges and counter its `vllm_router/services/metrics_service` defines
+/// (`vllm:`-named, labelled `server` per backend, no `model_name` or `engine`): what
+/// KVScope sees when pointed at the router instead of the engines.
+pub const ROUTER_PAGE: &str = r#"# HELP vllm:num_requests_running Number of running requests
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{server="http://10.0.0.1:8000"} 12.0
+vllm:num_requests_running{server="http://10.0.0.2:8000"} 3.0
+# HELP vllm:num_requests_waiting Number of waiting requests
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{server="http://10.0.0.1:8000"} 40.0
+vllm:num_requests_waiting{server="http://10.0.0.2:8000"} 0.0
+# HELP vllm:gpu_prefix_cache_hit_rate GPU Prefix Cache Hit Rate
+# TYPE vllm:gpu_prefix_cache_hit_rate gauge
+vllm:gpu_prefix_cache_hit_rate{server="http://10.0.0.1:8000"} 0.5
+vllm:gpu_prefix_cache_hit_rate{server="http://10.0.0.2:8000"} 0.1
+# HELP vllm:gpu_prefix_cache_hits_total Total GPU Prefix Cache Hits
+# TYPE vllm:gpu_prefix_cache_hits_total gauge
+vllm:gpu_prefix_cache_hits_total{server="http://10.0.0.1:8000"} 1000.0
+vllm:gpu_prefix_cache_hits_total{server="http://10.0.0.2:8000"} 10.0
+# HELP vllm:gpu_prefix_cache_queries_total Total GPU Prefix Cache Queries
+# TYPE vllm:gpu_prefix_cache_queries_total gauge
+vllm:gpu_prefix_cache_queries_total{server="http://10.0.0.1:8000"} 2000.0
+vllm:gpu_prefix_cache_queries_total{server="http://10.0.0.2:8000"} 100.0
+# HELP vllm:current_qps Current Queries Per Second
+# TYPE vllm:current_qps gauge
+vllm:current_qps{server="http://10.0.0.1:8000"} 5.0
+vllm:current_qps{server="http://10.0.0.2:8000"} 1.0
+# HELP vllm:num_requests_swapped Number of swapped requests
+# TYPE vllm:num_requests_swapped gauge
+vllm:num_requests_swapped{server="http://10.0.0.1:8000"} 0.0
+vllm:num_requests_swapped{server="http://10.0.0.2:8000"} 0.0
+# HELP vllm:healthy_pods_total Number of healthy vLLM pods
+# TYPE vllm:healthy_pods_total gauge
+vllm:healthy_pods_total{server="http://10.0.0.1:8000"} 1.0
+vllm:healthy_pods_total{server="http://10.0.0.2:8000"} 1.0
+# HELP vllm:num_incoming_requests_total Total valid incoming requests to router (including when no backends available).
+# TYPE vllm:num_incoming_requests_total counter
+vllm:num_incoming_requests_total{model="meta-llama/Llama-3.1-8B-Instruct"} 500.0
+# HELP vllm:num_incoming_requests_created Total valid incoming requests to router (including when no backends available).
+# TYPE vllm:num_incoming_requests_created gauge
+vllm:num_incoming_requests_created{model="meta-llama/Llama-3.1-8B-Instruct"} 1.7648e+09
+"#;
+
+/// Serves `pages` in order (the last one repeats) on 127.0.0.1:0; returns the base URL. It
+/// serves for two minutes.
+pub fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let pages = std::sync::Arc::new(pages);
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let pages = pages.clone();
+                    let next = next.clone();
+                    async move {
+                        let i = next
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                            .min(pages.len() - 1);
+                        pages[i].clone()
+                    }
+                }),
+            );
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(120),
+                axum::serve(listener, app),
+            )
+            .await;
+        });
+    });
+    let addr = rx.recv().unwrap();
+    (format!("http://{addr}"), handle)
+}

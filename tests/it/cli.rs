@@ -1,44 +1,12 @@
 //! The real binary, end to end, against local servers on 127.0.0.1.
 
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kvscope::store;
 
-use crate::common::{bin, fixture_text, kvscope, record_scenario};
-
-/// Serves `pages` in order (the last one repeats) on 127.0.0.1:0; returns the base URL.
-fn serve_pages(pages: Vec<String>) -> (String, std::thread::JoinHandle<()>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let pages = Arc::new(pages);
-            let next = Arc::new(AtomicUsize::new(0));
-            let app = axum::Router::new().route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let pages = pages.clone();
-                    let next = next.clone();
-                    async move {
-                        let i = next.fetch_add(1, Ordering::SeqCst).min(pages.len() - 1);
-                        pages[i].clone()
-                    }
-                }),
-            );
-            let _ = tokio::time::timeout(Duration::from_secs(60), axum::serve(listener, app)).await;
-        });
-    });
-    let addr = rx.recv().unwrap();
-    (format!("http://{addr}"), handle)
-}
+use crate::common::{bin, fixture_text, kvscope, record_scenario, serve_pages};
 
 fn count_lines(p: &std::path::Path) -> usize {
     std::fs::read_to_string(p)
@@ -898,4 +866,58 @@ fn analyze_finishes_when_its_log_pipe_is_closed() {
     assert!(status.success(), "{status:?}");
     assert!(dir.join("summary.json").exists());
     assert!(dir.join("events.jsonl").exists());
+}
+
+#[test]
+fn record_refuses_a_router_and_names_its_backends() {
+    let (url, _h) = serve_pages(vec![crate::common::ROUTER_PAGE.to_string()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let record = |out: &Path, wait: bool| {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "record",
+            "--server",
+            &url,
+            "--duration",
+            "1.6s",
+            "--interval",
+            "500ms",
+            "--out",
+        ])
+        .arg(out);
+        if wait {
+            cmd.arg("--wait");
+        }
+        cmd.output().unwrap()
+    };
+    let out = tmp.path().join("refused");
+    let o = record(&out, false);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is a router's /metrics, not a vLLM engine's"),
+        "{err}"
+    );
+    assert!(
+        err.contains("(http://10.0.0.1:8000, http://10.0.0.2:8000)"),
+        "{err}"
+    );
+    assert!(!out.join(store::SAMPLES_PARQUET).exists());
+    // With --wait the recording goes on: every scrape a failure that says why, not the
+    // backends summed into one engine.
+    let out = tmp.path().join("waited");
+    let o = record(&out, true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
+    assert!(rows.len() >= 2, "{} rows", rows.len());
+    for r in &rows {
+        assert!(!r.scrape_ok);
+        assert_eq!(r.requests_running, None);
+        assert_eq!(
+            r.scrape_error.as_deref(),
+            Some(
+                "a router's /metrics, not a vLLM engine's (backends: http://10.0.0.1:8000, http://10.0.0.2:8000)"
+            )
+        );
+    }
 }

@@ -4,7 +4,7 @@ use kvscope::adapter::{self, Hist, Normalizer};
 use kvscope::source::prom::{self, MetricType};
 use kvscope::store::schema::Sample;
 
-use crate::common::fixture_text;
+use crate::common::{ROUTER_PAGE, fixture_text};
 
 struct Page {
     exp: prom::Exposition<'static>,
@@ -246,4 +246,31 @@ fn blocks_era_prefix_counters_become_tokens() {
     let rows = Normalizer::new().normalize("s", 0, 0.0, None, &r).samples;
     assert_eq!(rows[0].prefix_cache_queries_total, Some(160));
     assert_eq!(rows[0].prefix_cache_hits_total, Some(64));
+}
+
+#[test]
+fn a_routers_reexported_gauges_are_not_read_as_an_engine() {
+    // Summed, the router's two backends would read as one engine running 15 requests
+    // with 40 waiting and no KV usage.
+    let r = adapter::read(&prom::parse(ROUTER_PAGE));
+    assert!(r.engines.is_empty(), "{:?}", r.engines);
+    assert_eq!(
+        r.router_backends.iter().collect::<Vec<_>>(),
+        ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+    );
+    assert_eq!(r.missing_required().len(), 3);
+    // A `server` label on vLLM's own series (a relabelling scrape) changes nothing.
+    let text = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model_name=\"m\",server=\"gpu-7\"} 3.0\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name=\"m\",server=\"gpu-7\"} 1.0\n# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\",server=\"gpu-7\"} 0.25\n";
+    let r = adapter::read(&prom::parse(text));
+    assert!(r.router_backends.is_empty());
+    assert!(r.missing_required().is_empty());
+    // Router series beside an engine's (one merged page): the engine alone is read.
+    let merged = format!("{ROUTER_PAGE}{text}");
+    let r = adapter::read(&prom::parse(&merged));
+    assert_eq!(r.router_backends.len(), 2);
+    let rows = Normalizer::new().normalize("s", 0, 0.0, None, &r).samples;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].requests_running, Some(3));
+    assert_eq!(rows[0].requests_waiting, Some(1));
+    assert_eq!(rows[0].kv_cache_usage_pct, Some(25.0));
 }

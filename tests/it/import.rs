@@ -11,7 +11,7 @@ use std::time::Duration;
 use kvscope::analysis::{Analysis, PhasePoint};
 use kvscope::store;
 
-use crate::common::{analyze_with_series, bin, kvscope, spawn_simulator};
+use crate::common::{ROUTER_PAGE, analyze_with_series, bin, kvscope, serve_pages, spawn_simulator};
 
 struct Killed(Child);
 
@@ -147,9 +147,16 @@ fn prometheus_history_reads_like_a_direct_recording() {
         .unwrap();
     let _replay = Killed(replay);
     let replay_target = format!("127.0.0.1:{replay_port}");
+    // A third: a production-stack router's /metrics, its `vllm:` gauges per backend. It
+    // is no engine: skipped, and said so, not imported as a server summing its backends.
+    let (router_url, _router) = serve_pages(vec![ROUTER_PAGE.to_string()]);
+    let router_target = router_url.trim_start_matches("http://").to_string();
     // The capture every 2 s, the simulator every 1 s: each server is imported at its own
     // scrape interval.
-    let (_prom, prom_url) = spawn_prometheus(tmp.path(), &[(&target, 1), (&replay_target, 2)]);
+    let (_prom, prom_url) = spawn_prometheus(
+        tmp.path(),
+        &[(&target, 1), (&replay_target, 2), (&router_target, 1)],
+    );
     let direct = tmp.path().join("direct");
     let rec = Command::new(bin())
         .args([
@@ -192,6 +199,33 @@ fn prometheus_history_reads_like_a_direct_recording() {
     assert!(
         err.contains("of 1–2 s (each server at its own scrape interval)"),
         "steps detected from the 1 s and 2 s scrapes: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "skipped {router_target}: a router's /metrics, not a vLLM engine's (its gauges re-exported per backend: http://10.0.0.1:8000, http://10.0.0.2:8000)"
+        )),
+        "{err}"
+    );
+    // The router alone: nothing to import, and why.
+    fails(
+        &[
+            "import",
+            "prometheus",
+            "--url",
+            &prom_url,
+            "--start",
+            &format!("{start:.3}"),
+            "--end",
+            &format!("{end:.3}"),
+            "--match",
+            &format!("{{instance=\"{router_target}\"}}"),
+            "--out",
+            tmp.path().join("router-only").to_str().unwrap(),
+        ],
+        &[
+            "are a router's, not an engine's",
+            &format!("`instance` {router_target} re-exports gauges per backend"),
+        ],
     );
     let meta = store::read_metadata(&imported_dir).unwrap().unwrap();
     assert_eq!(meta.source.kind, "prometheus-import");
