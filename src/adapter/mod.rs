@@ -324,16 +324,6 @@ pub const REQUIRED_FOR_VLLM: &[&str] = &[
 /// engine running every backend's requests, with no KV usage.
 pub const ROUTER_BACKEND_LABEL: &str = "server";
 
-/// The backend a `vllm:` series belongs to when it is a router's re-export rather than
-/// an engine's own: it names a [`ROUTER_BACKEND_LABEL`] and neither `model_name` nor
-/// `engine` (vLLM labels every series of these families with `model_name`).
-pub fn router_backend<'a>(label: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
-    if label("model_name").is_some() || label("engine").is_some() {
-        return None;
-    }
-    label(ROUTER_BACKEND_LABEL)
-}
-
 /// The alias a bare family name reads as: an exact name first, then a counter named
 /// without `_total` (OpenMetrics TYPE lines), the first alias in [`METRICS`] winning.
 /// An index, not a scan: every family of every page is looked up.
@@ -420,9 +410,12 @@ pub struct Reading {
     pub process_cpu_s: Option<f64>,
     /// `process_start_time_seconds` of the process serving the page (restart detection).
     pub process_start_time_s: Option<f64>,
-    /// Backends of a router's re-exported gauges on the page ([`router_backend`]): not
+    /// Backends of a router's re-exported gauges on the page ([`series_of`]): not
     /// read as engines.
     pub router_backends: BTreeSet<String>,
+    /// Why the page's engines were not read when it holds several servers' series (the
+    /// core gauge more than once for one engine): summed, they would read as one engine.
+    pub mixed_servers: Option<String>,
 }
 
 impl Reading {
@@ -481,6 +474,8 @@ pub fn read(exp: &Exposition) -> Reading {
     // labels costs no allocation per sample (a map keyed by owned strings cost two).
     let mut engines: Vec<EngineReading> = Vec::new();
     let mut saw_blocks_era_alias = false;
+    // The core gauge twice for one engine: several servers' series on one page.
+    let mut core_twice = false;
 
     for fam in &exp.families {
         let Some(bare) = PREFIXES.iter().find_map(|p| fam.name.strip_prefix(p)) else {
@@ -551,19 +546,15 @@ pub fn read(exp: &Exposition) -> Reading {
             if s.name.ends_with("_created") && fam.kind != MetricType::Gauge {
                 continue;
             }
-            let model_name = s.label("model_name");
-            // (Only a series without `model_name` can be a router's: no extra lookups
-            // on vLLM's own pages.)
-            if model_name.is_none()
-                && let Some(backend) = router_backend(|k| s.label(k))
-            {
-                if !out.router_backends.contains(backend) {
-                    out.router_backends.insert(backend.to_string());
+            let (model, engine) = match series_of(|k| s.label(k)) {
+                SeriesOf::Engine { model, engine } => (model, engine),
+                SeriesOf::Router(backend) => {
+                    if !out.router_backends.contains(backend) {
+                        out.router_backends.insert(backend.to_string());
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let model = model_name.or_else(|| s.label("model")).unwrap_or("");
-            let engine = s.label("engine").unwrap_or("0");
+            };
             let i = match engines
                 .iter()
                 .position(|e| e.engine == engine && e.model_name == model)
@@ -584,7 +575,10 @@ pub fn read(exp: &Exposition) -> Reading {
             let v = s.value;
             match alias.target {
                 Target::KvUsageFraction => add_prio(&mut e.kv_fraction, v, alias.priority),
-                Target::Running => add(&mut e.running, v),
+                Target::Running => {
+                    core_twice |= e.running.is_some();
+                    add(&mut e.running, v)
+                }
                 Target::Waiting => add(&mut e.waiting, v),
                 Target::WaitingByReason => match s.label("reason") {
                     Some("capacity") => add(&mut e.waiting_capacity, v),
@@ -676,9 +670,126 @@ pub fn read(exp: &Exposition) -> Reading {
     }
     // Ordered by (model, engine), as the rows are written.
     engines.sort_by(|a, b| (&a.model_name, &a.engine).cmp(&(&b.model_name, &b.engine)));
-    out.engines = engines;
+    // (Looked into only when the engines read suggest it: never on a vLLM server's page.)
+    let mut core_models = engines
+        .iter()
+        .filter(|e| e.running.is_some())
+        .map(|e| &e.model_name);
+    let first = core_models.next();
+    let several_models = core_models.any(|m| Some(m) != first);
+    out.mixed_servers = (core_twice || several_models)
+        .then(|| mixed_servers(exp))
+        .flatten();
+    if out.mixed_servers.is_none() {
+        out.engines = engines;
+    }
     out.gpus = gpu::read(exp);
     out
+}
+
+/// Whose a `vllm:` series is, from its labels: an engine's (`model_name`, else Triton's
+/// `model`, and `engine`, "0" when not exposed) or a router's re-export for a backend.
+pub enum SeriesOf<'s> {
+    Engine { model: &'s str, engine: &'s str },
+    Router(&'s str),
+}
+
+///
+/// A router's series names a [`ROUTER_BACKEND_LABEL`] and neither `model_name` nor
+/// `engine` (vLLM labels every series of these families with `model_name`).
+pub fn series_of<'s>(label: impl Fn(&str) -> Option<&'s str>) -> SeriesOf<'s> {
+    let model_name = label("model_name");
+    let engine = label("engine");
+    // (The backend label is looked up only without the other two: no extra lookups on
+    // vLLM's own pages.)
+    if model_name.is_none()
+        && engine.is_none()
+        && let Some(backend) = label(ROUTER_BACKEND_LABEL)
+    {
+        return SeriesOf::Router(backend);
+    }
+    SeriesOf::Engine {
+        model: model_name.or_else(|| label("model")).unwrap_or(""),
+        engine: engine.unwrap_or("0"),
+    }
+}
+
+/// One series' labels as (name, value) pairs.
+type LabelSet<'a> = Vec<(&'a str, &'a str)>;
+
+/// Labels whose values differ between label sets (absent counts as a value): what tells
+/// apart series that should have been one.
+fn differing_labels<'a>(sets: &[LabelSet<'a>]) -> Vec<&'a str> {
+    let value =
+        |set: &LabelSet<'a>, key: &str| set.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let Some(first) = sets.first() else {
+        return Vec::new();
+    };
+    let keys: BTreeSet<&str> = sets.iter().flatten().map(|(k, _)| *k).collect();
+    keys.into_iter()
+        .filter(|k| sets.iter().any(|set| value(set, k) != value(first, k)))
+        .collect()
+}
+
+/// Whether a page holds several vLLM servers' series, and which: vLLM writes one series
+/// of the core gauge per (`model_name`, `engine`), and labels every series of a server
+/// with its one served model name (the first of `--served-model-name`). Two series for
+/// one engine, or two `model_name`s, are several servers (a federation, an aggregating
+/// sidecar, a Prometheus import grouped by too coarse a label), whose values must not
+/// be summed into one. (Triton's vLLM backend labels `model` instead: one Triton server
+/// may host several models, each read as its own series.)
+fn mixed_servers(exp: &Exposition) -> Option<String> {
+    let fam = exp.families.iter().find(|f| is_core_gauge(f.name))?;
+    let mut by_engine: BTreeMap<(&str, &str), Vec<LabelSet>> = BTreeMap::new();
+    let mut models: BTreeSet<&str> = BTreeSet::new();
+    let mut all: Vec<LabelSet> = Vec::new();
+    for s in &fam.samples {
+        if let SeriesOf::Engine { model, engine } = series_of(|k| s.label(k)) {
+            let labels: LabelSet = s.labels.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+            models.extend(s.label("model_name"));
+            all.push(labels.clone());
+            by_engine.entry((model, engine)).or_default().push(labels);
+        }
+    }
+    let listed = |sets: &[LabelSet]| {
+        let differ = differing_labels(sets);
+        if differ.is_empty() {
+            "nothing but their order".to_string()
+        } else {
+            differ
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let what =
+        if let Some(((model, engine), sets)) = by_engine.iter().find(|(_, sets)| sets.len() > 1) {
+            format!(
+                "{} series of {} for model_name `{model}`, engine {engine}, differing in {}",
+                sets.len(),
+                fam.name,
+                listed(sets)
+            )
+        } else if models.len() > 1 {
+            format!(
+                "{} series of {} for {} models ({}), differing in {}",
+                all.len(),
+                fam.name,
+                models.len(),
+                models
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                listed(&all)
+            )
+        } else {
+            return None;
+        };
+    Some(format!(
+        "{what}: several servers on one page (a federation or aggregating endpoint)"
+    ))
 }
 
 /// Index of the admission rejections in a series' counters.

@@ -284,6 +284,9 @@ pub async fn import_prometheus(
         o.requests,
         started.elapsed().as_secs_f64()
     );
+    for (server, (steps, reason)) in &o.unread {
+        eprintln!("{server}: {steps} step(s) not read (NO_DATA): {reason}");
+    }
     for (instance, backends) in &o.routers {
         eprintln!(
             "skipped {instance}: a router's /metrics, not a vLLM engine's (its gauges re-exported per backend: {})",

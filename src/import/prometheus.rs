@@ -63,8 +63,11 @@ pub struct PromImportOutcome {
     pub no_data_steps: u64,
     pub requests: u64,
     /// Instances whose vLLM series are all a router's re-exports
-    /// ([`adapter::router_backend`]), with their backends: not imported as servers.
+    /// ([`adapter::series_of`]), with their backends: not imported as servers.
     pub routers: BTreeMap<String, BTreeSet<String>>,
+    /// Servers with steps whose page was not one engine's vLLM metrics: how many, and
+    /// why the first was not (e.g. several servers' series under one `--server-label`).
+    pub unread: BTreeMap<String, (u64, String)>,
 }
 
 /// Imports the window into a new session at `cfg.out_dir`.
@@ -103,24 +106,24 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     let mut routers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut engines: HashSet<&str> = HashSet::new();
     for ls in &label_sets {
-        // Grouped by the router's own backend label, its series are what the user asked for.
-        let backend = (cfg.server_label != adapter::ROUTER_BACKEND_LABEL)
-            .then(|| adapter::router_backend(|k| ls.get(k).map(String::as_str)))
-            .flatten();
         match ls.get(&cfg.server_label) {
             Some(s) => {
                 *servers.entry(s.clone()).or_default() += 1;
-                match backend {
-                    Some(b) => {
+                match adapter::series_of(|k| ls.get(k).map(String::as_str)) {
+                    // Grouped by the router's own backend label, its series are what the
+                    // user asked for.
+                    adapter::SeriesOf::Router(b)
+                        if cfg.server_label != adapter::ROUTER_BACKEND_LABEL =>
+                    {
                         routers.entry(s.clone()).or_default().insert(b.to_string());
                     }
-                    None if ls
+                    _ if ls
                         .get("__name__")
                         .is_some_and(|n| adapter::is_core_gauge(n)) =>
                     {
                         engines.insert(s);
                     }
-                    None => {}
+                    _ => {}
                 }
             }
             None => {
@@ -205,6 +208,7 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
         no_data_steps: 0,
         requests: 0,
         routers,
+        unread: BTreeMap::new(),
     };
     for ((server, n_series), step) in servers.iter().zip(steps_s) {
         let total_steps = ((cfg.end - cfg.start) / step).floor() as u64 + 1;
@@ -227,7 +231,10 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
                 out.steps += 1;
                 match page {
                     Some(text) => {
-                        pipe.ingest_text(server, ts_us, None, &text)?;
+                        if let Some(reason) = pipe.ingest_text(server, ts_us, None, &text)?.failure
+                        {
+                            out.unread.entry(server.clone()).or_insert((0, reason)).0 += 1;
+                        }
                     }
                     None => {
                         out.no_data_steps += 1;

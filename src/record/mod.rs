@@ -32,6 +32,10 @@ pub enum RecordError {
         "{url} is a router's /metrics, not a vLLM engine's: its vllm: gauges are re-exported per backend ({backends}) with no KV usage; record the engines themselves, one --server each"
     )]
     RouterPage { url: String, backends: String },
+    #[error(
+        "{url} is not one vLLM server's /metrics: {what}; record each server with its own --server"
+    )]
+    MixedServers { url: String, what: String },
     #[error("{url} does not look like a GPU exporter: no DCGM_FI_* field on the page")]
     NotGpu { url: String },
     #[error("--gpu-metrics {url}: {reason}")]
@@ -522,7 +526,9 @@ impl Pipeline {
 
 /// Why a page gave no engine (a failed scrape's reason in the session).
 fn not_vllm_reason(reading: &adapter::Reading) -> String {
-    if reading.router_backends.is_empty() {
+    if let Some(what) = &reading.mixed_servers {
+        what.clone()
+    } else if reading.router_backends.is_empty() {
         let missing = reading.missing_required().join(", ");
         format!("not vLLM metrics (missing {missing})")
     } else {
@@ -744,6 +750,12 @@ pub async fn record(
                 Ok(page) => {
                     let reading = adapter::read(&prom::parse(&page.body));
                     let missing = reading.missing_required();
+                    if let Some(what) = reading.mixed_servers {
+                        return Err(RecordError::MixedServers {
+                            url: t.redacted_url(),
+                            what,
+                        });
+                    }
                     if reading.engines.is_empty() && !reading.router_backends.is_empty() {
                         return Err(RecordError::RouterPage {
                             url: t.redacted_url(),

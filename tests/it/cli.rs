@@ -921,3 +921,24 @@ fn record_refuses_a_router_and_names_its_backends() {
         );
     }
 }
+
+#[test]
+fn record_refuses_a_page_of_several_servers() {
+    // A federation endpoint: two pods' series for one model and engine.
+    let page = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 3.0\nvllm:num_requests_running{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 5.0\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 0.0\nvllm:num_requests_waiting{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 7.0\n# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 0.6\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 0.9\n";
+    let (url, _h) = serve_pages(vec![page.to_string()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let o = Command::new(bin())
+        .args(["record", "--server", &url, "--duration", "1s", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/metrics is not one vLLM server's /metrics: 2 series of vllm:num_requests_running for model_name `m`, engine 0, differing in `pod`: several servers on one page (a federation or aggregating endpoint); record each server with its own --server"),
+        "{err}"
+    );
+    assert!(!out.join(store::SAMPLES_PARQUET).exists());
+}

@@ -274,3 +274,58 @@ fn a_routers_reexported_gauges_are_not_read_as_an_engine() {
     assert_eq!(rows[0].requests_waiting, Some(1));
     assert_eq!(rows[0].kv_cache_usage_pct, Some(25.0));
 }
+
+#[test]
+fn several_servers_on_one_page_are_not_summed_into_one_engine() {
+    // Two pods' series for the same model and engine (a federation, or an aggregating
+    // sidecar): summed, KV usage would read 150 % and the requests of both as one.
+    let text = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 3.0\nvllm:num_requests_running{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 5.0\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 0.0\nvllm:num_requests_waiting{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 7.0\n# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\",pod=\"vllm-0\"} 0.6\nvllm:kv_cache_usage_perc{engine=\"0\",model_name=\"m\",pod=\"vllm-1\"} 0.9\n";
+    let r = adapter::read(&prom::parse(text));
+    assert!(r.engines.is_empty(), "{:?}", r.engines);
+    assert_eq!(
+        r.mixed_servers.as_deref(),
+        Some(
+            "2 series of vllm:num_requests_running for model_name `m`, engine 0, differing in `pod`: several servers on one page (a federation or aggregating endpoint)"
+        )
+    );
+    // Data-parallel engines, and a counter split by a label of its own, are one server.
+    let dp = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",model_name=\"m\"} 3.0\nvllm:num_requests_running{engine=\"1\",model_name=\"m\"} 5.0\n# TYPE vllm:request_success counter\nvllm:request_success_total{engine=\"0\",finished_reason=\"stop\",model_name=\"m\"} 4.0\nvllm:request_success_total{engine=\"0\",finished_reason=\"length\",model_name=\"m\"} 2.0\n";
+    let r = adapter::read(&prom::parse(dp));
+    assert_eq!(r.mixed_servers, None);
+    assert_eq!(r.engines.len(), 2);
+    // Every real page of the corpus reads as one server.
+    for name in [
+        "01-v0.5-fork-idle-bsc.prom",
+        "05-v1-0.10-nvidia-25.09-after-6-requests.prom",
+        "06-v1-0.11.0-idle-full.prom",
+        "07-v1-0.29-after-10-requests-prefix-hits.prom",
+        "08-triton-vllm-backend-reexport-elided.prom",
+        "09-v1-0.26-h100-queue-pressure.prom",
+        "10-v1-0.26-h100-kv-saturation-preempting.prom",
+    ] {
+        let p = page(name);
+        assert_eq!(p.reading.mixed_servers, None, "{name}");
+        assert!(p.reading.router_backends.is_empty(), "{name}");
+        assert!(!p.reading.engines.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn two_vllm_models_on_one_page_are_two_servers() {
+    // vLLM labels every series of a server with its one served model name: two are two
+    // servers (here under one `job`), not two engines of one.
+    let text = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",instance=\"a:8000\",model_name=\"llama\"} 3.0\nvllm:num_requests_running{engine=\"0\",instance=\"b:8000\",model_name=\"qwen\"} 5.0\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{engine=\"0\",instance=\"a:8000\",model_name=\"llama\"} 0.0\nvllm:num_requests_waiting{engine=\"0\",instance=\"b:8000\",model_name=\"qwen\"} 7.0\n";
+    let r = adapter::read(&prom::parse(text));
+    assert!(r.engines.is_empty(), "{:?}", r.engines);
+    assert_eq!(
+        r.mixed_servers.as_deref(),
+        Some(
+            "2 series of vllm:num_requests_running for 2 models (`llama`, `qwen`), differing in `instance`, `model_name`: several servers on one page (a federation or aggregating endpoint)"
+        )
+    );
+    // Triton's vLLM backend hosts several models in one server, each labelled `model`.
+    let triton = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{model=\"a\",version=\"1\"} 3.0\nvllm:num_requests_running{model=\"b\",version=\"1\"} 5.0\n";
+    let r = adapter::read(&prom::parse(triton));
+    assert_eq!(r.mixed_servers, None);
+    assert_eq!(r.engines.len(), 2);
+}

@@ -227,6 +227,28 @@ fn prometheus_history_reads_like_a_direct_recording() {
             &format!("`instance` {router_target} re-exports gauges per backend"),
         ],
     );
+    // Grouped by too coarse a label, the two servers share a page: not read as one
+    // server with two engines, and the import says why.
+    let coarse = ok(&[
+        "import",
+        "prometheus",
+        "--url",
+        &prom_url,
+        "--start",
+        &format!("{start:.3}"),
+        "--end",
+        &format!("{end:.3}"),
+        "--match",
+        r#"{job="vllm"}"#,
+        "--server-label",
+        "job",
+        "--out",
+        tmp.path().join("coarse").to_str().unwrap(),
+    ]);
+    assert!(
+        coarse.contains(" step(s) not read (NO_DATA): 2 series of vllm:num_requests_running for 2 models (`dummy-llama`, `sim-llama-8b`), differing in `instance`, `model_name`: several servers on one page"),
+        "{coarse}"
+    );
     let meta = store::read_metadata(&imported_dir).unwrap().unwrap();
     assert_eq!(meta.source.kind, "prometheus-import");
     assert_eq!(meta.source.urls, std::slice::from_ref(&prom_url));
