@@ -414,7 +414,8 @@ pub struct Reading {
     /// read as engines.
     pub router_backends: BTreeSet<String>,
     /// Why the page's engines were not read when it holds several servers' series (the
-    /// core gauge more than once for one engine): summed, they would read as one engine.
+    /// core gauge more than once for one engine, or for two `model_name`s): summed,
+    /// they would read as one engine.
     pub mixed_servers: Option<String>,
 }
 
@@ -694,9 +695,9 @@ pub enum SeriesOf<'s> {
     Router(&'s str),
 }
 
-///
-/// A router's series names a [`ROUTER_BACKEND_LABEL`] and neither `model_name` nor
-/// `engine` (vLLM labels every series of these families with `model_name`).
+/// Whose series a sample's labels (`label` looks one up) make it. A router's series
+/// names a [`ROUTER_BACKEND_LABEL`] and neither `model_name` nor `engine` (vLLM labels
+/// every series of these families with `model_name`).
 pub fn series_of<'s>(label: impl Fn(&str) -> Option<&'s str>) -> SeriesOf<'s> {
     let model_name = label("model_name");
     let engine = label("engine");
