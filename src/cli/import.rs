@@ -284,8 +284,10 @@ pub async fn import_prometheus(
         o.requests,
         started.elapsed().as_secs_f64()
     );
-    for (server, (steps, reason)) in &o.unread {
-        eprintln!("{server}: {steps} step(s) not read (NO_DATA): {reason}");
+    for (server, reasons) in &o.unread {
+        for (reason, steps) in reasons {
+            eprintln!("{server}: {steps} step(s) not read (NO_DATA): {reason}");
+        }
     }
     for (instance, backends) in &o.routers {
         eprintln!(

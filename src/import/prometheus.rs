@@ -65,9 +65,9 @@ pub struct PromImportOutcome {
     /// Instances whose vLLM series are all a router's re-exports
     /// ([`adapter::series_of`]), with their backends: not imported as servers.
     pub routers: BTreeMap<String, BTreeSet<String>>,
-    /// Servers with steps whose page was not one engine's vLLM metrics: how many, and
-    /// why the first was not (e.g. several servers' series under one `--server-label`).
-    pub unread: BTreeMap<String, (u64, String)>,
+    /// Servers with steps whose page was not one engine's vLLM metrics: why, and how
+    /// many steps each reason (e.g. several servers' series under one `--server-label`).
+    pub unread: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// Imports the window into a new session at `cfg.out_dir`.
@@ -233,7 +233,8 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
                     Some(text) => {
                         if let Some(reason) = pipe.ingest_text(server, ts_us, None, &text)?.failure
                         {
-                            out.unread.entry(server.clone()).or_insert((0, reason)).0 += 1;
+                            let reasons = out.unread.entry(server.clone()).or_default();
+                            *reasons.entry(reason).or_default() += 1;
                         }
                     }
                     None => {
