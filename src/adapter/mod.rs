@@ -304,6 +304,15 @@ pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_secon
 /// scraped then).
 pub const CORE_GAUGE: &str = "num_requests_running";
 
+/// The [`CORE_GAUGE`]'s full names, as a PromQL name regex.
+pub fn core_gauge_names() -> String {
+    PREFIXES
+        .iter()
+        .map(|p| format!("{p}{CORE_GAUGE}"))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 /// Whether a full series name (`vllm:num_requests_running`) is the [`CORE_GAUGE`].
 pub fn is_core_gauge(name: &str) -> bool {
     PREFIXES

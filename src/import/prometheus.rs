@@ -219,16 +219,43 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
             &cfg.matchers,
             &[(cfg.server_label.as_str(), server.as_str())],
         );
+        let core = promapi::selector(
+            &adapter::core_gauge_names(),
+            &cfg.matchers,
+            &[(cfg.server_label.as_str(), server.as_str())],
+        );
         let mut k0 = 0u64;
         while k0 < total_steps {
             let k1 = (k0 + per_chunk).min(total_steps) - 1;
             let (cs, ce) = (cfg.start + k0 as f64 * step, cfg.start + k1 as f64 * step);
             let series = prom.query_range(&query, cs, ce, step).await?;
-            out.requests += 1;
-            let chunk = Chunk::new(&series, cs, step, (k1 - k0 + 1) as usize, &cfg.server_label);
+            let n_steps = (k1 - k0 + 1) as usize;
+            // When each step's newest core sample was taken: a query fills a step with
+            // the last sample of the past 5 minutes, so where scrapes stopped without a
+            // staleness marker (Prometheus itself down; remote-written series) it
+            // repeats an old page whose counters all stand still.
+            let stamps = prom
+                .query_range(&format!("timestamp({core})"), cs, ce, step)
+                .await?;
+            out.requests += 2;
+            let stale = stale_steps(&stamps, cs, step, n_steps);
+            let chunk = Chunk::new(&series, cs, step, n_steps, &cfg.server_label);
             for (i, page) in chunk.pages().enumerate() {
                 let ts_us = ((cs + i as f64 * step) * 1e6).round() as i64;
                 out.steps += 1;
+                let page = match page {
+                    Some(_) if stale.get(i) == Some(&true) => {
+                        out.no_data_steps += 1;
+                        pipe.ingest_failure(
+                            server,
+                            ts_us,
+                            None,
+                            crate::source::scrape::NO_FRESH_PROMETHEUS_SAMPLE,
+                        )?;
+                        continue;
+                    }
+                    page => page,
+                };
                 match page {
                     Some(text) => {
                         if let Some(reason) = pipe.ingest_text(server, ts_us, None, &text)?.failure
@@ -253,6 +280,51 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     }
     pipe.finish((cfg.end * 1e6) as i64)?;
     Ok(out)
+}
+
+/// A step is stale when its newest core sample (`stamps`: `timestamp()` of the core
+/// gauge, one series per engine) is older than this many scrape intervals: a scrape
+/// that should have landed since is missing. (Within one interval is a step between two
+/// scrapes; jitter is milliseconds.)
+const STALE_AFTER_INTERVALS: f64 = 1.5;
+
+/// Per step of a chunk (`n` steps from `start`), whether Prometheus holds only a sample
+/// older than [`STALE_AFTER_INTERVALS`] scrape intervals there. The interval is read
+/// from the samples themselves (the median gap between the distinct newest samples of
+/// successive steps, as they come whatever the step), else the step. A step without any
+/// sample is not stale: it has no page at all.
+fn stale_steps(stamps: &[Series], start: f64, step: f64, n: usize) -> Vec<bool> {
+    let mut newest: Vec<Option<f64>> = vec![None; n];
+    for s in stamps {
+        for (t, v) in &s.values {
+            let k = ((t - start) / step).round();
+            let Ok(taken) = v.parse::<f64>() else {
+                continue;
+            };
+            if k >= 0.0
+                && let Some(slot) = newest.get_mut(k as usize)
+            {
+                *slot = Some(slot.map_or(taken, |x: f64| x.max(taken)));
+            }
+        }
+    }
+    let mut gaps: Vec<f64> = newest
+        .iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|g| *g > 0.0)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    let interval = gaps.get(gaps.len() / 2).copied().unwrap_or(step);
+    newest
+        .iter()
+        .enumerate()
+        .map(|(k, taken)| {
+            taken.is_some_and(|t| start + k as f64 * step - t > STALE_AFTER_INTERVALS * interval)
+        })
+        .collect()
 }
 
 /// The scrape interval Prometheus used for `server`, read from the gaps between raw
@@ -471,6 +543,48 @@ mod tests {
         let mut odd = vec![0.333, 0.334, 0.333];
         assert_eq!(scrape_interval(&mut odd), Some(0.333));
         assert_eq!(scrape_interval(&mut []), None);
+    }
+
+    /// Steps whose newest sample is older than 1.5 scrape intervals are stale, whatever
+    /// the step: Prometheus down from 1010 to 1040 s while the 1 s scrapes' last sample
+    /// (1009.2 s) fills its steps; at a 0.5 s step, and at a 1 s step of 15 s scrapes.
+    #[test]
+    fn steps_holding_an_old_sample_are_stale() {
+        let stamps = |start: f64, step: f64, n: usize, taken: &dyn Fn(f64) -> Option<f64>| {
+            let values = (0..n)
+                .filter_map(|k| {
+                    let t = start + k as f64 * step;
+                    taken(t).map(|x| (t, format!("{x:.3}")))
+                })
+                .collect();
+            vec![Series {
+                metric: BTreeMap::new(),
+                values,
+            }]
+        };
+        // Scrapes at k + 0.2 s, none from 1010 to 1040 s (the last one 1009.2 s).
+        let one_s = |t: f64| {
+            let last = (t - 0.2).floor() + 0.2;
+            Some(if (1010.0..1040.2).contains(&last) {
+                1009.2
+            } else {
+                last
+            })
+        };
+        let s = stale_steps(&stamps(1000.0, 1.0, 60, &one_s), 1000.0, 1.0, 60);
+        let stale: Vec<usize> = (0..60).filter(|k| s[*k]).collect();
+        // 1011 s is the first step 1.5 s past 1009.2; 1040 s still holds 1009.2.
+        assert_eq!(stale, (11..=40).collect::<Vec<_>>());
+        let s = stale_steps(&stamps(1000.0, 0.5, 120, &one_s), 1000.0, 0.5, 120);
+        assert_eq!(s.iter().filter(|x| **x).count(), 59, "{s:?}");
+        assert!(!s[21] && s[22] && s[80] && !s[81]);
+        // 15 s scrapes read at a 1 s step: a sample up to 15 s old is the latest.
+        let fifteen = |t: f64| Some(((t - 3.0) / 15.0).floor() * 15.0 + 3.0);
+        let s = stale_steps(&stamps(1000.0, 1.0, 300, &fifteen), 1000.0, 1.0, 300);
+        assert!(s.iter().all(|x| !x), "{s:?}");
+        // No sample at all is not stale (that step has no page).
+        let s = stale_steps(&stamps(1000.0, 1.0, 5, &|_| None), 1000.0, 1.0, 5);
+        assert_eq!(s, [false; 5]);
     }
 
     /// A Prometheus 3.x result (float `le`) lays out as pages the adapter reads: a

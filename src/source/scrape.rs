@@ -46,12 +46,21 @@ pub enum FailureKind {
     HttpStatus,
     /// Prometheus history without a sample at that step.
     NoSample,
+    /// Prometheus history whose newest sample at that step is older than the scrape
+    /// interval: scrapes stopped without a staleness marker.
+    NoFreshSample,
     Other,
 }
 
 /// The `scrape_error` of a Prometheus import's step without a sample.
 pub const NO_PROMETHEUS_SAMPLE: &str =
     "no sample in Prometheus at this step (target down, or its series went stale)";
+
+/// The `scrape_error` of a Prometheus import's step whose newest sample is older than
+/// the scrape interval allows. A query fills such a step with that older sample
+/// (Prometheus' 5-minute lookback), which read as live would be a server whose every
+/// counter stood still: an engine stall that never was.
+pub const NO_FRESH_PROMETHEUS_SAMPLE: &str = "no fresh sample in Prometheus at this step (its newest is older than the scrape interval: scrapes stopped without a staleness marker, e.g. Prometheus itself was down, or the series came by remote write)";
 
 impl FailureKind {
     /// The kind of the failure `reason` describes (a [`ScrapeError`]'s text).
@@ -65,6 +74,8 @@ impl FailureKind {
             Self::HttpStatus
         } else if reason == NO_PROMETHEUS_SAMPLE {
             Self::NoSample
+        } else if reason == NO_FRESH_PROMETHEUS_SAMPLE {
+            Self::NoFreshSample
         } else {
             Self::Other
         }
@@ -219,7 +230,9 @@ mod tests {
 
     #[test]
     fn every_failure_text_reads_back_as_its_kind() {
-        use super::{FailureKind as K, NO_PROMETHEUS_SAMPLE, ScrapeError as E};
+        use super::{
+            FailureKind as K, NO_FRESH_PROMETHEUS_SAMPLE, NO_PROMETHEUS_SAMPLE, ScrapeError as E,
+        };
         let cases = [
             (E::Connect("tcp connect error".into()), K::Refused),
             (E::Timeout(std::time::Duration::from_secs(2)), K::Timeout),
@@ -232,6 +245,7 @@ mod tests {
             assert_eq!(K::of_reason(&error.to_string()), kind, "{error}");
         }
         assert_eq!(K::of_reason(NO_PROMETHEUS_SAMPLE), K::NoSample);
+        assert_eq!(K::of_reason(NO_FRESH_PROMETHEUS_SAMPLE), K::NoFreshSample);
         assert_eq!(K::of_reason("no sample for 31.0 s"), K::Other);
     }
 }

@@ -42,7 +42,15 @@ fn prometheus_binary() -> String {
 /// Prometheus scraping each (target, interval in s), all with `job="vllm"` (one scrape
 /// job per interval, the job label set on its targets).
 fn spawn_prometheus(dir: &std::path::Path, targets: &[(&str, u32)]) -> (Killed, String) {
-    let port = free_port();
+    spawn_prometheus_on(dir, targets, free_port())
+}
+
+/// [`spawn_prometheus`] on `port`, its TSDB in `dir` (a restart keeps its history).
+fn spawn_prometheus_on(
+    dir: &std::path::Path,
+    targets: &[(&str, u32)],
+    port: u16,
+) -> (Killed, String) {
     let mut yml = String::from(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
     );
@@ -386,6 +394,77 @@ fn prometheus_history_reads_like_a_direct_recording() {
         (since_kill - 8.0..=since_kill + 2.0).contains(&seconds) && seconds >= 12.0,
         "down {seconds} s, {since_kill:.1} s after the kill: {summary}"
     );
+}
+
+/// Prometheus itself down for ~25 s (killed, so no staleness marker) while the server
+/// keeps running: a query fills those steps with the last sample before the kill (its
+/// 5-minute lookback), a page whose every counter stands still. Imported, they are
+/// steps without data, not an engine that stopped moving with 10 requests running
+/// (which read as STUCK_ENGINE, "restart the engine now", before).
+#[test]
+fn a_prometheus_outage_is_missing_data_not_a_stuck_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sim, url) = spawn_simulator("kv-saturation", 1.0);
+    let _sim = Killed(sim);
+    let target = url.trim_start_matches("http://").to_string();
+    let port = free_port();
+    let (prom, prom_url) = spawn_prometheus_on(tmp.path(), &[(&target, 1)], port);
+    std::thread::sleep(Duration::from_secs(20));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let killed = now();
+    drop(prom);
+    std::thread::sleep(Duration::from_secs(25));
+    let restarted = now();
+    let (_prom, _) = spawn_prometheus_on(tmp.path(), &[(&target, 1)], port);
+    std::thread::sleep(Duration::from_secs(10));
+    let out = tmp.path().join("imported");
+    let err = ok(&[
+        "import",
+        "prometheus",
+        "--url",
+        &prom_url,
+        "--start",
+        &format!("{:.3}", killed - 15.0),
+        "--end",
+        &format!("{:.3}", restarted + 8.0),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // ~48 steps of 1 s, of which the ~25 s outage (and Prometheus' start) has no data.
+    let without: u64 = err
+        .split(" without data)")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        (22..=40).contains(&without),
+        "{without} steps without data: {err}"
+    );
+    let o = kvscope(["doctor", out.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<&str> = v["hypotheses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert!(!ids.contains(&"STUCK_ENGINE"), "{ids:?}");
+    assert!(ids.contains(&"TELEMETRY_GAPS"), "{ids:?}");
+    assert!(ids.contains(&"KV_CACHE_THRASHING"), "{ids:?}");
+    // The gap says why: no fresh sample, not a server that refused.
+    let events = std::fs::read_to_string(out.join("events.jsonl")).unwrap();
+    assert!(
+        events.lines().any(|l| l.contains("SCRAPE_GAP")
+            && l.contains("no fresh sample in Prometheus at this step")),
+        "{events}"
+    );
+    assert!(!events.contains("ENGINE_STALLED"), "{events}");
 }
 
 const CAPTURE_LOG: &str = "tests/fixtures/captures/vllm-0.26-h100-scenarios/vllm_server.log.gz";

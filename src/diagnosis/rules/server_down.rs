@@ -58,6 +58,9 @@ fn check(ctx: &Context) -> Verdict {
         FailureKind::NoSample => {
             "Prometheus holds no sample for it: its target was down or its series went stale"
         }
+        FailureKind::NoFreshSample => {
+            "Prometheus holds no fresh sample for it: its scrapes stopped without a staleness marker (the server gone, or Prometheus itself down, or a remote-write source)"
+        }
         FailureKind::Other => "its scrapes failed",
     };
     let held = if held_work {
