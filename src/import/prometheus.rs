@@ -7,8 +7,9 @@
 //! names and labels as stored, `# TYPE` from the name's suffix) and go through the same
 //! [`Pipeline`] as a live recording: the adapter's aliases, reset-aware rates and
 //! interval quantiles from bucket deltas are the recorder's own. A step where the server
-//! has no sample (down, or its series went stale) is a failed scrape — `NO_DATA` —
-//! never interpolated.
+//! has no sample (down, or its series went stale), or only one older than the scrape
+//! interval allows (Prometheus' lookback repeating it over scrapes that stopped without
+//! a staleness marker), is a failed scrape — `NO_DATA` — never interpolated.
 
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -19,6 +20,7 @@ use std::time::Duration;
 use crate::adapter;
 use crate::record::{Pipeline, rfc3339};
 use crate::source::promapi::{self, MAX_POINTS_PER_SERIES, Prometheus, Series};
+use crate::source::scrape::{NO_FRESH_PROMETHEUS_SAMPLE, NO_PROMETHEUS_SAMPLE};
 use crate::store::{Metadata, RecorderSettings, SessionWriter, SourceInfo};
 
 use super::ImportError;
@@ -243,20 +245,11 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
             for (i, page) in chunk.pages().enumerate() {
                 let ts_us = ((cs + i as f64 * step) * 1e6).round() as i64;
                 out.steps += 1;
-                let page = match page {
+                match page {
                     Some(_) if stale.get(i) == Some(&true) => {
                         out.no_data_steps += 1;
-                        pipe.ingest_failure(
-                            server,
-                            ts_us,
-                            None,
-                            crate::source::scrape::NO_FRESH_PROMETHEUS_SAMPLE,
-                        )?;
-                        continue;
+                        pipe.ingest_failure(server, ts_us, None, NO_FRESH_PROMETHEUS_SAMPLE)?;
                     }
-                    page => page,
-                };
-                match page {
                     Some(text) => {
                         if let Some(reason) = pipe.ingest_text(server, ts_us, None, &text)?.failure
                         {
@@ -266,12 +259,7 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
                     }
                     None => {
                         out.no_data_steps += 1;
-                        pipe.ingest_failure(
-                            server,
-                            ts_us,
-                            None,
-                            crate::source::scrape::NO_PROMETHEUS_SAMPLE,
-                        )?;
+                        pipe.ingest_failure(server, ts_us, None, NO_PROMETHEUS_SAMPLE)?;
                     }
                 }
             }
