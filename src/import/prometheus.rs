@@ -325,7 +325,7 @@ async fn detect_step(
 ) -> Result<Option<f64>, ImportError> {
     let span = (cfg.end - cfg.start).clamp(1.0, 600.0);
     let sel = promapi::selector(
-        &format!("vllm:{}", adapter::CORE_GAUGE),
+        &adapter::core_gauge_names(),
         &cfg.matchers,
         &[(cfg.server_label.as_str(), server)],
     );
