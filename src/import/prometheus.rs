@@ -270,6 +270,13 @@ pub async fn import(cfg: &PromImportConfig) -> Result<PromImportOutcome, ImportE
     Ok(out)
 }
 
+/// The step (of `n` from `start`) a point at `t` belongs to, if any: Prometheus answers
+/// at exactly those times, up to float rounding.
+fn step_index(t: f64, start: f64, step: f64, n: usize) -> Option<usize> {
+    let k = ((t - start) / step).round();
+    (k >= 0.0 && k < n as f64).then_some(k as usize)
+}
+
 /// A step is stale when its newest core sample (`stamps`: `timestamp()` of the core
 /// gauge, one series per engine) is older than this many scrape intervals: a scrape
 /// that should have landed since is missing. (Within one interval is a step between two
@@ -278,20 +285,17 @@ const STALE_AFTER_INTERVALS: f64 = 1.5;
 
 /// Per step of a chunk (`n` steps from `start`), whether Prometheus holds only a sample
 /// older than [`STALE_AFTER_INTERVALS`] scrape intervals there. The interval is read
-/// from the samples themselves (the median gap between the distinct newest samples of
-/// successive steps, as they come whatever the step), else the step. A step without any
+/// from the samples themselves ([`scrape_interval`] of the gaps between the distinct
+/// newest samples of successive steps, as they come whatever the step), else the step. A step without any
 /// sample is not stale: it has no page at all.
 fn stale_steps(stamps: &[Series], start: f64, step: f64, n: usize) -> Vec<bool> {
     let mut newest: Vec<Option<f64>> = vec![None; n];
     for s in stamps {
         for (t, v) in &s.values {
-            let k = ((t - start) / step).round();
-            let Ok(taken) = v.parse::<f64>() else {
+            let (Some(k), Ok(taken)) = (step_index(*t, start, step, n), v.parse::<f64>()) else {
                 continue;
             };
-            if k >= 0.0
-                && let Some(slot) = newest.get_mut(k as usize)
-            {
+            if let Some(slot) = newest.get_mut(k) {
                 *slot = Some(slot.map_or(taken, |x: f64| x.max(taken)));
             }
         }
@@ -304,8 +308,7 @@ fn stale_steps(stamps: &[Series], start: f64, step: f64, n: usize) -> Vec<bool> 
         .map(|w| w[1] - w[0])
         .filter(|g| *g > 0.0)
         .collect();
-    gaps.sort_by(f64::total_cmp);
-    let interval = gaps.get(gaps.len() / 2).copied().unwrap_or(step);
+    let interval = scrape_interval(&mut gaps).unwrap_or(step);
     newest
         .iter()
         .enumerate()
@@ -408,9 +411,10 @@ impl Chunk {
                 continue;
             }
             for (t, v) in &series[i].values {
-                let k = ((t - start) / step).round();
-                if k >= 0.0 && (k as usize) < n_steps {
-                    steps[k as usize].push((i, v.clone()));
+                if let Some(entries) =
+                    step_index(*t, start, step, n_steps).and_then(|k| steps.get_mut(k))
+                {
+                    entries.push((i, v.clone()));
                 }
             }
         }
