@@ -14,7 +14,7 @@ pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::source::prom::{Exposition, MetricType, parse_le};
+use crate::source::prom::{Exposition, Family, MetricType, parse_le};
 use crate::store::schema::{HistogramRow, Sample};
 use histogram::{Clamp, Histogram};
 
@@ -297,8 +297,8 @@ const PREFIXES: &[&str] = &["vllm:", "ray_vllm:"];
 pub const PROMQL_VLLM_NAMES: &str = "vllm:.+|ray_vllm:.+";
 
 /// The same plus the server's process metrics the adapter reads (restarts, API server CPU
-/// and memory).
-pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_seconds|process_cpu_seconds_total|process_resident_memory_bytes";
+/// and memory) and its HTTP request counter (requests that left without finishing).
+pub const PROMQL_ALL_NAMES: &str = "vllm:.+|ray_vllm:.+|process_start_time_seconds|process_cpu_seconds_total|process_resident_memory_bytes|http_requests_total";
 
 /// The gauge every vLLM release exposes (its presence at a step means the server was
 /// scraped then).
@@ -419,6 +419,10 @@ pub struct Reading {
     pub process_cpu_s: Option<f64>,
     /// `process_start_time_seconds` of the process serving the page (restart detection).
     pub process_start_time_s: Option<f64>,
+    /// Generation requests whose HTTP exchange ended with a 2xx status
+    /// (`http_requests_total` of [`GENERATE_HANDLERS`]): finished, or aborted because the
+    /// client disconnected. None when the page has no `http_requests_total` family.
+    pub http_completed: Option<f64>,
     /// Backends of a router's re-exported gauges on the page ([`series_of`]): not
     /// read as engines.
     pub router_backends: BTreeSet<String>,
@@ -505,6 +509,9 @@ pub fn read(exp: &Exposition) -> Reading {
                         .map(|s| s.value)
                         .filter(|v| v.is_finite() && *v >= 0.0)
                         .reduce(f64::max);
+                }
+                "http_requests" | "http_requests_total" => {
+                    out.http_completed = Some(http_completed(fam));
                 }
                 // One process serves /metrics; with several label sets (multiprocess
                 // mode) the earliest start stands for the server.
@@ -697,6 +704,39 @@ pub fn read(exp: &Exposition) -> Reading {
     out
 }
 
+/// The API server's handlers that submit exactly one engine request per HTTP request
+/// (prometheus-fastapi-instrumentator's `handler` label, vLLM 0.10–0.33). Left out on
+/// purpose: `/v1/responses` (a background response answers 200 at once while its
+/// request runs on: it would read as an abort until it finishes), and the handlers
+/// that fan one HTTP request out into several engine requests (embeddings and
+/// scoring of lists, audio split into chunks, chat batches).
+pub const GENERATE_HANDLERS: &[&str] = &[
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/inference/v1/generate",
+    "/cohere/v2/chat",
+];
+
+/// Generation requests the API server answered with a 2xx status so far. The
+/// instrumentator counts a request once its response ends: a stream that ran to its
+/// end, and one whose client disconnected (the status was sent with the first byte; a
+/// non-streaming request cancelled by `with_cancellation` is answered with an empty
+/// 200). Statuses are grouped (`2xx`) by vLLM's instrumentator; a bare `200` counts too.
+fn http_completed(fam: &Family) -> f64 {
+    fam.samples
+        .iter()
+        .filter(|s| !s.name.ends_with("_created"))
+        .filter(|s| {
+            s.label("handler")
+                .is_some_and(|h| GENERATE_HANDLERS.contains(&h))
+        })
+        .filter(|s| s.label("status").is_some_and(|c| c.starts_with('2')))
+        .filter_map(|s| finite(s.value))
+        .filter(|v| *v >= 0.0)
+        .sum()
+}
+
 /// Whose a `vllm:` series is, from its labels: an engine's (`model_name`, else Triton's
 /// `model`, and `engine`, "0" when not exposed) or a router's re-export for a backend.
 pub enum SeriesOf<'s> {
@@ -817,10 +857,63 @@ struct PrevState {
     hists: BTreeMap<Hist, Histogram>,
 }
 
+/// A server's books of requests that left without finishing, kept across its pages:
+/// the engines' balances (per engine, per interval) and the HTTP book (per page: the
+/// instrumentator's counters have no `engine` label). Both count from when they started.
+#[derive(Debug, Clone, Default)]
+struct LeftBooks {
+    /// Σ of the engines' per-interval lower bounds.
+    engines: f64,
+    /// (HTTP completions − requests vLLM finished) when the HTTP book started, and the
+    /// highest value seen since.
+    http: Option<(f64, f64)>,
+    /// What has been credited to intervals so far: the larger of the two books.
+    credited: f64,
+}
+
+impl LeftBooks {
+    /// Starts over (first page, restart): what came before is not this process's.
+    fn start(balance: Option<f64>) -> Self {
+        Self {
+            http: balance.map(|b| (b, b)),
+            ..Self::default()
+        }
+    }
+
+    /// Requests that left without finishing in this interval: the growth of the larger
+    /// book. Each book is a lower bound of the aborts since it started, so the larger
+    /// one is too, and crediting only its growth never counts a request twice when the
+    /// two books see it in different intervals.
+    ///
+    /// The HTTP book is `completed − finished`, where completed counts the generation
+    /// requests whose HTTP exchange ended (finished or aborted) and finished those vLLM
+    /// finished other than by abort or error. It is exact where the engines' books are
+    /// bounds: a client that gives up while its request waits, replaced by a retry,
+    /// moves no gauge. vLLM records a step's finished requests before their streams
+    /// close, so the balance dips by the streams still closing at a scrape and recovers
+    /// at the next: only its highest value so far counts (a dip is never an abort).
+    fn credit(&mut self, engines: f64, balance: Option<f64>) -> f64 {
+        self.engines += engines.max(0.0);
+        if let Some(b) = balance {
+            self.http = Some(match self.http {
+                Some((base, high)) => (base, high.max(b)),
+                // The family appeared (the first request ever answered).
+                None => (b, b),
+            });
+        }
+        let http = self.http.map_or(0.0, |(base, high)| high - base);
+        let total = self.engines.max(http);
+        let grew = (total - self.credited).max(0.0);
+        self.credited = total;
+        grew
+    }
+}
+
 /// Turns successive readings into samples; keeps per-series state for rates and deltas.
 #[derive(Debug, Default)]
 pub struct Normalizer {
     prev: HashMap<(String, String, String), PrevState>,
+    left: HashMap<String, LeftBooks>,
 }
 
 /// Everything one normalization step produces.
@@ -857,6 +950,10 @@ impl Normalizer {
         reading: &Reading,
     ) -> Normalized {
         let mut out = Normalized::default();
+        // Per engine row: what its own books say left in the interval (None on its first
+        // scrape and across a restart).
+        let mut left: Vec<Option<f64>> = Vec::with_capacity(reading.engines.len());
+        let mut restarted = false;
         for e in &reading.engines {
             let key = (server.to_string(), e.model_name.clone(), e.engine.clone());
             let prev = self.prev.get(&key);
@@ -1039,13 +1136,14 @@ impl Normalizer {
             s.itl_mean_s = mean(Hist::Itl);
             s.queue_time_mean_s = mean(Hist::Queue);
             s.iteration_tokens_mean = mean(Hist::IterationTokens);
-            s.requests_abandoned_per_s = abandoned_per_s(
-                interval_s.zip(prev),
+            left.push(abandoned(
+                prev,
                 e,
                 &increases,
                 deltas.get(&Hist::Ttft).map(|d| d.count),
                 reset,
-            );
+            ));
+            restarted |= reset || prev.is_none();
             out.samples.push(s);
 
             self.prev.insert(
@@ -1061,7 +1159,51 @@ impl Normalizer {
                 },
             );
         }
+        self.credit_left(server, reading, &mut out.samples, &left, restarted);
         out
+    }
+
+    /// Fills each engine row's `requests_abandoned_per_s` from the server's books. The
+    /// HTTP book belongs to no engine: what it finds beyond the engines' books is shared
+    /// in proportion to them (all to the first engine when they found none).
+    fn credit_left(
+        &mut self,
+        server: &str,
+        reading: &Reading,
+        samples: &mut [Sample],
+        left: &[Option<f64>],
+        restarted: bool,
+    ) {
+        // Completed − finished: every engine's finished counter is needed (a page
+        // without one has no balance).
+        let finished_ok = reading
+            .engines
+            .iter()
+            .map(|e| e.finished.map(|f| f - e.aborted.unwrap_or(0.0)))
+            .sum::<Option<f64>>();
+        let balance = reading.http_completed.zip(finished_ok).map(|(h, f)| h - f);
+        if restarted || !self.left.contains_key(server) {
+            self.left
+                .insert(server.to_string(), LeftBooks::start(balance));
+            return;
+        }
+        let Some(books) = self.left.get_mut(server) else {
+            return;
+        };
+        let own: f64 = left.iter().flatten().sum();
+        let grew = books.credit(own, balance);
+        let first = left.iter().position(Option::is_some);
+        for (i, (s, own_e)) in samples.iter_mut().zip(left).enumerate() {
+            let Some(v) = own_e else { continue };
+            let share = if own > 0.0 {
+                grew * v / own
+            } else if Some(i) == first {
+                grew
+            } else {
+                0.0
+            };
+            s.requests_abandoned_per_s = s.interval_s.map(|dt| share / dt);
+        }
     }
 
     /// Rows for a failed scrape: one per series already known for `server` (or one with
@@ -1104,15 +1246,16 @@ impl Normalizer {
 ///   Δrunning (up to requests still in prefill).
 ///
 /// The largest of the two bounds and the counted `finished_reason="abort"|"error"` wins.
-/// None on a series' first scrape and across a restart (the books start over).
-fn abandoned_per_s(
-    prev: Option<(f64, &PrevState)>,
+/// None on a series' first scrape and across a restart (the books start over). The
+/// server's HTTP book is added to these in [`LeftBooks::credit`].
+fn abandoned(
+    prev: Option<&PrevState>,
     e: &EngineReading,
     increases: &[Option<f64>; 9],
     first_tokens: Option<f64>,
     reset: bool,
 ) -> Option<f64> {
-    let (dt, p) = prev?;
+    let p = prev?;
     if reset {
         return None;
     }
@@ -1125,7 +1268,7 @@ fn abandoned_per_s(
             - increases[0].unwrap_or(0.0)
             - (e.running.unwrap_or(0.0) - p.running.unwrap_or(0.0))
     });
-    Some(counted.max(everyone).max(decoding).max(0.0) / dt)
+    Some(counted.max(everyone).max(decoding).max(0.0))
 }
 
 fn round(v: f64) -> i64 {

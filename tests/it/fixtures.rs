@@ -329,3 +329,165 @@ fn two_vllm_models_on_one_page_are_two_servers() {
     assert_eq!(r.mixed_servers, None);
     assert_eq!(r.engines.len(), 2);
 }
+
+/// What the API server's HTTP counter says, page by page: generation requests answered
+/// 2xx (finished or abandoned), other handlers and statuses left out; a page without the
+/// family has no count, a family without a generation request yet counts 0.
+#[test]
+fn http_completions_of_the_real_pages() {
+    let counted = |name: &str| page(name).reading.http_completed;
+    // vLLM 0.5's fork: no instrumentator counter on the page.
+    assert_eq!(counted("01-v0.5-fork-idle-bsc.prom"), None);
+    // 0.10: 27 `/v1/models` GETs are not requests to the engine; 6 chat completions are.
+    assert_eq!(
+        counted("05-v1-0.10-nvidia-25.09-after-6-requests.prom"),
+        Some(6.0)
+    );
+    // 0.11, idle: the family with no sample yet.
+    assert_eq!(counted("06-v1-0.11.0-idle-full.prom"), Some(0.0));
+    assert_eq!(
+        counted("07-v1-0.29-after-10-requests-prefix-hits.prom"),
+        Some(10.0)
+    );
+    assert_eq!(counted("09-v1-0.26-h100-queue-pressure.prom"), Some(3770.0));
+    assert_eq!(
+        counted("10-v1-0.26-h100-kv-saturation-preempting.prom"),
+        Some(6855.0)
+    );
+    let other = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\",model_name=\"m\"} 1.0\n# TYPE http_requests_total counter\nhttp_requests_total{handler=\"/v1/chat/completions\",method=\"POST\",status=\"4xx\"} 9.0\nhttp_requests_total{handler=\"/tokenize\",method=\"POST\",status=\"2xx\"} 5.0\nhttp_requests_total{handler=\"/v1/embeddings\",method=\"POST\",status=\"2xx\"} 5.0\nhttp_requests_total{handler=\"/v1/completions\",method=\"POST\",status=\"200\"} 3.0\n# TYPE http_requests_created gauge\nhttp_requests_created{handler=\"/v1/completions\",method=\"POST\",status=\"200\"} 1.7e9\n";
+    assert_eq!(adapter::read(&prom::parse(other)).http_completed, Some(3.0));
+}
+
+/// A vLLM 0.26-like page: one engine's gauges, its finished requests (`length`, and the
+/// `abort` series vLLM keeps at 0 for disconnects) and the HTTP counter.
+fn served(running: u32, waiting: u32, finished: u32, engine_aborts: u32, http: u32) -> String {
+    format!(
+        "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{engine=\"0\",model_name=\"m\"}} {running}.0\n\
+         # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{engine=\"0\",model_name=\"m\"}} {waiting}.0\n\
+         # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{engine=\"0\",model_name=\"m\"}} 0.5\n\
+         # TYPE vllm:request_success_total counter\n\
+         vllm:request_success_total{{engine=\"0\",finished_reason=\"length\",model_name=\"m\"}} {finished}.0\n\
+         vllm:request_success_total{{engine=\"0\",finished_reason=\"abort\",model_name=\"m\"}} {engine_aborts}.0\n\
+         # TYPE http_requests_total counter\n\
+         http_requests_total{{handler=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"}} {http}.0\n"
+    )
+}
+
+fn abandoned_per_s(n: &mut Normalizer, server: &str, t: u32, page: &str) -> Vec<Option<f64>> {
+    let r = adapter::read(&prom::parse(page));
+    n.normalize(server, i64::from(t) * 1_000_000, f64::from(t), None, &r)
+        .samples
+        .iter()
+        .map(|s| s.requests_abandoned_per_s)
+        .collect()
+}
+
+/// Clients that give up while their requests wait, each replaced by a retry, move no
+/// gauge: running and waiting stand still, every request that got a first token
+/// finished. Only the HTTP counter sees them leave.
+#[test]
+fn an_abort_storm_of_retries_is_counted_from_http_completions() {
+    let mut n = Normalizer::new();
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 0, &served(8, 20, 100, 0, 150)),
+        [None]
+    );
+    // The engines' books count what the gauges show: 8 running requests left with none
+    // finished (4/s over 2 s). Their streams close by the next scrape: the HTTP book
+    // sees the same 8 then, and they are not counted twice.
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 2, &served(0, 20, 100, 0, 150)),
+        [Some(4.0)]
+    );
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 4, &served(0, 20, 100, 0, 158)),
+        [Some(0.0)]
+    );
+    // The storm: 10 requests finish and 15 waiting ones are abandoned every 2 s, their
+    // places taken by retries. 5 of them are counted as `abort` by a later vLLM, which
+    // changes nothing.
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 6, &served(8, 20, 110, 0, 183)),
+        [Some(7.5)]
+    );
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 8, &served(8, 20, 120, 5, 208)),
+        [Some(7.5)]
+    );
+    // vLLM records a step's finished requests before their streams close: a scrape
+    // between the two reads 6 of 10 answered (a dip), the next one all of them. Neither
+    // is an abort.
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 10, &served(8, 20, 130, 5, 214)),
+        [Some(0.0)]
+    );
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 12, &served(8, 20, 140, 5, 228)),
+        [Some(0.0)]
+    );
+    // A restart: the counters start over, and so do the books.
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 14, &served(0, 0, 0, 0, 0)),
+        [None]
+    );
+    assert_eq!(
+        abandoned_per_s(&mut n, "s", 16, &served(2, 3, 4, 0, 10)),
+        [Some(3.0)]
+    );
+    // A server never answered a generation request over HTTP (the family appears with
+    // the first one): nothing counted before, the books start from there.
+    let mut n = Normalizer::new();
+    let quiet = served(0, 0, 0, 0, 0).replace(
+        "http_requests_total{handler=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"} 0.0\n",
+        "",
+    );
+    let quiet = quiet.replace("# TYPE http_requests_total counter\n", "");
+    assert_eq!(abandoned_per_s(&mut n, "q", 0, &quiet), [None]);
+    assert_eq!(abandoned_per_s(&mut n, "q", 1, &quiet), [Some(0.0)]);
+    assert_eq!(
+        abandoned_per_s(&mut n, "q", 2, &served(1, 0, 3, 0, 3)),
+        [Some(0.0)]
+    );
+    assert_eq!(
+        abandoned_per_s(&mut n, "q", 3, &served(1, 0, 5, 0, 9)),
+        [Some(4.0)]
+    );
+}
+
+/// The HTTP counter belongs to the server, not to an engine: on a data-parallel server
+/// what it finds beyond the engines' books goes where those books found requests leave
+/// (to the first engine when they found none), so the server's sum is the HTTP count.
+#[test]
+fn the_http_book_of_a_data_parallel_server_is_shared_among_its_engines() {
+    let dp = |r0: u32, f0: u32, r1: u32, f1: u32, http: u32| {
+        let one = |e: &str, r: u32, f: u32| {
+            served(r, 0, f, 0, 0)
+                .replace("engine=\"0\"", &format!("engine=\"{e}\""))
+                .lines()
+                .filter(|l| l.starts_with("vllm:"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+        };
+        format!(
+            "{}{}# TYPE http_requests_total counter\nhttp_requests_total{{handler=\"/v1/completions\",method=\"POST\",status=\"2xx\"}} {http}.0\n",
+            one("0", r0, f0),
+            one("1", r1, f1)
+        )
+    };
+    let mut n = Normalizer::new();
+    assert_eq!(
+        abandoned_per_s(&mut n, "dp", 0, &dp(4, 10, 4, 10, 20)),
+        [None, None]
+    );
+    // 6 left beyond what finished (HTTP 20 → 36, finished 20 → 30), no gauge moved.
+    assert_eq!(
+        abandoned_per_s(&mut n, "dp", 1, &dp(4, 15, 4, 15, 36)),
+        [Some(6.0), Some(0.0)]
+    );
+    // Engine 1's running fell by 4 with none finished (its book: 4), and HTTP says 8
+    // left: 8 shared 0 : 4.
+    assert_eq!(
+        abandoned_per_s(&mut n, "dp", 2, &dp(4, 15, 0, 15, 44)),
+        [Some(0.0), Some(8.0)]
+    );
+}
