@@ -442,6 +442,28 @@ pub fn render_process_cpu(page: &mut String, cpu_s: f64) {
     );
 }
 
+/// prometheus-fastapi-instrumentator's request counter, as vLLM's API server exposes it:
+/// every `/v1/completions` request once its response ended, finished or abandoned by its
+/// client (the stream had sent its 200 already).
+pub fn render_http(page: &mut String, engines: &[Engine]) {
+    let answered: u64 = engines
+        .iter()
+        .map(|e| e.metrics.success_length + e.metrics.success_stop + e.metrics.client_aborts)
+        .sum();
+    let _ = writeln!(
+        page,
+        "# HELP http_requests_total Total number of requests by method, status and handler.
+# TYPE http_requests_total counter"
+    );
+    if answered > 0 {
+        let _ = writeln!(
+            page,
+            "http_requests_total{{handler=\"/v1/completions\",method=\"POST\",status=\"2xx\"}} {}",
+            go_float(answered as f64)
+        );
+    }
+}
+
 /// Framebuffer of the simulated GPU (an 80 GB H100), MiB.
 const FB_TOTAL_MIB: f64 = 81559.0;
 /// Boost SM clock, MHz.

@@ -148,6 +148,13 @@ impl Simulation {
         };
         self.next_id += 1;
         let req = Request::new(self.next_id, t, prompt, output, prefix);
+        self.dispatch(req, t);
+    }
+
+    /// Sends a request that reached the API server at `t` to an engine.
+    fn dispatch(&mut self, req: Request, t: f64) {
+        let seg = self.scenario.segment_at(t);
+        let (cpu_s, frontend_delay_s) = (seg.api_cpu_per_request_s, seg.frontend_delay_s);
         // Dispatch to the least-loaded engine (data parallel).
         let idx = self
             .engines
@@ -160,11 +167,31 @@ impl Simulation {
         // request reaches the engine after its CPU work and any backlog, never sooner
         // than the segment's front-end delay.
         let start = t.max(self.api_busy_until);
-        self.api_busy_until = start + seg.api_cpu_per_request_s;
-        self.api_cpu_s += seg.api_cpu_per_request_s;
-        let delay = seg.frontend_delay_s.max(self.api_busy_until - t);
+        self.api_busy_until = start + cpu_s;
+        self.api_cpu_s += cpu_s;
+        let delay = frontend_delay_s.max(self.api_busy_until - t);
         if let Some(e) = self.engines.get_mut(idx) {
             e.submit(req, delay);
+        }
+    }
+
+    /// Clients that waited `timeout_s` for a first token disconnect (vLLM aborts their
+    /// requests); with the segment's `retry_on_timeout` each sends its request again.
+    fn give_up(&mut self, timeout_s: f64) {
+        let gone: Vec<Request> = self
+            .engines
+            .iter_mut()
+            .flat_map(|e| e.abort_unanswered(timeout_s))
+            .collect();
+        if !self.scenario.segment_at(self.now).retry_on_timeout {
+            return;
+        }
+        let now = self.now;
+        for r in gone {
+            self.next_id += 1;
+            let prefix = r.prefix_group.map(|g| (g, r.prefix_len));
+            let again = Request::new(self.next_id, now, r.prompt_len, r.output_len, prefix);
+            self.dispatch(again, now);
         }
     }
 
@@ -210,12 +237,30 @@ impl Simulation {
                 target = target.min(b);
             }
             let faults = self.faults_at(self.now);
+            let timeout = self.scenario.segment_at(self.now).first_token_timeout_s;
+            // The next client to give up, on time.
+            if let Some(deadline) = timeout.and_then(|to| {
+                let first = self
+                    .engines
+                    .iter()
+                    .filter_map(Engine::earliest_unanswered_arrival);
+                first.reduce(f64::min).map(|a| a + to)
+            }) && deadline > self.now
+            {
+                target = target.min(deadline);
+            }
             for e in &mut self.engines {
                 if e.now < target {
                     e.run_until(target, &faults);
                 }
             }
             self.now = target;
+            if let Some(to) = timeout
+                && !faults.stalled
+                && !self.is_down()
+            {
+                self.give_up(to);
+            }
             if self.next_arrival <= self.now {
                 let at = self.next_arrival;
                 self.arrive(at);
@@ -228,6 +273,7 @@ impl Simulation {
     pub fn render(&self) -> String {
         let mut page = exposition::render(&self.engines, MODEL_NAME);
         exposition::render_process_cpu(&mut page, self.api_cpu_seconds());
+        exposition::render_http(&mut page, &self.engines);
         page
     }
 

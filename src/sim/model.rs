@@ -224,6 +224,9 @@ pub struct EngineMetrics {
     pub generation_tokens: u64,
     pub success_length: u64,
     pub success_stop: u64,
+    /// Requests whose client disconnected: vLLM 0.26 aborts them and counts them in no
+    /// engine metric; the API server answered them (`http_requests_total`, 2xx).
+    pub client_aborts: u64,
     pub prefix_queries: u64,
     pub prefix_hits: u64,
     pub ttft: Hist,
@@ -254,6 +257,7 @@ impl EngineMetrics {
             generation_tokens: 0,
             success_length: 0,
             success_stop: 0,
+            client_aborts: 0,
             prefix_queries: 0,
             prefix_hits: 0,
             ttft: Hist::new(TTFT_BUCKETS),
@@ -683,6 +687,54 @@ impl Engine {
                 self.now = until;
             }
         }
+    }
+
+    /// When the earliest request still without a first token arrived, if any.
+    pub fn earliest_unanswered_arrival(&self) -> Option<f64> {
+        let waiting = self.waiting.iter().chain(&self.pending);
+        waiting
+            .chain(self.running.iter().filter(|r| r.first_token_at.is_none()))
+            .map(|r| r.arrival)
+            .reduce(f64::min)
+    }
+
+    /// Clients that waited `timeout_s` for a first token disconnect: vLLM aborts their
+    /// requests wherever they are (the front end, the waiting queue, prefill), frees
+    /// their blocks, and counts them in no engine metric. Returns them (to be retried).
+    pub fn abort_unanswered(&mut self, timeout_s: f64) -> Vec<Request> {
+        let now = self.now;
+        let expired = |r: &Request| r.first_token_at.is_none() && now - r.arrival >= timeout_s;
+        let mut gone = Vec::new();
+        let mut keep = Vec::with_capacity(self.pending.len());
+        for r in self.pending.drain(..) {
+            if expired(&r) {
+                gone.push(r)
+            } else {
+                keep.push(r)
+            }
+        }
+        self.pending = keep;
+        let mut keep = VecDeque::with_capacity(self.waiting.len());
+        for r in self.waiting.drain(..) {
+            if expired(&r) {
+                gone.push(r)
+            } else {
+                keep.push_back(r)
+            }
+        }
+        self.waiting = keep;
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running.get(i).is_some_and(expired) {
+                let r = self.running.remove(i);
+                self.release(&r, 0.0);
+                gone.push(r);
+            } else {
+                i += 1;
+            }
+        }
+        self.metrics.client_aborts += gone.len() as u64;
+        gone
     }
 
     pub fn tokens_in_kv(&self) -> u64 {

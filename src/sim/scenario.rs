@@ -48,6 +48,11 @@ pub struct Segment {
     pub leak_fraction: f64,
     /// Engine hung: nothing scheduled.
     pub stalled: bool,
+    /// Clients disconnect after waiting this long for a first token (a streaming
+    /// client's or gateway's timeout); vLLM aborts their requests.
+    pub first_token_timeout_s: Option<f64>,
+    /// ...and send the same request again at once.
+    pub retry_on_timeout: bool,
 }
 
 impl Segment {
@@ -64,6 +69,8 @@ impl Segment {
             slowdown: 1.0,
             leak_fraction: 0.0,
             stalled: false,
+            first_token_timeout_s: None,
+            retry_on_timeout: false,
         }
     }
 }
@@ -141,6 +148,7 @@ pub const NAMES: &[&str] = &[
     "mixed-incident",
     "compute-bound",
     "api-cpu-bound",
+    "abort-storm",
 ];
 
 const CHAT_PROMPT: LenDist = len(300.0, 0.5, 16, 2000);
@@ -517,6 +525,34 @@ pub fn scenario(name: &str) -> Option<Scenario> {
                 ..truth(Hypothesis::ApiServerSaturated)
             },
         },
+        "abort-storm" => {
+            // Short requests, as in queue-pressure, from clients behind a gateway that
+            // gives up on a request without a first token after 5 s and sends it again.
+            let storm = |t: f64, rate: f64| Segment {
+                first_token_timeout_s: Some(5.0),
+                retry_on_timeout: true,
+                ..Segment::at(t, rate, len(64.0, 0.2, 16, 256), len(96.0, 0.3, 8, 256))
+            };
+            Scenario {
+                name: "abort-storm",
+                description: "Clients behind a gateway give up on a request without a first token after 5 s and retry it at once. Arrivals above what max-num-seqs serves (20 s-70 s) fill the queue past 5 s of waiting: the oldest requests are abandoned and come back at its end, so running stays pinned, waiting holds steady and the gauges never show a request leave; only the API server's HTTP counter does.",
+                duration_s: 90.0,
+                engine: EngineConfig {
+                    max_num_seqs: 32,
+                    ..base
+                },
+                segments: vec![storm(0.0, 20.0), storm(20.0, 60.0), storm(70.0, 20.0)],
+                restart: None,
+                truth: GroundTruth {
+                    phases: vec![w(Phase::QueuePressure, 30.0, 70.0)],
+                    absent_phases: vec![Phase::Saturated],
+                    conditions: vec![Condition::QueueDelay],
+                    events: vec![EventName::ClientAbortSurge],
+                    absent_events: vec![EventName::PreemptionBurst, EventName::KvSaturation],
+                    ..truth(Hypothesis::QueueSaturation)
+                },
+            }
+        }
         _ => return None,
     };
     Some(s)

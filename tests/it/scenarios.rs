@@ -611,3 +611,38 @@ fn one_frozen_engine_of_two_is_a_stall() {
         r.hypotheses.iter().map(|h| &h.id).collect::<Vec<_>>()
     );
 }
+
+/// Clients that give up on a request after 5 s without a first token and send it again:
+/// the waiting queue holds steady and no gauge shows a request leave, yet every abandoned
+/// request is counted (the API server's HTTP counter against the finished requests), the
+/// same at any scrape interval, and the doctor finds the aborts beside the queue that
+/// causes them.
+#[test]
+fn an_abort_storm_is_counted_at_every_interval() {
+    let mut problems = Vec::new();
+    for interval in [0.5, 1.0, 5.0, 15.0] {
+        let (_tmp, dir) = crate::common::record_scenario_at("abort-storm", 1, interval, |_| {});
+        let (a, r) = analyze_and_diagnose(&dir);
+        // The simulator's own count, stepped to the same scrape times.
+        let sc = scenario::scenario("abort-storm").unwrap();
+        let mut sim = kvscope::sim::Simulation::new(sc, 1, 1, 1_800_000_000.0);
+        let steps = (90.0 / interval) as u32;
+        for k in 0..=steps {
+            sim.advance_to(f64::from(k) * interval);
+        }
+        let truth = sim.engines[0].metrics.client_aborts as f64;
+        let counted = a.summary.servers[0].requests_abandoned.unwrap_or(0.0);
+        let ids: Vec<String> = r.hypotheses.iter().map(|h| h.id.to_string()).collect();
+        let aborts = r.hypotheses.iter().find(|h| h.id == "CLIENT_ABORTS");
+        if truth < 1000.0
+            || counted != truth
+            || ids.first().map(String::as_str) != Some("QUEUE_SATURATION")
+            || !aborts.is_some_and(|h| h.severity.is_loud())
+        {
+            problems.push(format!(
+                "{interval} s: {counted} abandoned counted of {truth}, findings {ids:?}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}

@@ -1,9 +1,10 @@
 //! CLIENT_ABORTS: clients gave up. A client that disconnects makes vLLM abort its request,
-//! and vLLM 0.26 counts such requests nowhere (`request_success_total{finished_reason=
-//! "abort"}` stays 0) — they simply vanish from running and waiting. Requests leave the
-//! engine only by finishing or by being aborted, so the requests that left without
-//! finishing are the aborts (a lower bound; see 02_timeline.sql). What the on-call engineer
-//! needs is how many, when, and what first tokens and the queue looked like then.
+//! and vLLM 0.26 counts such requests in no engine metric (`request_success_total{
+//! finished_reason="abort"}` stays 0) — they simply vanish from running and waiting. The
+//! API server's HTTP counter still answered them (2xx), and requests leave the engine
+//! only by finishing or by being aborted: the adapter's books (`requests_abandoned_per_s`,
+//! `adapter::LeftBooks`) count them. What the on-call engineer needs is how many, when,
+//! and what first tokens and the queue looked like then.
 use crate::diagnosis::{Context, Rule, Verdict, ev, flag_rec, rec};
 use crate::vocab::{EventName, Hypothesis};
 
