@@ -620,6 +620,26 @@ mod tests {
                 &l,
                 &[(100.0, "1"), (102.0, "4")],
             ),
+            series(
+                "vllm:request_success_total",
+                &[
+                    ("model_name", "m"),
+                    ("engine", "0"),
+                    ("finished_reason", "length"),
+                ],
+                &[(100.0, "10"), (102.0, "12")],
+            ),
+            // The API server's counter, with no vLLM label: 6 generation requests
+            // answered, 2 of them finished.
+            series(
+                "http_requests_total",
+                &[
+                    ("handler", "/v1/chat/completions"),
+                    ("method", "POST"),
+                    ("status", "2xx"),
+                ],
+                &[(100.0, "10"), (102.0, "16")],
+            ),
         ];
         let chunk = Chunk::new(&all, 100.0, 1.0, 3, "instance");
         let pages: Vec<Option<String>> = chunk.pages().collect();
@@ -647,5 +667,8 @@ mod tests {
         assert_eq!(rows[1].prompt_tokens_per_s, Some(10.0));
         // 4 first tokens in the interval, from the float-`le` buckets.
         assert_eq!(rows[1].ttft_count, Some(4));
+        // 4 of the 6 answered requests left without finishing (the engine's own books
+        // see 1: 4 first tokens, 2 finished, running up by 1), over 2 s.
+        assert_eq!(rows[1].requests_abandoned_per_s, Some(2.0));
     }
 }
