@@ -704,35 +704,16 @@ impl Engine {
     pub fn abort_unanswered(&mut self, timeout_s: f64) -> Vec<Request> {
         let now = self.now;
         let expired = |r: &Request| r.first_token_at.is_none() && now - r.arrival >= timeout_s;
-        let mut gone = Vec::new();
-        let mut keep = Vec::with_capacity(self.pending.len());
-        for r in self.pending.drain(..) {
-            if expired(&r) {
-                gone.push(r)
-            } else {
-                keep.push(r)
-            }
+        let mut gone: Vec<Request> = self.pending.extract_if(.., |r| expired(r)).collect();
+        let (late, queued): (VecDeque<_>, VecDeque<_>) =
+            self.waiting.drain(..).partition(|r| expired(r));
+        self.waiting = queued;
+        gone.extend(late);
+        let in_prefill: Vec<Request> = self.running.extract_if(.., |r| expired(r)).collect();
+        for r in &in_prefill {
+            self.release(r, 0.0);
         }
-        self.pending = keep;
-        let mut keep = VecDeque::with_capacity(self.waiting.len());
-        for r in self.waiting.drain(..) {
-            if expired(&r) {
-                gone.push(r)
-            } else {
-                keep.push_back(r)
-            }
-        }
-        self.waiting = keep;
-        let mut i = 0;
-        while i < self.running.len() {
-            if self.running.get(i).is_some_and(expired) {
-                let r = self.running.remove(i);
-                self.release(&r, 0.0);
-                gone.push(r);
-            } else {
-                i += 1;
-            }
-        }
+        gone.extend(in_prefill);
         self.metrics.client_aborts += gone.len() as u64;
         gone
     }

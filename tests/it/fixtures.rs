@@ -387,53 +387,34 @@ fn abandoned_per_s(n: &mut Normalizer, server: &str, t: u32, page: &str) -> Vec<
 /// finished. Only the HTTP counter sees them leave.
 #[test]
 fn an_abort_storm_of_retries_is_counted_from_http_completions() {
+    // (t, running, waiting, finished, counted as `abort`, answered over HTTP) → what
+    // left per second over the interval to t.
+    let pages: [(u32, [u32; 5], Option<f64>); 9] = [
+        (0, [8, 20, 100, 0, 150], None),
+        // The engines' books count what the gauges show: 8 running requests left with
+        // none finished (4/s over 2 s). Their streams close by the next scrape: the
+        // HTTP book sees the same 8 then, and they are not counted twice.
+        (2, [0, 20, 100, 0, 150], Some(4.0)),
+        (4, [0, 20, 100, 0, 158], Some(0.0)),
+        // The storm: 10 requests finish and 15 waiting ones are abandoned every 2 s,
+        // their places taken by retries. 5 of them are counted as `abort` by a later
+        // vLLM, which changes nothing.
+        (6, [8, 20, 110, 0, 183], Some(7.5)),
+        (8, [8, 20, 120, 5, 208], Some(7.5)),
+        // vLLM records a step's finished requests before their streams close: a scrape
+        // between the two reads 6 of 10 answered (a dip), the next one all of them.
+        // Neither is an abort.
+        (10, [8, 20, 130, 5, 214], Some(0.0)),
+        (12, [8, 20, 140, 5, 228], Some(0.0)),
+        // A restart: the counters start over, and so do the books.
+        (14, [0, 0, 0, 0, 0], None),
+        (16, [2, 3, 4, 0, 10], Some(3.0)),
+    ];
     let mut n = Normalizer::new();
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 0, &served(8, 20, 100, 0, 150)),
-        [None]
-    );
-    // The engines' books count what the gauges show: 8 running requests left with none
-    // finished (4/s over 2 s). Their streams close by the next scrape: the HTTP book
-    // sees the same 8 then, and they are not counted twice.
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 2, &served(0, 20, 100, 0, 150)),
-        [Some(4.0)]
-    );
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 4, &served(0, 20, 100, 0, 158)),
-        [Some(0.0)]
-    );
-    // The storm: 10 requests finish and 15 waiting ones are abandoned every 2 s, their
-    // places taken by retries. 5 of them are counted as `abort` by a later vLLM, which
-    // changes nothing.
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 6, &served(8, 20, 110, 0, 183)),
-        [Some(7.5)]
-    );
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 8, &served(8, 20, 120, 5, 208)),
-        [Some(7.5)]
-    );
-    // vLLM records a step's finished requests before their streams close: a scrape
-    // between the two reads 6 of 10 answered (a dip), the next one all of them. Neither
-    // is an abort.
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 10, &served(8, 20, 130, 5, 214)),
-        [Some(0.0)]
-    );
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 12, &served(8, 20, 140, 5, 228)),
-        [Some(0.0)]
-    );
-    // A restart: the counters start over, and so do the books.
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 14, &served(0, 0, 0, 0, 0)),
-        [None]
-    );
-    assert_eq!(
-        abandoned_per_s(&mut n, "s", 16, &served(2, 3, 4, 0, 10)),
-        [Some(3.0)]
-    );
+    for (t, [r, w, f, a, h], want) in pages {
+        let got = abandoned_per_s(&mut n, "s", t, &served(r, w, f, a, h));
+        assert_eq!(got, [want], "t = {t} s");
+    }
     // A server never answered a generation request over HTTP (the family appears with
     // the first one): nothing counted before, the books start from there.
     let mut n = Normalizer::new();
