@@ -1182,13 +1182,13 @@ impl Normalizer {
             .map(|e| e.finished.map(|f| f - e.aborted.unwrap_or(0.0)))
             .sum::<Option<f64>>();
         let balance = reading.http_completed.zip(finished_ok).map(|(h, f)| h - f);
-        if restarted || !self.left.contains_key(server) {
-            self.left
-                .insert(server.to_string(), LeftBooks::start(balance));
-            return;
-        }
-        let Some(books) = self.left.get_mut(server) else {
-            return;
+        let books = match self.left.get_mut(server) {
+            Some(books) if !restarted => books,
+            _ => {
+                self.left
+                    .insert(server.to_string(), LeftBooks::start(balance));
+                return;
+            }
         };
         let own: f64 = left.iter().flatten().sum();
         let grew = books.credit(own, balance);

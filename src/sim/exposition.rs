@@ -452,8 +452,7 @@ pub fn render_http(page: &mut String, engines: &[Engine]) {
         .sum();
     let _ = writeln!(
         page,
-        "# HELP http_requests_total Total number of requests by method, status and handler.
-# TYPE http_requests_total counter"
+        "# HELP http_requests_total Total number of requests by method, status and handler.\n# TYPE http_requests_total counter"
     );
     if answered > 0 {
         let _ = writeln!(
