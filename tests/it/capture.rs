@@ -1367,6 +1367,66 @@ fn refused() -> String {
         .to_string()
 }
 
+/// A dying engine fails its requests in flight: their streams end (the API server's
+/// HTTP counter counts 32 more answers on its last page) and they never finish. They
+/// left without finishing — a CLIENT_ABORT_SURGE in the data — but the doctor puts them
+/// on the server going away, not on clients: SERVER_DOWN first, CLIENT_ABORTS ruled out.
+/// The same last page without the outage after it is a client surge.
+#[test]
+fn requests_failed_by_a_dying_server_are_not_client_aborts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, cut, _, mut pages) = refused_mid_kv_saturation();
+    // After queue_pressure's cancellations (a genuine client surge at kv_saturation's
+    // start).
+    let (start, _) = window_of("kv_saturation");
+    pages.retain(|p| p.ts >= start + 5.0);
+    let last = pages.iter().rposition(|p| p.ts < cut && p.ok()).unwrap();
+    let key = "http_requests_total{handler=\"/v1/completions\",method=\"POST\",status=\"2xx\"} ";
+    let text = pages[last].text.clone().unwrap();
+    let at = text.find(key).unwrap() + key.len();
+    let end = at + text[at..].find('\n').unwrap();
+    let answered: f64 = text[at..end].parse().unwrap();
+    pages[last].text = Some(format!(
+        "{}{:.1}{}",
+        &text[..at],
+        answered + 32.0,
+        &text[end..]
+    ));
+    for (name, pages) in [("down", &pages[..]), ("up", &pages[..=last])] {
+        let refs: Vec<&RawPage> = pages.iter().collect();
+        let dir = record_pages(&refs, 0.5, &tmp.path().join(name), None);
+        let (a, r) = analyse_and_diagnose(&dir);
+        let surge = a
+            .events
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("CLIENT_ABORT_SURGE"))
+            .filter_map(|e| e.value)
+            .reduce(f64::max);
+        assert!(surge >= Some(32.0), "{name}: surge {surge:?}");
+        let found = ids_and_severities(&r);
+        let aborts = r
+            .ruled_out
+            .iter()
+            .find(|x| x.id.as_str() == "CLIENT_ABORTS");
+        if name == "down" {
+            assert_eq!(found.first(), Some(&("SERVER_DOWN", "high")), "{found:?}");
+            assert!(
+                !found.iter().any(|(id, _)| *id == "CLIENT_ABORTS"),
+                "{found:?}"
+            );
+            assert!(
+                aborts.is_some_and(|x| x.reason.contains("lost with it")),
+                "{aborts:?}"
+            );
+        } else {
+            assert!(
+                found.iter().any(|(id, _)| *id == "CLIENT_ABORTS"),
+                "{found:?}"
+            );
+        }
+    }
+}
+
 /// A vLLM server gone in the middle of kv_saturation (8 running, 24 waiting, KV near
 /// full), its port refusing connections for the last 30 s: SERVER_DOWN, high and first,
 /// with the work it held, at 1, 5 and 15 s from every offset. Timed-out scrapes read as

@@ -18,14 +18,43 @@ pub const RULE: Rule = Rule {
 
 fn check(ctx: &Context) -> Verdict {
     let s = ctx.server;
-    let surges = ctx.events_named(EventName::ClientAbortSurge);
+    let window = ctx.threshold("abort_window_s");
+    // A dying engine fails every request in flight: their streams end (2xx) and they
+    // leave without finishing in the server's last seconds before it went away for good
+    // or restarted. Those are SERVER_DOWN's and SERVER_RESTART's loss, not clients'.
+    let reach = window + s.interval_median_s.unwrap_or(0.0);
+    let resets = ctx.events_named(EventName::CounterReset);
+    let gaps = ctx.events_named(EventName::ScrapeGap);
+    let gone_at: Vec<f64> = resets
+        .iter()
+        .filter_map(|r| {
+            gaps.iter()
+                .map(|g| g.t_rel_sec)
+                .filter(|t| *t <= r.t_rel_sec)
+                .reduce(f64::max)
+        })
+        .chain(super::server_down(ctx).and_then(|d| d.gap.map(|g| g.t_rel_sec)))
+        .collect();
+    let (lost, surges): (Vec<_>, Vec<_>) = ctx
+        .events_named(EventName::ClientAbortSurge)
+        .into_iter()
+        .partition(|e| {
+            gone_at
+                .iter()
+                .any(|g| (0.0..=reach).contains(&(g - e.t_rel_sec)))
+        });
     let total = s.requests_abandoned.unwrap_or(0.0);
     let min = ctx.threshold("abort_surge_count");
     if surges.is_empty() {
-        return Verdict::RuledOut(format!(
-            "no surge of requests leaving without finishing ({total:.0} in all, never ≥ {min:.0} within {:.0} s)",
-            ctx.threshold("abort_window_s")
-        ));
+        return Verdict::RuledOut(if lost.is_empty() {
+            format!(
+                "no surge of requests leaving without finishing ({total:.0} in all, never ≥ {min:.0} within {window:.0} s)"
+            )
+        } else {
+            format!(
+                "the requests that left without finishing did so in the last {reach:.0} s before the server went away: lost with it (SERVER_DOWN / SERVER_RESTART), not abandoned by clients"
+            )
+        });
     }
     let peak = s.abandoned_window_max.unwrap_or(0.0);
     let at = |e: &crate::store::events::Event, k: &str| {
@@ -103,12 +132,19 @@ fn check(ctx: &Context) -> Verdict {
         summary: format!(
             "{total:.0} requests ({:.0}% of those that left) were abandoned before finishing, up to {peak:.0} within {:.0} s{seen}: clients disconnected and vLLM aborted them",
             share * 100.0,
-            ctx.threshold("abort_window_s")
+            window
         ),
         evidence,
-        counter_evidence: vec![
+        counter_evidence: std::iter::once(
             "a load generator or batch job stopping also cancels its in-flight requests".into(),
-        ],
+        )
+        .chain((!lost.is_empty()).then(|| {
+            format!(
+                "{} surge(s) in the last seconds before the server went away are its loss, not counted here (the total includes them)",
+                lost.len()
+            )
+        }))
+        .collect(),
         recommendations: recs,
     }
 }
