@@ -23,17 +23,10 @@ fn check(ctx: &Context) -> Verdict {
     // leave without finishing in the server's last seconds before it went away for good
     // or restarted. Those are SERVER_DOWN's and SERVER_RESTART's loss, not clients'.
     let reach = window + s.interval_median_s.unwrap_or(0.0);
-    let resets = ctx.events_named(EventName::CounterReset);
-    let gaps = ctx.events_named(EventName::ScrapeGap);
-    let gone_at: Vec<f64> = resets
-        .iter()
-        .filter_map(|r| {
-            gaps.iter()
-                .map(|g| g.t_rel_sec)
-                .filter(|t| *t <= r.t_rel_sec)
-                .reduce(f64::max)
-        })
-        .chain(super::server_down(ctx).and_then(|d| d.gap.map(|g| g.t_rel_sec)))
+    let gone_at: Vec<f64> = super::restart_gaps(ctx)
+        .into_iter()
+        .chain(super::server_down(ctx).and_then(|d| d.gap))
+        .map(|g| g.t_rel_sec)
         .collect();
     let (lost, surges): (Vec<_>, Vec<_>) = ctx
         .events_named(EventName::ClientAbortSurge)

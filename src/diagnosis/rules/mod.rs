@@ -86,6 +86,20 @@ pub(crate) fn server_down_of<'a>(
     proven.then_some(Down { outage, kind, gap })
 }
 
+/// The SCRAPE_GAP of each restart (COUNTER_RESET): the last gap that began before it.
+pub(crate) fn restart_gaps<'c>(ctx: &'c super::Context) -> Vec<&'c crate::store::events::Event> {
+    let gaps = ctx.events_named(crate::vocab::EventName::ScrapeGap);
+    ctx.events_named(crate::vocab::EventName::CounterReset)
+        .iter()
+        .filter_map(|r| {
+            gaps.iter()
+                .copied()
+                .filter(|g| g.t_rel_sec <= r.t_rel_sec)
+                .max_by(|a, b| a.t_rel_sec.total_cmp(&b.t_rel_sec))
+        })
+        .collect()
+}
+
 /// What a server held at its last good sample before a SCRAPE_GAP (the event's evidence,
 /// 14_data_quality_events.sql): running and waiting requests and KV usage.
 pub(crate) struct HeldBefore {

@@ -2,7 +2,6 @@
 //! drops every request in flight: what the server held at its last answer before the
 //! restart (the SCRAPE_GAP's evidence) is what its clients lost.
 use crate::diagnosis::{Context, Rule, Verdict, ev, rec};
-use crate::store::events::Event;
 use crate::vocab::{EventName, Hypothesis};
 
 pub const RULE: Rule = Rule {
@@ -20,16 +19,7 @@ fn check(ctx: &Context) -> Verdict {
     }
     let gaps = ctx.events_named(EventName::ScrapeGap);
     let downtime: f64 = gaps.iter().filter_map(|e| e.value).sum();
-    // Each restart's gap: the last one that began before its reset.
-    let before: Vec<&Event> = resets
-        .iter()
-        .filter_map(|r| {
-            gaps.iter()
-                .copied()
-                .filter(|g| g.t_rel_sec <= r.t_rel_sec)
-                .max_by(|a, b| a.t_rel_sec.total_cmp(&b.t_rel_sec))
-        })
-        .collect();
+    let before = super::restart_gaps(ctx);
     let held: Vec<super::HeldBefore> = before.iter().map(|g| super::HeldBefore::of(g)).collect();
     let running: f64 = held.iter().filter_map(|h| h.running).sum();
     let waiting: f64 = held.iter().filter_map(|h| h.waiting).sum();
