@@ -344,7 +344,7 @@ const LINE_BUFFER: usize = 1 << 20;
 impl<'scope> LineWriter<'scope> {
     fn spawn<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
-        mut file: File,
+        mut file: impl Write + Send + 'scope,
         path: &'scope Path,
     ) -> Self {
         let (full, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
@@ -354,8 +354,12 @@ impl<'scope> LineWriter<'scope> {
                 file.write_all(&buffer)
                     .map_err(|e| StoreError::io(path, e))?;
                 buffer.clear();
-                // The merge may be done and gone: then the buffer is not needed.
-                let _ = empty_tx.send(buffer);
+                // Never wait to give a buffer back: when the merge is finishing (it no
+                // longer takes buffers) or holds enough already, this one is not needed.
+                // A blocking send here hung `analyze` for good when the merge had made
+                // more buffers than the pool holds and stopped taking them to join this
+                // thread.
+                let _ = empty_tx.try_send(buffer);
             }
             file.flush().map_err(|e| StoreError::io(path, e))
         });
@@ -821,5 +825,68 @@ mod tests {
             finished.and(pushed).unwrap_err().to_string()
         });
         assert!(err.contains("/dev/full"), "{err}");
+    }
+
+    /// A file that takes its first write only once released (a slow disk, a busy page
+    /// cache): meanwhile the merge fills new buffers, more than the writer's pool of
+    /// empty ones holds once they all come back.
+    struct HeldFile {
+        released: std::sync::mpsc::Receiver<()>,
+        waiting: bool,
+        bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for HeldFile {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if std::mem::take(&mut self.waiting) {
+                let _ = self.released.recv();
+            }
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Five buffers' worth of lines while the file holds the first: the merge makes new
+    /// buffers, and when the file lets go they all come back to a pool of two. The
+    /// writer blocked forever giving back the third while `finish` waited for it
+    /// (`analyze` hung after writing every event, seen on a busy 10⁶ fleet).
+    #[test]
+    fn a_slow_file_does_not_hang_the_merge() {
+        let path = Path::new("held.jsonl");
+        let (release, released) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let line = |k: usize| format!("{k:0>999}");
+        let lines = 5 * LINE_BUFFER / 1000;
+        let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let written = bytes.clone();
+        std::thread::spawn(move || {
+            std::thread::scope(|scope| {
+                let file = HeldFile {
+                    released,
+                    waiting: true,
+                    bytes: written,
+                };
+                let mut w = LineWriter::spawn(scope, file, path);
+                // Let the file go once the merge is blocked handing over a buffer.
+                scope.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let _ = release.send(());
+                });
+                for k in 0..lines {
+                    w.push(&line(k)).unwrap();
+                }
+                let _ = done_tx.send(w.finish().map_err(|e| e.to_string()));
+            });
+        });
+        let finished = done
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the line writer hung");
+        assert_eq!(finished, Ok(()));
+        let text = String::from_utf8(bytes.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), lines);
+        assert!(text.lines().enumerate().all(|(k, l)| l == line(k)));
     }
 }
