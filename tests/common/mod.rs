@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use kvscope::sim::{self, scenario};
 
@@ -114,8 +115,61 @@ where
     std::process::Command::new(bin())
         .args(args)
         .env("NO_COLOR", "1")
-        .output()
+        .bounded_output()
         .expect("run kvscope")
+}
+
+/// The longest any one program run by the tests may take (the slowest `kvscope` run takes
+/// ~1 min): one that hangs fails its test, naming the command, instead of stalling the
+/// suite until CI's limit.
+pub const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+/// `Command::output` within [`RUN_LIMIT`].
+pub trait Bounded {
+    /// Runs the command to completion like `output()` (stdin closed, stdout and stderr
+    /// captured), killing it and failing the test if it runs longer than [`RUN_LIMIT`].
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl Bounded for std::process::Command {
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output> {
+        // A poll on `try_wait`: std has no wait with a timeout.
+        use std::io::Read;
+        use std::process::Stdio;
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > RUN_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{self:?} still running after {RUN_LIMIT:?}: killed (hung?)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(std::process::Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        })
+    }
 }
 
 /// Starts `kvscope simulate` on a free loopback port; returns the child and its base URL.
@@ -245,7 +299,7 @@ impl S3Server {
             .args(args)
             .envs(self.env())
             .env("NO_COLOR", "1")
-            .output()
+            .bounded_output()
             .expect("run kvscope")
     }
 

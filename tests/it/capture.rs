@@ -21,6 +21,7 @@ use kvscope::source::raw::{self, RawPage, RawWriter};
 use kvscope::store;
 use kvscope::vocab::Phase;
 
+use crate::common::Bounded;
 use crate::common::{bin, block_on, kvscope};
 
 /// Capture seconds per wall second for the replay.
@@ -797,7 +798,7 @@ fn record_raw_keeps_every_page_and_replays() {
         ])
         .arg("--out")
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     let _ = replay.kill();
     let _ = replay.wait();

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kvscope::store;
 
+use crate::common::Bounded;
 use crate::common::{bin, fixture_text, kvscope, record_scenario, serve_pages};
 
 fn count_lines(p: &std::path::Path) -> usize {
@@ -47,7 +48,7 @@ fn record_fixture_pages_end_to_end() {
             "--out",
         ])
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
@@ -124,7 +125,7 @@ fn unreachable_server_is_a_clear_error() {
             "--out",
         ])
         .arg(tmp.path().join("s"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -138,7 +139,7 @@ fn not_vllm_endpoint_names_missing_metrics() {
     let o = Command::new(bin())
         .args(["record", "--server", &url, "--duration", "2s", "--out"])
         .arg(tmp.path().join("s"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -152,7 +153,7 @@ fn not_vllm_endpoint_names_missing_metrics() {
 fn invalid_url_is_rejected() {
     let o = Command::new(bin())
         .args(["record", "--server", "ftp://x", "--duration", "1s"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid server URL"));
@@ -173,7 +174,7 @@ fn bad_session_errors_name_the_file() {
     let o = Command::new(bin())
         .arg("analyze")
         .arg(tmp.path().join("nope"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
 }
@@ -185,7 +186,7 @@ fn doctor_output(scenario: &str, args: &[&str]) -> String {
         .arg(&dir)
         .args(args)
         .env("NO_COLOR", "1")
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         o.status.success() || o.status.code() == Some(1),
@@ -222,7 +223,7 @@ fn timeline_snapshot() {
         .arg("timeline")
         .arg(&dir)
         .env("NO_COLOR", "1")
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(o.status.success());
     insta::assert_snapshot!(
@@ -239,14 +240,14 @@ fn doctor_fail_on_and_fleet() {
         .arg("doctor")
         .arg(&healthy)
         .args(["--fail-on", "medium"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(st.status.code(), Some(0));
     let st = Command::new(bin())
         .arg("doctor")
         .arg(&bad)
         .args(["--fail-on", "high"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(st.status.code(), Some(1));
     let fleet = tempfile::tempdir().unwrap();
@@ -262,7 +263,7 @@ fn doctor_fail_on_and_fleet() {
         .arg("doctor")
         .arg(fleet.path())
         .env("NO_COLOR", "1")
-        .output()
+        .bounded_output()
         .unwrap();
     let text = String::from_utf8(o.stdout).unwrap();
     let first_row = text.lines().nth(1).unwrap();
@@ -272,7 +273,7 @@ fn doctor_fail_on_and_fleet() {
         .arg("doctor")
         .arg(fleet.path())
         .arg("--json")
-        .output()
+        .bounded_output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["fleet"][0]["top"], "KV_CACHE_THRASHING");
@@ -289,7 +290,7 @@ fn simulate_describe_json() {
             "--describe",
             "--json",
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -297,7 +298,7 @@ fn simulate_describe_json() {
     assert_eq!(v["engine"]["num_gpu_blocks"], 2048);
     let o = Command::new(bin())
         .args(["simulate", "--scenario", "nope", "--describe"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
 }
@@ -389,7 +390,7 @@ fn record_over_http(name: &str) -> Vec<kvscope::store::schema::Sample> {
             "--out",
         ])
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     let _ = sim.kill();
     let _ = sim.wait();
@@ -580,7 +581,7 @@ fn bad_flag_values_are_clear_errors_never_panics() {
         let o = std::process::Command::new(crate::common::bin())
             .args(*args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
+            .bounded_output()
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         if o.status.success() || err.contains("panicked") || !err.contains(named) {
@@ -888,7 +889,7 @@ fn record_refuses_a_router_and_names_its_backends() {
         if wait {
             cmd.arg("--wait");
         }
-        cmd.output().unwrap()
+        cmd.bounded_output().unwrap()
     };
     let out = tmp.path().join("refused");
     let o = record(&out, false);
@@ -932,7 +933,7 @@ fn record_refuses_a_page_of_several_servers() {
     let o = Command::new(bin())
         .args(["record", "--server", &url, "--duration", "1s", "--out"])
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");

@@ -8,6 +8,7 @@ use kvscope::present::dashboard::render_text;
 use kvscope::present::dashboard::state::{Density, ServerPane, State};
 use kvscope::store;
 
+use crate::common::Bounded;
 use crate::common::{bin, block_on, record_scenario};
 
 fn state_from_session(name: &str, density: Density) -> State {
@@ -79,7 +80,7 @@ fn once_against_the_simulator() {
             "--interval",
             "200ms",
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     let dead = Command::new(bin())
         .args([
@@ -92,7 +93,7 @@ fn once_against_the_simulator() {
             "--timeout",
             "300ms",
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     let _ = sim.kill();
     let _ = sim.wait();
@@ -108,7 +109,7 @@ fn once_against_the_simulator() {
     let o = Command::new(bin())
         .args(["dashboard", "--server", "http://127.0.0.1:9"])
         .stdin(Stdio::null())
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--once"));

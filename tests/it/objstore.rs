@@ -8,6 +8,7 @@ use std::path::Path;
 use kvscope::store::location::Location;
 use object_store::aws::AmazonS3Builder;
 
+use crate::common::Bounded;
 use crate::common::{self, S3_KEY, S3_SECRET, S3Server, kvscope, record_scenario};
 
 fn stdout(o: &std::process::Output) -> String {
@@ -354,7 +355,7 @@ fn object_store_errors_are_clear_and_nonzero() {
         .arg(tmp.path().join("st"))
         .envs(s3.env())
         .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     assert!(

@@ -13,6 +13,7 @@ use kvscope::source::prom;
 use kvscope::store;
 use proptest::prelude::*;
 
+use crate::common::Bounded;
 use crate::common::{bin, fixture_text, kvscope, record_scenario};
 
 proptest! {
@@ -255,7 +256,7 @@ fn recorder_survives_every_fault_and_keeps_every_sample() {
             "--out",
         ])
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows = store::read_samples_jsonl(&out.join(store::SAMPLES_JSONL)).unwrap();
@@ -404,7 +405,7 @@ fn bad_sessions_give_clear_errors() {
 fn simulator_binds_loopback_by_default() {
     let o = Command::new(bin())
         .args(["simulate", "--help"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("127.0.0.1:8000"));
 }
@@ -424,7 +425,7 @@ fn full_disk_is_a_clear_error_and_keeps_earlier_data() {
     let o = Command::new("bash")
         .arg("-c")
         .arg(&script)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!o.status.success(), "recording past the limit must fail");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -459,7 +460,7 @@ fn bearer_token_is_sent_and_never_stored_and_clock_jumps_are_survived() {
         .arg(&token_file)
         .arg("--out")
         .arg(&out)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sent = heads.lock().unwrap().join("\n");

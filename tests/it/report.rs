@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::Bounded;
 use crate::common::{kvscope, record_scenario, record_scenario_at};
 
 fn chromium() -> &'static str {
@@ -35,7 +36,7 @@ fn headless(file: &Path, what: &str, profile: &Path) -> String {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(what)
         .arg(format!("file://{}", file.display()))
-        .output()
+        .bounded_output()
         .expect("run chromium");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
