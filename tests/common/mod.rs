@@ -133,7 +133,8 @@ pub trait Bounded {
 
 impl Bounded for std::process::Command {
     fn bounded_output(&mut self) -> std::io::Result<std::process::Output> {
-        // A poll on `try_wait`: std has no wait with a timeout.
+        // A poll on `try_wait`: std has no wait with a timeout, and these dozen lines are
+        // all the `wait-timeout` crate would save.
         use std::io::Read;
         use std::process::Stdio;
         let mut child = self
